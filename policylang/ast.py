@@ -1,0 +1,290 @@
+"""The typed, immutable syntax tree.
+
+Every node carries a :class:`~policylang.source.Span` as the keyword-only ``span``
+field. Spans are excluded from equality, hashing and repr: two policies that differ only
+in layout have equal trees (the formatter's round-trip tests rely on it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Union
+
+from .source import Span
+
+_SPAN = dict(compare=False, repr=False, kw_only=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    span: Span = field(**_SPAN)
+
+
+# ------------------------------------------------------------------ expressions
+
+@dataclass(frozen=True, slots=True)
+class Literal(Node):
+    """A string, integer, decimal, duration (its seconds, an int) or boolean.
+
+    ``kind`` is one of ``string``, ``int``, ``decimal``, ``duration``, ``bool``; the
+    formatter prints a duration back in ``1h30m`` form.
+    """
+
+    value: object
+    kind: str
+
+
+@dataclass(frozen=True, slots=True)
+class ListExpr(Node):
+    items: tuple["Expr", ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Name(Node):
+    """A root (principal, action, …), a constant or a quantifier variable."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Attr(Node):
+    obj: "Expr"
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Index(Node):
+    obj: "Expr"
+    index: "Expr"
+
+
+@dataclass(frozen=True, slots=True)
+class Call(Node):
+    func: str
+    args: tuple["Expr", ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Unary(Node):
+    op: str  # "-" or "not"
+    operand: "Expr"
+
+
+@dataclass(frozen=True, slots=True)
+class Binary(Node):
+    """Arithmetic (``+ - * /``), comparison (``== != < <= > >=``), ``in`` and ``not in``."""
+
+    op: str
+    left: "Expr"
+    right: "Expr"
+
+
+@dataclass(frozen=True, slots=True)
+class BoolOp(Node):
+    """An ``and`` / ``or`` chain, flattened: ``a or b or c`` is one node of three items."""
+
+    op: str  # "and" or "or"
+    items: tuple["Expr", ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Matches(Node):
+    operand: "Expr"
+    pattern: str
+
+
+@dataclass(frozen=True, slots=True)
+class Has(Node):
+    operand: "Expr"
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Quantifier(Node):
+    kind: str  # "any" or "all"
+    var: str
+    collection: "Expr"
+    body: "Expr"
+
+
+Expr = Union[Literal, ListExpr, Name, Attr, Index, Call, Unary, Binary, BoolOp, Matches, Has, Quantifier]
+
+# ------------------------------------------------------------------ schema
+
+
+@dataclass(frozen=True, slots=True)
+class TypeRef(Node):
+    """``string``, ``set<string>``, ``number?`` …"""
+
+    name: str
+    arg: "TypeRef | None" = None
+    optional: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class FieldDecl(Node):
+    name: str
+    type: TypeRef
+
+
+@dataclass(frozen=True, slots=True)
+class EntityDecl(Node):
+    """``principal agent { … }`` or ``resource repo { … }``."""
+
+    category: str  # "principal" or "resource"
+    name: str
+    fields: tuple[FieldDecl, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ActionDecl(Node):
+    """``[high_impact] action read, list on repo [{ … }]``."""
+
+    names: tuple[str, ...]
+    on: tuple[str, ...]
+    fields: tuple[FieldDecl, ...] | None
+    high_impact: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ContextDecl(Node):
+    fields: tuple[FieldDecl, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Const(Node):
+    name: str
+    value: Expr
+    name_span: Span = field(**_SPAN)
+
+
+@dataclass(frozen=True, slots=True)
+class Option(Node):
+    name: str
+    value: Expr
+    name_span: Span = field(**_SPAN)
+
+
+# ------------------------------------------------------------------ rules
+
+
+@dataclass(frozen=True, slots=True)
+class Annotation(Node):
+    name: str
+    value: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class EntityRef(Node):
+    """A principal kind or resource type in a target, with an optional id glob."""
+
+    name: str
+    glob: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Target(Node):
+    """``None`` stands for ``*``."""
+
+    subjects: tuple[EntityRef, ...] | None
+    actions: tuple[str, ...] | None
+    resources: tuple[EntityRef, ...] | None
+    #: spans of the action names, in order (for diagnostics)
+    action_spans: tuple[Span, ...] = field(default=(), **_SPAN)
+
+
+@dataclass(frozen=True, slots=True)
+class Condition(Node):
+    kind: str  # "when" or "unless"
+    expr: Expr
+
+
+@dataclass(frozen=True, slots=True)
+class Grant(Node):
+    scopes: tuple[Expr, ...]
+    ttl: int  # seconds
+
+
+@dataclass(frozen=True, slots=True)
+class By(Node):
+    approvers: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Because(Node):
+    text: str
+
+
+Clause = Union[Grant, By, Because]
+
+
+@dataclass(frozen=True, slots=True)
+class Rule(Node):
+    effect: str  # "permit", "forbid" or "require_approval"
+    annotations: tuple[Annotation, ...]
+    target: Target
+    conditions: tuple[Condition, ...]
+    clauses: tuple[Clause, ...]
+    #: span of the head keyword(s)
+    head_span: Span = field(**_SPAN)
+
+    def annotation(self, name: str) -> str | None:
+        for a in self.annotations:
+            if a.name == name:
+                return a.value
+        return None
+
+    @property
+    def grant(self) -> Grant | None:
+        return next((c for c in self.clauses if isinstance(c, Grant)), None)
+
+    @property
+    def by(self) -> By | None:
+        return next((c for c in self.clauses if isinstance(c, By)), None)
+
+    @property
+    def because(self) -> str | None:
+        return next((c.text for c in self.clauses if isinstance(c, Because)), None)
+
+
+Statement = Union[Const, Option, EntityDecl, ActionDecl, ContextDecl, Rule]
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyFile(Node):
+    path: str
+    statements: tuple[Statement, ...]
+
+
+def children(node: Node) -> tuple[Node, ...]:
+    """The direct sub-expressions of an expression node (for generic walks)."""
+    if isinstance(node, (Literal, Name)):
+        return ()
+    if isinstance(node, ListExpr):
+        return node.items
+    if isinstance(node, Attr):
+        return (node.obj,)
+    if isinstance(node, Index):
+        return (node.obj, node.index)
+    if isinstance(node, Call):
+        return node.args
+    if isinstance(node, Unary):
+        return (node.operand,)
+    if isinstance(node, Binary):
+        return (node.left, node.right)
+    if isinstance(node, BoolOp):
+        return node.items
+    if isinstance(node, (Matches, Has)):
+        return (node.operand,)
+    if isinstance(node, Quantifier):
+        return (node.collection, node.body)
+    return ()
+
+
+def walk(node: Node):
+    """Every expression node below and including ``node``, pre-order, iteratively."""
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        yield n
+        stack.extend(reversed(children(n)))

@@ -1,0 +1,50 @@
+"""The ``policylang`` command line: one module per subcommand.
+
+Exit statuses (SPEC §8): 0 success, 1 a finding (errors, failures, a file that would
+change), 2 usage. Heavy imports (the engine, the web server) happen inside the
+subcommands, so ``policylang check`` starts fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+#: subcommand name -> module (inside policylang.cli) defining a click command ``command``
+SUBCOMMANDS = {
+    "check": "check",
+    "fmt": "fmt",
+    "test": "test",
+    "eval": "eval",
+    "serve": "serve",
+    "token": "token",
+    "approvals": "approvals",
+    "audit": "audit",
+}
+
+
+class _LazyGroup(click.Group):
+    """Imports a subcommand's module only when that subcommand runs."""
+
+    def list_commands(self, ctx):
+        return [name for name, mod in SUBCOMMANDS.items() if _module_exists(mod)]
+
+    def get_command(self, ctx, name):
+        mod = SUBCOMMANDS.get(name)
+        if mod is None or not _module_exists(mod):
+            return None
+        return importlib.import_module(f"policylang.cli.{mod}").command
+
+
+def _module_exists(mod: str) -> bool:
+    return importlib.util.find_spec(f"policylang.cli.{mod}") is not None
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="policylang")
+def main() -> None:
+    """policylang: authorization policies for AI agents and other workloads."""
+
+
+import importlib.util  # noqa: E402  (used by _module_exists)

@@ -1,0 +1,653 @@
+"""Text → AST.
+
+The LALR parser is built once per process (Lark's grammar analysis is cached on disk
+too) and runs with an inline transformer, so no intermediate parse tree is built and
+no step recurses over the input: a 20,000-deep expression costs a diagnostic, not a
+``RecursionError``. The first syntax error stops the parse and becomes an E001
+:class:`~policylang.errors.Diagnostic` inside a :class:`~policylang.errors.PolicyError`.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import re
+import threading
+from pathlib import Path
+
+from lark.parsers.lalr_analysis import Shift
+from lark import Lark, Token, UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+
+from . import ast
+from .errors import Diagnostic, PolicyError
+from .source import Span, offset_of
+
+#: Deepest expression nesting accepted (SPEC §4.4 asks for at least 100).
+MAX_DEPTH = 128
+
+KEYWORDS = frozenset(
+    "permit forbid require approval for to on when unless grant by because const option "
+    "high_impact and or not in matches has any all true false".split()
+)
+ROOTS = frozenset(["principal", "action", "resource", "context", "risk", "delegation", "intent"])
+
+_UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+
+
+def grammar_path() -> Path:
+    """The grammar file: inside the installed package, or the checkout's ``grammar/``."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "grammar" / "policy.lark", here.parent / "grammar" / "policy.lark"):
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError("policylang grammar (policy.lark) not found next to the package")
+
+
+def parse_duration(text: str) -> int:
+    total, num = 0, ""
+    for ch in text:
+        if ch.isdigit():
+            num += ch
+        else:
+            total += int(num) * _UNITS[ch]
+            num = ""
+    return total
+
+
+class _SyntaxProblem(Exception):
+    """Raised from inside the transformer; becomes an E001."""
+
+    def __init__(self, message: str, span: Span):
+        super().__init__(message)
+        self.message = message
+        self.span = span
+
+
+class _Builder:
+    """Inline LALR callbacks: children in, AST nodes out (one rule at a time)."""
+
+    def __init__(self) -> None:
+        self.path = "<policy>"
+        self.depth: dict[int, int] = {}
+
+    # -- helpers ---------------------------------------------------------------
+    def _tok_span(self, t: Token) -> Span:
+        return Span(self.path, t.line, t.column, t.end_line, t.end_column, t.start_pos, t.end_pos)
+
+    def _span(self, first, last=None) -> Span:
+        a = self._tok_span(first) if isinstance(first, Token) else first.span
+        if last is None:
+            return a
+        b = self._tok_span(last) if isinstance(last, Token) else last.span
+        return Span.join(a, b)
+
+    def _expr(self, node, *kids):
+        d = 1 + max((self.depth.get(id(k), 1) for k in kids), default=0)
+        if d > MAX_DEPTH:
+            raise _SyntaxProblem(f"expression nests more than {MAX_DEPTH} levels deep; split it up", node.span)
+        self.depth[id(node)] = d
+        return node
+
+    def _string(self, t: Token) -> str:
+        value = json.loads(t.value)
+        if any(0xD800 <= ord(c) <= 0xDFFF for c in value):
+            raise _SyntaxProblem("string contains an unpaired \\u surrogate escape", self._tok_span(t))
+        return value
+
+    def _check_not_keyword(self, t: Token, what: str) -> None:
+        if t.value in KEYWORDS:
+            raise _SyntaxProblem(f"'{t.value}' is a reserved keyword and cannot name a {what}", self._tok_span(t))
+
+    # -- file and statements ----------------------------------------------------
+    def start(self, kids):
+        statements = kids[0] if kids else []
+        span = Span(self.path, 1, 1, 1, 1, 0, 0)
+        if statements:
+            span = Span.join(statements[0].span, statements[-1].span)
+        return ast.PolicyFile(self.path, tuple(statements), span=span)
+
+    def statements(self, kids):
+        if len(kids) == 1:
+            return [kids[0]]
+        kids[0].append(kids[1])
+        return kids[0]
+
+    exprs = statements
+
+    def const_decl(self, kids):
+        kw, name, _eq, value = kids
+        self._check_not_keyword(name, "constant")
+        return ast.Const(name.value, value, span=self._span(kw, value), name_span=self._tok_span(name))
+
+    def option_decl(self, kids):
+        kw, name, _eq, value = kids
+        return ast.Option(name.value, value, span=self._span(kw, value), name_span=self._tok_span(name))
+
+    def _expect_word(self, t: Token, allowed: tuple[str, ...]) -> None:
+        if t.value not in allowed:
+            want = " or ".join(f"'{a}'" for a in allowed)
+            raise _SyntaxProblem(f"expected {want} to start a schema declaration, found '{t.value}'",
+                                 self._tok_span(t))
+
+    def entity_decl(self, kids):
+        cat, name, block = kids
+        self._expect_word(cat, ("principal", "resource"))
+        return ast.EntityDecl(cat.value, name.value, block.fields, span=self._span(cat, block.close))
+
+    def _action_decl(self, kids, high_impact):
+        first = kids[0]
+        word = kids[1] if high_impact else kids[0]
+        self._expect_word(word, ("action",))
+        rest = kids[2:] if high_impact else kids[1:]
+        names = [k[0] for k in rest if isinstance(k, tuple)]
+        types = [k for k in rest if isinstance(k, Token) and k.type == "NAME"]
+        block = rest[-1] if isinstance(rest[-1], _Block) else None
+        last = block.close if block else types[-1]
+        return ast.ActionDecl(tuple(names), tuple(t.value for t in types), block.fields if block else None,
+                              high_impact, span=self._span(first, last))
+
+    def action_decl(self, kids):
+        return self._action_decl(kids, False)
+
+    def high_impact_action_decl(self, kids):
+        return self._action_decl(kids, True)
+
+    def context_decl(self, kids):
+        word, block = kids
+        self._expect_word(word, ("context",))
+        return ast.ContextDecl(block.fields, span=self._span(word, block.close))
+
+    def type_name(self, kids):
+        return kids[0]
+
+    def field_block(self, kids):
+        return _Block(tuple(k for k in kids if isinstance(k, ast.FieldDecl)), kids[-1])
+
+    def field(self, kids):
+        name, typ = kids
+        return ast.FieldDecl(name.value, typ, span=self._span(name, typ))
+
+    def type_ref(self, kids):
+        name = kids[0]
+        arg = next((k for k in kids[1:] if isinstance(k, ast.TypeRef)), None)
+        optional = any(isinstance(k, Token) and k.type == "QMARK" for k in kids)
+        return ast.TypeRef(name.value, arg, optional, span=self._span(name, kids[-1]))
+
+    # -- rules --------------------------------------------------------------------
+    def annotation(self, kids):
+        at, name = kids[0], kids[1]
+        value = self._string(kids[3]) if len(kids) > 3 else None
+        return ast.Annotation(name.value, value, span=self._span(at, kids[-1]))
+
+    def permit(self, kids):
+        return ("permit", self._span(kids[0]))
+
+    def forbid(self, kids):
+        return ("forbid", self._span(kids[0]))
+
+    def require_approval(self, kids):
+        return ("require_approval", self._span(kids[0], kids[-1]))
+
+    def rule(self, kids):
+        i = 0
+        annotations = []
+        while isinstance(kids[i], ast.Annotation):
+            annotations.append(kids[i])
+            i += 1
+        effect, head_span = kids[i]
+        target = kids[i + 1]
+        rest = kids[i + 2:]
+        conditions = tuple(k for k in rest if isinstance(k, ast.Condition))
+        clauses = tuple(k for k in rest if not isinstance(k, ast.Condition))
+        first = annotations[0].span if annotations else head_span
+        last = rest[-1].span if rest else target.span
+        return ast.Rule(effect, tuple(annotations), target, conditions, clauses,
+                        span=Span.join(first, last), head_span=head_span)
+
+    def target(self, kids):
+        subjects, _to, actions, _on, resources = kids
+        acts, act_spans, _first, _last = actions
+        return ast.Target(subjects[0], acts, resources[0], span=Span.join(subjects[2], resources[3]),
+                          action_spans=act_spans)
+
+    def _refs(self, kids):
+        if len(kids) == 1 and isinstance(kids[0], Token) and kids[0].type == "STAR":
+            s = self._span(kids[0])
+            return (None, None, s, s)
+        return (tuple(kids), kids[0], kids[0].span, kids[-1].span)
+
+    def subjects(self, kids):
+        return self._refs(kids)
+
+    def resources(self, kids):
+        return self._refs(kids)
+
+    def entity_ref(self, kids):
+        name = kids[0]
+        glob = self._string(kids[1]) if len(kids) > 1 else None
+        return ast.EntityRef(name.value, glob, span=self._span(name, kids[-1]))
+
+    def actions(self, kids):
+        if len(kids) == 1 and isinstance(kids[0], Token) and kids[0].type == "STAR":
+            s = self._span(kids[0])
+            return (None, (), s, s)
+        names = tuple(k[0] for k in kids)
+        spans = tuple(k[1] for k in kids)
+        return (names, spans, spans[0], spans[-1])
+
+    def action_ref(self, kids):
+        t = kids[0]
+        value = self._string(t) if t.type == "STRING" else t.value
+        return (value, self._tok_span(t))
+
+    def when(self, kids):
+        return ast.Condition("when", kids[1], span=self._span(kids[0], kids[1]))
+
+    def unless(self, kids):
+        return ast.Condition("unless", kids[1], span=self._span(kids[0], kids[1]))
+
+    def grant_clause(self, kids):
+        kw, scopes, _for, dur = kids
+        return ast.Grant(tuple(scopes), parse_duration(dur.value), span=self._span(kw, dur))
+
+    def by_clause(self, kids):
+        kw, *names = kids
+        return ast.By(tuple(self._string(n) for n in names), span=self._span(kw, names[-1]))
+
+    def because_clause(self, kids):
+        kw, text = kids
+        return ast.Because(self._string(text), span=self._span(kw, text))
+
+    # -- expressions --------------------------------------------------------------
+    def quantifier(self, kids):
+        kw, var, _in, coll, body = kids
+        self._check_not_keyword(var, "variable")
+        return self._expr(ast.Quantifier(kw.value, var.value, coll, body, span=self._span(kw, body)), coll, body)
+
+    def or_op(self, kids):
+        return self._boolop("or", kids[0], kids[2])
+
+    def and_op(self, kids):
+        return self._boolop("and", kids[0], kids[2])
+
+    def _boolop(self, op, left, right):
+        # An and/or chain is one node; while its chain is open (not yet closed by
+        # parentheses or the end of the parse) it grows in place, so a chain of n terms
+        # costs O(n), not O(n^2).
+        rdepth = self.depth.get(id(right), 1)
+        if isinstance(left, ast.BoolOp) and left.op == op and id(left) in self._open:
+            self._open[id(left)][1].append(right)
+            object.__setattr__(left, "span", Span.join(left.span, right.span))
+            node = left
+            d = max(self.depth[id(node)], rdepth + 1)
+        else:
+            node = ast.BoolOp(op, (), span=Span.join(left.span, right.span))
+            self._open[id(node)] = (node, [left, right])
+            d = 1 + max(self.depth.get(id(left), 1), rdepth)
+        self.depth[id(node)] = d
+        if d > MAX_DEPTH:
+            raise _SyntaxProblem(f"expression nests more than {MAX_DEPTH} levels deep; split it up", node.span)
+        return node
+
+    def _close(self, node) -> None:
+        entry = self._open.pop(id(node), None)
+        if entry is not None:
+            object.__setattr__(entry[0], "items", tuple(entry[1]))
+
+    def close_all(self) -> None:
+        for node, items in self._open.values():
+            object.__setattr__(node, "items", tuple(items))
+        self._open.clear()
+
+    def not_op(self, kids):
+        return self._expr(ast.Unary("not", kids[1], span=self._span(kids[0], kids[1])), kids[1])
+
+    def neg(self, kids):
+        return self._expr(ast.Unary("-", kids[1], span=self._span(kids[0], kids[1])), kids[1])
+
+    def compare(self, kids):
+        left, op, right = kids
+        return self._expr(ast.Binary(op.value, left, right, span=self._span(left, right)), left, right)
+
+    arith = compare
+
+    def in_op(self, kids):
+        left, _in, right = kids
+        return self._expr(ast.Binary("in", left, right, span=self._span(left, right)), left, right)
+
+    def not_in_op(self, kids):
+        left, _not, _in, right = kids
+        return self._expr(ast.Binary("not in", left, right, span=self._span(left, right)), left, right)
+
+    def matches(self, kids):
+        left, _kw, pat = kids
+        return self._expr(ast.Matches(left, self._string(pat), span=self._span(left, pat)), left)
+
+    def has(self, kids):
+        left, _kw, name = kids
+        value = self._string(name) if name.type == "STRING" else name.value
+        return self._expr(ast.Has(left, value, span=self._span(left, name)), left)
+
+    def attr(self, kids):
+        obj, name = kids
+        return self._expr(ast.Attr(obj, name.value, span=self._span(obj, name)), obj)
+
+    def index(self, kids):
+        obj, _l, idx, r = kids
+        return self._expr(ast.Index(obj, idx, span=self._span(obj, r)), obj, idx)
+
+    def string(self, kids):
+        return ast.Literal(self._string(kids[0]), "string", span=self._span(kids[0]))
+
+    def integer(self, kids):
+        return ast.Literal(int(kids[0].value), "int", span=self._span(kids[0]))
+
+    def decimal(self, kids):
+        return ast.Literal(float(kids[0].value), "decimal", span=self._span(kids[0]))
+
+    def duration(self, kids):
+        return ast.Literal(parse_duration(kids[0].value), "duration", span=self._span(kids[0]))
+
+    def true(self, kids):
+        return ast.Literal(True, "bool", span=self._span(kids[0]))
+
+    def false(self, kids):
+        return ast.Literal(False, "bool", span=self._span(kids[0]))
+
+    def name(self, kids):
+        return ast.Name(kids[0].value, span=self._span(kids[0]))
+
+    def call(self, kids):
+        name, _l, r = kids[0], kids[1], kids[-1]
+        args = tuple(kids[2]) if len(kids) == 4 else ()
+        return self._expr(ast.Call(name.value, tuple(args), span=self._span(name, r)), *args)
+
+    def paren(self, kids):
+        inner = kids[1]
+        # a parenthesised and/or chain is a unit: close it so nothing flattens into it
+        self._close(inner)
+        return inner
+
+    def list(self, kids):
+        items = tuple(kids[1]) if len(kids) == 3 else ()
+        return self._expr(ast.ListExpr(items, span=self._span(kids[0], kids[-1])), *items)
+
+    def reset(self, path: str) -> None:
+        self.path = path
+        self.depth = {}
+        self._open: dict[int, tuple[ast.BoolOp, list]] = {}
+
+
+class _Block:
+    """A ``{ field: type, … }`` block and its closing brace (for the span)."""
+
+    __slots__ = ("fields", "close")
+
+    def __init__(self, fields, close):
+        self.fields = fields
+        self.close = close
+
+
+class _Engine:
+    """Lark's LALR tables driven by a tight loop, with a one-regex contextual lexer.
+
+    Lark compiles the grammar (grammar/policy.lark) into LALR(1) tables and the rule
+    callbacks; this class only runs them, about twice as fast as ``Lark.parse`` on large
+    files because (1) the lexer scans with a single compiled alternation of the grammar's
+    own terminal patterns and only asks the parser state whether an identifier is a
+    keyword *here* (all that the contextual lexer does for this grammar), and (2) the
+    unit reductions of the precedence chain (``?expr: or_expr`` …) skip Lark's callback
+    wrappers. Errors are Lark's own ``UnexpectedToken`` / ``UnexpectedCharacters``.
+    """
+
+    def __init__(self, lark: Lark) -> None:
+        terms = {t.name: t for t in lark.terminals}
+        regex_order = ["WS", "COMMENT", "DURATION", "DECIMAL", "INT", "NAME", "STRING"]
+        parts = [f"(?P<{n}>{terms[n].pattern.to_regexp()})" for n in regex_order]
+        self.keywords: dict[str, str] = {}
+        punct = []
+        for t in lark.terminals:
+            if t.name in regex_order:
+                continue
+            if t.pattern.value.isidentifier():
+                self.keywords[t.pattern.value] = t.name
+            else:
+                punct.append(t)
+        punct.sort(key=lambda t: -len(t.pattern.value))
+        parts += [f"(?P<{t.name}>{re.escape(t.pattern.value)})" for t in punct]
+        self.scanner = re.compile("|".join(parts))
+
+        lalr = lark.parser.parser.parser
+        table = lalr.parse_table
+        reductions = {}
+        for rule, callback in lalr.callbacks.items():
+            unit = rule.options.expand1 and len(rule.expansion) == 1 and not rule.alias
+            reductions[rule] = (len(rule.expansion), str(rule.origin.name), None if unit else callback)
+        # Plain str keys (Lark's may be Token objects, whose __eq__ is Python code), and
+        # each reduce action carries its (size, goto symbol, callback) directly.
+        self.states = {
+            st: {str(k): (act, arg if act is Shift else reductions[arg]) for k, (act, arg) in row.items()}
+            for st, row in table.states.items()
+        }
+        self.start_state = table.start_states["start"]
+        self.end_state = table.end_states["start"]
+
+    def parse(self, text: str):
+        states, keywords, end_state = self.states, self.keywords, self.end_state
+        match = self.scanner.match
+        state_stack = [self.start_state]
+        value_stack: list = []
+        pos, line, line_start, n = 0, 1, 0, len(text)
+        while True:
+            # ---- next token
+            if pos < n:
+                m = match(text, pos)
+                if m is None:
+                    allowed = {k for k in states[state_stack[-1]] if k.isupper()}
+                    raise UnexpectedCharacters(text, pos, line, pos - line_start + 1, allowed=allowed)
+                kind = m.lastgroup
+                end = m.end()
+                if kind == "WS":
+                    nl = text.count("\n", pos, end)
+                    if nl:
+                        line += nl
+                        line_start = text.rfind("\n", pos, end) + 1
+                    pos = end
+                    continue
+                if kind == "COMMENT":
+                    pos = end
+                    continue
+                value = m.group()
+                if kind == "NAME":
+                    kw = keywords.get(value)
+                    if kw is not None and kw in states[state_stack[-1]]:
+                        kind = kw
+                col = pos - line_start + 1
+                token = Token(kind, value, pos, line, col, line, col + (end - pos), end)
+                pos = end
+            else:
+                col = pos - line_start + 1
+                token = Token("$END", "", pos, line, col, line, col, pos)
+            # ---- feed it
+            while True:
+                try:
+                    action, arg = states[state_stack[-1]][token.type]
+                except KeyError:
+                    expected = {k for k in states[state_stack[-1]] if k.isupper()}
+                    raise UnexpectedToken(token, expected) from None
+                if action is Shift:
+                    state_stack.append(arg)
+                    value_stack.append(token)
+                    break
+                size, origin, callback = arg
+                if size:
+                    children = value_stack[-size:]
+                    del state_stack[-size:]
+                    del value_stack[-size:]
+                else:
+                    children = []
+                value = children[0] if callback is None else callback(children)
+                state_stack.append(states[state_stack[-1]][origin][1])
+                value_stack.append(value)
+                if token.type == "$END" and state_stack[-1] == end_state:
+                    return value_stack[-1]
+
+
+_lock = threading.Lock()
+_builder = _Builder()
+_engine: _Engine | None = None
+
+
+def _get_parser() -> _Engine:
+    global _engine
+    if _engine is None:
+        lark = Lark(
+            grammar_path().read_text(encoding="utf-8"),
+            parser="lalr",
+            lexer="basic",
+            transformer=_builder,
+            maybe_placeholders=False,
+        )
+        _engine = _Engine(lark)
+    return _engine
+
+
+# ----------------------------------------------------------------------- errors
+
+_FRIENDLY = {
+    "NAME": "a name",
+    "STRING": "a string",
+    "INT": "an integer",
+    "DECIMAL": "a decimal",
+    "DURATION": "a duration such as 10m",
+    "$END": "end of file",
+    "DOT": "'.'",
+    "COMMA": "','",
+    "COLON": "':'",
+}
+_PUNCT = {
+    "EQ": "==", "NE": "!=", "LE": "<=", "GE": ">=", "LESSTHAN": "<", "MORETHAN": ">",
+    "EQUALS": "=", "PLUS": "+", "MINUS": "-", "STAR": "*", "SLASH": "/", "AT": "@",
+    "QMARK": "?", "LPAR": "(", "RPAR": ")", "LSQB": "[", "RSQB": "]", "LBRACE": "{",
+    "RBRACE": "}",
+}
+_STATEMENT = {"CONST", "OPTION", "PERMIT", "FORBID", "REQUIRE", "AT", "HIGH_IMPACT"}
+_OPERATOR = {"EQ", "NE", "LE", "GE", "LESSTHAN", "MORETHAN", "PLUS", "MINUS", "STAR", "SLASH",
+             "IN", "NOT", "MATCHES", "HAS", "AND", "OR", "LSQB", "DOT"}
+_EXPR = {"NAME", "STRING", "INT", "DECIMAL", "DURATION", "TRUE", "FALSE", "LPAR", "LSQB",
+         "MINUS", "NOT", "ANY", "ALL"}
+
+
+def _describe(term: str) -> str:
+    if term in _FRIENDLY:
+        return _FRIENDLY[term]
+    if term in _PUNCT:
+        return f"'{_PUNCT[term]}'"
+    if term.isupper() and term.lower() in KEYWORDS:
+        return f"'{term.lower()}'"
+    return term
+
+
+def describe_expected(expected) -> str:
+    exp = set(expected)
+    parts: list[str] = []
+    if {"PERMIT", "FORBID", "REQUIRE"} <= exp:
+        exp -= _STATEMENT | {"NAME"}
+        tail = "a new statement"
+    else:
+        tail = None
+    if {"PLUS", "STAR", "EQ"} <= exp:
+        exp -= _OPERATOR
+        parts.append("an operator")
+    if {"STRING", "INT", "NAME", "LPAR", "LSQB"} <= exp:
+        exp -= _EXPR
+        parts.append("an expression")
+    parts.extend(sorted(_describe(t) for t in exp if t != "$END"))
+    if tail:
+        parts.append(tail)
+    if "$END" in exp:
+        parts.append("end of file")
+    if not parts:
+        return "something else"
+    if len(parts) == 1:
+        return parts[0]
+    return ", ".join(parts[:-1]) + " or " + parts[-1]
+
+
+def _found(tok: Token) -> str:
+    if tok.type == "$END":
+        return "end of file"
+    text = tok.value if len(tok.value) <= 30 else tok.value[:27] + "..."
+    if tok.type == "NAME":
+        return f"name '{text}'"
+    if tok.type == "STRING":
+        return f"string {text}"
+    return f"'{text}'"
+
+
+def _syntax_diagnostic(e: UnexpectedInput, text: str, path: str) -> Diagnostic:
+    if isinstance(e, UnexpectedToken):
+        tok = e.token
+        expected = e.expected
+        if tok.type == "$END":
+            line, col = _end_position(text)
+            msg = f"unexpected end of file; expected {describe_expected(expected)}"
+            length = 1
+        else:
+            line, col = tok.line, tok.column
+            msg = f"unexpected {_found(tok)}; expected {describe_expected(expected)}"
+            length = max(1, len(tok.value.split("\n")[0]))
+            if tok.type == "EQUALS" and "EQ" in expected:
+                msg += " (use '==' to compare)"
+    elif isinstance(e, UnexpectedCharacters):
+        line, col = e.line, e.column
+        ch = text[e.pos_in_stream] if 0 <= e.pos_in_stream < len(text) else ""
+        if ch == '"':
+            msg = "unterminated string, a raw control character or a bad escape inside a string"
+        elif ch.isdigit():
+            msg = "malformed number or duration (durations look like 45s, 10m, 1h30m)"
+        else:
+            shown = repr(ch) if ch.isprintable() and ch else f"U+{ord(ch):04X}" if ch else "?"
+            msg = f"unexpected character {shown}"
+        if e.allowed:
+            msg += f"; expected {describe_expected(e.allowed)}"
+        length = 1
+    elif isinstance(e, UnexpectedEOF):
+        line, col = _end_position(text)
+        msg = f"unexpected end of file; expected {describe_expected(e.expected)}"
+        length = 1
+    else:  # pragma: no cover - lark has no other kinds
+        line, col, msg, length = 1, 1, str(e), 1
+    start = offset_of(text, line, col)
+    return Diagnostic.make("E001", msg, Span(path, line, col, line, col + length, start, start + length))
+
+
+def _end_position(text: str) -> tuple[int, int]:
+    lines = text.split("\n")
+    return len(lines), len(lines[-1]) + 1
+
+
+def parse(text: str, path: str = "<policy>") -> ast.PolicyFile:
+    """Parse one policy file. Raises :class:`PolicyError` holding a single E001."""
+    with _lock:
+        parser = _get_parser()
+        _builder.reset(path)
+        # The parse allocates many small objects and frees none: the cyclic collector
+        # would rescan the growing tree again and again, so pause it for the parse.
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            tree = parser.parse(text)
+            _builder.close_all()
+            return tree
+        except UnexpectedInput as e:
+            diag = _syntax_diagnostic(e, text, path)
+        except _SyntaxProblem as e:
+            diag = Diagnostic.make("E001", e.message, e.span)
+        except RecursionError:  # defensive: nothing here recurses, but never crash
+            diag = Diagnostic.make("E001", "policy nests too deeply", Span(path, 1, 1, 1, 2, 0, 1))
+        finally:
+            _builder.reset(path)
+            if gc_was_enabled:
+                gc.enable()
+    raise PolicyError([diag.with_line_text(text)])

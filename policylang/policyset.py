@@ -1,0 +1,102 @@
+"""The checked policy set: the typed output of loading and checking, the input of the
+compiler. It is immutable once built; the engine compiles it once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from . import ast
+from .errors import Diagnostic
+
+
+@dataclass(frozen=True)
+class RuleInfo:
+    """A rule with its resolved identity and place in the set."""
+
+    id: str
+    rule: ast.Rule
+    #: position in source order across the whole set (files in sorted path order)
+    index: int
+    #: the path shown to users (as given + relative path inside a directory set)
+    path: str
+    explicit_id: bool
+
+    @property
+    def effect(self) -> str:
+        return self.rule.effect
+
+    @property
+    def line(self) -> int:
+        return self.rule.span.line
+
+    @property
+    def location(self) -> str:
+        return f"{self.path}:{self.rule.span.line}"
+
+    @property
+    def tags(self) -> tuple[str, ...]:
+        return tuple(a.value for a in self.rule.annotations if a.name == "tag" and a.value is not None)
+
+
+@dataclass(frozen=True)
+class ActionInfo:
+    name: str
+    on: frozenset[str]
+    attrs: Mapping[str, ast.TypeRef]
+    high_impact: bool
+    decl: ast.ActionDecl
+
+
+@dataclass(frozen=True)
+class Schema:
+    """Declared kinds, types, actions and context attributes (empty when undeclared)."""
+
+    principals: Mapping[str, Mapping[str, ast.TypeRef]] = field(default_factory=dict)
+    resources: Mapping[str, Mapping[str, ast.TypeRef]] = field(default_factory=dict)
+    actions: Mapping[str, ActionInfo] = field(default_factory=dict)
+    context: Mapping[str, ast.TypeRef] | None = None
+
+    @property
+    def empty(self) -> bool:
+        return not (self.principals or self.resources or self.actions or self.context is not None)
+
+
+@dataclass(frozen=True)
+class Options:
+    max_ttl: int = 3600
+    attenuate_delegation: bool = False
+
+
+@dataclass(frozen=True)
+class PolicySet:
+    """What :func:`policylang.load` returns."""
+
+    root: str
+    files: tuple[ast.PolicyFile, ...]
+    #: display path -> source text (policy files)
+    sources: Mapping[str, str]
+    rules: tuple[RuleInfo, ...]
+    #: folded constant values by name
+    constants: Mapping[str, Any]
+    options: Options
+    schema: Schema
+    #: entity data from ``*.entities.json`` files: {kind or type: {id: attrs}}
+    entities: Mapping[str, Mapping[str, dict]]
+    #: every diagnostic found (only warnings when loading succeeded)
+    diagnostics: tuple[Diagnostic, ...]
+    version: str
+
+    def rule(self, rule_id: str) -> RuleInfo | None:
+        for r in self.rules:
+            if r.id == rule_id:
+                return r
+        return None
+
+    @property
+    def warnings(self) -> tuple[Diagnostic, ...]:
+        return tuple(d for d in self.diagnostics if d.severity == "warning")
+
+    @property
+    def errors(self) -> tuple[Diagnostic, ...]:
+        return tuple(d for d in self.diagnostics if d.severity == "error")
