@@ -1,0 +1,194 @@
+"""Files → parsed → checked :class:`~policylang.policyset.PolicySet` (SPEC §4, §4.3, §5).
+
+A policy set is one ``.policy`` file or a directory of them (recursive, sorted by path).
+A directory set also loads every ``*.entities.json`` below it. Paths in diagnostics are
+the ones the user can open: the path as given, joined with the path inside a directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from . import ast
+from .checker import check
+from .errors import Diagnostic, PolicyError, sort_diagnostics
+from .parser import parse
+from .policyset import PolicySet
+from .source import Span
+
+
+def _span(path: str, line: int = 1, column: int = 1) -> Span:
+    return Span(path, line, column, line, column + 1, 0, 0)
+
+
+def _read_text(path: Path, display: str) -> tuple[str | None, Diagnostic | None]:
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        return None, Diagnostic.make("E001", f"cannot read file: {e.strerror or e}", _span(display))
+    try:
+        return data.decode("utf-8"), None
+    except UnicodeDecodeError as e:
+        before = data[: e.start].decode("utf-8", errors="replace")
+        line = before.count("\n") + 1
+        col = len(before) - (before.rfind("\n") + 1) + 1
+        return None, Diagnostic.make("E001", f"file is not valid UTF-8 (byte 0x{data[e.start]:02x})",
+                                     _span(display, line, col))
+
+
+def parse_entities(text: str, display: str) -> tuple[dict | None, Diagnostic | None]:
+    """Parse entity data ``{"<kind or type>": {"<id>": {attrs}}}``; E001 when malformed."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        return None, Diagnostic.make("E001", f"entity file is not valid JSON: {e.msg}",
+                                     _span(display, e.lineno, e.colno))
+    problem = entities_shape_error(data)
+    if problem:
+        return None, Diagnostic.make("E001", f"entity file must be {{\"<kind or type>\": {{\"<id>\": {{attrs}}}}}}: {problem}",
+                                     _span(display))
+    return data, None
+
+
+def entities_shape_error(data: Any) -> str | None:
+    if not isinstance(data, dict):
+        return "the top level is not an object"
+    for kind, ids in data.items():
+        if not isinstance(ids, dict):
+            return f"the value of {json.dumps(kind)} is not an object of ids"
+        for eid, attrs in ids.items():
+            if not isinstance(attrs, dict):
+                return f"the attributes of {json.dumps(kind)} {json.dumps(eid)} are not an object"
+    return None
+
+
+def _merge_entities(target: dict, data: Mapping) -> None:
+    for kind, ids in data.items():
+        bucket = target.setdefault(kind, {})
+        for eid, attrs in ids.items():
+            bucket[eid] = attrs
+
+
+def build(sources: Iterable[tuple[str, str, str]], entity_sources: Iterable[tuple[str, str, str]],
+          root: str, *, raise_errors: bool = True) -> tuple[PolicySet | None, list[Diagnostic]]:
+    """Parse and check.
+
+    ``sources``/``entity_sources`` are ``(display path, relative path, text)`` triples in
+    load order. Returns the set (``None`` when there are errors) and every diagnostic;
+    with ``raise_errors`` a set with errors raises :class:`PolicyError` instead.
+    """
+    sources = list(sources)
+    entity_sources = list(entity_sources)
+    diags: list[Diagnostic] = []
+    files: list[ast.PolicyFile] = []
+    texts = {display: text for display, _rel, text in sources}
+    for display, _rel, text in sources:
+        try:
+            files.append(parse(text, display))
+        except PolicyError as e:
+            diags.extend(e.diagnostics)
+    entities: dict = {}
+    for display, _rel, text in entity_sources:
+        data, problem = parse_entities(text, display)
+        if problem:
+            diags.append(problem)
+        else:
+            _merge_entities(entities, data)
+
+    result = None
+    if not diags:
+        result = check(files, {display: rel for display, rel, _ in sources})
+        diags.extend(result.diagnostics)
+
+    all_texts = {**texts, **{d: t for d, _r, t in entity_sources}}
+    diags = [d.with_line_text(all_texts[d.path]) if d.path in all_texts else d for d in sort_diagnostics(diags)]
+    if any(d.severity == "error" for d in diags):
+        if raise_errors:
+            raise PolicyError(diags)
+        return None, diags
+
+    digest = hashlib.sha256()
+    for _display, rel, text in sources:
+        digest.update(b"policy\0" + rel.encode() + b"\0" + text.encode("utf-8") + b"\0")
+    for _display, rel, text in entity_sources:
+        digest.update(b"entities\0" + rel.encode() + b"\0" + text.encode("utf-8") + b"\0")
+    assert result is not None
+    policy_set = PolicySet(
+        root=root,
+        files=tuple(files),
+        sources=texts,
+        rules=result.rules,
+        constants=result.constants,
+        options=result.options,
+        schema=result.schema,
+        entities=entities,
+        diagnostics=tuple(diags),
+        version="sha256:" + digest.hexdigest(),
+    )
+    return policy_set, diags
+
+
+def collect(path: str | os.PathLike) -> tuple[list[tuple[str, str, str]], list[tuple[str, str, str]], list[Diagnostic], str]:
+    """Find and read the files of the set at ``path``: (sources, entity sources, read errors, root)."""
+    given = os.fspath(path)
+    p = Path(given)
+    problems: list[Diagnostic] = []
+    sources: list[tuple[str, str, str]] = []
+    entity_sources: list[tuple[str, str, str]] = []
+    if p.is_dir():
+        found = []
+        for f in p.rglob("*"):
+            if f.is_file() and (f.name.endswith(".policy") or f.name.endswith(".entities.json")):
+                found.append(f.relative_to(p).as_posix())
+        for rel in sorted(found):
+            display = os.path.join(given, rel)
+            text, problem = _read_text(p / rel, display)
+            if problem:
+                problems.append(problem)
+                continue
+            (sources if rel.endswith(".policy") else entity_sources).append((display, rel, text))
+        return sources, entity_sources, problems, given
+    if not p.exists():
+        problems.append(Diagnostic.make("E001", "no such file or directory", _span(given)))
+        return sources, entity_sources, problems, given
+    text, problem = _read_text(p, given)
+    if problem:
+        problems.append(problem)
+    else:
+        if given.endswith(".entities.json"):
+            entity_sources.append((given, p.name, text))
+        else:
+            sources.append((given, p.name, text))
+    return sources, entity_sources, problems, str(p.parent)
+
+
+def load(path: str | os.PathLike) -> PolicySet:
+    """Load a policy file or directory. Raises :class:`PolicyError` with every error."""
+    sources, entity_sources, problems, root = collect(path)
+    if problems:
+        raise PolicyError(problems)
+    policy_set, _ = build(sources, entity_sources, root)
+    assert policy_set is not None
+    return policy_set
+
+
+def loads(text: str, name: str = "inline.policy") -> PolicySet:
+    """Load a policy set from one string. ``name`` is its path in diagnostics and ids."""
+    if not isinstance(text, str):
+        raise PolicyError([Diagnostic.make("E001", f"policy text must be a string, not {type(text).__name__}",
+                                           _span(name))])
+    policy_set, _ = build([(name, name, text)], [], ".")
+    assert policy_set is not None
+    return policy_set
+
+
+def check_path(path: str | os.PathLike) -> tuple[PolicySet | None, list[Diagnostic]]:
+    """Every diagnostic of the set at ``path`` (for ``policylang check``); never raises."""
+    sources, entity_sources, problems, root = collect(path)
+    if problems:
+        return None, [d for d in sort_diagnostics(problems)]
+    return build(sources, entity_sources, root, raise_errors=False)
