@@ -125,3 +125,219 @@ def evaluate(node: ast.Expr, scope: Scope) -> Any:
                 return False
         return True
     raise EvalError(f"cannot evaluate {type(node).__name__}")  # pragma: no cover
+
+
+# ------------------------------------------------------------------ rules and decisions
+
+def target_matches(target: ast.Target, req) -> bool:
+    """SPEC §4.1: kind, action, type and the id globs."""
+    p = req.principal
+    if target.subjects is not None:
+        if not any(s.name == p.kind and (s.glob is None or rt.glob(s.glob).match(p.id))
+                   for s in target.subjects):
+            return False
+    if target.actions is not None and req.action.name not in target.actions:
+        return False
+    r = req.resource
+    if target.resources is not None:
+        if not any(s.name == r.kind and (s.glob is None or (r.id is not None and rt.glob(s.glob).match(r.id)))
+                   for s in target.resources):
+            return False
+    return True
+
+
+def scope_value(v: Any) -> str:
+    if isinstance(v, str):
+        return v
+    raise EvalError(f"a grant scope must be a string, got {rt.type_name(v)}")
+
+
+@dataclass
+class ConditionTrace:
+    kind: str  # when / unless
+    expr: ast.Expr
+    result: Any = None  # True / False, or None when it raised or was not reached
+    error: str | None = None
+    detail: str | None = None  # "stops" for the condition that stopped the rule
+
+
+@dataclass
+class RuleTrace:
+    info: Any
+    held: bool
+    error: str | None
+    scopes: list[str] | None
+    conditions: list[ConditionTrace] = field(default_factory=list)
+
+
+def evaluate_rule(info, scope: Scope, trace: bool = False) -> RuleTrace:
+    """SPEC §4.4 and §7: conditions in order, stopping at the first that does not hold;
+    an error fails closed (a permit does not hold; a forbid or gate holds)."""
+    rule: ast.Rule = info.rule
+    out = RuleTrace(info, False, None, None)
+    fail_closed = rule.effect != "permit"
+    for cond in rule.conditions:
+        ct = ConditionTrace(cond.kind, cond.expr)
+        if trace:
+            out.conditions.append(ct)
+        try:
+            value = rt.boolean(evaluate(cond.expr, scope), "condition")
+        except EvalError as e:
+            ct.error = out.error = str(e)
+            out.held = fail_closed
+            return out
+        ct.result = value
+        if value != (cond.kind == "when"):
+            ct.detail = "stops"
+            return out
+    grant = rule.grant if rule.effect == "permit" else None
+    if grant is not None:
+        try:
+            out.scopes = [scope_value(evaluate(s, scope)) for s in grant.scopes]
+        except EvalError as e:
+            out.error = str(e)
+            return out
+    out.held = True
+    return out
+
+
+def request_scope(req, constants: Mapping[str, Any]) -> Scope:
+    return Scope(req.roots(), constants)
+
+
+def traces(policy_set, req, trace: bool = False) -> list[RuleTrace]:
+    scope = request_scope(req, policy_set.constants)
+    return [evaluate_rule(info, scope, trace) for info in policy_set.rules
+            if target_matches(info.rule.target, req)]
+
+
+def decide_request(policy_set, req, approvals=None, attenuate: bool = True):
+    """The reference decision for a validated request (SPEC §6, §6.3, §6.4)."""
+    from .decision import ALLOW, attenuation_denial, combine
+
+    outcomes = [(t.info, t.held, t.error, t.scopes) for t in traces(policy_set, req)]
+    decision = combine(outcomes, req, policy_set.version, approvals)
+    if attenuate and decision.decision == ALLOW and policy_set.options.attenuate_delegation:
+        for i, delegator in enumerate(req.chain):
+            sub = decide_request(policy_set, req.as_delegator(i), None, attenuate=False)
+            if sub.decision != ALLOW:
+                return attenuation_denial(delegator.id, req.action.name, policy_set.version,
+                                          req.delegation_path(), decision.errors)
+    return decision
+
+
+def decide(policy_set, request: Any, *, entities: Any = None, approvals: Callable | None = None):
+    """Reference ``decide``: validate, merge entity data, evaluate every rule plainly."""
+    from .requests import entity_lookup, parse_request
+
+    req = parse_request(request, entity_lookup(policy_set.entities, entities))
+    return decide_request(policy_set, req, approvals)
+
+
+# ------------------------------------------------------------------ explanations
+
+def why(expr: ast.Expr, scope: Scope, sources: Mapping[str, str]) -> str:
+    """Which part of a condition made it come out ``value``, with the values compared."""
+    node = expr
+    # descend into the part of an and/or chain that decided the result
+    while True:
+        if isinstance(node, ast.BoolOp):
+            target = (node.op == "or")  # an `or` is decided by a true item, an `and` by a false one
+            nxt = None
+            for item in node.items:
+                try:
+                    if evaluate(item, scope) is target:
+                        nxt = item
+                        break
+                except EvalError:
+                    return _render(node, sources)
+            if nxt is None:
+                # every item had the other value: show the last one
+                nxt = node.items[-1]
+            node = nxt
+            continue
+        if isinstance(node, ast.Unary) and node.op == "not":
+            node = node.operand
+            continue
+        break
+    if isinstance(node, ast.Binary) and node.op in ("==", "!=", "<", "<=", ">", ">=", "in", "not in"):
+        try:
+            left = evaluate(node.left, scope)
+            right = evaluate(node.right, scope)
+        except EvalError as e:
+            return f"{_render(node, sources)}: {e}"
+        return f"{_render(node, sources)}: {rt.show(left)} {node.op} {rt.show(right)} is {_tf(_safe_eval(node, scope))}"
+    if isinstance(node, ast.Matches):
+        try:
+            v = evaluate(node.operand, scope)
+        except EvalError as e:
+            return f"{_render(node, sources)}: {e}"
+        return f"{_render(node, sources)}: {rt.show(v)} matches {rt.show(node.pattern)} is {_tf(_safe_eval(node, scope))}"
+    if isinstance(node, ast.Has):
+        return f"{_render(node, sources)} is {_tf(_safe_eval(node, scope))}"
+    return f"{_render(node, sources)} is {_tf(_safe_eval(node, scope))}"
+
+
+def _safe_eval(node, scope):
+    try:
+        return evaluate(node, scope)
+    except EvalError as e:
+        return f"an error ({e})"
+
+
+def _tf(v: Any) -> str:
+    return rt.show(v) if not isinstance(v, str) else v
+
+
+def _render(node: ast.Expr, sources: Mapping[str, str]) -> str:
+    """The expression's own source text (whitespace folded), or a short rendering."""
+    text = sources.get(node.span.path)
+    if text is not None and 0 <= node.span.start < node.span.end <= len(text):
+        snippet = " ".join(text[node.span.start:node.span.end].split())
+        return snippet if len(snippet) <= 80 else snippet[:79] + "…"
+    return describe(node)
+
+
+def explain(policy_set, req, decision) -> str:
+    """The readable trace of ``policylang eval --explain`` (SPEC §8)."""
+    sources = policy_set.sources
+    scope = request_scope(req, policy_set.constants)
+    lines = [f"decision: {decision.decision}"]
+    lines.append("delegation path: " + " -> ".join(decision.delegation_path))
+    lines.append(f"policy version: {decision.policy_version}")
+    if decision.rules:
+        lines.append("determined by: " + ", ".join(decision.rules))
+    for reason in decision.reasons:
+        lines.append(f"because: {reason}")
+    for g in decision.grants:
+        lines.append(f"grant ({g['rule']}): {' '.join(g['scopes'])} for {g['ttl']}s")
+    if decision.approvers:
+        lines.append("approvers: " + ", ".join(decision.approvers))
+    ts = traces(policy_set, req, trace=True)
+    lines.append(f"rules considered: {len(ts)} of {len(policy_set.rules)}")
+    for t in ts:
+        info = t.info
+        effect = info.rule.effect.replace("_", " ")
+        if t.error is not None:
+            status = "ERROR, treated as holding (fails closed)" if info.rule.effect != "permit" else \
+                "ERROR, treated as not holding (fails closed)"
+        else:
+            status = "held" if t.held else "did not hold"
+        lines.append(f"  [{status}] {info.id} ({effect}, {info.location})")
+        for c in t.conditions:
+            text = _render(c.expr, sources)
+            if c.error is not None:
+                lines.append(f"      {c.kind} {text}  -> error: {c.error}")
+            elif c.detail is not None:
+                lines.append(f"      {c.kind} {text}  -> {_tf(c.result)}, stops here: {why(c.expr, scope, sources)}")
+            else:
+                lines.append(f"      {c.kind} {text}  -> {_tf(c.result)}")
+        if t.scopes is not None:
+            lines.append(f"      grant {' '.join(t.scopes)}")
+    if decision.errors:
+        lines.append("errors:")
+        for e in decision.errors:
+            info = policy_set.rule(e["rule"])
+            where = f" ({info.location})" if info else ""
+            lines.append(f"  {e['rule']}{where}: {e['message']}")
+    return "\n".join(lines)

@@ -1,0 +1,226 @@
+"""Request dicts (SPEC §2) → validated runtime values, with entity data merged (§4.3).
+
+Validation is hand-written straight-line code rather than a pydantic model: it runs on
+every decision and must cost well under a microsecond or two. Every problem raises
+:class:`~policylang.errors.RequestError` naming the field (``principal.id``,
+``delegation[2].kind`` …); nothing malformed ever becomes a decision.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Mapping
+
+from .errors import RequestError
+from .runtime import Action, Delegation, Entity, type_name
+
+#: (kind or type, id) -> stored attrs or None
+EntityLookup = Callable[[str, str], "Mapping[str, Any] | None"]
+
+_EMPTY: dict = {}
+
+
+class Request:
+    """A validated request: the roots an expression can read, plus the raw input."""
+
+    __slots__ = ("principal", "action", "resource", "context", "risk", "delegation", "intent",
+                 "approval", "raw", "chain")
+
+    def __init__(self, principal: Entity, action: Action, resource: Entity, context: dict,
+                 risk: dict | None, chain: list[Entity], intent: dict | None, approval: str | None,
+                 raw: Mapping):
+        self.principal = principal
+        self.action = action
+        self.resource = resource
+        self.context = context
+        self.risk = risk
+        self.chain = chain
+        self.delegation = Delegation(chain, principal)
+        self.intent = intent
+        self.approval = approval
+        self.raw = raw
+
+    def roots(self) -> dict[str, Any]:
+        return {
+            "principal": self.principal,
+            "action": self.action,
+            "resource": self.resource,
+            "context": self.context,
+            "risk": self.risk,
+            "delegation": self.delegation,
+            "intent": self.intent,
+        }
+
+    def delegation_path(self) -> list[str]:
+        return [e.id for e in self.chain] + [self.principal.id]
+
+    def as_delegator(self, i: int) -> "Request":
+        """The request as delegator ``i`` of the chain would make it (SPEC §6.4)."""
+        return Request(self.chain[i], self.action, self.resource, self.context, self.risk,
+                       self.chain[:i], self.intent, None, self.raw)
+
+
+def _err(field: str, message: str) -> RequestError:
+    return RequestError(field, message)
+
+
+def _attrs(value: Any, field: str) -> dict:
+    if value is None:
+        return _EMPTY
+    if value.__class__ is dict or isinstance(value, Mapping):
+        return value if value.__class__ is dict else dict(value)
+    raise _err(field, f"expected an object, got {type_name(value)}")
+
+
+def _string(value: Any, field: str, required: bool = True) -> str | None:
+    if value.__class__ is str:
+        return value
+    if value is None:
+        if required:
+            raise _err(field, "required")
+        return None
+    raise _err(field, f"expected a string, got {type_name(value)}")
+
+
+def _merge(stored: Mapping | None, given: dict) -> dict:
+    if not stored:
+        return given
+    merged = dict(stored)
+    for k, v in given.items():
+        if v is not None:
+            merged[k] = v
+    return merged
+
+
+def _principal_like(value: Any, field: str, lookup: EntityLookup | None) -> Entity:
+    if value.__class__ is not dict:
+        if value is None:
+            raise _err(field, "required")
+        if not isinstance(value, Mapping):
+            raise _err(field, f"expected an object with id and kind, got {type_name(value)}")
+    get = value.get
+    pid = get("id")
+    if pid.__class__ is not str:
+        _string(pid, field + ".id")
+    kind = get("kind")
+    if kind.__class__ is not str:
+        _string(kind, field + ".kind")
+    attrs = get("attrs")
+    attrs = _EMPTY if attrs is None else _attrs(attrs, field + ".attrs")
+    if lookup is not None:
+        stored = lookup(kind, pid)
+        if stored:
+            attrs = _merge(stored, attrs)
+    return Entity("principal", kind, pid, attrs)
+
+
+def parse_request(raw: Any, lookup: EntityLookup | None = None) -> Request:
+    """Validate ``raw`` (SPEC §2) and merge entity data. Raises :class:`RequestError`."""
+    if raw.__class__ is not dict and not isinstance(raw, Mapping):
+        raise _err("", f"a request must be a JSON object, got {type_name(raw)}")
+    get = raw.get
+    principal = _principal_like(get("principal"), "principal", lookup)
+
+    action = get("action")
+    if action.__class__ is str:
+        act = Action(action, _EMPTY)
+    elif action is None:
+        raise _err("action", "required")
+    elif isinstance(action, Mapping):
+        name = action.get("name")
+        if name.__class__ is not str:
+            _string(name, "action.name")
+        act = Action(name, _attrs(action.get("attrs"), "action.attrs"))
+    else:
+        raise _err("action", f"expected a string or an object with name, got {type_name(action)}")
+
+    resource = get("resource")
+    if resource.__class__ is not dict and not isinstance(resource, Mapping):
+        if resource is None:
+            raise _err("resource", "required")
+        raise _err("resource", f"expected an object with type, got {type_name(resource)}")
+    rtype = resource.get("type")
+    if rtype.__class__ is not str:
+        _string(rtype, "resource.type")
+    rid = resource.get("id")
+    if rid is not None and rid.__class__ is not str:
+        _string(rid, "resource.id")
+    rattrs = resource.get("attrs")
+    rattrs = _EMPTY if rattrs is None else _attrs(rattrs, "resource.attrs")
+    if lookup is not None and rid is not None:
+        stored = lookup(rtype, rid)
+        if stored:
+            rattrs = _merge(stored, rattrs)
+    res = Entity("resource", rtype, rid, rattrs)
+
+    context = get("context")
+    context = _EMPTY if context is None else _attrs(context, "context")
+
+    risk = get("risk")
+    if risk is not None:
+        risk = _attrs(risk, "risk")
+        score = risk.get("score")
+        if score is not None:
+            if score.__class__ is not float and score.__class__ is not int:
+                raise _err("risk.score", f"expected a number, got {type_name(score)}")
+            if not (0 <= score <= 1) or (score.__class__ is float and math.isnan(score)):
+                raise _err("risk.score", f"must be between 0 and 1, got {score}")
+        signals = risk.get("signals")
+        if signals is not None:
+            if not isinstance(signals, list):
+                raise _err("risk.signals", f"expected a list of strings, got {type_name(signals)}")
+            for i, s in enumerate(signals):
+                if s.__class__ is not str:
+                    raise _err(f"risk.signals[{i}]", f"expected a string, got {type_name(s)}")
+
+    delegation = get("delegation")
+    chain: list[Entity] = []
+    if delegation is not None:
+        if not isinstance(delegation, list):
+            raise _err("delegation", f"expected a list, got {type_name(delegation)}")
+        for i, entry in enumerate(delegation):
+            if entry is None:
+                raise _err(f"delegation[{i}]", "null entry")
+            chain.append(_principal_like(entry, f"delegation[{i}]", lookup))
+
+    intent = get("intent")
+    if intent is not None:
+        intent = _attrs(intent, "intent")
+
+    approval = get("approval")
+    if approval is not None and approval.__class__ is not str:
+        raise _err("approval", f"expected a string, got {type_name(approval)}")
+
+    return Request(principal, act, res, context, risk, chain, intent, approval, raw)
+
+
+def entity_lookup(*sources: Any) -> EntityLookup | None:
+    """One lookup over entity sources, later ones winning: mappings
+    ``{kind: {id: attrs}}`` or callables ``(kind, id) -> attrs | None``."""
+    sources = tuple(s for s in sources if s)
+    if not sources:
+        return None
+    if all(isinstance(s, Mapping) for s in sources):
+        merged: dict[str, dict] = {}
+        for s in sources:
+            for kind, ids in s.items():
+                merged.setdefault(kind, {}).update(ids)
+
+        def lookup(kind: str, eid: str):
+            ids = merged.get(kind)
+            return ids.get(eid) if ids is not None else None
+        return lookup
+
+    def lookup_chain(kind: str, eid: str):
+        for s in reversed(sources):
+            if callable(s):
+                found = s(kind, eid)
+            else:
+                ids = s.get(kind)
+                found = ids.get(eid) if ids is not None else None
+            if found is not None:
+                if not isinstance(found, Mapping):
+                    raise RequestError(f"entities[{kind}][{eid}]", "the entity source returned a non-object")
+                return found
+        return None
+    return lookup_chain

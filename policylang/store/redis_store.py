@@ -1,0 +1,240 @@
+"""The shared store for several hosts: Redis (5.0 or later).
+
+Keys (all under ``key_prefix``, default ``policylang:``):
+
+* ``task:<id>``        hash {started_at, ends_at, revoked_at}; never expires
+* ``tasktokens:<id>``  sorted set jti -> keep_until of the task's tokens
+* ``token:<jti>``      keep_until of an issued token; expires then
+* ``revoked:<jti>``    keep_until of a revoked token; expires then
+* ``approval:<id>``    a ticket's JSON; expires APPROVAL_RETENTION after the ticket
+* ``approvals``        sorted set of ticket ids by creation time
+
+Expiries are set relative to the caller's ``now`` (``PX``), so a caller's clock and the
+server's need not agree. Durability is the server's: run it with ``appendonly yes``
+(``appendfsync always`` for no loss at all) so that a restart loses no revocation.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Optional
+
+from . import APPROVAL_RETENTION, Store, StoreError, TaskState, _dumps, _loads
+
+
+def _ms(seconds: float) -> int:
+    return max(1, int(math.ceil(seconds * 1000)))
+
+
+class RedisStore(Store):
+    def __init__(self, url: str, *, timeout: float = 2.0, key_prefix: str = "policylang:"):
+        try:
+            import redis
+            from redis.backoff import ExponentialBackoff
+            from redis.retry import Retry
+        except ImportError as e:  # pragma: no cover - depends on the environment
+            raise StoreError("the redis store needs the 'redis' package "
+                             "(pip install 'policylang[credentials]')") from e
+        self._redis = redis
+        self.url = url
+        self.prefix = key_prefix
+        try:
+            # from_url only parses; the first command connects.
+            self._client = redis.Redis.from_url(
+                url,
+                socket_timeout=timeout,
+                socket_connect_timeout=timeout,
+                retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 2),
+                retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
+                decode_responses=True,
+                health_check_interval=30,
+            )
+        except (ValueError, TypeError, redis.exceptions.RedisError) as e:
+            raise StoreError(f"bad Redis URL {url!r}: {e}") from e
+
+    # -- plumbing ---------------------------------------------------------------------
+
+    def _k(self, *parts: str) -> str:
+        return self.prefix + ":".join(parts)
+
+    def _call(self, fn):
+        try:
+            return fn(self._client)
+        except self._redis.exceptions.RedisError as e:
+            raise StoreError(f"Redis store {self._safe_url()}: {e}") from e
+        except OSError as e:  # a socket error that escaped redis-py's wrapping
+            raise StoreError(f"Redis store {self._safe_url()}: {e}") from e
+
+    def _safe_url(self) -> str:
+        """The URL without a password, for error messages."""
+        import re
+
+        return re.sub(r"//([^/@]*)@", "//***@", self.url)
+
+    def __repr__(self) -> str:
+        return f"<RedisStore {self._safe_url()}>"
+
+    # -- tasks and tokens ----------------------------------------------------------------
+
+    @staticmethod
+    def _task(task_id: str, h: dict) -> Optional[TaskState]:
+        if not h or "started_at" not in h:
+            return None
+        try:
+            revoked = h.get("revoked_at")
+            return TaskState(task_id, float(h["started_at"]), float(h["ends_at"]),
+                             float(revoked) if revoked is not None else None)
+        except (KeyError, ValueError) as e:
+            raise StoreError(f"corrupt task record {task_id!r}: {e}") from e
+
+    def start_task(self, task_id: str, now: float, ends_at: float) -> TaskState:
+        key = self._k("task", task_id)
+
+        def fn(r):
+            pipe = r.pipeline(transaction=True)
+            pipe.hsetnx(key, "started_at", repr(float(now)))
+            pipe.hsetnx(key, "ends_at", repr(float(ends_at)))
+            pipe.hgetall(key)
+            return pipe.execute()[-1]
+
+        return self._task(task_id, self._call(fn))
+
+    def get_task(self, task_id: str) -> Optional[TaskState]:
+        return self._task(task_id, self._call(lambda r: r.hgetall(self._k("task", task_id))))
+
+    def record_token(self, jti: str, task_id: Optional[str], keep_until: float, now: float) -> None:
+        if keep_until <= now:
+            return
+
+        def fn(r):
+            pipe = r.pipeline(transaction=True)
+            pipe.set(self._k("token", jti), repr(float(keep_until)), px=_ms(keep_until - now))
+            if task_id is not None:
+                tkey = self._k("tasktokens", task_id)
+                pipe.zadd(tkey, {jti: float(keep_until)})
+                pipe.zremrangebyscore(tkey, "-inf", f"({float(now)!r}")
+            pipe.execute()
+
+        self._call(fn)
+
+    def token_keep_until(self, jti: str) -> Optional[float]:
+        raw = self._call(lambda r: r.get(self._k("token", jti)))
+        if raw is None:
+            return None
+        try:
+            return float(raw)
+        except ValueError as e:
+            raise StoreError(f"corrupt token record {jti!r}") from e
+
+    def revoke_token(self, jti: str, keep_until: float, now: float) -> None:
+        if keep_until <= now:
+            return  # the token has expired (plus leeway): nothing left to refuse
+
+        key = self._k("revoked", jti)
+
+        def fn(r):
+            old = r.pttl(key)
+            want = _ms(keep_until - now)
+            if old is None or old < want:
+                r.set(key, repr(float(keep_until)), px=want)
+
+        self._call(fn)
+
+    def revoke_task(self, task_id: str, now: float) -> list[str]:
+        key = self._k("task", task_id)
+        tkey = self._k("tasktokens", task_id)
+
+        def fn(r):
+            pipe = r.pipeline(transaction=True)
+            pipe.hsetnx(key, "started_at", repr(float(now)))
+            pipe.hsetnx(key, "ends_at", repr(float(now)))
+            pipe.hsetnx(key, "revoked_at", repr(float(now)))
+            pipe.zrangebyscore(tkey, f"{float(now)!r}", "+inf", withscores=True)
+            tokens = pipe.execute()[-1]
+            if tokens:
+                pipe = r.pipeline(transaction=True)
+                for jti, keep_until in tokens:
+                    pipe.set(self._k("revoked", jti), repr(float(keep_until)),
+                             px=_ms(keep_until - now))
+                pipe.execute()
+            return [jti for jti, _ in tokens]
+
+        return self._call(fn)
+
+    def is_revoked(self, jti: str, task_id: Optional[str] = None) -> bool:
+        def fn(r):
+            pipe = r.pipeline(transaction=False)
+            pipe.exists(self._k("revoked", jti))
+            if task_id is not None:
+                pipe.hexists(self._k("task", task_id), "revoked_at")
+            return any(pipe.execute())
+
+        return bool(self._call(fn))
+
+    # -- approvals ---------------------------------------------------------------------
+
+    def create_approval(self, approval_id: str, data: dict, created_at: float, expires_at: float) -> None:
+        text = _dumps(data)
+        key = self._k("approval", approval_id)
+        keep = _ms(max(expires_at - created_at, 0) + APPROVAL_RETENTION)
+
+        def fn(r):
+            if not r.set(key, text, px=keep, nx=True):
+                raise StoreError(f"approval {approval_id} already exists")
+            r.zadd(self._k("approvals"), {approval_id: float(created_at)})
+
+        self._call(fn)
+
+    def get_approval(self, approval_id: str) -> Optional[dict]:
+        raw = self._call(lambda r: r.get(self._k("approval", approval_id)))
+        return None if raw is None else _loads(raw)
+
+    def update_approval(self, approval_id: str, change: Callable[[dict], dict]) -> Optional[dict]:
+        key = self._k("approval", approval_id)
+        WatchError = self._redis.exceptions.WatchError
+
+        def fn(r):
+            with r.pipeline(transaction=True) as pipe:
+                for _ in range(100):
+                    try:
+                        pipe.watch(key)
+                        raw = pipe.get(key)
+                        if raw is None:
+                            return None
+                        new = change(_loads(raw))
+                        text = _dumps(new)
+                        pipe.multi()
+                        pipe.set(key, text, keepttl=True)
+                        pipe.execute()
+                        return new
+                    except WatchError:
+                        continue
+                raise StoreError(f"approval {approval_id}: too much contention")
+
+        return self._call(fn)
+
+    def list_approvals(self, now: float) -> list[dict]:
+        index = self._k("approvals")
+
+        def fn(r):
+            ids = r.zrange(index, 0, -1)
+            if not ids:
+                return []
+            raws = r.mget([self._k("approval", i) for i in ids])
+            gone = [i for i, raw in zip(ids, raws) if raw is None]
+            if gone:
+                r.zrem(index, *gone)
+            return [raw for raw in raws if raw is not None]
+
+        return [_loads(raw) for raw in self._call(fn)]
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def ping(self) -> None:
+        self._call(lambda r: r.ping())
+
+    def close(self) -> None:
+        try:
+            self._client.close()
+        except Exception:  # pragma: no cover - closing never matters for correctness
+            pass

@@ -1,0 +1,225 @@
+"""The embedded store: one SQLite file in WAL mode.
+
+Several processes on one host may share the file (SQLite's locks serialise writers;
+readers never block). Writes run in ``BEGIN IMMEDIATE`` transactions with
+``synchronous=FULL``, so a committed revocation survives a crash of the process and of
+the machine.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from typing import Callable, Optional
+
+from . import APPROVAL_RETENTION, Store, StoreError, TaskState, _dumps, _loads
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS tasks (
+    id TEXT PRIMARY KEY,
+    started_at REAL NOT NULL,
+    ends_at REAL NOT NULL,
+    revoked_at REAL
+);
+CREATE TABLE IF NOT EXISTS tokens (
+    jti TEXT PRIMARY KEY,
+    task TEXT,
+    keep_until REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS tokens_by_task ON tokens(task);
+CREATE TABLE IF NOT EXISTS revoked (
+    jti TEXT PRIMARY KEY,
+    keep_until REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS approvals (
+    id TEXT PRIMARY KEY,
+    created_at REAL NOT NULL,
+    expires_at REAL NOT NULL,
+    data TEXT NOT NULL
+);
+"""
+
+#: purge forgotten rows at most this often (seconds of the caller's clock)
+_PURGE_EVERY = 60.0
+
+
+class SQLiteStore(Store):
+    def __init__(self, path: str, *, url: Optional[str] = None, timeout: float = 5.0):
+        if not path:
+            raise StoreError("SQLite store needs a file path")
+        self.path = path
+        self.url = url or f"sqlite:///{path}"
+        self.timeout = float(timeout)
+        self._conn: Optional[sqlite3.Connection] = None
+        self._lock = threading.RLock()
+        self._last_purge = float("-inf")
+
+    # -- connection -------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._conn is not None:
+            return self._conn
+        try:
+            conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None,
+                                   check_same_thread=False)
+            try:
+                conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
+                if self.path != ":memory:":
+                    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                    if str(mode).lower() != "wal":
+                        raise StoreError(f"{self.path}: cannot switch to WAL mode (got {mode})")
+                conn.execute("PRAGMA synchronous = FULL")
+                conn.executescript(_SCHEMA)
+            except BaseException:
+                conn.close()
+                raise
+        except sqlite3.Error as e:
+            raise StoreError(f"SQLite store {self.path}: {e}") from e
+        self._conn = conn
+        return conn
+
+    def _run(self, fn, *, write: bool = False):
+        """Run ``fn(conn)`` under the lock, in a transaction when writing."""
+        with self._lock:
+            conn = self._connect()
+            try:
+                if not write:
+                    return fn(conn)
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    result = fn(conn)
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
+                return result
+            except sqlite3.Error as e:
+                raise StoreError(f"SQLite store {self.path}: {e}") from e
+
+    def _maybe_purge(self, conn: sqlite3.Connection, now: float) -> None:
+        if now - self._last_purge < _PURGE_EVERY:
+            return
+        self._last_purge = now
+        conn.execute("DELETE FROM tokens WHERE keep_until < ?", (now,))
+        conn.execute("DELETE FROM revoked WHERE keep_until < ?", (now,))
+        conn.execute("DELETE FROM approvals WHERE expires_at < ?", (now - APPROVAL_RETENTION,))
+
+    # -- tasks and tokens ----------------------------------------------------------------
+
+    @staticmethod
+    def _task(row) -> Optional[TaskState]:
+        if row is None:
+            return None
+        return TaskState(row[0], row[1], row[2], row[3])
+
+    def start_task(self, task_id: str, now: float, ends_at: float) -> TaskState:
+        def fn(conn):
+            conn.execute("INSERT OR IGNORE INTO tasks (id, started_at, ends_at) VALUES (?, ?, ?)",
+                         (task_id, now, ends_at))
+            return self._task(conn.execute(
+                "SELECT id, started_at, ends_at, revoked_at FROM tasks WHERE id = ?", (task_id,)).fetchone())
+
+        return self._run(fn, write=True)
+
+    def get_task(self, task_id: str) -> Optional[TaskState]:
+        return self._run(lambda conn: self._task(conn.execute(
+            "SELECT id, started_at, ends_at, revoked_at FROM tasks WHERE id = ?", (task_id,)).fetchone()))
+
+    def record_token(self, jti: str, task_id: Optional[str], keep_until: float, now: float) -> None:
+        def fn(conn):
+            self._maybe_purge(conn, now)
+            conn.execute("INSERT OR REPLACE INTO tokens (jti, task, keep_until) VALUES (?, ?, ?)",
+                         (jti, task_id, keep_until))
+
+        self._run(fn, write=True)
+
+    def token_keep_until(self, jti: str) -> Optional[float]:
+        row = self._run(lambda conn: conn.execute(
+            "SELECT keep_until FROM tokens WHERE jti = ?", (jti,)).fetchone())
+        return None if row is None else row[0]
+
+    def revoke_token(self, jti: str, keep_until: float, now: float) -> None:
+        def fn(conn):
+            self._maybe_purge(conn, now)
+            conn.execute(
+                "INSERT INTO revoked (jti, keep_until) VALUES (?, ?) "
+                "ON CONFLICT(jti) DO UPDATE SET keep_until = max(keep_until, excluded.keep_until)",
+                (jti, keep_until))
+
+        self._run(fn, write=True)
+
+    def revoke_task(self, task_id: str, now: float) -> list[str]:
+        def fn(conn):
+            conn.execute("INSERT OR IGNORE INTO tasks (id, started_at, ends_at) VALUES (?, ?, ?)",
+                         (task_id, now, now))
+            conn.execute("UPDATE tasks SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+                         (now, task_id))
+            rows = conn.execute("SELECT jti, keep_until FROM tokens WHERE task = ? AND keep_until >= ? "
+                                "ORDER BY rowid", (task_id, now)).fetchall()
+            conn.executemany(
+                "INSERT INTO revoked (jti, keep_until) VALUES (?, ?) "
+                "ON CONFLICT(jti) DO UPDATE SET keep_until = max(keep_until, excluded.keep_until)", rows)
+            return [r[0] for r in rows]
+
+        return self._run(fn, write=True)
+
+    def is_revoked(self, jti: str, task_id: Optional[str] = None) -> bool:
+        def fn(conn):
+            if conn.execute("SELECT 1 FROM revoked WHERE jti = ?", (jti,)).fetchone():
+                return True
+            if task_id is not None:
+                row = conn.execute("SELECT revoked_at FROM tasks WHERE id = ?", (task_id,)).fetchone()
+                return row is not None and row[0] is not None
+            return False
+
+        return self._run(fn)
+
+    # -- approvals ---------------------------------------------------------------------
+
+    def create_approval(self, approval_id: str, data: dict, created_at: float, expires_at: float) -> None:
+        text = _dumps(data)
+
+        def fn(conn):
+            self._maybe_purge(conn, created_at)
+            try:
+                conn.execute("INSERT INTO approvals (id, created_at, expires_at, data) VALUES (?, ?, ?, ?)",
+                             (approval_id, created_at, expires_at, text))
+            except sqlite3.IntegrityError as e:
+                raise StoreError(f"approval {approval_id} already exists") from e
+
+        self._run(fn, write=True)
+
+    def get_approval(self, approval_id: str) -> Optional[dict]:
+        row = self._run(lambda conn: conn.execute(
+            "SELECT data FROM approvals WHERE id = ?", (approval_id,)).fetchone())
+        return None if row is None else _loads(row[0])
+
+    def update_approval(self, approval_id: str, change: Callable[[dict], dict]) -> Optional[dict]:
+        def fn(conn):
+            row = conn.execute("SELECT data FROM approvals WHERE id = ?", (approval_id,)).fetchone()
+            if row is None:
+                return None
+            new = change(_loads(row[0]))
+            conn.execute("UPDATE approvals SET data = ? WHERE id = ?", (_dumps(new), approval_id))
+            return new
+
+        return self._run(fn, write=True)
+
+    def list_approvals(self, now: float) -> list[dict]:
+        rows = self._run(lambda conn: conn.execute(
+            "SELECT data FROM approvals WHERE expires_at >= ? ORDER BY created_at, id",
+            (now - APPROVAL_RETENTION,)).fetchall())
+        return [_loads(r[0]) for r in rows]
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def ping(self) -> None:
+        self._run(lambda conn: conn.execute("SELECT 1").fetchone())
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                try:
+                    self._conn.close()
+                finally:
+                    self._conn = None
