@@ -21,7 +21,7 @@ class Decision:
 
     def __init__(self, decision: str, rules: list[str], reasons: list[str], grants: list[dict],
                  approvers: list[str], errors: list[dict], delegation_path: list[str],
-                 policy_version: str, explainer: Callable[["Decision"], str] | None = None):
+                 policy_version: str, explainer: "Callable[[Decision], str] | tuple | None" = None):
         self.decision = decision
         self.rules = rules
         self.reasons = reasons
@@ -49,9 +49,13 @@ class Decision:
         }
 
     def explain(self) -> str:
-        if self._explainer is None:
+        ex = self._explainer
+        if ex is None:
             return f"decision: {self.decision}"
-        return self._explainer(self)
+        if isinstance(ex, tuple):  # (engine, validated request): rendered on demand
+            engine, req = ex
+            return engine.explain_request(req, self)
+        return ex(self)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Decision) and self.to_dict() == other.to_dict()

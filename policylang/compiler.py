@@ -1,0 +1,673 @@
+"""Checked policy set → compiled decision tree (SPEC §6; ARCHITECTURE "the house").
+
+Two things happen here, both once per policy set:
+
+1. **Conditions become Python.** Each rule's conditions and grant scopes are generated
+   as the source of small Python functions and compiled with ``exec`` into a *fresh
+   namespace* that holds only the runtime helpers and the policy's own constants.
+   Nothing from a request is ever spliced into code: requests only flow in as the
+   functions' arguments. Policy strings enter the source through ``repr()`` only, and no
+   policy text appears in comments (``line_map`` ties each function back to its rule).
+   Constants are folded, attribute paths become direct dict reads, and comparisons with
+   a literal get an inline fast path; everything else calls :mod:`policylang.runtime`,
+   the very functions the reference interpreter uses, so both agree on every value
+   and every error message.
+
+2. **Rules are indexed.** A request reaches a *plan* through three dict lookups (its
+   principal kind, action name and resource type; names no rule mentions share one
+   "other" slot, and ``*`` targets are merged in). Within a plan, rules whose first
+   test is ``path == literal`` (``principal.dept == "d07"``) are grouped by that path
+   and looked up by the request's value, so a plan of 10,000 rules costs about what one
+   of 1,000 does. A rule's first test is safe to skip by index: it is a pure equality of
+   a value that is present, and when the value is absent the rules of that group are
+   evaluated in full (so they raise, and their errors are listed, exactly as SPEC §7
+   says).
+
+Each plan also carries a cache-key function: the values of every attribute path that
+any of its rules reads (typed, so ``true``, ``1`` and ``1.0`` never share a key).
+Requests that differ only in values no applicable rule reads share a cache entry.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from . import ast
+from . import runtime as rt
+from .interpreter import Scope, describe, evaluate
+from .policyset import PolicySet, RuleInfo
+from .runtime import EvalError
+
+#: the arguments of every generated function, in order
+ARGS = "P, A, R, C, K, D, I"
+ROOT_VARS = {"principal": "P", "action": "A", "resource": "R", "context": "C", "risk": "K",
+             "delegation": "D", "intent": "I"}
+_NUM = frozenset([int, float])
+MISSING = object()
+
+
+def _missing(where: str, name: str):
+    raise EvalError(f"{where} has no attribute '{name}'")
+
+
+def _noroot(name: str):
+    raise EvalError(f"the request has no {name}")
+
+
+def _raise(message: str):
+    raise EvalError(message)
+
+
+def _b(v, what: str):
+    if v is True or v is False:
+        return v
+    return rt.boolean(v, what)
+
+
+def _has_safe(thunk, name: str) -> bool:
+    try:
+        obj = thunk()
+    except EvalError:
+        return False
+    return rt.has_attr(obj, name)
+
+
+def _any(coll, body) -> bool:
+    for item in rt.iterable(coll):
+        if rt.boolean(body(item), "quantifier body"):
+            return True
+    return False
+
+
+def _all(coll, body) -> bool:
+    for item in rt.iterable(coll):
+        if not rt.boolean(body(item), "quantifier body"):
+            return False
+    return True
+
+
+def _call(name: str):
+    fn, arity, _ = rt.FUNCTIONS[name]
+
+    def call(*args):
+        if len(args) != arity:
+            raise EvalError(f"{name}() takes {arity} argument(s), got {len(args)}")
+        return fn(*args)
+    return call
+
+
+def _rd(obj, name: str):
+    """Read for cache keys and index lookups: never raises; MISSING when unreadable."""
+    if obj is MISSING:
+        return MISSING
+    if isinstance(obj, dict):
+        v = obj.get(name)
+    elif isinstance(obj, (rt.Entity, rt.Action, rt.Delegation)):
+        v = obj.get(name)
+    else:
+        return MISSING
+    return MISSING if v is None else v
+
+
+def freeze(v):
+    """A hashable, type-tagged image of a value (for cache keys)."""
+    cls = v.__class__
+    if cls is str or cls is int or cls is float or cls is bool:
+        return (cls, v)
+    if v is None or v is MISSING:
+        return (None,)
+    if isinstance(v, (list, tuple)):
+        return ("l", tuple(freeze(x) for x in v))
+    if isinstance(v, dict):
+        return ("d", tuple(sorted((k, freeze(x)) for k, x in v.items() if x is not None)))
+    if isinstance(v, rt.Entity):
+        return ("e", v.category, v.kind, v.id, freeze(v.attrs))
+    if isinstance(v, rt.Action):
+        return ("a", v.name, freeze(v.attrs))
+    if isinstance(v, rt.Delegation):
+        return ("g", freeze(v.chain), freeze(v.root))
+    return ("?", repr(v))
+
+
+#: the names every generated module starts with (its fresh namespace)
+HELPERS: dict[str, Any] = {
+    "_missing": _missing, "_noroot": _noroot, "_raise": _raise, "_b": _b,
+    "_has": rt.has_attr, "_has_safe": _has_safe, "_any": _any, "_all": _all,
+    "_attr": rt.get_attr, "_index": rt.index, "_eq": rt.equals, "_cmp": rt.compare,
+    "_arith": rt.arith, "_neg": rt.negate, "_in": rt.contains, "_match": rt.matches,
+    "_NUM": _NUM, "_rd": _rd, "_fz": freeze, "_MISSING": MISSING, "EvalError": EvalError,
+    "_scope": None,  # set below
+}
+
+
+def _scope_value(v):
+    if v.__class__ is str:
+        return v
+    raise EvalError(f"a grant scope must be a string, got {rt.type_name(v)}")
+
+
+HELPERS["_scope"] = _scope_value
+for _fname in rt.FUNCTIONS:
+    HELPERS[f"_f_{_fname}"] = _call(_fname)
+
+
+# ------------------------------------------------------------------ expressions → Python
+
+class _Gen:
+    """Generates the Python expression for one AST expression."""
+
+    def __init__(self, module: "_Module", constants: dict[str, Any]):
+        self.module = module
+        self.constants = constants
+        self.temps = 0
+
+    def temp(self) -> str:
+        self.temps += 1
+        return f"_t{self.temps}"
+
+    # which names an expression depends on (roots / quantifier variables)
+    def _free(self, node: ast.Expr, bound: frozenset) -> bool:
+        stack = [(node, bound)]
+        while stack:
+            n, b = stack.pop()
+            if isinstance(n, ast.Name):
+                if n.name in b or n.name not in self.constants:
+                    return True
+            elif isinstance(n, ast.Quantifier):
+                stack.append((n.collection, b))
+                stack.append((n.body, b | {n.var}))
+            else:
+                stack.extend((c, b) for c in ast.children(n))
+        return False
+
+    def expr(self, node: ast.Expr, bound: frozenset = frozenset()) -> tuple[str, str | None]:
+        """(python source, static kind): kind is "bool" when always a boolean, "str" for
+        a string literal, "num" for a number literal, else None."""
+        if not isinstance(node, ast.Literal) and not self._free(node, bound):
+            # constant subexpression: fold it now (an error becomes a runtime raise)
+            try:
+                value = evaluate(node, Scope({}, self.constants))
+            except EvalError as e:
+                return f"_raise({str(e)!r})", None
+            return self.value(value)
+        if isinstance(node, ast.Literal):
+            return self.value(node.value)
+        if isinstance(node, ast.Name):
+            if node.name in bound:
+                return f"v_{node.name}", None
+            if node.name in ROOT_VARS:
+                var = ROOT_VARS[node.name]
+                if node.name in ("risk", "intent"):
+                    return f"({var} if {var} is not None else _noroot({node.name!r}))", None
+                return var, None
+            return f"_raise({f'unknown name {node.name!r}'!r})", None
+        if isinstance(node, ast.Attr):
+            return self.attr(node, bound), None
+        if isinstance(node, ast.Index):
+            o, _ = self.expr(node.obj, bound)
+            i, _ = self.expr(node.index, bound)
+            return f"_index({o}, {i})", None
+        if isinstance(node, ast.Call):
+            if node.func not in rt.FUNCTIONS:
+                return f"_raise({f'unknown function {node.func!r}'!r})", None
+            args = [self.expr(a, bound)[0] for a in node.args]
+            if node.func == "in_cidr" and len(node.args) == 2 and isinstance(node.args[1], ast.Literal):
+                cidr = node.args[1].value
+                if isinstance(cidr, str) and rt.cidr_is_valid(cidr):
+                    args[1] = self.module.const(rt.parse_cidr(cidr))
+            kind = "bool" if rt.FUNCTIONS[node.func][2] == "bool" else None
+            return f"_f_{node.func}({', '.join(args)})", kind
+        if isinstance(node, ast.Unary):
+            x, k = self.expr(node.operand, bound)
+            if node.op == "not":
+                return (f"(not {x})" if k == "bool" else f"(not _b({x}, \"operand of 'not'\"))"), "bool"
+            return f"_neg({x})", None
+        if isinstance(node, ast.BoolOp):
+            what = f"operand of '{node.op}'"
+            parts = []
+            for item in node.items:
+                x, k = self.expr(item, bound)
+                parts.append(x if k == "bool" else f"_b({x}, {what!r})")
+            return "(" + f" {node.op} ".join(parts) + ")", "bool"
+        if isinstance(node, ast.Binary):
+            return self.binary(node, bound)
+        if isinstance(node, ast.Matches):
+            x, _ = self.expr(node.operand, bound)
+            return f"_match({x}, {self.module.const(rt.glob(node.pattern))})", "bool"
+        if isinstance(node, ast.Has):
+            if isinstance(node.operand, ast.Name) and node.operand.name in ("principal", "action", "resource",
+                                                                          "context", "delegation") \
+                    and node.operand.name not in bound:
+                return f"_has({ROOT_VARS[node.operand.name]}, {node.name!r})", "bool"
+            x, _ = self.expr(node.operand, bound)
+            return f"_has_safe(lambda: {x}, {node.name!r})", "bool"
+        if isinstance(node, ast.Quantifier):
+            coll, _ = self.expr(node.collection, bound)
+            body, _ = self.expr(node.body, bound | {node.var})
+            fn = "_any" if node.kind == "any" else "_all"
+            return f"{fn}({coll}, lambda v_{node.var}: {body})", "bool"
+        if isinstance(node, ast.ListExpr):
+            return "[" + ", ".join(self.expr(i, bound)[0] for i in node.items) + "]", None
+        raise TypeError(f"cannot compile {type(node).__name__}")  # pragma: no cover
+
+    def value(self, v: Any) -> tuple[str, str | None]:
+        if v is True or v is False:
+            return repr(v), "bool"
+        if v.__class__ is str:
+            return repr(v), "str"
+        if v.__class__ in _NUM:
+            if v != v or v in (float("inf"), float("-inf")):
+                return self.module.const(v), "num"
+            return repr(v), "num"
+        return self.module.const(v), None
+
+    def attr(self, node: ast.Attr, bound: frozenset) -> str:
+        obj, name = node.obj, node.name
+        if isinstance(obj, ast.Name) and obj.name in ROOT_VARS and obj.name not in bound:
+            root = obj.name
+            var = ROOT_VARS[root]
+            t = self.temp()
+            if root in ("principal", "resource"):
+                builtin = "kind" if root == "principal" else "type"
+                if name == builtin:
+                    return f"{var}.kind"
+                if name == "id":
+                    if root == "principal":
+                        return f"{var}.id"
+                    return f"({t} if ({t} := {var}.id) is not None else _missing({root!r}, 'id'))"
+                return f"({t} if ({t} := {var}.attrs.get({name!r})) is not None else _missing({root!r}, {name!r}))"
+            if root == "action":
+                if name == "name":
+                    return "A.name"
+                return f"({t} if ({t} := A.attrs.get({name!r})) is not None else _missing('action', {name!r}))"
+            if root == "context":
+                return f"({t} if ({t} := C.get({name!r})) is not None else _missing('context', {name!r}))"
+            if root in ("risk", "intent"):
+                return (f"({t} if ({t} := ({var} if {var} is not None else _noroot({root!r})).get({name!r})) "
+                        f"is not None else _missing({root!r}, {name!r}))")
+            if root == "delegation":
+                if name == "depth":
+                    return "len(D.chain)"
+                if name == "chain":
+                    return "D.chain"
+                if name == "root":
+                    return "D.root"
+        o, _ = self.expr(obj, bound)
+        return f"_attr({o}, {name!r}, {describe(obj)!r})"
+
+    def binary(self, node: ast.Binary, bound: frozenset) -> tuple[str, str | None]:
+        op = node.op
+        left, lk = self.expr(node.left, bound)
+        right, rk = self.expr(node.right, bound)
+        if op in ("==", "!="):
+            if lk == "str" or rk == "str":
+                return f"({left} {op} {right})", "bool"
+            if rk == "bool" and isinstance(node.right, ast.Literal):
+                return (f"({left} is {right})" if op == "==" else f"({left} is not {right})"), "bool"
+            return (f"_eq({left}, {right})" if op == "==" else f"(not _eq({left}, {right}))"), "bool"
+        if op in ("<", "<=", ">", ">="):
+            if rk == "num":
+                t = self.temp()
+                return (f"({t} {op} {right} if ({t} := {left}).__class__ in _NUM "
+                        f"else _cmp({op!r}, {t}, {right}))"), "bool"
+            if lk == "num":
+                t = self.temp()
+                return (f"({left} {op} {t} if ({t} := {right}).__class__ in _NUM "
+                        f"else _cmp({op!r}, {left}, {t}))"), "bool"
+            return f"_cmp({op!r}, {left}, {right})", "bool"
+        if op in ("in", "not in"):
+            neg = "not " if op == "not in" else ""
+            if isinstance(node.right, (ast.ListExpr, ast.Name)) and not self._free(node.right, bound):
+                try:
+                    coll = evaluate(node.right, Scope({}, self.constants))
+                except EvalError:
+                    coll = None
+                if isinstance(coll, list) and coll and all(x.__class__ is str for x in coll):
+                    t = self.temp()
+                    fs = self.module.const(frozenset(coll))
+                    return f"({neg}(({t} := {left}).__class__ is str and {t} in {fs}))", "bool"
+            return f"({neg}_in({left}, {right}))", "bool"
+        return f"_arith({op!r}, {left}, {right})", None
+
+
+# ------------------------------------------------------------------ rules
+
+@dataclass(eq=False)
+class CompiledRule:
+    info: RuleInfo
+    order: int
+    effect: str
+    check: Callable
+    #: the check without its first test (when that test is indexed), else None
+    rest: Callable | None
+    grant: Callable | None
+    ttl: int
+    #: (path, python-type-tag, value) of an indexable first test, else None
+    index_key: tuple | None
+    #: kind -> None (no glob) or tuple of globs; same for resource types
+    subjects: dict | None
+    resources: dict | None
+    #: attribute paths this rule reads (for cache keys); ("principal",) = the whole root
+    reads: frozenset
+
+
+class _Module:
+    """Accumulates generated source and the constants it refers to."""
+
+    def __init__(self):
+        self.lines: list[str] = []
+        self.consts: dict[str, Any] = {}
+        self.line_map: dict[str, RuleInfo] = {}
+
+    def const(self, value: Any) -> str:
+        name = f"_c{len(self.consts)}"
+        self.consts[name] = value
+        return name
+
+
+def _tests(rule: ast.Rule) -> list[tuple[str, ast.Expr, str]]:
+    """(kind, expr, what) in evaluation order; a `when a and b` splits into two tests
+    (same order, same short-circuit, same error messages)."""
+    out = []
+    for cond in rule.conditions:
+        if cond.kind == "when" and isinstance(cond.expr, ast.BoolOp) and cond.expr.op == "and":
+            out.extend(("when", item, "operand of 'and'") for item in cond.expr.items)
+        else:
+            out.append((cond.kind, cond.expr, "condition"))
+    return out
+
+
+def _static_path(node: ast.Expr, constants) -> tuple[str, ...] | None:
+    names = []
+    while isinstance(node, ast.Attr):
+        names.append(node.name)
+        node = node.obj
+    if isinstance(node, ast.Name) and node.name in ROOT_VARS and node.name not in constants:
+        return (node.name, *reversed(names))
+    return None
+
+
+def _index_key(test, constants) -> tuple | None:
+    kind, expr, _what = test
+    if kind != "when" or not isinstance(expr, ast.Binary) or expr.op != "==":
+        return None
+    for path_side, lit_side in ((expr.left, expr.right), (expr.right, expr.left)):
+        path = _static_path(path_side, constants)
+        if path is None or len(path) < 2:
+            continue
+        if isinstance(lit_side, ast.Literal):
+            value = lit_side.value
+        elif isinstance(lit_side, ast.Name) and lit_side.name in constants:
+            value = constants[lit_side.name]
+        else:
+            continue
+        if value.__class__ in (str, int, float, bool):
+            tag = "b" if value.__class__ is bool else "n" if value.__class__ in _NUM else "s"
+            return (path, tag, value)
+    return None
+
+
+def _reads(rule: ast.Rule, constants) -> frozenset:
+    """Every attribute path the rule's conditions and grant read."""
+    reads: set[tuple[str, ...]] = set()
+    exprs = [c.expr for c in rule.conditions]
+    if rule.grant is not None:
+        exprs.extend(rule.grant.scopes)
+    for e in exprs:
+        stack: list[tuple[ast.Expr, bool]] = [(e, False)]
+        while stack:
+            node, under_attr = stack.pop()
+            if isinstance(node, ast.Attr):
+                path = _static_path(node, constants)
+                if path is not None:
+                    reads.add(path)
+                    continue
+                stack.append((node.obj, True))
+            elif isinstance(node, ast.Name):
+                if node.name in ROOT_VARS and node.name not in constants:
+                    reads.add((node.name,))
+            else:
+                stack.extend((c, False) for c in ast.children(node))
+    for s in rule.target.subjects or ():
+        if s.glob is not None:
+            reads.add(("principal", "id"))
+    for s in rule.target.resources or ():
+        if s.glob is not None:
+            reads.add(("resource", "id"))
+    return frozenset(reads)
+
+
+def _globs(refs) -> dict | None:
+    if refs is None:
+        return None
+    out: dict[str, Any] = {}
+    for ref in refs:
+        if ref.name in out and out[ref.name] is None:
+            continue  # an unglobbed entry already admits every id of this kind
+        if ref.glob is None:
+            out[ref.name] = None
+        else:
+            out[ref.name] = (out.get(ref.name) or ()) + (rt.glob(ref.glob),)
+    return out
+
+
+def _rule_source(mod: _Module, gen: _Gen, n: int, tests, skip_first: bool, name: str, instrument: bool) -> None:
+    lines = [f"def {name}({ARGS}):"]
+    body = tests[1:] if skip_first else tests
+    for kind, expr, what in body:
+        gen.temps = 0
+        code, k = gen.expr(expr)
+        if instrument:
+            lines.append("    _n[0] += 1")
+        if k != "bool":
+            code = f"_b({code}, {what!r})"
+        if kind == "when":
+            lines.append(f"    if not {code}: return False")
+        else:
+            lines.append(f"    if {code}: return False")
+    lines.append("    return True")
+    mod.lines.extend(lines)
+
+
+def compile_rules(policy_set: PolicySet, instrument: bool = False, counter: list | None = None) -> tuple[list[CompiledRule], str]:
+    """Generate, compile and load the functions of every rule. Returns the compiled
+    rules and the generated source (kept for debugging and tests)."""
+    mod = _Module()
+    constants = dict(policy_set.constants)
+    gen = _Gen(mod, constants)
+    plans = []
+    for n, info in enumerate(policy_set.rules):
+        rule = info.rule
+        tests = _tests(rule)
+        key = _index_key(tests[0], constants) if tests else None
+        check_name, rest_name, grant_name = f"_rule_{n}", f"_rest_{n}" if key else None, None
+        _rule_source(mod, gen, n, tests, False, check_name, instrument)
+        if key:
+            _rule_source(mod, gen, n, tests, True, rest_name, instrument)
+        grant = rule.grant if rule.effect == "permit" else None
+        if grant is not None:
+            grant_name = f"_grant_{n}"
+            gen.temps = 0
+            scopes = ", ".join(f"_scope({gen.expr(s)[0]})" for s in grant.scopes)
+            mod.lines.append(f"def {grant_name}({ARGS}):")
+            mod.lines.append(f"    return [{scopes}]")
+        mod.line_map[check_name] = info
+        plans.append((n, info, check_name, rest_name, grant_name, key))
+    source = "\n".join(mod.lines) + "\n"
+    namespace: dict[str, Any] = dict(HELPERS)
+    namespace.update(mod.consts)
+    namespace["_n"] = counter if counter is not None else [0]
+    code = compile(source, f"<policylang:{policy_set.root}>", "exec")
+    exec(code, namespace)  # noqa: S102 - generated from the policy AST only; see module docstring
+    out = []
+    for n, info, check_name, rest_name, grant_name, key in plans:
+        rule = info.rule
+        out.append(CompiledRule(
+            info=info, order=n, effect=rule.effect,
+            check=namespace[check_name],
+            rest=namespace[rest_name] if rest_name else None,
+            grant=namespace[grant_name] if grant_name else None,
+            ttl=rule.grant.ttl if rule.grant is not None else 0,
+            index_key=key,
+            subjects=_globs(rule.target.subjects),
+            resources=_globs(rule.target.resources),
+            reads=_reads(rule, constants),
+        ))
+    return out, source
+
+
+# ------------------------------------------------------------------ plans (the tree)
+
+@dataclass(eq=False)
+class IndexGroup:
+    path: tuple[str, ...]
+    read: Callable
+    by_str: dict
+    by_num: dict
+    by_bool: dict
+    #: every entry of the group (evaluated in full when the value is absent)
+    entries: tuple
+
+
+@dataclass(eq=False)
+class Plan:
+    """Everything that can apply to one (kind, action, type): entries are
+    ``(compiled rule, subject globs or None, resource globs or None)``."""
+
+    plain: tuple
+    groups: tuple
+    has_gates: bool
+    key: Callable | None
+    size: int = 0
+
+
+OTHER = "\x00other"
+
+
+class CompiledSet:
+    """The decision tree of a policy set: plans by (kind, action, type), built lazily and
+    memoised (bounded by the names the policies mention, plus one "other" slot each)."""
+
+    def __init__(self, policy_set: PolicySet, instrument: bool = False):
+        self.policy_set = policy_set
+        self.counter = [0]
+        self.rules, self.source = compile_rules(policy_set, instrument, self.counter)
+        self.kinds: set[str] = set()
+        self.actions: set[str] = set()
+        self.types: set[str] = set()
+        self.by_action: dict[str, list[CompiledRule]] = {}
+        for cr in self.rules:
+            t = cr.info.rule.target
+            if t.subjects is not None:
+                self.kinds.update(s.name for s in t.subjects)
+            if t.resources is not None:
+                self.types.update(s.name for s in t.resources)
+            for a in (t.actions if t.actions is not None else ("*",)):
+                self.by_action.setdefault(a, []).append(cr)
+                if a != "*":
+                    self.actions.add(a)
+        self.attenuate = policy_set.options.attenuate_delegation
+        self._plans: dict[tuple[str, str, str], Plan] = {}
+        self._lock = threading.Lock()
+
+    def plan(self, kind: str, action: str, rtype: str) -> Plan:
+        key = (kind if kind in self.kinds else OTHER,
+               action if action in self.actions else OTHER,
+               rtype if rtype in self.types else OTHER)
+        plan = self._plans.get(key)
+        if plan is None:
+            with self._lock:
+                plan = self._plans.get(key)
+                if plan is None:
+                    plan = self._build(*key)
+                    self._plans[key] = plan
+        return plan
+
+    def _build(self, kind: str, action: str, rtype: str) -> Plan:
+        candidates = list(self.by_action.get(action, ())) if action != OTHER else []
+        candidates += self.by_action.get("*", ())
+        entries = []
+        for cr in sorted(candidates, key=lambda c: c.order):
+            if cr.subjects is None:
+                sg = None
+            elif kind in cr.subjects:
+                sg = cr.subjects[kind]
+            else:
+                continue
+            if cr.resources is None:
+                rg = None
+            elif rtype in cr.resources:
+                rg = cr.resources[rtype]
+            else:
+                continue
+            entries.append((cr, sg, rg))
+        groups_by_path: dict[tuple, list] = {}
+        for e in entries:
+            if e[0].index_key is not None:
+                groups_by_path.setdefault(e[0].index_key[0], []).append(e)
+        plain, groups = [], []
+        grouped: set[int] = set()
+        for path, members in groups_by_path.items():
+            if len(members) < 2:
+                continue
+            g = IndexGroup(path, _reader(path), {}, {}, {}, tuple(members))
+            for e in members:
+                _p, tag, value = e[0].index_key
+                table = g.by_str if tag == "s" else g.by_num if tag == "n" else g.by_bool
+                table.setdefault(value, []).append(e)
+                grouped.add(e[0].order)
+            groups.append(g)
+        plain = tuple(e for e in entries if e[0].order not in grouped)
+        reads: set = set()
+        for e in entries:
+            reads |= e[0].reads
+        has_gates = any(e[0].effect == "require_approval" for e in entries)
+        return Plan(plain, tuple(groups), has_gates, _key_function(reads, self.attenuate), len(entries))
+
+
+_ROOT_ARG = {"principal": 0, "action": 1, "resource": 2, "context": 3, "risk": 4, "delegation": 5, "intent": 6}
+
+
+def _reader(path: tuple[str, ...]) -> Callable:
+    """A function of the roots returning the value at ``path`` or MISSING (never raises)."""
+    root, *names = path
+    i = _ROOT_ARG[root]
+
+    def read(*roots):
+        v = roots[i]
+        if v is None:
+            return MISSING
+        for name in names:
+            v = _rd(v, name)
+            if v is MISSING:
+                return MISSING
+        return v
+    return read
+
+
+def _key_function(reads: set, attenuate: bool) -> Callable:
+    """Generate the cache-key function of a plan: a tuple of typed values read."""
+    # keep only maximal information: a whole root makes its sub-paths redundant
+    whole = {p[0] for p in reads if len(p) == 1}
+    paths = sorted(p for p in reads if len(p) == 1 or p[0] not in whole)
+    parts = []
+    for path in paths:
+        root, *names = path
+        var = ROOT_VARS[root]
+        if not names:
+            parts.append(f"_fz({var})")
+            continue
+        expr = var
+        for name in names:
+            expr = f"_rd({expr}, {name!r})"
+        if root in ("risk", "intent"):
+            expr = f"(_MISSING if {var} is None else {expr})"
+        parts.append(f"_fz({expr})")
+    if attenuate:
+        parts.append("_fz(D.chain)")
+    src = f"def _key({ARGS}):\n    return ({', '.join(parts)}{',' if len(parts) == 1 else ''})\n"
+    ns = dict(HELPERS)
+    exec(compile(src, "<policylang:key>", "exec"), ns)  # noqa: S102 - paths come from the policy AST
+    return ns["_key"]
