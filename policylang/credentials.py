@@ -152,14 +152,20 @@ class KeySet:
         self._keys.append(key)
         return key
 
-    def rotate(self, *, now: Optional[float] = None) -> str:
+    def rotate(self, *, now: Optional[float] = None, keep_for: float = 0) -> str:
         """Start signing with a new key; returns its ``kid``. The old signing key loses
-        its private part and stays for verification until its last token expires."""
+        its private part and stays for verification until the last token it signed
+        expires (as far as this key set saw it sign). When other processes may have
+        signed with it too (a key file shared between replicas, or rotated from the
+        command line), pass ``keep_for``: the longest lifetime those tokens can have,
+        counted from now."""
         now = time.time() if now is None else now
         for k in self._keys:
             if k.private is not None and k.retired_at is None:
                 k.retired_at = now
                 k.private = None
+                if keep_for > 0:
+                    k.last_exp = max(k.last_exp or 0.0, now + keep_for)
         return self._add_new(now).kid
 
     def save(self, path: str | os.PathLike) -> None:
