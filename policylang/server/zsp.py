@@ -1,0 +1,267 @@
+"""HTTP routes for credentials and approvals (SPEC §11), mounted by the decision service.
+
+``make_router(approvals=…, issuer=…, engine_getter=…)`` returns a FastAPI router; only
+the routes whose component is given are added. All bodies are JSON; every error is
+``{"error": {"status": N, "message": …}}``:
+
+=======  ================================  ==================================================
+POST     /v1/approvals                     ``{"request": {…}, "ttl": 3600}``: decide; open a
+                                           ticket from a require_approval (201), else 409
+GET      /v1/approvals                     ``?approver=ID&all=true``: ``{"approvals": […]}``
+GET      /v1/approvals/{id}                one ticket (404 when unknown)
+POST     /v1/approvals/{id}/approve        ``{"approver": ID}`` (403 not allowed to, 404, 409
+POST     /v1/approvals/{id}/deny           expired or denied)
+POST     /v1/tokens                        ``{"request": {…}}``: decide; mint from an allow with
+                                           grants (201), else 403 with the decision
+POST     /v1/tokens/refresh                ``{"token": JWT, "request": {…}}``: decide again (200/403)
+POST     /v1/tokens/verify                 ``{"token", "scope"?, "audience"?, "leeway"?}``: 200
+                                           ``{"valid": true, "claims"}`` or ``{"valid": false,
+                                           "reason", "message"}``
+POST     /v1/tokens/revoke                 ``{"jti": …}`` or ``{"task": …}``: ``{"revoked": […]}``
+GET      /.well-known/jwks.json            the public keys
+=======  ================================  ==================================================
+
+400 for a body that is not JSON, not ``application/json`` or malformed; 503 when the
+store (or the audit log) cannot be used, so nothing is accepted unchecked. These routes
+approve and revoke: put them behind the service's authentication.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any, Callable, Optional
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+__all__ = ["make_router"]
+
+_APPROVAL_STATUS = {"not_found": 404, "expired": 409, "denied": 409, "forbidden": 403, "invalid": 400}
+
+
+class _HTTPError(Exception):
+    def __init__(self, status: int, message: str, **extra: Any):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.extra = extra
+
+
+def _error(status: int, message: str, **extra: Any) -> JSONResponse:
+    return JSONResponse({"error": {"status": status, "message": message}, **extra}, status_code=status)
+
+
+async def _body(request: Request) -> dict:
+    ctype = request.headers.get("content-type", "")
+    if ctype.split(";")[0].strip().lower() != "application/json":
+        raise _HTTPError(400, "Content-Type must be application/json")
+    raw = await request.body()
+    if not raw.strip():
+        raise _HTTPError(400, "empty body: a JSON object is required")
+    try:
+        data = json.loads(raw, parse_constant=_no_constant)
+    except (ValueError, RecursionError) as e:
+        raise _HTTPError(400, f"body is not valid JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise _HTTPError(400, "body must be a JSON object")
+    return data
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _field(body: dict, name: str, kind: type | tuple, required: bool = True, what: str = "") -> Any:
+    value = body.get(name)
+    if value is None:
+        if required:
+            raise _HTTPError(400, f"{name}: required")
+        return None
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        raise _HTTPError(400, f"{name}: must be {what or getattr(kind, '__name__', 'valid')}")
+    return value
+
+
+def make_router(*, approvals: Any = None, issuer: Any = None,
+                engine_getter: Optional[Callable[[], Any]] = None) -> APIRouter:
+    from ..approvals import ApprovalError
+    from ..audit import AuditError
+    from ..credentials import NotAllowed, TokenError
+    from ..store import StoreError
+
+    router = APIRouter()
+
+    async def guarded(fn, *args) -> JSONResponse:
+        """Run blocking work off the event loop and map failures to statuses."""
+        try:
+            status, payload = await run_in_threadpool(fn, *args)
+            return JSONResponse(payload, status_code=status)
+        except _HTTPError as e:
+            return _error(e.status, e.message, **e.extra)
+        except (StoreError, AuditError) as e:
+            return _error(503, f"unavailable: {e}")
+        except ApprovalError as e:
+            return _error(_APPROVAL_STATUS.get(e.code, 400), str(e))
+        except NotAllowed as e:
+            return _error(403, str(e))
+        except ValueError as e:  # RequestError and other bad input
+            return _error(400, str(e))
+
+    def get_engine():
+        if engine_getter is None:
+            raise _HTTPError(501, "no decision engine is configured for this route")
+        try:
+            engine = engine_getter()
+        except Exception as e:
+            raise _HTTPError(503, f"no policy loaded: {e}") from None
+        if engine is None:
+            raise _HTTPError(503, "no policy loaded")
+        return engine
+
+    def decide(request_obj: dict):
+        return get_engine().decide(request_obj)
+
+    # -- approvals -------------------------------------------------------------------------
+
+    if approvals is not None:
+
+        @router.post("/v1/approvals")
+        async def open_approval(request: Request):
+            try:
+                body = await _body(request)
+                req = _field(body, "request", dict, what="an object")
+                ttl = body.get("ttl", 3600)
+                if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not math.isfinite(ttl) or ttl <= 0:
+                    raise _HTTPError(400, "ttl: must be a positive number of seconds")
+            except _HTTPError as e:
+                return _error(e.status, e.message)
+
+            def work():
+                d = decide(req)
+                dd = d.to_dict()
+                if dd["decision"] != "require_approval":
+                    raise _HTTPError(409, f"the decision is {dd['decision']}, not require_approval: "
+                                          "nothing to approve", decision=dd)
+                ticket = approvals.open(d, req, ttl=ttl)
+                return 201, {"approval": ticket.to_dict(), "decision": dd}
+
+            return await guarded(work)
+
+        @router.get("/v1/approvals")
+        async def list_approvals(approver: Optional[str] = None, all: bool = False):
+            def work():
+                tickets = approvals.list(approver=approver or None, include_closed=all)
+                return 200, {"approvals": [t.to_dict() for t in tickets]}
+
+            return await guarded(work)
+
+        @router.get("/v1/approvals/{approval_id}")
+        async def get_approval(approval_id: str):
+            return await guarded(lambda: (200, {"approval": approvals.get(approval_id).to_dict()}))
+
+        async def _verdict(request: Request, approval_id: str, verb: str):
+            try:
+                body = await _body(request)
+                who = _field(body, "approver", str, what="a string")
+            except _HTTPError as e:
+                return _error(e.status, e.message)
+
+            def work():
+                act = approvals.approve if verb == "approve" else approvals.deny
+                return 200, {"approval": act(approval_id, approver=who).to_dict()}
+
+            return await guarded(work)
+
+        @router.post("/v1/approvals/{approval_id}/approve")
+        async def approve(approval_id: str, request: Request):
+            return await _verdict(request, approval_id, "approve")
+
+        @router.post("/v1/approvals/{approval_id}/deny")
+        async def deny(approval_id: str, request: Request):
+            return await _verdict(request, approval_id, "deny")
+
+    # -- tokens ------------------------------------------------------------------------------
+
+    if issuer is not None:
+
+        @router.post("/v1/tokens")
+        async def issue_token(request: Request):
+            try:
+                body = await _body(request)
+                req = _field(body, "request", dict, what="an object")
+            except _HTTPError as e:
+                return _error(e.status, e.message)
+
+            def work():
+                d = decide(req)
+                dd = d.to_dict()
+                try:
+                    token = issuer.issue(d, req)
+                except NotAllowed as e:
+                    raise _HTTPError(403, str(e), decision=dd) from None
+                return 201, {**token.to_dict(), "decision": dd}
+
+            return await guarded(work)
+
+        @router.post("/v1/tokens/refresh")
+        async def refresh_token(request: Request):
+            try:
+                body = await _body(request)
+                tok = _field(body, "token", str, what="a string")
+                req = _field(body, "request", dict, what="an object")
+            except _HTTPError as e:
+                return _error(e.status, e.message)
+
+            def work():
+                return 200, issuer.refresh(tok, get_engine(), req).to_dict()
+
+            return await guarded(work)
+
+        @router.post("/v1/tokens/verify")
+        async def verify_token(request: Request):
+            try:
+                body = await _body(request)
+                tok = _field(body, "token", str, what="a string")
+                scope = _field(body, "scope", str, required=False, what="a string")
+                audience = _field(body, "audience", str, required=False, what="a string")
+                leeway = body.get("leeway", 0)
+                if isinstance(leeway, bool) or not isinstance(leeway, (int, float)):
+                    raise _HTTPError(400, "leeway: must be a number of seconds")
+            except _HTTPError as e:
+                return _error(e.status, e.message)
+
+            def work():
+                try:
+                    claims = issuer.verify(tok, scope=scope, audience=audience, leeway=leeway)
+                except TokenError as e:
+                    return 200, {"valid": False, "reason": e.reason, "message": str(e)}
+                return 200, {"valid": True, "claims": claims}
+
+            return await guarded(work)
+
+        @router.post("/v1/tokens/revoke")
+        async def revoke_token(request: Request):
+            try:
+                body = await _body(request)
+                jti = _field(body, "jti", str, required=False, what="a string")
+                task = _field(body, "task", str, required=False, what="a string")
+                if (jti is None) == (task is None):
+                    raise _HTTPError(400, "give exactly one of jti or task")
+            except _HTTPError as e:
+                return _error(e.status, e.message)
+
+            def work():
+                if jti is not None:
+                    issuer.revoke(jti)
+                    return 200, {"revoked": [jti]}
+                return 200, {"task": task, "revoked": issuer.revoke_task(task)}
+
+            return await guarded(work)
+
+        @router.get("/.well-known/jwks.json")
+        async def jwks():
+            return JSONResponse(issuer.jwks(), headers={"Cache-Control": "max-age=60"})
+
+    return router
