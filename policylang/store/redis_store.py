@@ -7,7 +7,8 @@ Keys (all under ``key_prefix``, default ``policylang:``):
 * ``token:<jti>``      keep_until of an issued token; expires then
 * ``revoked:<jti>``    keep_until of a revoked token; expires then
 * ``approval:<id>``    a ticket's JSON; expires APPROVAL_RETENTION after the ticket
-* ``approvals``        sorted set of ticket ids by creation time
+* ``approvals``        sorted set of ticket ids in the order they were opened
+* ``approvals:seq``    the sequence number behind that order
 
 Expiries are set relative to the caller's ``now`` (``PX``), so a caller's clock and the
 server's need not agree. Durability is the server's: run it with ``appendonly yes``
@@ -181,7 +182,8 @@ class RedisStore(Store):
         def fn(r):
             if not r.set(key, text, px=keep, nx=True):
                 raise StoreError(f"approval {approval_id} already exists")
-            r.zadd(self._k("approvals"), {approval_id: float(created_at)})
+            # scored by a sequence number: listing is in the order tickets were opened
+            r.zadd(self._k("approvals"), {approval_id: r.incr(self._k("approvals:seq"))})
 
         self._call(fn)
 

@@ -207,7 +207,7 @@ class SQLiteStore(Store):
 
     def list_approvals(self, now: float) -> list[dict]:
         rows = self._run(lambda conn: conn.execute(
-            "SELECT data FROM approvals WHERE expires_at >= ? ORDER BY created_at, id",
+            "SELECT data FROM approvals WHERE expires_at >= ? ORDER BY created_at, rowid",
             (now - APPROVAL_RETENTION,)).fetchall())
         return [_loads(r[0]) for r in rows]
 
