@@ -83,6 +83,8 @@ class CheckContext:
     rules: list[RuleInfo] = field(default_factory=list)
     #: constants some rule reads (filled by the names stage)
     used_constants: set[str] = field(default_factory=set)
+    #: the shared expression pass (see :class:`_Analysis`), once a stage has run it
+    analysis: Any = None
 
     def report(self, code: str, message: str, span: Span) -> None:
         self.diagnostics.append(Diagnostic.make(code, message, span))
@@ -279,7 +281,7 @@ def format_duration(seconds: int) -> str:
 
 def _did_you_mean(name: str, candidates: Iterable[str]) -> str:
     """`` (did you mean 'x'?)`` for the closest candidate, or ``""`` (mid-sentence form)."""
-    close = difflib.get_close_matches(name, sorted(set(candidates)), n=1, cutoff=0.6)
+    close = difflib.get_close_matches(name, sorted(set(candidates) - {name}), n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
@@ -381,361 +383,416 @@ def _path(node: ast.Expr) -> str | None:
             return None
 
 
-class _Walker:
-    """One walk over a rule's expressions, computing static types.
+def _targeted(refs, declared) -> tuple | None:
+    """The declared kinds/types of a target entry (``None`` for ``*``)."""
+    if refs is None:
+        return None
+    if not declared:
+        return ()  # the category has no schema: attributes are free-form anyway
+    if len(refs) == 1:
+        name = refs[0].name
+        return (name,) if name in declared else ()
+    return tuple(dict.fromkeys(r.name for r in refs if r.name in declared))
 
-    Each stage makes its own walker and switches on only the reports it owns, so the
-    same inference serves every stage and nothing is reported twice.
+
+class _Analysis:
+    """One walk over every rule's conditions and grant scopes, computing static types.
+
+    The expression checks of five stages (E002/E005 of ``names``, E004 of ``schema``,
+    E005 of ``types``, the CIDR E007 of ``clauses`` and W103 of ``lint``) all need the
+    same name resolution and type inference, so they are found in a single pass (run by
+    the first stage that needs it) and each stage then reports its own share. An
+    unknown type (``None``) never produces a diagnostic, and an operand that already has
+    an error is unknown from there on, so one mistake gives one diagnostic.
     """
 
-    def __init__(self, ctx: CheckContext, *, names: bool = False, schema: bool = False,
-                 types: bool = False, cidr: bool = False, optional_reads: bool = False) -> None:
+    def __init__(self, ctx: CheckContext) -> None:
         self.ctx = ctx
         self.sch = ctx.schema
-        self.report_names = names
-        self.report_schema = schema
-        self.report_types = types
-        self.report_cidr = cidr
-        self.track_reads = optional_reads
+        self.out: dict[str, list[Diagnostic]] = {s: [] for s in ("names", "schema", "types", "clauses", "lint")}
         self.const_types = {n: _type_of_value(v) for n, v in ctx.constants.items()}
         self.const_names = ctx.const_decls
-        self.known_functions = tuple(FUNCTIONS)
-        #: (attr node, path) of optional schema attributes read in the current condition
-        self.reads: list[tuple[ast.Node, str | None, str]] = []
+        self.used_constants: set[str] = set()
+        self.action_attrs = {a: info.attrs for a, info in self.sch.actions.items()}
+        self._attr_cache: dict = {}
+        #: (node, path, name) of optional schema attributes read in the current condition
+        self.reads: list = []
         #: attribute paths tested with `has` in the current condition
         self.guards: set[str] = set()
-        self.used_constants: set[str] = set()
+        self.in_has = 0
         self.principal = self.resource = self.action = None
+        self._d = {
+            ast.Literal: self._literal, ast.Name: self._name, ast.Attr: self._attr, ast.Index: self._index,
+            ast.Call: self._call, ast.Unary: self._unary, ast.Binary: self._binary, ast.BoolOp: self._boolop,
+            ast.Matches: self._matches, ast.Has: self._has, ast.Quantifier: self._quantifier,
+            ast.ListExpr: self._list,
+        }
 
-    # -- per rule -----------------------------------------------------------------
-    def enter_rule(self, rule: ast.Rule) -> None:
-        t = rule.target
+    def _report(self, stage: str, code: str, message: str, span: Span) -> None:
+        self.out[stage].append(Diagnostic.make(code, message, span))
+
+    def _type_error(self, message: str, span: Span) -> None:
+        self.out["types"].append(Diagnostic.make("E005", message, span))
+
+    # -- rules --------------------------------------------------------------------
+    def run(self) -> None:
+        d = self._d
+        empty: dict = {}
+        for info in self.ctx.rules:
+            rule = info.rule
+            self.enter_rule(rule.target)
+            for c in rule.conditions:
+                self.reads = []
+                self.guards = set()
+                e = c.expr
+                t = d[e.__class__](e, empty)
+                if t is not None and t != BOOL:
+                    self._type_error(f"a `{c.kind}` condition must be a boolean, but this is {describe_type(t)}; "
+                                     f"compare it to something (e.g. `== …`)", e.span)
+                if self.reads:
+                    self._unguarded(c)
+            self.reads = []
+            for clause in rule.clauses:
+                if clause.__class__ is ast.Grant:
+                    for scope in clause.scopes:
+                        t = d[scope.__class__](scope, empty)
+                        if t is not None and t != STRING:
+                            self._type_error(f"a grant scope must be a string, but this is {describe_type(t)}; "
+                                             f"build it with string concatenation, e.g. \"repo:read:\" + resource.id",
+                                             scope.span)
+            self.reads = []
+
+    def _unguarded(self, c: ast.Condition) -> None:
+        for node, path, name in self.reads:
+            if path is None or path not in self.guards:
+                shown = path or name
+                base = shown.rsplit(".", 1)[0] if path else "<entity>"
+                self._report("lint", "W103", f"'{shown}' is optional in the schema but is read without a `has` "
+                                             f"guard in this `{c.kind}`, so a request without it makes the rule "
+                                             f"raise; guard it: `{base} has {name} and …`", node.span)
+
+    def enter_rule(self, target: ast.Target) -> None:
         sch = self.sch
-        self.principal = ("entity", "principal", self._targeted(t.subjects, sch.principals))
-        self.resource = ("entity", "resource", self._targeted(t.resources, sch.resources))
-        names = None if t.actions is None else tuple(a for a in t.actions if a in sch.actions)
-        self.action = ("action", names)
+        self.principal = ("entity", "principal", _targeted(target.subjects, sch.principals))
+        self.resource = ("entity", "resource", _targeted(target.resources, sch.resources))
+        acts = target.actions
+        if acts is None or not sch.actions:
+            self.action = ("action", None if acts is None else ())
+        else:
+            self.action = ("action", tuple(dict.fromkeys(a for a in acts if a in sch.actions)))
 
-    @staticmethod
-    def _targeted(refs, declared) -> tuple | None:
-        if refs is None:
-            return None
-        return tuple(dict.fromkeys(r.name for r in refs if r.name in declared))
+    # -- expressions --------------------------------------------------------------
+    def _literal(self, n: ast.Literal, env):
+        return _LITERAL_TYPES.get(n.kind)
 
-    def root_type(self, name: str):
+    def _name(self, n: ast.Name, env):
+        name = n.name
+        if env and name in env:
+            return env[name]
+        if name in self.const_names:
+            self.used_constants.add(name)
+            return self.const_types.get(name)
         if name == "principal":
             return self.principal
         if name == "resource":
             return self.resource
         if name == "action":
             return self.action
-        if name == "context":
-            return CONTEXT
-        if name == "risk":
-            return RISK
-        if name == "delegation":
-            return DELEGATION
-        return OBJECT  # intent
-
-    def _err(self, message: str, span: Span) -> None:
-        self.ctx.report("E005", message, span)
-
-    # -- expressions --------------------------------------------------------------
-    def expr(self, n: ast.Expr, env: Mapping[str, Any]):
-        k = type(n)
-        if k is ast.Literal:
-            return _LITERAL_TYPES.get(n.kind)
-        if k is ast.Name:
-            return self.name(n, env)
-        if k is ast.Attr:
-            obj = self.expr(n.obj, env)
-            return self.attribute(n, obj, n.name, _tail_span(n.span, len(n.name)))
-        if k is ast.BoolOp:
-            for item in n.items:
-                t = self.expr(item, env)
-                if self.report_types and t is not None and t != BOOL:
-                    self._err(f"the operands of '{n.op}' must be booleans, but this is {describe_type(t)}; "
-                              f"compare it to something to get a boolean", item.span)
-            return BOOL
-        if k is ast.Binary:
-            return self.binary(n, env)
-        if k is ast.Call:
-            return self.call(n, env)
-        if k is ast.Unary:
-            t = self.expr(n.operand, env)
-            if n.op == "not":
-                if self.report_types and t is not None and t != BOOL:
-                    self._err(f"'not' needs a boolean, but its operand is {describe_type(t)}", n.operand.span)
-                return BOOL
-            if t is not None and t != NUMBER:
-                if self.report_types:
-                    self._err(f"unary '-' needs a number, but its operand is {describe_type(t)}", n.span)
-                return None
-            return NUMBER
-        if k is ast.Matches:
-            t = self.expr(n.operand, env)
-            if self.report_types and t is not None and t != STRING:
-                self._err(f"'matches' needs a string on the left, but this is {describe_type(t)}", n.operand.span)
-            return BOOL
-        if k is ast.Has:
-            saved = self.track_reads
-            self.track_reads = False  # `has` never raises: reads inside it need no guard
-            self.expr(n.operand, env)
-            self.track_reads = saved
-            if saved:
-                p = _path(n.operand)
-                if p is not None:
-                    self.guards.add(f"{p}.{n.name}")
-            return BOOL
-        if k is ast.Index:
-            return self.index(n, env)
-        if k is ast.ListExpr:
-            return ("list", _common([self.expr(i, env) for i in n.items]))
-        if k is ast.Quantifier:
-            coll = self.expr(n.collection, env)
-            if self.report_types and coll is not None and not _is_list(coll):
-                self._err(f"'{n.kind}' iterates over a list, but this is {describe_type(coll)}", n.collection.span)
-            elem = coll[1] if _is_list(coll) else None
-            body = self.expr(n.body, {**env, n.var: elem})
-            if self.report_types and body is not None and body != BOOL:
-                self._err(f"the body of '{n.kind}' must be a boolean, but it is {describe_type(body)}", n.body.span)
-            return BOOL
-        return None  # pragma: no cover - every node kind is handled above
-
-    def name(self, n: ast.Name, env: Mapping[str, Any]):
-        name = n.name
-        if name in env:
-            return env[name]
-        if name in self.const_names:
-            self.used_constants.add(name)
-            return self.const_types.get(name)
         if name in ROOTS:
-            return self.root_type(name)
-        if self.report_names:
-            known = [*env, *self.const_names, *ROOTS]
-            hint = suggest(name, known)
-            if not hint:
-                hint = ("; a name must be a root (" + ", ".join(sorted(ROOTS)) +
-                        "), a constant or a quantifier variable")
-            self.ctx.report("E002", f"unknown name '{name}'{hint}", n.span)
+            return _ROOT_TYPES[name]
+        hint = suggest(name, [*env, *self.const_names, *ROOTS])
+        if not hint:
+            hint = "; a name must be a root (" + ", ".join(sorted(ROOTS)) + "), a constant or a quantifier variable"
+        self._report("names", "E002", f"unknown name '{name}'{hint}", n.span)
         return None
 
-    def attribute(self, node: ast.Node, obj, name: str, name_span: Span):
-        """The type of ``obj.name`` (also ``obj["name"]``)."""
+    def _attr(self, n: ast.Attr, env):
+        o = n.obj
+        obj = self._d[o.__class__](o, env)
         if obj is None:
             return None
+        return self.attribute(n, obj, n.name, False)
+
+    def _name_span(self, node, is_index: bool) -> Span:
+        if is_index:
+            return node.index.span
+        return _tail_span(node.span, len(node.name))
+
+    def attribute(self, node, obj, name: str, is_index: bool):
+        """The type of ``obj.name`` (or ``obj["name"]``)."""
+        if obj.__class__ is tuple:
+            if obj[0] == "list":
+                self._type_error(f"cannot read attribute '{name}' of a list", self._name_span(node, is_index))
+                return None
+            key = (obj, name)
+            hit = self._attr_cache.get(key)
+            if hit is None:
+                hit = self._attr_cache[key] = self._entity_attr(obj, name)
+            t, optional, problem = hit
+            if problem is not None:
+                self._report("schema", "E004", problem, self._name_span(node, is_index))
+            if optional and not self.in_has:
+                self.reads.append((node, _path(node), name))
+            return t
         if obj == DELEGATION:
             if name == "chain":
-                return ("list", _ANY_PRINCIPAL)
+                return _CHAIN
             if name == "depth":
                 return NUMBER
             if name == "root":
                 return _ANY_PRINCIPAL
-            if self.report_names:
-                self.ctx.report("E002", f"'delegation' has no attribute '{name}'{_did_you_mean(name, _DELEGATION_FIELDS)}; "
-                                        f"it has only chain, depth and root", name_span)
+            self._report("names", "E002", f"'delegation' has no attribute '{name}'"
+                                          f"{_did_you_mean(name, _DELEGATION_FIELDS)}; it has only chain, depth "
+                                          f"and root", self._name_span(node, is_index))
             return None
         if obj == RISK:
             if name == "score":
                 return NUMBER
             if name == "signals":
-                return ("list", STRING)
+                return _SIGNALS
             return None
         if obj == OBJECT:
             return None
         if obj == CONTEXT:
-            if self.sch.context is None:
+            declared = self.sch.context
+            if declared is None:
                 return None
-            ref = self.sch.context.get(name)
+            ref = declared.get(name)
             if ref is None:
-                if self.report_schema:
-                    self.ctx.report("E004", f"context attribute '{name}' is not declared in the schema"
-                                            f"{_did_you_mean(name, self.sch.context)}; add it to the context {{ … }} "
-                                            f"declaration or fix the name", name_span)
+                self._report("schema", "E004", f"context attribute '{name}' is not declared in the schema"
+                                               f"{_did_you_mean(name, declared)}; add it to the `context {{ … }}` "
+                                               f"declaration or fix the name", self._name_span(node, is_index))
                 return None
-            return self._read(node, ref.optional, _type_of_ref(ref), name)
-        if isinstance(obj, tuple) and obj[0] == "entity":
-            category, kinds = obj[1], obj[2]
-            if name in _BUILTIN_ATTRS[category]:
-                return STRING
-            declared = self.sch.principals if category == "principal" else self.sch.resources
-            word = "kind" if category == "principal" else "resource type"
-            return self._schema_attr(node, declared, kinds, name, name_span, category, word)
-        if isinstance(obj, tuple) and obj[0] == "action":
-            if name == "name":
-                return STRING
-            declared = {a: info.attrs for a, info in self.sch.actions.items()} if self.sch.actions else {}
-            return self._schema_attr(node, declared, obj[1], name, name_span, "action", "action")
-        if self.report_types:
-            self._err(f"cannot read attribute '{name}' of {describe_type(obj)}", name_span)
+            if ref.optional and not self.in_has:
+                self.reads.append((node, _path(node), name))
+            return _type_of_ref(ref)
+        self._type_error(f"cannot read attribute '{name}' of {describe_type(obj)}", self._name_span(node, is_index))
         return None
 
-    def _schema_attr(self, node, declared: Mapping[str, Mapping[str, ast.TypeRef]], kinds, name: str,
-                     name_span: Span, category: str, word: str):
+    def _entity_attr(self, obj: tuple, name: str) -> tuple:
+        """(type, optional, E004 message or None) of an attribute of an entity or action."""
+        if obj[0] == "action":
+            if name == "name":
+                return (STRING, False, None)
+            declared, category, word = self.action_attrs, "action", "action"
+            kinds = obj[1]
+        else:
+            category = obj[1]
+            if name in _BUILTIN_ATTRS[category]:
+                return (STRING, False, None)
+            if category == "principal":
+                declared, word = self.sch.principals, "kind"
+            else:
+                declared, word = self.sch.resources, "resource type"
+            kinds = obj[2]
         if not declared:
-            return None  # no schema for this category: attributes are free-form
+            return (None, False, None)  # no schema for this category: attributes are free-form
         candidates = list(declared) if kinds is None else kinds
         if not candidates:
-            return None  # every targeted kind is undeclared: E003 says so already
+            return (None, False, None)  # every targeted kind is undeclared: E003 says so already
         refs = [declared[k][name] for k in candidates if name in declared[k]]
-        if kinds is None:
-            missing = [] if refs else candidates
-        else:
-            missing = [k for k in candidates if name not in declared[k]]
+        missing = ([] if refs else candidates) if kinds is None else [k for k in candidates if name not in declared[k]]
+        problem = None
         if missing:
-            if self.report_schema:
-                known = {a for k in candidates for a in declared[k]} | set(_BUILTIN_ATTRS.get(category, ("name",)))
-                where = (f"any declared {word}" if kinds is None
-                         else f"{word} {_quoted_list(missing)}")
-                self.ctx.report("E004", f"{category} attribute '{name}' is not declared for {where}"
-                                        f"{_did_you_mean(name, known)}; declare it in the schema or fix the name",
-                                name_span)
-            if not refs:
-                return None
-        return self._read(node, any(r.optional for r in refs), _common([_type_of_ref(r) for r in refs]), name)
+            known = {a for k in candidates for a in declared[k]} | set(_BUILTIN_ATTRS.get(category, ("name",)))
+            where = f"any declared {word}" if kinds is None else f"{word} {_quoted_list(missing)}"
+            problem = (f"{category} attribute '{name}' is not declared for {where}{_did_you_mean(name, known)}; "
+                       f"declare it in the schema or fix the name")
+        if not refs:
+            return (None, False, problem)
+        return (_common([_type_of_ref(r) for r in refs]), any(r.optional for r in refs), problem)
 
-    def _read(self, node, optional: bool, t, name: str):
-        if optional and self.track_reads:
-            self.reads.append((node, _path(node), name))
-        return t
-
-    def index(self, n: ast.Index, env):
-        obj = self.expr(n.obj, env)
-        key = self.expr(n.index, env)
-        lit = n.index if isinstance(n.index, ast.Literal) else None
-        if lit is not None and lit.kind == "string" and obj is not None and not _is_list(obj) \
-                and obj not in _SCALARS:
-            return self.attribute(n, obj, lit.value, lit.span)
+    def _index(self, n: ast.Index, env):
+        d = self._d
+        obj = d[n.obj.__class__](n.obj, env)
+        idx = n.index
+        key = d[idx.__class__](idx, env)
         if obj is None:
             return None
+        lit = idx if idx.__class__ is ast.Literal else None
         if _is_list(obj):
-            if self.report_types:
-                if key is not None and key != NUMBER:
-                    self._err(f"a list index must be an integer, but this is {describe_type(key)}", n.index.span)
-                elif lit is not None and lit.kind == "decimal":
-                    self._err("a list index must be an integer, not a decimal", n.index.span)
+            if key is not None and key != NUMBER:
+                self._type_error(f"a list index must be an integer, but this is {describe_type(key)}", idx.span)
+            elif lit is not None and lit.kind == "decimal":
+                self._type_error("a list index must be an integer, not a decimal", idx.span)
             return obj[1]
         if obj in _SCALARS:
-            if self.report_types:
-                self._err(f"cannot index {describe_type(obj)}; only lists, objects and entities can be indexed",
-                          n.span)
+            self._type_error(f"cannot index {describe_type(obj)}; only lists, objects and entities can be indexed",
+                             n.span)
             return None
-        if self.report_types and key is not None and key != STRING:
-            self._err(f"an attribute key must be a string, but this is {describe_type(key)}", n.index.span)
+        if lit is not None and lit.kind == "string":
+            return self.attribute(n, obj, lit.value, True)
+        if key is not None and key != STRING:
+            self._type_error(f"an attribute key must be a string, but this is {describe_type(key)}", idx.span)
         return None
 
-    def call(self, n: ast.Call, env):
-        arg_types = [self.expr(a, env) for a in n.args]
+    def _call(self, n: ast.Call, env):
+        d = self._d
+        arg_types = [d[a.__class__](a, env) for a in n.args]
         spec = FUNCTIONS.get(n.func)
         if spec is None:
-            if self.report_names:
-                hint = suggest(n.func, self.known_functions)
-                if not hint:
-                    hint = "; the functions are " + ", ".join(self.known_functions)
-                self.ctx.report("E002", f"unknown function '{n.func}'{hint}", _head_span(n.span, len(n.func)))
+            hint = suggest(n.func, FUNCTIONS)
+            if not hint:
+                hint = "; the functions are " + ", ".join(FUNCTIONS)
+            self._report("names", "E002", f"unknown function '{n.func}'{hint}", _head_span(n.span, len(n.func)))
             return None
         _fn, arity, result = spec
         if len(n.args) != arity:
-            if self.report_names:
-                self._err(f"{n.func}() takes {arity} argument{'s' if arity != 1 else ''}, "
-                          f"but {len(n.args)} {'were' if len(n.args) != 1 else 'was'} given", n.span)
+            self._report("names", "E005", f"{n.func}() takes {arity} argument{'s' if arity != 1 else ''}, "
+                                          f"but {len(n.args)} {'were' if len(n.args) != 1 else 'was'} given", n.span)
             return None
-        if self.report_types:
-            for i, (arg, t) in enumerate(zip(n.args, arg_types)):
-                if t is None:
-                    continue
-                if n.func == "len":
-                    if t != STRING and not _is_list(t):
-                        self._err(f"len() needs a list or a string, but this is {describe_type(t)}", arg.span)
-                elif t != STRING:
-                    what = ("an IP address string" if n.func == "in_cidr" and i == 0
-                            else "a CIDR string such as \"10.0.0.0/8\"" if n.func == "in_cidr" else "a string")
-                    self._err(f"{n.func}() needs {what}, but this is {describe_type(t)}", arg.span)
-        if self.report_cidr and n.func == "in_cidr":
+        for i, (arg, t) in enumerate(zip(n.args, arg_types)):
+            if t is None:
+                continue
+            if n.func == "len":
+                if t != STRING and not _is_list(t):
+                    self._type_error(f"len() needs a list or a string, but this is {describe_type(t)}", arg.span)
+            elif t != STRING:
+                what = ("an IP address string" if n.func == "in_cidr" and i == 0
+                        else "a CIDR string such as \"10.0.0.0/8\"" if n.func == "in_cidr" else "a string")
+                self._type_error(f"{n.func}() needs {what}, but this is {describe_type(t)}", arg.span)
+        if n.func == "in_cidr":
             net = n.args[1]
             text = None
-            if isinstance(net, ast.Literal) and net.kind == "string":
+            if net.__class__ is ast.Literal and net.kind == "string":
                 text = net.value
-            elif isinstance(net, ast.Name) and net.name not in env and isinstance(self.ctx.constants.get(net.name), str):
+            elif net.__class__ is ast.Name and net.name not in env and isinstance(self.ctx.constants.get(net.name), str):
                 text = self.ctx.constants[net.name]
             if text is not None and not cidr_is_valid(text):
-                via = "" if isinstance(net, ast.Literal) else f" (the value of constant '{net.name}')"
-                self.ctx.report("E007", f"{json.dumps(text)}{via} is not a CIDR network; write an IPv4 or IPv6 "
-                                        f"network such as \"10.0.0.0/8\" or \"fd00::/8\"", net.span)
+                via = "" if net.__class__ is ast.Literal else f" (the value of constant '{net.name}')"
+                self._report("clauses", "E007", f"{json.dumps(text)}{via} is not a CIDR network; write an IPv4 or "
+                                                f"IPv6 network such as \"10.0.0.0/8\" or \"fd00::/8\"", net.span)
         return _SCHEMA_TYPES.get(result, result)
 
-    def binary(self, n: ast.Binary, env):
-        lt = self.expr(n.left, env)
-        rt = self.expr(n.right, env)
+    def _unary(self, n: ast.Unary, env):
+        o = n.operand
+        t = self._d[o.__class__](o, env)
+        if n.op == "not":
+            if t is not None and t != BOOL:
+                self._type_error(f"'not' needs a boolean, but its operand is {describe_type(t)}", o.span)
+            return BOOL
+        if t is not None and t != NUMBER:
+            self._type_error(f"unary '-' needs a number, but its operand is {describe_type(t)}", n.span)
+            return None
+        return NUMBER
+
+    def _boolop(self, n: ast.BoolOp, env):
+        d = self._d
+        for item in n.items:
+            t = d[item.__class__](item, env)
+            if t is not None and t != BOOL:
+                self._type_error(f"the operands of '{n.op}' must be booleans, but this is {describe_type(t)}; "
+                                 f"compare it to something to get a boolean", item.span)
+        return BOOL
+
+    def _matches(self, n: ast.Matches, env):
+        o = n.operand
+        t = self._d[o.__class__](o, env)
+        if t is not None and t != STRING:
+            self._type_error(f"'matches' needs a string on the left, but this is {describe_type(t)}", o.span)
+        return BOOL
+
+    def _has(self, n: ast.Has, env):
+        o = n.operand
+        self.in_has += 1  # `has` never raises: reads inside it need no guard
+        try:
+            self._d[o.__class__](o, env)
+        finally:
+            self.in_has -= 1
+        p = _path(o)
+        if p is not None:
+            self.guards.add(f"{p}.{n.name}")
+        return BOOL
+
+    def _list(self, n: ast.ListExpr, env):
+        d = self._d
+        return ("list", _common([d[i.__class__](i, env) for i in n.items]))
+
+    def _quantifier(self, n: ast.Quantifier, env):
+        d = self._d
+        c = n.collection
+        coll = d[c.__class__](c, env)
+        if coll is not None and not _is_list(coll):
+            self._type_error(f"'{n.kind}' iterates over a list, but this is {describe_type(coll)}", c.span)
+        elem = coll[1] if _is_list(coll) else None
+        b = n.body
+        body = d[b.__class__](b, {**env, n.var: elem})
+        if body is not None and body != BOOL:
+            self._type_error(f"the body of '{n.kind}' must be a boolean, but it is {describe_type(body)}", b.span)
+        return BOOL
+
+    def _binary(self, n: ast.Binary, env):
+        d = self._d
+        left, right = n.left, n.right
+        lt = d[left.__class__](left, env)
+        rt = d[right.__class__](right, env)
         op = n.op
-        if op in ("==", "!="):
+        if op == "==" or op == "!=":
             return BOOL
-        check = self.report_types
-        if op in ("<", "<=", ">", ">="):
-            if check:
-                bad = next((t for t in (lt, rt) if t is not None and t not in (STRING, NUMBER)), None)
-                if bad is not None:
-                    self._err(f"'{op}' compares two numbers or two strings, but one side is {describe_type(bad)}",
-                              n.span)
-                elif lt is not None and rt is not None and lt != rt:
-                    self._err(f"'{op}' compares two numbers or two strings, but this compares "
-                              f"{describe_type(lt)} with {describe_type(rt)}; convert one side or fix the operand",
-                              n.span)
+        if op in _ORDER_OPS:
+            bad = lt if lt is not None and lt not in _ORDERED else rt if rt is not None and rt not in _ORDERED else None
+            if bad is not None:
+                self._type_error(f"'{op}' compares two numbers or two strings, but one side is "
+                                 f"{describe_type(bad)}", n.span)
+            elif lt is not None and rt is not None and lt != rt:
+                self._type_error(f"'{op}' compares two numbers or two strings, but this compares "
+                                 f"{describe_type(lt)} with {describe_type(rt)}; convert one side or fix the "
+                                 f"operand", n.span)
             return BOOL
-        if op in ("in", "not in"):
-            if check and rt is not None:
+        if op == "in" or op == "not in":
+            if rt is not None:
                 if rt == STRING:
                     if lt is not None and lt != STRING:
-                        self._err(f"'{op}' a string tests for a substring and needs a string on the left, "
-                                  f"but this is {describe_type(lt)}", n.left.span)
+                        self._type_error(f"'{op}' a string tests for a substring and needs a string on the left, "
+                                         f"but this is {describe_type(lt)}", left.span)
                 elif not _is_list(rt):
-                    self._err(f"'{op}' needs a list (or a string) on the right, but this is {describe_type(rt)}",
-                              n.right.span)
+                    self._type_error(f"'{op}' needs a list (or a string) on the right, but this is "
+                                     f"{describe_type(rt)}", right.span)
             return BOOL
         if op == "+":
-            if check:
-                bad = next((t for t in (lt, rt) if t is not None and t not in (STRING, NUMBER)), None)
-                if bad is not None:
-                    self._err(f"'+' adds numbers or joins strings, but one side is {describe_type(bad)}", n.span)
-                    return None
-                if lt is not None and rt is not None and lt != rt:
-                    self._err(f"'+' adds two numbers or joins two strings, but this mixes {describe_type(lt)} "
-                              f"and {describe_type(rt)}", n.span)
-                    return None
-            if lt == STRING or rt == STRING:
-                return STRING if lt in (STRING, None) and rt in (STRING, None) else None
-            if lt == NUMBER or rt == NUMBER:
-                return NUMBER if lt in (NUMBER, None) and rt in (NUMBER, None) else None
-            return None
-        # - * /
-        if check:
-            bad = next((t for t in (lt, rt) if t is not None and t != NUMBER), None)
+            bad = lt if lt is not None and lt not in _ORDERED else rt if rt is not None and rt not in _ORDERED else None
             if bad is not None:
-                self._err(f"'{op}' needs two numbers, but one side is {describe_type(bad)}", n.span)
+                self._type_error(f"'+' adds numbers or joins strings, but one side is {describe_type(bad)}", n.span)
                 return None
+            if lt is not None and rt is not None and lt != rt:
+                self._type_error(f"'+' adds two numbers or joins two strings, but this mixes {describe_type(lt)} "
+                                 f"and {describe_type(rt)}", n.span)
+                return None
+            return lt if lt is not None else rt
+        # - * /
+        bad = lt if lt is not None and lt != NUMBER else rt if rt is not None and rt != NUMBER else None
+        if bad is not None:
+            self._type_error(f"'{op}' needs two numbers, but one side is {describe_type(bad)}", n.span)
+            return None
         return NUMBER
 
 
-def _rule_exprs(rule: ast.Rule):
-    """(expression, role) for every condition and grant scope of ``rule``."""
-    for c in rule.conditions:
-        yield c.expr, c
-    for clause in rule.clauses:
-        if isinstance(clause, ast.Grant):
-            for scope in clause.scopes:
-                yield scope, clause
+_ORDER_OPS = frozenset(["<", "<=", ">", ">="])
+_ORDERED = (STRING, NUMBER)
+_CHAIN = ("list", _ANY_PRINCIPAL)
+_SIGNALS = ("list", STRING)
+_ROOT_TYPES = {"context": CONTEXT, "risk": RISK, "delegation": DELEGATION, "intent": OBJECT}
+
+
+def _analysis(ctx: CheckContext) -> _Analysis:
+    """The shared expression pass, run once by the first stage that asks."""
+    if ctx.analysis is None:
+        a = _Analysis(ctx)
+        a.run()
+        a._d = {}  # drop the bound methods: no reference cycle outlives the pass
+        ctx.used_constants |= a.used_constants
+        ctx.analysis = a
+    return ctx.analysis
+
+
+def _emit(ctx: CheckContext, stage: str) -> None:
+    ctx.diagnostics.extend(_analysis(ctx).out[stage])
 
 
 # ------------------------------------------------------------------ stage: names
 
 def stage_names(ctx: CheckContext) -> None:
-    w = _Walker(ctx, names=True)
-    empty: dict = {}
-    for info in ctx.rules:
-        w.enter_rule(info.rule)
-        for expr, _role in _rule_exprs(info.rule):
-            w.expr(expr, empty)
-    ctx.used_constants |= w.used_constants
+    _emit(ctx, "names")
 
 
 # ------------------------------------------------------------------ stage: schema
@@ -750,13 +807,11 @@ def stage_schema(ctx: CheckContext) -> None:
             for t in decl.on:
                 if t not in sch.resources:
                     ctx.report("E003", f"action {_quoted_list(decl.names)} is declared on resource type '{t}', "
-                                       f"which is not declared{_did_you_mean(t, sch.resources)}; add `resource {t} {{ … }}`",
-                               decl.span)
-    w = _Walker(ctx, schema=True)
-    empty: dict = {}
+                                       f"which is not declared{_did_you_mean(t, sch.resources)}; add "
+                                       f"`resource {t} {{ … }}` or fix the name", decl.span)
+    seen: set = set()
     for info in ctx.rules:
-        rule = info.rule
-        t = rule.target
+        t = info.rule.target
         if sch.principals and t.subjects is not None:
             for ref in t.subjects:
                 if ref.name not in sch.principals:
@@ -782,35 +837,15 @@ def stage_schema(ctx: CheckContext) -> None:
                     for ref in t.resources:
                         if ref.name not in action.on and (not sch.resources or ref.name in sch.resources):
                             ctx.report("E003", f"action '{name}' is not declared on resource type '{ref.name}' "
-                                               f"(it is declared on {_quoted_list(sorted(action.on))}); add "
-                                               f"'{ref.name}' to its `action … on` declaration or change the target",
-                                       span)
-        w.enter_rule(rule)
-        for expr, _role in _rule_exprs(rule):
-            w.expr(expr, empty)
+                                               f"(only on {_quoted_list(sorted(action.on))}); add '{ref.name}' to "
+                                               f"its `action … on` declaration or change the target", span)
+    _emit(ctx, "schema")
 
 
 # ------------------------------------------------------------------ stage: types
 
 def stage_types(ctx: CheckContext) -> None:
-    w = _Walker(ctx, types=True)
-    empty: dict = {}
-    for info in ctx.rules:
-        rule = info.rule
-        w.enter_rule(rule)
-        for c in rule.conditions:
-            t = w.expr(c.expr, empty)
-            if t is not None and t != BOOL:
-                ctx.report("E005", f"a `{c.kind}` condition must be a boolean, but this is {describe_type(t)}; "
-                                   f"compare it to something (e.g. `== …`)", c.expr.span)
-        for clause in rule.clauses:
-            if isinstance(clause, ast.Grant):
-                for scope in clause.scopes:
-                    t = w.expr(scope, empty)
-                    if t is not None and t != STRING:
-                        ctx.report("E005", f"a grant scope must be a string, but this is {describe_type(t)}; "
-                                           f"build the scope with string concatenation, e.g. \"repo:read:\" + "
-                                           f"resource.id", scope.span)
+    _emit(ctx, "types")
 
 
 # ------------------------------------------------------------------ stage: clauses
@@ -820,8 +855,6 @@ _CLAUSE_WORD = {ast.Grant: "grant", ast.By: "by", ast.Because: "because"}
 
 def stage_clauses(ctx: CheckContext) -> None:
     max_ttl = ctx.options.max_ttl
-    w = _Walker(ctx, cidr=True)
-    empty: dict = {}
     for info in ctx.rules:
         rule = info.rule
         effect = rule.effect
@@ -852,12 +885,11 @@ def stage_clauses(ctx: CheckContext) -> None:
         if effect == "require_approval" and ast.By not in seen:
             ctx.report("E007", "`require approval` needs a `by` clause naming who may approve, "
                                "e.g. by \"sre-oncall\"", rule.head_span)
-        ids = [a for a in rule.annotations if a.name == "id"]
-        for extra in ids[1:]:
-            ctx.report("E006", "a second @id on one rule; keep one", extra.span)
-        w.enter_rule(rule)
-        for expr, _role in _rule_exprs(rule):
-            w.expr(expr, empty)
+        if len(rule.annotations) > 1:
+            ids = [a for a in rule.annotations if a.name == "id"]
+            for extra in ids[1:]:
+                ctx.report("E006", "a second @id on one rule; a rule has one id, keep one", extra.span)
+    _emit(ctx, "clauses")
 
 
 # ------------------------------------------------------------------ glob coverage
@@ -1074,8 +1106,6 @@ def _lint_w105(ctx: CheckContext) -> None:
 
 
 def stage_lint(ctx: CheckContext) -> None:
-    w = _Walker(ctx, optional_reads=True)
-    empty: dict = {}
     for info in ctx.rules:
         rule = info.rule
         t = rule.target
@@ -1093,18 +1123,7 @@ def stage_lint(ctx: CheckContext) -> None:
         if rule.because is None:
             ctx.report("W106", "rule has no `because`; add because \"…\" so decisions can say why",
                        rule.head_span)
-        w.enter_rule(rule)
-        for c in rule.conditions:
-            w.reads = []
-            w.guards = set()
-            w.expr(c.expr, empty)
-            for node, path, name in w.reads:
-                if path is None or path not in w.guards:
-                    shown = path or name
-                    base = shown.rsplit(".", 1)[0] if path else "…"
-                    ctx.report("W103", f"'{shown}' is optional in the schema and is read without a `has` guard "
-                                       f"in this `{c.kind}`, so a request without it makes the rule raise; "
-                                       f"guard it: `{base} has {name} and …`", node.span)
+    _emit(ctx, "lint")  # W103
     _lint_w104(ctx)
     _lint_w105(ctx)
     # W107: constants that no rule (see stage names) and no other constant uses
