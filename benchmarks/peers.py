@@ -67,8 +67,12 @@ class Adapter:
 
 
 def _try_import(mod: str, package: str) -> tuple[bool, str]:
+    import warnings
+
     try:
-        importlib.import_module(mod)
+        with warnings.catch_warnings():  # old peers warn about their own dependencies
+            warnings.simplefilter("ignore")
+            importlib.import_module(mod)
     except Exception as e:  # ImportError, or a broken native extension
         return False, (f"{package} is not installed or does not import ({type(e).__name__}: {e}); "
                        f"install the bench extra: pip install -e '.[bench]'")
@@ -435,13 +439,19 @@ class PyAbacAdapter(Adapter):
         return out
 
     def load(self, scn: Scenario) -> None:
-        from py_abac import PDP, EvaluationAlgorithm, Policy, AccessRequest
-        from py_abac.storage.memory import MemoryStorage
+        import warnings
+
+        with warnings.catch_warnings():  # py-abac 0.4 uses arguments marshmallow 3.x deprecates
+            warnings.simplefilter("ignore")
+            from py_abac import PDP, EvaluationAlgorithm, Policy, AccessRequest
+            from py_abac.storage.memory import MemoryStorage
 
         logging.getLogger("py_abac").setLevel(logging.ERROR)
         st = MemoryStorage()
-        for p in self.policies_json(scn):
-            st.add(Policy.from_json(p))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for p in self.policies_json(scn):
+                st.add(Policy.from_json(p))
         self.pdp = PDP(st, EvaluationAlgorithm.DENY_OVERRIDES)
         self.AccessRequest = AccessRequest
 
