@@ -1,0 +1,533 @@
+"""The HTTP decision service (SPEC §10): the app factory and its endpoints.
+
+``create_app(config)`` loads the policy set (raising :class:`~policylang.PolicyError`
+when it fails its checks), and returns a FastAPI app serving:
+
+* the OpenID AuthZEN Authorization API 1.0: ``POST /access/v1/evaluation``,
+  ``/access/v1/evaluations``, ``/access/v1/search/{subject,resource,action}`` and
+  ``GET /.well-known/authzen-configuration``;
+* ``POST /v1/decide`` (a SPEC §2 request in, the SPEC §3 decision out);
+* ``GET /healthz`` and ``GET /metrics``;
+* the approval and token routes of :mod:`policylang.server.zsp`, when that module is
+  installed and a store is configured.
+
+Decisions run on the event loop: they take microseconds, and the engine's caches are then
+only ever touched from one thread. Long batches and searches yield to the loop every few
+hundred decisions. Requests that carry an approval id (the checker asks the store) and
+audited decisions (a file write) run in the thread pool.
+
+Every malformed body is answered 400 ``{"error": {"status": 400, "message": …}}`` with a
+message that names the field; a body over ``max_body`` bytes 413. Every answer carries
+``X-Request-ID`` (the caller's, or a generated one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import logging
+import math
+import os
+import signal
+import threading
+import time
+import uuid
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from ..errors import PolicyError, RequestError
+from . import authzen, openapi
+from .authzen import BadRequest
+from .metrics import CONTENT_TYPE_LATEST, Metrics
+from .service import PolicyService, Reloader, ServiceConfig, build_service
+
+log = logging.getLogger("policylang.server")
+
+__all__ = ["create_app", "app_from_env", "CONFIG_ENV"]
+
+#: the environment variable through which ``serve --workers N`` hands its configuration
+#: to each worker process
+CONFIG_ENV = "POLICYLANG_SERVE_CONFIG"
+
+#: decisions between two yields to the event loop in long batches and searches
+_YIELD_EVERY = 256
+
+
+class Unavailable(Exception):
+    """A dependency (audit log, store) failed: answered 503, nothing is decided."""
+
+
+# --------------------------------------------------------------------------- JSON helpers
+
+def _dumps(obj: Any) -> bytes:
+    # ensure_ascii keeps lone surrogates from a request's strings encodable
+    return json.dumps(obj, separators=(",", ":")).encode("ascii")
+
+
+def _json(obj: Any, status: int = 200) -> Response:
+    return Response(_dumps(obj), status_code=status, media_type="application/json")
+
+
+def error_response(status: int, message: str, headers: dict | None = None) -> Response:
+    return Response(_dumps({"error": {"status": status, "message": message}}), status_code=status,
+                    media_type="application/json", headers=headers)
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"number {text[:40]} is out of range")
+    return value
+
+
+def parse_json_body(content_type: str | None, raw: bytes) -> dict:
+    """The body as a JSON object, or :class:`BadRequest` saying what is wrong with it."""
+    if content_type is None:
+        raise BadRequest("Content-Type is missing: expected application/json")
+    media = content_type.split(";", 1)[0].strip().lower()
+    if media != "application/json":
+        raise BadRequest(f"Content-Type must be application/json, got {content_type[:100]!r}")
+    if not raw or not raw.strip():
+        raise BadRequest("the body is empty: expected a JSON object")
+    try:
+        data = json.loads(raw, parse_constant=_no_constant, parse_float=_finite_float)
+    except RecursionError:
+        raise BadRequest("the body is not valid JSON: nested too deeply") from None
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError, an over-long integer
+        raise BadRequest(f"the body is not valid JSON: {e}") from None
+    if data.__class__ is not dict:
+        kind = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
+            type(data), "a number")
+        raise BadRequest(f"the body must be a JSON object, got {kind}")
+    return data
+
+
+# ---------------------------------------------------------------------- ASGI middlewares
+
+class RequestIdMiddleware:
+    """Echo ``X-Request-ID`` on every answer, generating one when the request has none."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        rid = None
+        for key, value in scope["headers"]:
+            if key == b"x-request-id":
+                rid = value
+                break
+        if not rid:
+            rid = uuid.uuid4().hex.encode("ascii")
+        scope["policylang.request_id"] = rid
+
+        async def send_with_id(message):
+            if message["type"] == "http.response.start":
+                headers = [(k, v) for k, v in message.get("headers", ()) if k.lower() != b"x-request-id"]
+                headers.append((b"x-request-id", rid))
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+class BodyLimitMiddleware:
+    """Read a request's whole body up to ``max_body`` bytes (413 beyond it), then hand it
+    on; the endpoints read it from ``scope["policylang.body"]``."""
+
+    def __init__(self, app, max_body: int):
+        self.app = app
+        self.max_body = max_body
+
+    async def _too_large(self, send, length: str) -> None:
+        body = _dumps({"error": {"status": 413, "message":
+                                 f"the body is larger than {self.max_body} bytes{length}"}})
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(body)).encode()), (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": body})
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS", "DELETE"):
+            return await self.app(scope, receive, send)
+        limit = self.max_body
+        for key, value in scope["headers"]:
+            if key == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = -1
+                if declared > limit:
+                    return await self._too_large(send, f" (Content-Length: {declared})")
+                break
+        chunks = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return
+            chunk = message.get("body", b"")
+            if chunk:
+                size += len(chunk)
+                if size > limit:
+                    return await self._too_large(send, "")
+                chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        scope["policylang.body"] = body
+        sent = False
+
+        async def replay():
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+# ------------------------------------------------------------------------------ the app
+
+def create_app(config: ServiceConfig | str, *, service: PolicyService | None = None,
+               extras: dict | None = None, watch: bool = True, handle_sighup: bool = True) -> FastAPI:
+    """The decision service for ``config`` (a :class:`ServiceConfig` or a policy path).
+
+    Loads the set now and raises :class:`PolicyError` (with every diagnostic) when it
+    fails its checks. ``service``/``extras`` reuse an already built service (``serve``
+    checks the set before it starts the server). ``watch``: start the reloader thread
+    (file polling and SIGHUP) with the app's lifespan.
+    """
+    if isinstance(config, (str, os.PathLike)):
+        config = ServiceConfig(path=os.fspath(config))
+    metrics = Metrics()
+    if service is None:
+        service, extras = build_service(config)
+    extras = extras or {}
+    service.on_reload = metrics.reloaded
+    if service.current is None:
+        result = service.load("startup")
+        if not result.ok:
+            raise PolicyError(result.diagnostics)
+    else:
+        metrics.reloaded(service.last_reload)
+
+    state: dict = {"reloader": None}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        reloader = None
+        hup_installed = False
+        if watch:
+            reloader = Reloader(service, tick=lambda: metrics.sync_cache(
+                service.current.engine if service.current else None))
+            reloader.start()
+            state["reloader"] = reloader
+            if handle_sighup and hasattr(signal, "SIGHUP") and threading.current_thread() is threading.main_thread():
+                try:
+                    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reloader.request_reload)
+                    hup_installed = True
+                except (NotImplementedError, RuntimeError, ValueError):
+                    pass
+        try:
+            yield
+        finally:
+            if hup_installed:
+                asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+            if reloader is not None:
+                reloader.stop()
+                state["reloader"] = None
+
+    app = FastAPI(
+        title="policylang decision service",
+        version=_version(),
+        description="OpenID AuthZEN Authorization API 1.0 and the policylang decision API (SPEC §10).",
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    app.state.metrics = metrics
+    app.state.config = config
+    app.state.reloader = state
+
+    # -- error shapes ---------------------------------------------------------------------
+
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        detail = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
+        if exc.status_code == 404:
+            detail = f"no such endpoint: {request.method} {request.url.path}"
+        elif exc.status_code == 405:
+            detail = f"method {request.method} is not allowed on {request.url.path}"
+        return error_response(exc.status_code, detail, headers=getattr(exc, "headers", None))
+
+    async def validation_error(request: Request, exc: RequestValidationError):
+        parts = []
+        for err in exc.errors()[:5]:
+            loc = ".".join(str(x) for x in err.get("loc", ()) if x != "body")
+            parts.append(f"{loc}: {err.get('msg')}" if loc else str(err.get("msg")))
+        return error_response(400, "; ".join(parts) or "malformed request")
+
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+
+    # -- helpers --------------------------------------------------------------------------
+
+    use_threads = service.approvals is not None or service.audit is not None
+
+    async def read_body(request: Request) -> dict:
+        raw = request.scope.get("policylang.body")
+        if raw is None:
+            raw = await request.body()
+        return parse_json_body(request.headers.get("content-type"), raw)
+
+    def decide_now(engine, req: dict, prefix: str, spec_names: bool):
+        try:
+            return engine.decide(req)
+        except RequestError as e:
+            if spec_names:
+                raise BadRequest(str(e)) from None
+            raise authzen.request_error(e, prefix) from None
+        except RecursionError:
+            raise BadRequest(f"{prefix}request: nested too deeply") from None
+        except Exception as e:
+            from ..audit import AuditError
+            if isinstance(e, AuditError):
+                raise Unavailable(f"the audit log cannot be written: {e}") from None
+            raise
+
+    async def decide(engine, req: dict, prefix: str = "", spec_names: bool = False):
+        if use_threads and (service.audit is not None or req.get("approval") is not None):
+            return await run_in_threadpool(decide_now, engine, req, prefix, spec_names)
+        return decide_now(engine, req, prefix, spec_names)
+
+    def failure(endpoint: str, exc: Exception) -> Response:
+        if isinstance(exc, BadRequest):
+            metrics.decided(endpoint, "invalid")
+            return error_response(exc.status, exc.message)
+        if isinstance(exc, Unavailable):
+            return error_response(503, str(exc))
+        log.exception("internal error on %s", endpoint)
+        return error_response(500, "internal error")
+
+    # -- AuthZEN: evaluation ---------------------------------------------------------------
+
+    async def evaluation(request: Request):
+        t0 = time.perf_counter()
+        try:
+            body = await read_body(request)
+            engine = service.current.engine
+            d = await decide(engine, authzen.to_request(body))
+        except Exception as e:
+            return failure("evaluation", e)
+        metrics.decided("evaluation", d.decision)
+        response = _json(authzen.decision_response(d))
+        metrics.observe("evaluation", time.perf_counter() - t0)
+        return response
+
+    # -- AuthZEN: evaluations (batch) ------------------------------------------------------
+
+    async def evaluations(request: Request):
+        t0 = time.perf_counter()
+        counts: dict = {}
+        try:
+            body = await read_body(request)
+            batch = authzen.parse_batch(body)
+            engine = service.current.engine
+            if batch.items is None:  # no array: a single evaluation
+                d = await decide(engine, authzen.to_request(body))
+                metrics.decided("evaluations", d.decision)
+                response = _json(authzen.decision_response(d))
+                metrics.observe("evaluations", time.perf_counter() - t0)
+                return response
+            semantic = batch.semantic
+            out: list = []
+            for i, item in enumerate(batch.items):
+                if i and i % _YIELD_EVERY == 0:
+                    await asyncio.sleep(0)
+                if isinstance(item, BadRequest):
+                    answer = authzen.item_error(item.message)
+                    outcome = "invalid"
+                else:
+                    try:
+                        d = await decide(engine, item, f"evaluations[{i}].")
+                        answer = authzen.decision_response(d)
+                        outcome = d.decision
+                    except BadRequest as e:
+                        answer = authzen.item_error(e.message)
+                        outcome = "invalid"
+                    except Unavailable as e:
+                        answer = authzen.item_error(str(e), 503)
+                        outcome = "invalid"
+                counts[outcome] = counts.get(outcome, 0) + 1
+                out.append(answer)
+                if semantic == "deny_on_first_deny" and not answer["decision"]:
+                    break
+                if semantic == "permit_on_first_permit" and answer["decision"]:
+                    break
+        except Exception as e:
+            return failure("evaluations", e)
+        for outcome, n in counts.items():
+            metrics.decided("evaluations", outcome, n)
+        response = _json({"evaluations": out})
+        metrics.observe("evaluations", time.perf_counter() - t0)
+        return response
+
+    # -- AuthZEN: search -------------------------------------------------------------------
+
+    def make_search(what: str):
+        endpoint = f"search_{what}"
+
+        async def search(request: Request):
+            t0 = time.perf_counter()
+            counts: dict = {}
+            try:
+                body = await read_body(request)
+                query = authzen.parse_search(body, what)
+                snap = service.current
+                engine = snap.engine
+                if what == "action":
+                    names = snap.actions
+                else:
+                    names = snap.candidates.get(query.entity_type, [])
+                names = authzen.search_candidates(names, query.after)
+                template = query.request
+                results: list = []
+                more = False
+                last = None
+                for i, name in enumerate(names):
+                    if i and i % _YIELD_EVERY == 0:
+                        await asyncio.sleep(0)
+                    req = dict(template)
+                    if what == "subject":
+                        p = template["principal"]
+                        req["principal"] = {"id": name, "kind": p["kind"], "attrs": p["attrs"]}
+                    elif what == "resource":
+                        r = template["resource"]
+                        req["resource"] = {"type": r["type"], "id": name, "attrs": r["attrs"]}
+                    else:
+                        req["action"] = {"name": name, "attrs": {}}
+                    d = await decide(engine, req)
+                    counts[d.decision] = counts.get(d.decision, 0) + 1
+                    if d.decision != "allow":
+                        continue
+                    if len(results) == query.limit:
+                        more = True
+                        break
+                    last = name
+                    results.append({"name": name} if what == "action" else
+                                   {"type": query.entity_type, "id": name})
+            except Exception as e:
+                return failure(endpoint, e)
+            for outcome, n in counts.items():
+                metrics.decided(endpoint, outcome, n)
+            page = {"next_token": authzen.make_token(last, query.query_digest) if more else ""}
+            response = _json({"results": results, "page": page})
+            metrics.observe(endpoint, time.perf_counter() - t0)
+            return response
+
+        search.__name__ = f"search_{what}"
+        return search
+
+    # -- AuthZEN: discovery ----------------------------------------------------------------
+
+    async def discovery(request: Request):
+        base = (config.public_url or str(request.base_url)).rstrip("/")
+        doc = {
+            "policy_decision_point": base,
+            "access_evaluation_endpoint": base + "/access/v1/evaluation",
+            "access_evaluations_endpoint": base + "/access/v1/evaluations",
+            "search_subject_endpoint": base + "/access/v1/search/subject",
+            "search_resource_endpoint": base + "/access/v1/search/resource",
+            "search_action_endpoint": base + "/access/v1/search/action",
+        }
+        return _json(doc)
+
+    # -- policylang's own API ----------------------------------------------------------------
+
+    async def decide_endpoint(request: Request):
+        t0 = time.perf_counter()
+        try:
+            body = await read_body(request)
+            d = await decide(service.current.engine, body, spec_names=True)
+        except Exception as e:
+            return failure("decide", e)
+        metrics.decided("decide", d.decision)
+        response = _json(d.to_dict())
+        metrics.observe("decide", time.perf_counter() - t0)
+        return response
+
+    async def healthz(request: Request):
+        health = service.health()
+        return _json(health, 200 if service.current is not None else 503)
+
+    async def metrics_endpoint(request: Request):
+        snap = service.current
+        metrics.sync_cache(snap.engine if snap else None)
+        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    # -- routes ------------------------------------------------------------------------------
+
+    post = dict(methods=["POST"], response_class=Response)
+    app.add_api_route("/access/v1/evaluation", evaluation, name="evaluation", summary="AuthZEN access evaluation",
+                      openapi_extra=openapi.body(openapi.EVALUATION_REQUEST),
+                      responses=openapi.responses(openapi.EVALUATION_RESPONSE), **post)
+    app.add_api_route("/access/v1/evaluations", evaluations, name="evaluations",
+                      summary="AuthZEN access evaluations (batch)",
+                      openapi_extra=openapi.body(openapi.EVALUATIONS_REQUEST),
+                      responses=openapi.responses(openapi.EVALUATIONS_RESPONSE), **post)
+    for what, schema in (("subject", openapi.SEARCH_SUBJECT_REQUEST), ("resource", openapi.SEARCH_RESOURCE_REQUEST),
+                         ("action", openapi.SEARCH_ACTION_REQUEST)):
+        app.add_api_route(f"/access/v1/search/{what}", make_search(what), name=f"search_{what}",
+                          summary=f"AuthZEN {what} search", openapi_extra=openapi.body(schema),
+                          responses=openapi.responses(openapi.SEARCH_RESPONSE), **post)
+    app.add_api_route("/.well-known/authzen-configuration", discovery, methods=["GET"], response_class=Response,
+                      name="authzen_configuration", summary="AuthZEN PDP metadata",
+                      responses=openapi.responses({"type": "object"}, post=False))
+    app.add_api_route("/v1/decide", decide_endpoint, name="decide", summary="A SPEC §2 request in, a §3 decision out",
+                      openapi_extra=openapi.body(openapi.DECIDE_REQUEST),
+                      responses=openapi.responses(openapi.DECISION), **post)
+    app.add_api_route("/healthz", healthz, methods=["GET"], response_class=Response, name="healthz",
+                      summary="Serving state, policy version and the last reload",
+                      responses=openapi.responses({"type": "object"}, post=False))
+    app.add_api_route("/metrics", metrics_endpoint, methods=["GET"], response_class=Response, name="metrics",
+                      summary="Prometheus metrics",
+                      responses={200: {"description": "Prometheus text", "content": {"text/plain": {}}}})
+
+    approvals, issuer = extras.get("approvals"), extras.get("issuer")
+    if (approvals is not None or issuer is not None) and importlib.util.find_spec("policylang.server.zsp"):
+        from .zsp import make_router
+        app.include_router(make_router(approvals=approvals, issuer=issuer,
+                                       engine_getter=lambda: service.current.engine if service.current else None))
+
+    app.add_middleware(BodyLimitMiddleware, max_body=config.max_body)
+    app.add_middleware(RequestIdMiddleware)
+    return app
+
+
+def _version() -> str:
+    try:
+        from .. import __version__
+        return __version__
+    except ImportError:  # pragma: no cover
+        return "0"
+
+
+def app_from_env() -> FastAPI:
+    """The app factory each ``serve --workers N`` worker calls (uvicorn ``factory=True``)."""
+    raw = os.environ.get(CONFIG_ENV)
+    if not raw:
+        raise RuntimeError(f"{CONFIG_ENV} is not set: start the service with `policylang serve`")
+    config = ServiceConfig.from_dict(json.loads(raw))
+    return create_app(config)

@@ -1,0 +1,343 @@
+"""The OpenID AuthZEN Authorization API 1.0 mapped onto policylang requests (SPEC §10).
+
+Pure functions over parsed JSON: no web framework here, so the mapping is tested (and
+reused) on its own. Every problem raises :class:`BadRequest` whose message starts with
+the AuthZEN field it is about (``subject.id: required``,
+``evaluations[2].resource.type: expected a string, got number``).
+
+Mapping (SPEC §10)::
+
+    subject.type / id / properties     -> principal.kind / id / attrs
+    action.name / properties           -> action.name / attrs
+    resource.type / id / properties    -> resource.type / id / attrs
+    context                            -> context, except that
+    context.delegation [{type, id, properties}]  -> delegation [{kind, id, attrs}]
+    context.risk / intent / approval   -> risk / intent / approval
+
+Unknown fields are ignored; a JSON ``null`` counts as absent (SPEC §2).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from typing import Any, Iterable, Mapping
+
+from ..errors import RequestError
+from ..runtime import type_name
+
+__all__ = [
+    "BadRequest", "to_request", "parse_batch", "Batch", "SEMANTICS", "parse_search", "Search",
+    "request_error", "decision_response", "item_error",
+]
+
+#: the batch semantics of ``options.evaluations_semantic`` (SPEC §10)
+SEMANTICS = ("execute_all", "deny_on_first_deny", "permit_on_first_permit")
+
+#: keys of ``context`` lifted into their own request fields
+LIFTED = ("delegation", "risk", "intent", "approval")
+
+#: the largest page a search answers (a bigger ``page.limit`` is clamped to it)
+MAX_PAGE = 1000
+
+
+class BadRequest(ValueError):
+    """A malformed body: answered 400 with ``{"error": {"status": 400, "message": …}}``."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def _bad(field: str, message: str) -> BadRequest:
+    return BadRequest(f"{field}: {message}" if field else message)
+
+
+def _object(value: Any, field: str, required: bool) -> dict | None:
+    if value is None:
+        if required:
+            raise _bad(field, "required")
+        return None
+    if value.__class__ is not dict:
+        raise _bad(field, f"expected an object, got {type_name(value)}")
+    return value
+
+
+def _string(value: Any, field: str) -> str:
+    if value.__class__ is str:
+        return value
+    if value is None:
+        raise _bad(field, "required")
+    raise _bad(field, f"expected a string, got {type_name(value)}")
+
+
+def _properties(obj: dict, field: str) -> dict:
+    props = obj.get("properties")
+    if props is None:
+        return {}
+    if props.__class__ is not dict:
+        raise _bad(field + ".properties", f"expected an object, got {type_name(props)}")
+    return props
+
+
+def _entity(value: Any, field: str, *, need_id: bool = True) -> tuple[str, str | None, dict]:
+    """``{type, id, properties}`` -> (type, id, properties). ``need_id=False`` for the
+    searched entity, whose id is optional and ignored."""
+    obj = _object(value, field, True)
+    etype = _string(obj.get("type"), field + ".type")
+    eid = None
+    if need_id:
+        eid = _string(obj.get("id"), field + ".id")
+    return etype, eid, _properties(obj, field)
+
+
+def _action(value: Any, field: str) -> tuple[str, dict]:
+    obj = _object(value, field, True)
+    return _string(obj.get("name"), field + ".name"), _properties(obj, field)
+
+
+def _context(value: Any, field: str) -> tuple[dict, dict]:
+    """(plain context, lifted fields)."""
+    ctx = _object(value, field, False)
+    if not ctx:
+        return {}, {}
+    if not any(k in ctx for k in LIFTED):
+        return ctx, {}
+    plain = {k: v for k, v in ctx.items() if k not in LIFTED}
+    lifted: dict = {}
+    chain = ctx.get("delegation")
+    if chain is not None:
+        if chain.__class__ is not list:
+            raise _bad(field + ".delegation", f"expected an array, got {type_name(chain)}")
+        out = []
+        for i, entry in enumerate(chain):
+            where = f"{field}.delegation[{i}]"
+            if entry is None:
+                raise _bad(where, "null entry")
+            etype, eid, props = _entity(entry, where)
+            out.append({"kind": etype, "id": eid, "attrs": props})
+        lifted["delegation"] = out
+    for key in ("risk", "intent", "approval"):
+        v = ctx.get(key)
+        if v is not None:
+            lifted[key] = v
+    return plain, lifted
+
+
+def to_request(body: Mapping, prefix: str = "", *, search: str | None = None) -> dict:
+    """An AuthZEN evaluation request -> a policylang request dict (SPEC §2).
+
+    ``prefix`` names the place of ``body`` in the whole document (``evaluations[3].``) so
+    that messages point at the field. ``search`` (``"subject"``/``"resource"``/
+    ``"action"``) relaxes the searched entity: its id (or the action) may be absent.
+    """
+    stype, sid, sprops = _entity(body.get("subject"), prefix + "subject", need_id=search != "subject")
+    if search == "action":
+        aname, aprops = "", {}
+    else:
+        aname, aprops = _action(body.get("action"), prefix + "action")
+    rtype, rid, rprops = _entity(body.get("resource"), prefix + "resource", need_id=search != "resource")
+    context, lifted = _context(body.get("context"), prefix + "context")
+    req = {
+        "principal": {"id": sid if sid is not None else "", "kind": stype, "attrs": sprops},
+        "action": {"name": aname, "attrs": aprops},
+        "resource": {"type": rtype, "id": rid, "attrs": rprops},
+        "context": context,
+    }
+    if lifted:
+        req.update(lifted)
+    return req
+
+
+def request_error(e: RequestError, prefix: str = "") -> BadRequest:
+    """The engine's :class:`RequestError` (named in SPEC §2 terms) renamed to the AuthZEN
+    field the caller sent (``risk.score`` -> ``context.risk.score``)."""
+    field = e.field or ""
+    text = str(e)
+    message = text[len(field) + 2:] if field and text.startswith(field + ": ") else text
+    return _bad(prefix + authzen_field(field) if field else prefix.rstrip("."), message)
+
+
+def authzen_field(field: str) -> str:
+    """Rename a SPEC §2 field path to the AuthZEN one it came from."""
+    head, sep, rest = field.partition(".")
+    base = head.split("[", 1)[0]
+    if base == "principal":
+        return "subject" + sep + _rename_leaf(rest)
+    if base == "resource":
+        return "resource" + sep + _rename_leaf(rest)
+    if base == "action":
+        return "action" + sep + _rename_leaf(rest)
+    if base == "delegation":
+        return "context." + head + sep + _rename_leaf(rest)
+    if base in ("risk", "intent", "approval"):
+        return "context." + field
+    return field
+
+
+def _rename_leaf(rest: str) -> str:
+    first, sep, tail = rest.partition(".")
+    first = {"kind": "type", "attrs": "properties"}.get(first, first)
+    return first + sep + tail
+
+
+# ------------------------------------------------------------------------------- responses
+
+def decision_response(decision) -> dict:
+    """``{"decision": <true only for allow>, "context": {…the fields of SPEC §3…}}``."""
+    d = decision.to_dict()
+    return {"decision": d["decision"] == "allow", "context": d}
+
+
+def item_error(message: str, status: int = 400) -> dict:
+    """A batch item that could not be evaluated: denied, for itself alone."""
+    return {"decision": False, "context": {"error": {"status": status, "message": message}}}
+
+
+# ------------------------------------------------------------------------------------ batch
+
+class Batch:
+    """A parsed ``/access/v1/evaluations`` body. ``items`` is None when the body has no
+    (or an empty) ``evaluations`` array: it is then a single evaluation. Otherwise each
+    item is a request dict, or a :class:`BadRequest` for an invalid item."""
+
+    __slots__ = ("items", "semantic")
+
+    def __init__(self, items: list | None, semantic: str):
+        self.items = items
+        self.semantic = semantic
+
+
+_DEFAULTABLE = ("subject", "action", "resource", "context")
+
+
+def parse_batch(body: Mapping) -> Batch:
+    """Parse an evaluations body. Whole-body problems raise :class:`BadRequest`; a bad item
+    becomes a :class:`BadRequest` in its place."""
+    options = _object(body.get("options"), "options", False) or {}
+    semantic = options.get("evaluations_semantic")
+    if semantic is None:
+        semantic = "execute_all"
+    elif semantic.__class__ is not str:
+        raise _bad("options.evaluations_semantic", f"expected a string, got {type_name(semantic)}")
+    elif semantic not in SEMANTICS:
+        raise _bad("options.evaluations_semantic", f"must be one of {', '.join(SEMANTICS)}; got {json.dumps(semantic)}")
+    items = body.get("evaluations")
+    if items is None or items == []:
+        return Batch(None, semantic)
+    if items.__class__ is not list:
+        raise _bad("evaluations", f"expected an array, got {type_name(items)}")
+    defaults = {}
+    for key in _DEFAULTABLE:
+        v = body.get(key)
+        if v is not None:
+            if v.__class__ is not dict:
+                raise _bad(key, f"expected an object, got {type_name(v)}")
+            defaults[key] = v
+    out: list = []
+    append = out.append
+    for i, item in enumerate(items):
+        prefix = f"evaluations[{i}]."
+        if item.__class__ is not dict:
+            append(_bad(f"evaluations[{i}]", f"expected an object, got {type_name(item)}"))
+            continue
+        merged = dict(defaults)
+        for key in _DEFAULTABLE:
+            v = item.get(key)
+            if v is not None:
+                merged[key] = v
+        try:
+            append(to_request(merged, prefix))
+        except BadRequest as e:
+            append(e)
+    return Batch(out, semantic)
+
+
+# ----------------------------------------------------------------------------------- search
+
+class Search:
+    """A parsed search body: the request template, what is searched, where to resume."""
+
+    __slots__ = ("what", "request", "entity_type", "limit", "after", "query_digest")
+
+    def __init__(self, what: str, request: dict, entity_type: str | None, limit: int,
+                 after: str | None, query_digest: str):
+        self.what = what
+        self.request = request
+        self.entity_type = entity_type
+        self.limit = limit
+        self.after = after
+        self.query_digest = query_digest
+
+
+def parse_search(body: Mapping, what: str) -> Search:
+    """Parse a ``/access/v1/search/{subject,resource,action}`` body."""
+    request = to_request(body, search=what)
+    page = _object(body.get("page"), "page", False) or {}
+    limit = page.get("limit")
+    if limit is None:
+        limit = MAX_PAGE
+    elif limit.__class__ is not int:
+        raise _bad("page.limit", f"expected an integer, got {type_name(limit)}")
+    elif limit < 1:
+        raise _bad("page.limit", f"must be at least 1, got {limit}")
+    limit = min(limit, MAX_PAGE)
+    # The query (the body without its page) fixes the result order; a token from another
+    # query is refused rather than silently resuming somewhere unrelated.
+    query = {k: v for k, v in body.items() if k != "page"}
+    for k in ("subject", "resource"):
+        if what == k and isinstance(query.get(k), dict):
+            query[k] = {kk: vv for kk, vv in query[k].items() if kk != "id"}
+    if what == "action":
+        query.pop("action", None)
+    digest = hashlib.sha256(json.dumps([what, query], sort_keys=True, default=str).encode("utf-8",
+                                                                                           "surrogatepass")).hexdigest()[:16]
+    token = page.get("token")
+    field = "page.token"
+    if token is None:
+        token = page.get("next_token")
+        field = "page.next_token"
+    after = None
+    if token is not None and token != "":
+        if token.__class__ is not str:
+            raise _bad(field, f"expected a string, got {type_name(token)}")
+        after = _read_token(token, digest, field)
+    if what == "subject":
+        etype = request["principal"]["kind"]
+    elif what == "resource":
+        etype = request["resource"]["type"]
+    else:
+        etype = None
+    return Search(what, request, etype, limit, after, digest)
+
+
+def make_token(after: str, digest: str) -> str:
+    """An opaque continuation token: where to resume, bound to the query it came from.
+    It carries everything needed, so any replica can resume it."""
+    raw = json.dumps({"a": after, "q": digest}, separators=(",", ":")).encode("utf-8", "surrogatepass")
+    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+
+
+def _read_token(token: str, digest: str, field: str) -> str:
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        data = json.loads(raw.decode("utf-8", "surrogatepass"))
+        after, q = data["a"], data["q"]
+        if not isinstance(after, str) or not isinstance(q, str):
+            raise ValueError
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        raise _bad(field, "not a token this service issued") from None
+    if q != digest:
+        raise _bad(field, "the token belongs to a different search")
+    return after
+
+
+def search_candidates(names: Iterable[str], after: str | None) -> list[str]:
+    """The sorted candidates strictly after ``after`` (all of them without one)."""
+    ordered = names if isinstance(names, list) else sorted(names)
+    if after is None:
+        return ordered
+    import bisect
+    return ordered[bisect.bisect_right(ordered, after):]

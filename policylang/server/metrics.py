@@ -1,0 +1,112 @@
+"""Prometheus metrics of the decision service (SPEC §10 ``GET /metrics``).
+
+Each app has its own registry (several apps can live in one process, as in tests). With
+several worker processes (``serve --workers N``) the values are kept in
+``PROMETHEUS_MULTIPROC_DIR`` and ``/metrics`` aggregates every worker's, so one scrape
+sees the whole server, whichever worker answers it.
+
+Metrics:
+
+``policylang_decisions_total{endpoint, outcome}``
+    decisions made, by outcome (``allow``, ``deny``, ``require_approval``, or ``invalid``
+    for a request rejected as malformed) and endpoint.
+``policylang_request_duration_seconds{endpoint}``
+    a histogram of the time from the body's arrival to the encoded answer.
+``policylang_decision_cache_hits_total`` / ``policylang_decision_cache_misses_total``
+    the engine's decision cache.
+``policylang_reloads_total{trigger, result}``
+    reload attempts (``startup``, ``watch``, ``signal``) by result (``ok``, ``failed``).
+``policylang_policy_last_reload_ok``
+    1 when the last reload attempt succeeded, else 0 (the old set is still serving).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
+
+__all__ = ["Metrics", "CONTENT_TYPE_LATEST"]
+
+OUTCOMES = ("allow", "deny", "require_approval", "invalid")
+ENDPOINTS = ("evaluation", "evaluations", "search_subject", "search_resource", "search_action", "decide")
+
+#: latency buckets in seconds: a decision takes tens of microseconds, a big batch milliseconds
+BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+def multiprocess_dir() -> str | None:
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get("prometheus_multiproc_dir")
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.decisions = Counter("policylang_decisions", "Decisions made, by endpoint and outcome",
+                                 ["endpoint", "outcome"], registry=r)
+        self.latency = Histogram("policylang_request_duration_seconds",
+                                 "Time to answer a decision request, by endpoint", ["endpoint"],
+                                 buckets=BUCKETS, registry=r)
+        self.cache_hits = Counter("policylang_decision_cache_hits", "Decision cache hits", registry=r)
+        self.cache_misses = Counter("policylang_decision_cache_misses", "Decision cache misses", registry=r)
+        self.reloads = Counter("policylang_reloads", "Policy reload attempts, by trigger and result",
+                               ["trigger", "result"], registry=r)
+        self.reload_ok = Gauge("policylang_policy_last_reload_ok",
+                               "1 when the last reload attempt succeeded (0: the previous set is serving)",
+                               registry=r, multiprocess_mode="livemin")
+        # bound children: labels() costs more than the increment itself on the hot path
+        self._decided = {(e, o): self.decisions.labels(e, o) for e in ENDPOINTS for o in OUTCOMES}
+        self._latency = {e: self.latency.labels(e) for e in ENDPOINTS}
+        self._sync_lock = threading.Lock()
+        self._engine = None          # the engine whose counters were carried last
+        self._seen = (0, 0)          # its hits and misses carried so far
+
+    # -- hot path -----------------------------------------------------------------------
+
+    def decided(self, endpoint: str, outcome: str, n: int = 1) -> None:
+        self._decided[endpoint, outcome].inc(n)
+
+    def observe(self, endpoint: str, seconds: float) -> None:
+        self._latency[endpoint].observe(seconds)
+
+    # -- reloads and the cache ------------------------------------------------------------
+
+    def reloaded(self, result) -> None:
+        self.reloads.labels(result.trigger, "ok" if result.ok else "failed").inc()
+        self.reload_ok.set(1 if result.ok else 0)
+
+    def sync_cache(self, engine) -> None:
+        """Carry the engine's cache counters into the Prometheus counters (called on each
+        scrape and by the reloader thread). After a reload the previous engine's last
+        counts are carried over first; the new engine starts at zero."""
+        if engine is None:
+            return
+        with self._sync_lock:
+            old = self._engine
+            if old is not None and old is not engine:
+                self._flush(old)
+                self._seen = (0, 0)
+            self._engine = engine
+            self._flush(engine)
+
+    def _flush(self, engine) -> None:
+        info = engine.cache_info()
+        hits, misses = int(info.get("hits", 0)), int(info.get("misses", 0))
+        seen_h, seen_m = self._seen
+        if hits > seen_h:
+            self.cache_hits.inc(hits - seen_h)
+        if misses > seen_m:
+            self.cache_misses.inc(misses - seen_m)
+        self._seen = (max(hits, seen_h), max(misses, seen_m))
+
+    def render(self) -> bytes:
+        path = multiprocess_dir()
+        if path:
+            from prometheus_client import multiprocess
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry, path=path)
+            return generate_latest(registry)
+        return generate_latest(self.registry)

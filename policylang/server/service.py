@@ -1,0 +1,349 @@
+"""The served policy set: load, check, swap, watch (SPEC §10 hot reload).
+
+A :class:`PolicyService` owns one reference, ``current``, to an immutable
+:class:`Snapshot` (the checked set, its compiled :class:`~policylang.Engine`, the entity
+data and the search candidates). A request reads ``current`` once and uses that snapshot
+to the end, so a reload (which builds the new snapshot completely, then assigns the one
+reference) never drops or changes an in-flight request. A reload that fails its checks
+assigns nothing: the old snapshot keeps serving and :meth:`PolicyService.health` reports
+the diagnostics.
+
+The :class:`Reloader` thread polls the files' (mtime, size, inode) every
+``poll_interval`` seconds and reloads once a changed signature has held still for one
+interval (a file is re-read only after it stopped changing); SIGHUP asks it for a reload
+at once. Nothing here is shared between processes: every worker and every replica loads
+the same files by itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from ..errors import Diagnostic, PolicyError
+from ..loader import check_path, parse_entities
+from ..policyset import PolicySet
+
+log = logging.getLogger("policylang.server")
+
+__all__ = ["ServiceConfig", "Snapshot", "PolicyService", "Reloader", "ReloadResult"]
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """What ``policylang serve`` was asked to serve. Plain data (JSON-able), so that each
+    worker process can rebuild the same service from it."""
+
+    path: str
+    entities: tuple[str, ...] = ()
+    cache_size: int = 10_000
+    cache_ttl: float | None = None
+    #: seconds between polls of the files; 0 turns watching off (SIGHUP still reloads)
+    poll_interval: float = 0.5
+    max_body: int = 1 << 20
+    public_url: str | None = None
+    #: shared state for approvals and tokens: a store URL (``sqlite:///…``, ``redis://…``)
+    store: str | None = None
+    keys: str | None = None
+    issuer: str | None = None
+    audit: str | None = None
+
+    def to_dict(self) -> dict:
+        d = dict(self.__dict__)
+        d["entities"] = list(self.entities)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> "ServiceConfig":
+        d = dict(d)
+        d["entities"] = tuple(d.get("entities") or ())
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One loaded, checked and compiled policy set with its data. Immutable."""
+
+    policies: PolicySet
+    engine: Any
+    #: the set's entity files merged with the ``--entities`` files (those win)
+    entities: Mapping[str, Mapping[str, Mapping]]
+    #: sorted ids per kind/type, for subject and resource search
+    candidates: Mapping[str, list[str]]
+    #: sorted action names of the rule targets and the schema, for action search
+    actions: list[str]
+    loaded_at: float
+
+    @property
+    def version(self) -> str:
+        return self.policies.version
+
+    def lookup(self, kind: str, eid: str) -> Mapping | None:
+        ids = self.entities.get(kind)
+        return ids.get(eid) if ids is not None else None
+
+
+@dataclass
+class ReloadResult:
+    ok: bool
+    trigger: str
+    at: float
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+    policy_version: str | None = None
+    changed: bool = False
+
+    def to_dict(self) -> dict:
+        return {
+            "ok": self.ok,
+            "trigger": self.trigger,
+            "at": _iso(self.at),
+            "policy_version": self.policy_version,
+            "changed": self.changed,
+            "diagnostics": [d.to_dict() for d in self.diagnostics],
+        }
+
+
+def _iso(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int((t % 1) * 1000):03d}Z"
+
+
+class PolicyService:
+    """Loads the configured set and keeps the current :class:`Snapshot`.
+
+    ``on_reload(result)`` is called after every reload attempt (metrics hook).
+    ``approvals``: the engine's approval checker, kept across reloads.
+    ``audit``: the engine's audit log, kept across reloads.
+    """
+
+    def __init__(self, config: ServiceConfig, *, approvals: Callable | None = None, audit: Any = None,
+                 on_reload: Callable[[ReloadResult], None] | None = None):
+        self.config = config
+        self.approvals = approvals
+        self.audit = audit
+        self.on_reload = on_reload
+        self._lock = threading.Lock()
+        self.current: Snapshot | None = None
+        self.last_reload: ReloadResult | None = None
+        #: the file signature the current snapshot (or the last failed attempt) was read at
+        self.signature: tuple = ()
+
+    # -- loading ------------------------------------------------------------------------
+
+    def load(self, trigger: str = "startup") -> ReloadResult:
+        """Build a new snapshot from the files and swap it in; on any error keep the old
+        one. Never raises for a bad policy set: the result carries the diagnostics."""
+        with self._lock:
+            signature = self.files_signature()
+            started = time.time()
+            try:
+                snapshot, diags = self._build()
+            except Exception as e:  # a bug, or an unreadable file the loader did not expect
+                log.exception("reload failed")
+                from ..loader import _span
+                snapshot, diags = None, [Diagnostic.make("E001", f"cannot load the policy set: {e}",
+                                                         _span(self.config.path))]
+            self.signature = signature
+            if snapshot is None:
+                result = ReloadResult(False, trigger, started, diags,
+                                      self.current.version if self.current else None, False)
+                log.warning("policy reload (%s) failed; still serving %s:\n%s", trigger,
+                            self.current.version if self.current else "nothing",
+                            "\n".join(d.render() for d in diags if d.severity == "error"))
+            else:
+                changed = self.current is None or self.current.version != snapshot.version or \
+                    self.current.entities != snapshot.entities
+                self.current = snapshot  # the swap: one reference assignment
+                result = ReloadResult(True, trigger, started, diags, snapshot.version, changed)
+                if trigger != "startup":
+                    log.info("policy reload (%s): serving %s%s", trigger, snapshot.version,
+                             "" if changed else " (unchanged)")
+            self.last_reload = result
+        if self.on_reload is not None:
+            try:
+                self.on_reload(result)
+            except Exception:  # metrics must never break reloading
+                log.exception("reload hook failed")
+        return result
+
+    def _build(self) -> tuple[Snapshot | None, list[Diagnostic]]:
+        from ..engine import Engine
+
+        policies, diags = check_path(self.config.path)
+        extra: dict = {}
+        for path in self.config.entities:
+            text, problem = _read(path)
+            data = None
+            if problem is None:
+                data, problem = parse_entities(text, path)
+            if problem is not None:
+                diags = list(diags) + [problem]
+                continue
+            for kind, ids in data.items():
+                extra.setdefault(kind, {}).update(ids)
+        if policies is None or any(d.severity == "error" for d in diags):
+            return None, list(diags)
+        engine = Engine(policies, entities=extra or None, approvals=self.approvals, audit=self.audit,
+                        cache_size=self.config.cache_size, cache_ttl=self.config.cache_ttl)
+        merged: dict = {}
+        for source in (policies.entities, extra):
+            for kind, ids in source.items():
+                merged.setdefault(kind, {}).update(ids)
+        candidates = {kind: sorted(ids) for kind, ids in merged.items()}
+        actions = set()
+        for info in policies.rules:
+            names = info.rule.target.actions
+            if names:
+                actions.update(names)
+        actions.update(policies.schema.actions)
+        snapshot = Snapshot(policies, engine, merged, candidates, sorted(actions), time.time())
+        return snapshot, list(diags)
+
+    # -- watching -----------------------------------------------------------------------
+
+    def watched_files(self) -> list[str]:
+        """Every file whose change means a reload: the set's ``*.policy`` and
+        ``*.entities.json`` files (also new and removed ones) and the ``--entities`` files."""
+        out: list[str] = []
+        root = Path(self.config.path)
+        if root.is_dir():
+            for dirpath, dirnames, filenames in os.walk(root):
+                dirnames.sort()
+                for name in sorted(filenames):
+                    if name.endswith(".policy") or name.endswith(".entities.json"):
+                        out.append(os.path.join(dirpath, name))
+        else:
+            out.append(str(root))
+        out.extend(self.config.entities)
+        return out
+
+    def files_signature(self) -> tuple:
+        sig = []
+        for path in self.watched_files():
+            try:
+                st = os.stat(path)
+                sig.append((path, st.st_mtime_ns, st.st_size, st.st_ino, st.st_ctime_ns))
+            except OSError:
+                sig.append((path, None))
+        return tuple(sig)
+
+    # -- reporting ----------------------------------------------------------------------
+
+    def health(self) -> dict:
+        snap = self.current
+        last = self.last_reload
+        return {
+            "status": "ok" if snap is not None else "unavailable",
+            "policy_version": snap.version if snap else None,
+            "loaded_at": _iso(snap.loaded_at) if snap else None,
+            "rules": len(snap.policies.rules) if snap else 0,
+            "last_reload": last.to_dict() if last else None,
+        }
+
+
+def _read(path: str) -> tuple[str | None, Diagnostic | None]:
+    from ..loader import _read_text
+    return _read_text(Path(path), path)
+
+
+class Reloader(threading.Thread):
+    """Polls the files and handles reload requests (SIGHUP) in one background thread, so
+    that reloads never run concurrently and never on the event loop."""
+
+    def __init__(self, service: PolicyService, *, poll_interval: float | None = None,
+                 tick: Callable[[], None] | None = None):
+        super().__init__(name="policylang-reloader", daemon=True)
+        self.service = service
+        interval = service.config.poll_interval if poll_interval is None else poll_interval
+        self.watch = interval > 0
+        self.interval = interval if interval > 0 else 0.5
+        self.tick = tick
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._forced = False
+        self._pending: tuple | None = None
+
+    def request_reload(self) -> None:
+        """Reload at once (SIGHUP). Safe to call from a signal handler or any thread."""
+        self._forced = True
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    def run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            if self._stop.is_set():
+                break
+            try:
+                self._step()
+            except Exception:  # keep watching whatever happens
+                log.exception("reloader step failed")
+            if self.tick is not None:
+                try:
+                    self.tick()
+                except Exception:
+                    log.exception("reloader tick failed")
+
+    def _step(self) -> None:
+        service = self.service
+        if self._forced:
+            self._forced = False
+            self._pending = None
+            service.load("signal")
+            return
+        if not self.watch:
+            return
+        sig = service.files_signature()
+        if sig == service.signature:
+            self._pending = None
+            return
+        if sig != self._pending:
+            self._pending = sig  # changed: wait until it holds still for one interval
+            return
+        self._pending = None
+        service.load("watch")
+
+
+def build_service(config: ServiceConfig, *, on_reload: Callable | None = None) -> tuple[PolicyService, dict]:
+    """The service for ``config`` with its zero-standing-privilege pieces: returns the
+    service (loaded once) and ``{"approvals": …, "issuer": …}`` (None when unconfigured)."""
+    extras: dict = {"approvals": None, "issuer": None}
+    audit = None
+    if config.audit:
+        from ..audit import AuditLog
+        audit = AuditLog(config.audit)
+    holder: dict = {}
+    approvals_checker = None
+    if config.store:
+        from ..approvals import Approvals
+        from ..store import open_store
+        store = open_store(config.store)
+
+        def entity_source(kind: str, eid: str):
+            svc = holder.get("service")
+            snap = svc.current if svc is not None else None
+            return snap.lookup(kind, eid) if snap is not None else None
+
+        approvals = Approvals(store, entities=entity_source, audit=audit)
+        extras["approvals"] = approvals
+        approvals_checker = approvals.checker
+        if config.keys:
+            from ..credentials import Issuer, KeySet
+            keys = KeySet.load(config.keys)
+            extras["issuer"] = Issuer(keys, store, issuer=config.issuer or config.public_url or "policylang",
+                                      audit=audit)
+    service = PolicyService(config, approvals=approvals_checker, audit=audit, on_reload=on_reload)
+    holder["service"] = service
+    return service, extras
+
+
+def load_error(result: ReloadResult) -> PolicyError:
+    return PolicyError(result.diagnostics)
