@@ -77,11 +77,12 @@ def verify_cmd(jwt_text: str, keys_path: str, scope, audience, issuer, store_url
     jwt_text = jwt_text.strip()
     keys = _load_keys(keys_path)
     store = _open_store(store_url)
+    warnings = []
     if issuer is None:
         issuer = _unverified_issuer(jwt_text) or "(unknown)"
-        click.echo(f"warning: issuer not checked (token says {issuer!r}; pass --issuer)", err=True)
+        warnings.append(f"issuer not checked (token says {issuer!r}; pass --issuer)")
     if store is None:
-        click.echo("warning: revocation was not checked (pass --store URL)", err=True)
+        warnings.append("revocation was not checked (pass --store URL)")
     try:
         claims = Issuer(keys, store, issuer=issuer).verify(jwt_text, scope=scope, audience=audience,
                                                            leeway=leeway)
@@ -94,6 +95,8 @@ def verify_cmd(jwt_text: str, keys_path: str, scope, audience, issuer, store_url
     finally:
         if store is not None:
             store.close()
+    for w in warnings:
+        click.echo(f"warning: {w}", err=True)
     click.echo(json.dumps(claims, indent=2, sort_keys=True))
 
 
