@@ -280,3 +280,33 @@ def test_check_does_not_import_the_engine(files):
             "print('HEAVY', heavy, file=sys.stderr)\n")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert "HEAVY []" in p.stderr, p.stderr
+
+
+# ------------------------------------------------------------------ pre-commit hooks and the CI doc
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_pre_commit_hooks():
+    import yaml
+
+    hooks = {h["id"]: h for h in yaml.safe_load((ROOT / ".pre-commit-hooks.yaml").read_text())}
+    assert hooks["policylang-check"]["entry"] == "policylang check --strict"
+    assert hooks["policylang-fmt"]["entry"] == "policylang fmt --check"
+    for h in hooks.values():
+        assert h["files"] == r"\.policy$" and h["language"] == "python" and h["name"]
+        assert re.search(h["files"], "policies/a.policy") and not re.search(h["files"], "a.policy.bak")
+
+
+def test_ci_doc_has_the_sarif_upload_job():
+    import yaml
+
+    text = (ROOT / "docs" / "ci.md").read_text()
+    blocks = re.findall(r"```yaml\n(.*?)```", text, re.S)
+    workflow = next(yaml.safe_load(b) for b in blocks if "jobs:" in b)
+    steps = next(iter(workflow["jobs"].values()))["steps"]
+    check = next(s for s in steps if "policylang check" in s.get("run", "") and "--format sarif" in s["run"])
+    upload = next(s for s in steps if s.get("uses", "").startswith("github/codeql-action/upload-sarif"))
+    assert upload["with"]["sarif_file"] in check["run"]
+    assert upload["if"] == "always()"
+    assert workflow["permissions"]["security-events"] == "write"
