@@ -538,8 +538,9 @@ class Runner:
             if cov is not None:
                 _record_coverage(cov, policy_set, request, entities, checker)
         except SuiteError as e:
-            result.reason = str(e)
+            result.passed, result.reason = False, str(e)
         except Exception as e:
+            result.passed = False
             result.reason = f"internal error: {type(e).__name__}: {e} (please report this)"
         result.seconds = time.perf_counter() - start
         return result

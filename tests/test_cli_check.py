@@ -253,7 +253,9 @@ def test_sarif_uris_are_relative_with_forward_slashes(files):
 # ------------------------------------------------------------------ the installed script, speed
 
 def _script() -> list[str]:
-    exe = shutil.which("policylang")
+    # the console script installed beside this interpreter (else the one on PATH)
+    beside = Path(sys.executable).with_name("policylang")
+    exe = str(beside) if beside.is_file() else shutil.which("policylang")
     return [exe] if exe else [sys.executable, "-c", "from policylang.cli import main; main()"]
 
 
@@ -310,3 +312,10 @@ def test_ci_doc_has_the_sarif_upload_job():
     assert upload["with"]["sarif_file"] in check["run"]
     assert upload["if"] == "always()"
     assert workflow["permissions"]["security-events"] == "write"
+
+
+def test_a_directory_without_policy_files_is_noted(files):
+    Path("nothing").mkdir()
+    r = run("nothing")
+    assert r.exit_code == 0
+    assert "note: nothing has no .policy files" in r.stderr

@@ -182,7 +182,9 @@ def test_usage_errors_exit_2(work, args):
 
 
 def test_installed_script_reads_stdin(work):
-    exe = shutil.which("policylang")
+    # the console script installed beside this interpreter (else the one on PATH)
+    beside = Path(sys.executable).with_name("policylang")
+    exe = str(beside) if beside.is_file() else shutil.which("policylang")
     cmd = [exe] if exe else [sys.executable, "-c", "from policylang.cli import main; main()"]
     p = subprocess.run(cmd + ["eval", "set", "--request", "-"], input=json.dumps(ALLOW),
                        capture_output=True, text=True, timeout=60)

@@ -385,7 +385,9 @@ def test_junit_unwritable_path_exits_1(work):
 # ------------------------------------------------------------------ the installed script
 
 def test_installed_script_runs_suites(work):
-    exe = shutil.which("policylang")
+    # the console script installed beside this interpreter (else the one on PATH)
+    beside = Path(sys.executable).with_name("policylang")
+    exe = str(beside) if beside.is_file() else shutil.which("policylang")
     cmd = [exe] if exe else [sys.executable, "-c", "from policylang.cli import main; main()"]
     p = subprocess.run(cmd + ["test", "tests"], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stdout + p.stderr

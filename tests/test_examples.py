@@ -127,7 +127,9 @@ def test_policies_use_ids_tags_and_reasons(name):
 
 
 def test_installed_script_checks_and_tests_the_examples():
-    exe = shutil.which("policylang")
+    # the console script installed beside this interpreter (else the one on PATH)
+    beside = Path(sys.executable).with_name("policylang")
+    exe = str(beside) if beside.is_file() else shutil.which("policylang")
     cmd = [exe] if exe else [sys.executable, "-c", "from policylang.cli import main; main()"]
     sets = [_rel(_policy_set(e)) for e in EXAMPLE_DIRS]
     p = subprocess.run(cmd + ["check", "--strict", *sets], capture_output=True, text=True, timeout=120)

@@ -33,13 +33,16 @@ def command(paths: tuple[str, ...], fmt: str, strict: bool) -> None:
     from ..loader import check_path
 
     diagnostics = []
+    empty = []
     for path in paths:
         try:
-            _policies, diags = check_path(path)
+            policies, diags = check_path(path)
         except Exception as e:  # check_path never raises by contract; never show a traceback anyway
             click.echo(f"{path}: internal error: {type(e).__name__}: {e} (please report this)", err=True)
             sys.exit(1)
         diagnostics.extend(diags)
+        if policies is not None and not policies.files:
+            empty.append(path)
 
     errors = sum(1 for d in diagnostics if d.severity == "error")
     warnings = sum(1 for d in diagnostics if d.severity == "warning")
@@ -53,6 +56,8 @@ def command(paths: tuple[str, ...], fmt: str, strict: bool) -> None:
     else:
         for d in diagnostics:
             click.echo(d.render())
+        for path in empty:
+            click.echo(f"note: {path} has no .policy files", err=True)
         sets = "1 policy set" if len(paths) == 1 else f"{len(paths)} policy sets"
         click.echo(f"checked {sets}: {_count(errors, 'error')}, {_count(warnings, 'warning')}", err=True)
 
