@@ -138,3 +138,9 @@ def test_installed_script_checks_and_tests_the_examples():
     p = subprocess.run(cmd + ["test", *suites], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stdout + p.stderr
     assert p.stdout.splitlines()[-1].endswith(" passed, 0 failed")
+
+
+@pytest.mark.parametrize("name", FULLY_COVERED)
+def test_examples_are_in_the_canonical_layout(name):
+    r = CliRunner().invoke(main, ["fmt", "--check", _rel(EXAMPLES / name / "policies")])
+    assert r.exit_code == 0, r.output
