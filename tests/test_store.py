@@ -21,7 +21,8 @@ NOW = time.time()
 # -- opening ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("url", ["", "state.db", "postgres://x/y", "sqlite://", "sqlite:", "http://x", 42])
+@pytest.mark.parametrize("url", ["", "state.db", "postgres://x/y", "sqlite://", "sqlite:", "http://x", 42,
+                                 "sqlite:///s.db?synchronous=off", "sqlite:///s.db?journal=delete"])
 def test_bad_urls_raise_store_error(url):
     with pytest.raises(StoreError):
         open_store(url)
@@ -50,6 +51,13 @@ def test_sqlite_is_one_file_in_wal_mode(tmp_path):
     conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     conn.close()
+    s.close()
+
+
+@pytest.mark.parametrize("query, level", [("", 2), ("?synchronous=normal", 1), ("?synchronous=FULL", 2)])
+def test_sqlite_durability_option(tmp_path, query, level):
+    s = open_store(f"sqlite:///{tmp_path / 'state.db'}{query}")
+    assert s._run(lambda conn: conn.execute("PRAGMA synchronous").fetchone()[0]) == level
     s.close()
 
 

@@ -6,7 +6,10 @@ two implementations:
 
 * ``sqlite:///state.db`` (relative path) or ``sqlite:////var/lib/pdp/state.db``
   (absolute): the embedded default, one file in WAL mode, safe for several processes
-  on one host. ``sqlite:///:memory:`` keeps the state in this process only.
+  on one host. ``sqlite:///:memory:`` keeps the state in this process only. Every
+  commit is fsync-ed (``synchronous=FULL``); ``?synchronous=normal`` trades that for
+  speed: still safe when a process dies, but the last commits may be lost when the
+  machine loses power.
 * ``redis://host:6379/0`` (or ``rediss://`` for TLS, ``unix:///path.sock``): for
   several hosts.
 
@@ -166,10 +169,18 @@ def open_store(url: str, **options: Any) -> Store:
         from .sqlite_store import SQLiteStore
 
         rest = url[m.end():]
+        rest, _, query = rest.partition("?")
         if not rest.startswith("/") or rest == "/":
             raise StoreError(f"not a SQLite URL: {url!r} (use sqlite:///relative.db or sqlite:////abs.db)")
-        path = rest[1:]
-        return SQLiteStore(path, url=url, **options)
+        from urllib.parse import parse_qsl
+
+        for key, value in parse_qsl(query, keep_blank_values=True):
+            if key == "synchronous" and value.lower() in ("full", "normal"):
+                options.setdefault("synchronous", value.lower())
+            else:
+                raise StoreError(f"unsupported SQLite URL option {key}={value!r} "
+                                 "(only synchronous=full|normal)")
+        return SQLiteStore(rest[1:], url=url, **options)
     if scheme in ("redis", "rediss", "unix"):
         from .redis_store import RedisStore
 

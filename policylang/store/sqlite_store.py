@@ -2,8 +2,9 @@
 
 Several processes on one host may share the file (SQLite's locks serialise writers;
 readers never block). Writes run in ``BEGIN IMMEDIATE`` transactions with
-``synchronous=FULL``, so a committed revocation survives a crash of the process and of
-the machine.
+``synchronous=FULL`` (by default), so a committed revocation survives a crash of the
+process and of the machine; with ``?synchronous=normal`` it survives a crash of the
+process only.
 """
 
 from __future__ import annotations
@@ -44,9 +45,13 @@ _PURGE_EVERY = 60.0
 
 
 class SQLiteStore(Store):
-    def __init__(self, path: str, *, url: Optional[str] = None, timeout: float = 5.0):
+    def __init__(self, path: str, *, url: Optional[str] = None, timeout: float = 5.0,
+                 synchronous: str = "full"):
         if not path:
             raise StoreError("SQLite store needs a file path")
+        if synchronous not in ("full", "normal"):
+            raise StoreError("synchronous must be 'full' or 'normal'")
+        self.synchronous = synchronous
         self.path = path
         self.url = url or f"sqlite:///{path}"
         self.timeout = float(timeout)
@@ -68,7 +73,7 @@ class SQLiteStore(Store):
                     mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
                     if str(mode).lower() != "wal":
                         raise StoreError(f"{self.path}: cannot switch to WAL mode (got {mode})")
-                conn.execute("PRAGMA synchronous = FULL")
+                conn.execute(f"PRAGMA synchronous = {self.synchronous.upper()}")
                 conn.executescript(_SCHEMA)
             except BaseException:
                 conn.close()
