@@ -61,6 +61,13 @@ def test_sqlite_durability_option(tmp_path, query, level):
     s.close()
 
 
+def test_sqlite_can_refuse_to_create_a_missing_file(tmp_path):
+    s = open_store(f"sqlite:///{tmp_path / 'typo.db'}", create=False)
+    with pytest.raises(StoreError, match="no such file"):
+        s.is_revoked("ab")
+    assert not (tmp_path / "typo.db").exists()
+
+
 def test_sqlite_relative_url_is_relative_to_cwd(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     s = open_store("sqlite:///state.db")

@@ -128,6 +128,9 @@ def test_bad_inputs_are_one_line_errors(tmp_path, minted):
         (["token", "verify", tok.jwt, "--keys", keys, "--store", closed_port_url()], "store unreachable"),
         (["token", "revoke", "NOT-A-JTI", "--store", url], "not a token id"),
         (["token", "revoke", "ab", "--store", closed_port_url()], "store unreachable"),
+        # a mistyped store path is an error, not a fresh store that knows no revocation
+        (["token", "verify", tok.jwt, "--keys", keys, "--store", f"sqlite:///{tmp_path}/typo.db"], "no such file"),
+        (["token", "revoke", "ab", "--store", f"sqlite:///{tmp_path}/typo.db"], "no such file"),
     ]
     for args, words in cases:
         code, out, err = run(*args)
@@ -198,6 +201,7 @@ def test_approvals_errors(tmp_path, ticket):
         (["approvals", "approve", tid, "--store", url, "--entities", tmp_path / "nope.json", "--as", "user:bob"], 1, "cannot read"),
         (["approvals", "approve", tid, "--store", closed_port_url(), "--entities", people, "--as", "user:bob"], 1, "store unreachable"),
         (["approvals", "list", "--store", closed_port_url()], 1, "store unreachable"),
+        (["approvals", "list", "--store", f"sqlite:///{tmp_path}/typo.db"], 1, "no such file"),
         (["approvals", "approve", tid, "--store", url, "--as", "user:bob"], 2, "--entities"),
         (["approvals", "approve", tid, "--store", url, "--entities", people], 2, "--as"),
         (["approvals", "list", "--store", url, "--as", "user:bob"], 2, "--as needs --entities"),

@@ -43,7 +43,7 @@ def _approvals(store_url: str, entity_paths: tuple[str, ...]):
     from ..store import StoreError, open_store
 
     try:
-        store = open_store(store_url)
+        store = open_store(store_url, create=False)
     except StoreError as e:
         _fail(str(e))
     return Approvals(store, entities=_load_entities(entity_paths) if entity_paths else None)

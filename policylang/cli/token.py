@@ -37,7 +37,7 @@ def _open_store(url: str | None):
     from ..store import StoreError, open_store
 
     try:
-        return open_store(url)
+        return open_store(url, create=False)
     except StoreError as e:
         _fail(str(e))
 

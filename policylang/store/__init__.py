@@ -155,7 +155,9 @@ def open_store(url: str, **options: Any) -> Store:
     ``sqlite:///relative.db``, ``sqlite:////absolute.db``, ``sqlite:///:memory:``,
     ``redis://[:password@]host[:port][/db]``, ``rediss://…`` or ``unix://…``.
     An unsupported or malformed URL raises :class:`StoreError`. ``options`` go to the
-    implementation (``timeout`` seconds for both; ``key_prefix`` for Redis).
+    implementation: ``timeout`` (seconds) for both; ``create=False`` makes a missing
+    SQLite file a StoreError instead of a new empty store (the command line uses it);
+    ``key_prefix`` for Redis.
     """
     if isinstance(url, Store):
         return url

@@ -28,7 +28,8 @@ def _ms(seconds: float) -> int:
 
 
 class RedisStore(Store):
-    def __init__(self, url: str, *, timeout: float = 2.0, key_prefix: str = "policylang:"):
+    def __init__(self, url: str, *, timeout: float = 2.0, key_prefix: str = "policylang:",
+                 create: bool = True):  # create: meaningful for files only
         try:
             import redis
             from redis.backoff import ExponentialBackoff

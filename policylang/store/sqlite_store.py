@@ -9,6 +9,7 @@ process only.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from typing import Callable, Optional
@@ -46,12 +47,15 @@ _PURGE_EVERY = 60.0
 
 class SQLiteStore(Store):
     def __init__(self, path: str, *, url: Optional[str] = None, timeout: float = 5.0,
-                 synchronous: str = "full"):
+                 synchronous: str = "full", create: bool = True):
         if not path:
             raise StoreError("SQLite store needs a file path")
         if synchronous not in ("full", "normal"):
             raise StoreError("synchronous must be 'full' or 'normal'")
         self.synchronous = synchronous
+        #: False: refuse to create a missing file (a tool pointed at a mistyped path must
+        #: not check revocations against a new, empty store)
+        self.create = create
         self.path = path
         self.url = url or f"sqlite:///{path}"
         self.timeout = float(timeout)
@@ -64,6 +68,8 @@ class SQLiteStore(Store):
     def _connect(self) -> sqlite3.Connection:
         if self._conn is not None:
             return self._conn
+        if not self.create and self.path != ":memory:" and not os.path.isfile(self.path):
+            raise StoreError(f"SQLite store {self.path}: no such file")
         try:
             conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None,
                                    check_same_thread=False)
