@@ -129,6 +129,12 @@ def test_nothing_to_approve_is_a_conflict(client):
     assert r.status_code == 409 and r.json()["decision"]["decision"] == "allow"
 
 
+def test_bad_query_is_400(client):
+    r = client.get("/v1/approvals", params={"all": "maybe"})
+    assert r.status_code == 400 and r.json()["error"]["message"].startswith("all:")
+    assert client.get("/v1/approvals", params={"all": "true"}).status_code == 200
+
+
 def test_unknown_ticket_is_404(client):
     assert client.get("/v1/approvals/apr_nope").status_code == 404
     assert client.post("/v1/approvals/apr_nope/approve", json={"approver": "user:bob"}).status_code == 404

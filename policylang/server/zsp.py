@@ -150,9 +150,15 @@ def make_router(*, approvals: Any = None, issuer: Any = None,
             return await guarded(work)
 
         @router.get("/v1/approvals")
-        async def list_approvals(approver: Optional[str] = None, all: bool = False):
+        async def list_approvals(request: Request):
+            q = request.query_params
+            approver = q.get("approver") or None
+            flag = q.get("all", "false").lower()
+            if flag not in ("true", "false", "1", "0", "yes", "no"):
+                return _error(400, "all: must be true or false")
+
             def work():
-                tickets = approvals.list(approver=approver or None, include_closed=all)
+                tickets = approvals.list(approver=approver, include_closed=flag in ("true", "1", "yes"))
                 return 200, {"approvals": [t.to_dict() for t in tickets]}
 
             return await guarded(work)
