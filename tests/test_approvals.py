@@ -290,3 +290,20 @@ def test_entities_from_a_policy_set(tmp_path, store):
     approvals = Approvals(store, entities=policies)
     ticket = approvals.open(Gate(), deploy())
     assert approvals.approve(ticket.id, approver="user:bob").status == "approved"
+
+
+# -- properties ------------------------------------------------------------------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_json = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+                     lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=8), c, max_size=4),
+                     max_leaves=10)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(approval_id=_json, request=_json, approvers=_json)
+def test_the_checker_never_raises_and_never_confirms_garbage(tmp_path, approval_id, request, approvers):
+    approvals = Approvals(open_store(f"sqlite:///{tmp_path / 'p.db'}"), entities=ENTITIES)
+    assert approvals.checker(approval_id, request, approvers) is False

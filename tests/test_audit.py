@@ -316,3 +316,26 @@ def test_several_processes_share_one_chain(log_path):
 def test_log_file_is_not_world_readable(log_path):
     write_log(log_path, 1)
     assert os.stat(log_path).st_mode & 0o007 == 0
+
+
+# -- properties ------------------------------------------------------------------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10),
+    lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=8), c, max_size=4),
+    max_leaves=20)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(requests=st.lists(_values, min_size=1, max_size=4))
+def test_any_request_is_logged_and_verifies(tmp_path, requests):
+    path = tmp_path / f"p{os.getpid()}-{time.monotonic_ns()}.jsonl"
+    log = AuditLog(path, redact=["password"], fsync=False)
+    for req in requests:
+        rec = log.record("decide", request=req)
+        assert rec["hash"] == spec_hash(rec)
+    r = verify_file(path)
+    assert r.ok and r.records == len(requests)

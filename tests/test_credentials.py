@@ -527,3 +527,37 @@ def test_end_to_end_with_the_engine(issuer):
         issuer.refresh(tok.jwt, engine, {**req, "risk": {"score": 0.9}})
     new = issuer.refresh(tok.jwt, engine, req)
     issuer.verify(new.jwt, scope="repo:read:acme/api")
+
+
+# -- properties ------------------------------------------------------------------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=st.one_of(st.text(max_size=300), st.binary(max_size=300),
+                      st.lists(st.text(alphabet="AaZz09-_=", max_size=40), min_size=1, max_size=5).map(".".join)))
+def test_verify_of_anything_is_a_token_error(tmp_path, text):
+    keys = KeySet.generate()
+    issuer = Issuer(keys, open_store(f"sqlite:///{tmp_path / 'p.db'}"), issuer=ISS)
+    with pytest.raises(TokenError):
+        issuer.verify(text)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(claims=st.dictionaries(st.sampled_from(["iss", "sub", "aud", "scope", "iat", "nbf", "exp", "jti", "rules",
+                                               "policy_version", "act", "task"]),
+                              st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=10),
+                                           lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=5), c, max_size=3),
+                                           max_leaves=6)))
+def test_signed_garbage_claims_are_refused_cleanly(tmp_path, claims):
+    keys = KeySet.generate()
+    issuer = Issuer(keys, open_store(f"sqlite:///{tmp_path / 'p.db'}"), issuer=ISS)
+    k = keys._signing()
+    token = pyjwt.api_jws.PyJWS().encode(json.dumps(claims).encode(), k.private, algorithm="EdDSA",
+                                         headers={"kid": k.kid})
+    try:
+        issuer.verify(token)
+    except TokenError:
+        pass  # anything else (TypeError, KeyError …) fails the test
