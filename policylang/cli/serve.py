@@ -59,12 +59,10 @@ def command(path, entities, host, port, workers, max_body, cache_size, poll_inte
         raise click.UsageError("--keys needs --store (revocations and task lifetimes live there)")
     if issuer and not keys:
         raise click.UsageError("--issuer needs --keys")
-    try:
-        import uvicorn  # noqa: F401
-        import fastapi  # noqa: F401
-        import prometheus_client  # noqa: F401
-    except ImportError as e:
-        _echo_err(f"policylang serve: the server extra is not installed ({e.name}); "
+    import importlib.util
+    missing = [m for m in ("fastapi", "uvicorn", "prometheus_client") if importlib.util.find_spec(m) is None]
+    if missing:
+        _echo_err(f"policylang serve: the server extra is not installed ({', '.join(missing)}); "
                   "pip install 'policylang[server]'")
         sys.exit(1)
 

@@ -151,9 +151,10 @@ class PolicyService:
             if snapshot is None:
                 result = ReloadResult(False, trigger, started, diags,
                                       self.current.version if self.current else None, False)
-                log.warning("policy reload (%s) failed; still serving %s:\n%s", trigger,
-                            self.current.version if self.current else "nothing",
-                            "\n".join(d.render() for d in diags if d.severity == "error"))
+                if trigger != "startup":  # at start-up the caller reports (serve prints and exits 1)
+                        log.warning("policy reload (%s) failed; still serving %s:\n%s", trigger,
+                                self.current.version if self.current else "nothing",
+                                "\n".join(d.render() for d in diags if d.severity == "error"))
             else:
                 changed = self.current is None or self.current.version != snapshot.version or \
                     self.current.entities != snapshot.entities
