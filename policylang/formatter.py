@@ -225,7 +225,7 @@ def _expr(e: ast.Expr) -> str:
 
 @dataclass(slots=True)
 class _Unit:
-    """One printed line of code and the source stretch it came from."""
+    """One printed line of code (a long rule head: three) and the source stretch it came from."""
 
     indent: int
     text: str
@@ -319,7 +319,13 @@ class _Printer:
             self.unit(0, text, a.span.start, a.span.end, first=first)
             first = False
         head = {"permit": "permit", "forbid": "forbid", "require_approval": "require approval for"}[r.effect]
-        self.unit(0, f"{head} {_target(r.target)}", r.head_span.start, r.target.span.end, first=first)
+        t = r.target
+        actions = "*" if t.actions is None else ", ".join(_word(a) for a in t.actions)
+        text = f"{head} {_refs(t.subjects)} to {actions} on {_refs(t.resources)}"
+        if len(text) > WIDTH:  # too long: "to …" and "on …" go on lines of their own
+            pad = " " * (2 * INDENT)
+            text = f"{head} {_refs(t.subjects)}\n{pad}to {actions}\n{pad}on {_refs(t.resources)}"
+        self.unit(0, text, r.head_span.start, t.span.end, first=first)
         for c in r.conditions:
             self.condition(c)
         for c in r.clauses:
@@ -407,7 +413,9 @@ class _Printer:
                 out.append((ci + c.text, None))
             if u.first and not inside and self.blank_before(u.start):
                 blank()
-            out.append((" " * u.indent + u.text, u.trailing.text if u.trailing else None))
+            *above, last_line = (" " * u.indent + u.text).split("\n")  # a rule head may take three
+            out.extend((line, None) for line in above)
+            out.append((last_line, u.trailing.text if u.trailing else None))
         for c in eof:
             if self.blank_before(c.start):
                 blank()
@@ -455,11 +463,6 @@ def _refs(refs) -> str:
     if refs is None:
         return "*"
     return ", ".join(r.name if r.glob is None else f"{r.name} {string_literal(r.glob)}" for r in refs)
-
-
-def _target(t: ast.Target) -> str:
-    actions = "*" if t.actions is None else ", ".join(_word(a) for a in t.actions)
-    return f"{_refs(t.subjects)} to {actions} on {_refs(t.resources)}"
 
 
 # ------------------------------------------------------------------ entry points
