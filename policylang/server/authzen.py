@@ -133,19 +133,37 @@ def to_request(body: Mapping, prefix: str = "", *, search: str | None = None) ->
     that messages point at the field. ``search`` (``"subject"``/``"resource"``/
     ``"action"``) relaxes the searched entity: its id (or the action) may be absent.
     """
-    stype, sid, sprops = _entity(body.get("subject"), prefix + "subject", need_id=search != "subject")
+    principal = _subject_part(body.get("subject"), prefix, search == "subject")
     if search == "action":
-        aname, aprops = "", {}
+        action = {"name": "", "attrs": {}}
     else:
-        aname, aprops = _action(body.get("action"), prefix + "action")
-    rtype, rid, rprops = _entity(body.get("resource"), prefix + "resource", need_id=search != "resource")
-    context, lifted = _context(body.get("context"), prefix + "context")
-    req = {
-        "principal": {"id": sid if sid is not None else "", "kind": stype, "attrs": sprops},
-        "action": {"name": aname, "attrs": aprops},
-        "resource": {"type": rtype, "id": rid, "attrs": rprops},
-        "context": context,
-    }
+        action = _action_part(body.get("action"), prefix)
+    resource = _resource_part(body.get("resource"), prefix, search == "resource")
+    return _assemble(principal, action, resource, _context_part(body.get("context"), prefix))
+
+
+def _subject_part(value: Any, prefix: str, searched: bool = False) -> dict:
+    stype, sid, sprops = _entity(value, prefix + "subject", need_id=not searched)
+    return {"id": sid if sid is not None else "", "kind": stype, "attrs": sprops}
+
+
+def _action_part(value: Any, prefix: str) -> dict:
+    name, props = _action(value, prefix + "action")
+    return {"name": name, "attrs": props}
+
+
+def _resource_part(value: Any, prefix: str, searched: bool = False) -> dict:
+    rtype, rid, rprops = _entity(value, prefix + "resource", need_id=not searched)
+    return {"type": rtype, "id": rid, "attrs": rprops}
+
+
+def _context_part(value: Any, prefix: str) -> tuple[dict, dict]:
+    return _context(value, prefix + "context")
+
+
+def _assemble(principal: dict, action: dict, resource: dict, context: tuple[dict, dict]) -> dict:
+    plain, lifted = context
+    req = {"principal": principal, "action": action, "resource": resource, "context": plain}
     if lifted:
         req.update(lifted)
     return req
@@ -186,9 +204,21 @@ def _rename_leaf(rest: str) -> str:
 # ------------------------------------------------------------------------------- responses
 
 def decision_response(decision) -> dict:
-    """``{"decision": <true only for allow>, "context": {…the fields of SPEC §3…}}``."""
-    d = decision.to_dict()
-    return {"decision": d["decision"] == "allow", "context": d}
+    """``{"decision": <true only for allow>, "context": {…the fields of SPEC §3…}}``.
+
+    The context is ``Decision.to_dict()``'s shape, built from the decision's own lists
+    without copying them: the answer is serialised at once and never changed."""
+    d = decision.decision
+    return {"decision": d == "allow", "context": {
+        "decision": d,
+        "rules": decision.rules,
+        "reasons": decision.reasons,
+        "grants": decision.grants,
+        "approvers": decision.approvers,
+        "errors": decision.errors,
+        "delegation_path": decision.delegation_path,
+        "policy_version": decision.policy_version,
+    }}
 
 
 def item_error(message: str, status: int = 400) -> dict:
@@ -210,7 +240,8 @@ class Batch:
         self.semantic = semantic
 
 
-_DEFAULTABLE = ("subject", "action", "resource", "context")
+_PARTS = (("subject", _subject_part), ("action", _action_part), ("resource", _resource_part),
+          ("context", _context_part))
 
 
 def parse_batch(body: Mapping) -> Batch:
@@ -229,27 +260,36 @@ def parse_batch(body: Mapping) -> Batch:
         return Batch(None, semantic)
     if items.__class__ is not list:
         raise _bad("evaluations", f"expected an array, got {type_name(items)}")
-    defaults = {}
-    for key in _DEFAULTABLE:
+    # The top-level objects are whole-object defaults: each is converted once, and an item
+    # that inherits one shares it (an invalid default fails each item that inherits it).
+    defaults: list = []
+    for key, convert in _PARTS:
         v = body.get(key)
-        if v is not None:
-            if v.__class__ is not dict:
-                raise _bad(key, f"expected an object, got {type_name(v)}")
-            defaults[key] = v
+        if v is not None and v.__class__ is not dict:
+            raise _bad(key, f"expected an object, got {type_name(v)}")
+        try:
+            part = convert(v, "")
+        except BadRequest:
+            part = None
+        defaults.append((key, convert, v, part))
     out: list = []
     append = out.append
     for i, item in enumerate(items):
-        prefix = f"evaluations[{i}]."
         if item.__class__ is not dict:
             append(_bad(f"evaluations[{i}]", f"expected an object, got {type_name(item)}"))
             continue
-        merged = dict(defaults)
-        for key in _DEFAULTABLE:
-            v = item.get(key)
-            if v is not None:
-                merged[key] = v
+        prefix = f"evaluations[{i}]."
         try:
-            append(to_request(merged, prefix))
+            parts = []
+            for key, convert, default, converted in defaults:
+                v = item.get(key)
+                if v is not None:
+                    parts.append(convert(v, prefix))
+                elif converted is not None:
+                    parts.append(converted)
+                else:  # absent here and absent (or invalid) at the top: name the item's field
+                    parts.append(convert(default, prefix))
+            append(_assemble(*parts))
         except BadRequest as e:
             append(e)
     return Batch(out, semantic)

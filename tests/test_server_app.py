@@ -1,0 +1,113 @@
+"""The app factory in-process: start-up failures, the OpenAPI document, the approval and
+token routes mounted when a store is configured, and a core that imports no web stack."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import warnings
+
+import pytest
+
+with warnings.catch_warnings():  # starlette suggests httpx2; the httpx client works
+    warnings.simplefilter("ignore")
+    from starlette.testclient import TestClient
+
+import policylang
+from policylang.server import ServiceConfig, create_app
+
+try:
+    from test_server_harness import CERT, TODO
+except ImportError:  # tests/ as a package
+    from tests.test_server_harness import CERT, TODO
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+def test_import_policylang_does_not_import_the_web_stack():
+    code = ("import sys, policylang; policylang.Engine; policylang.load; "
+            "bad = [m for m in ('fastapi', 'starlette', 'uvicorn', 'prometheus_client') if m in sys.modules]; "
+            "print(bad); sys.exit(1 if bad else 0)")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stdout + p.stderr
+
+
+def test_a_broken_set_raises_policy_error_with_every_diagnostic(tmp_path):
+    (tmp_path / "a.policy").write_text("permit user to read on doc when nope == 1\n"
+                                       "forbid user to read on doc when nada == 2\n")
+    with pytest.raises(policylang.PolicyError) as info:
+        create_app(ServiceConfig(path=str(tmp_path)), watch=False)
+    errors = [(d.code, d.line) for d in info.value.diagnostics if d.severity == "error"]
+    assert errors == [("E002", 1), ("E002", 2)]
+    (tmp_path / "a.policy").write_text("permit user to read on doc\n")
+    (tmp_path / "b.entities.json").write_text("[]")
+    with pytest.raises(policylang.PolicyError) as info:
+        create_app(ServiceConfig(path=str(tmp_path)), watch=False)
+    assert [(d.code, d.path) for d in info.value.diagnostics if d.severity == "error"] == [
+        ("E001", str(tmp_path / "b.entities.json"))]
+
+
+def test_openapi_document_describes_every_endpoint():
+    app = create_app(ServiceConfig(path=str(CERT)), watch=False)
+    with TestClient(app) as client:
+        doc = client.get("/openapi.json").json()
+    paths = doc["paths"]
+    for path in ("/access/v1/evaluation", "/access/v1/evaluations", "/access/v1/search/subject",
+                 "/access/v1/search/resource", "/access/v1/search/action", "/v1/decide"):
+        body = paths[path]["post"]["requestBody"]["content"]["application/json"]["schema"]
+        assert body["type"] == "object"
+        assert set(paths[path]["post"]["responses"]) >= {"200", "400", "413"}
+    assert paths["/access/v1/evaluation"]["post"]["requestBody"]["content"]["application/json"]["schema"][
+        "required"] == ["subject", "action", "resource"]
+    for path in ("/.well-known/authzen-configuration", "/healthz", "/metrics"):
+        assert "get" in paths[path]
+
+
+def test_approval_and_token_routes_are_mounted_only_with_a_store(tmp_path):
+    plain = create_app(ServiceConfig(path=str(TODO / "policies")), watch=False)
+    with TestClient(plain) as client:
+        assert client.get("/v1/approvals").status_code == 404
+    store = f"sqlite:///{tmp_path / 'state.db'}"
+    with_store = create_app(ServiceConfig(path=str(TODO / "policies"), store=store), watch=False)
+    with TestClient(with_store) as client:
+        r = client.get("/v1/approvals")
+        assert r.status_code == 200 and r.json() == {"approvals": []}
+        # a request that is simply allowed opens no ticket: the router decides with the served engine
+        r = client.post("/v1/approvals", json={"request": {
+            "principal": {"id": "morty@the-citadel.com", "kind": "user"}, "action": "can_read_todos",
+            "resource": {"type": "todo", "id": "t1"}}})
+        assert r.status_code == 409, r.text
+        assert "/v1/approvals" in client.get("/openapi.json").json()["paths"]
+        # the decision endpoints are unchanged
+        r = client.post("/access/v1/evaluation", json={
+            "subject": {"type": "user", "id": "morty@the-citadel.com"}, "action": {"name": "can_read_todos"},
+            "resource": {"type": "todo", "id": "t1"}})
+        assert r.json()["decision"] is True
+
+
+def test_requests_with_an_approval_are_checked_against_the_store(tmp_path):
+    policies = tmp_path / "p"
+    policies.mkdir()
+    (policies / "deploy.policy").write_text(
+        '@id("deployers")\npermit agent to deploy on service\n  because "agents deploy"\n\n'
+        '@id("prod-needs-a-human")\nrequire approval for agent to deploy on service\n'
+        '  when resource.env == "prod"\n  by "sre"\n  because "prod is high impact"\n')
+    (policies / "people.entities.json").write_text('{"human": {"user:bob": {"groups": ["sre"]}}}')
+    store = f"sqlite:///{tmp_path / 'state.db'}"
+    app = create_app(ServiceConfig(path=str(policies), store=store), watch=False)
+    req = {"principal": {"id": "agent-1", "kind": "agent"}, "action": "deploy",
+           "resource": {"type": "service", "id": "api", "attrs": {"env": "prod"}}}
+    with TestClient(app) as client:
+        d = client.post("/v1/decide", json=req).json()
+        assert d["decision"] == "require_approval" and d["approvers"] == ["sre"]
+        ticket = client.post("/v1/approvals", json={"request": req})
+        assert ticket.status_code == 201, ticket.text
+        tid = ticket.json()["approval"]["id"]
+        assert client.post("/v1/decide", json={**req, "approval": tid}).json()["decision"] == "require_approval"
+        assert client.post(f"/v1/approvals/{tid}/approve", json={"approver": "user:bob"}).status_code == 200
+        assert client.post("/v1/decide", json={**req, "approval": tid}).json()["decision"] == "allow"
+        # the same through AuthZEN: the approval id travels in context.approval
+        az = {"subject": {"type": "agent", "id": "agent-1"}, "action": {"name": "deploy"},
+              "resource": {"type": "service", "id": "api", "properties": {"env": "prod"}},
+              "context": {"approval": tid}}
+        assert client.post("/access/v1/evaluation", json=az).json()["decision"] is True
