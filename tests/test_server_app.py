@@ -111,3 +111,15 @@ def test_requests_with_an_approval_are_checked_against_the_store(tmp_path):
               "resource": {"type": "service", "id": "api", "properties": {"env": "prod"}},
               "context": {"approval": tid}}
         assert client.post("/access/v1/evaluation", json=az).json()["decision"] is True
+
+
+def test_the_todo_example_checks_clean_and_its_suite_passes():
+    from click.testing import CliRunner
+
+    from policylang.cli import main
+    runner = CliRunner()
+    checked = runner.invoke(main, ["check", str(TODO / "policies")])
+    assert checked.exit_code == 0 and "0 errors, 0 warnings" in checked.output
+    tested = runner.invoke(main, ["test", str(TODO / "tests")])
+    assert tested.exit_code == 0, tested.output
+    assert "44 passed, 0 failed" in tested.output
