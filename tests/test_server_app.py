@@ -123,3 +123,19 @@ def test_the_todo_example_checks_clean_and_its_suite_passes():
     tested = runner.invoke(main, ["test", str(TODO / "tests")])
     assert tested.exit_code == 0, tested.output
     assert "44 passed, 0 failed" in tested.output
+
+
+def test_authzen_context_is_exactly_the_spec_decision():
+    from policylang.server.authzen import decision_response
+    policies = policylang.loads(
+        '@id("broken")\npermit agent to read on repo\n  when 1 / 0 == 1\n  because "never"\n\n'
+        '@id("reads")\npermit agent to read on repo\n  grant "repo:read:" + resource.id for 10m\n  because "r"\n\n'
+        '@id("gate")\nrequire approval for agent to write on repo\n  by "leads"\n  because "w"\n')
+    engine = policylang.Engine(policies)
+    for action in ("read", "write", "delete"):
+        for _ in range(2):  # decided, then from the cache
+            d = engine.decide({"principal": {"id": "a", "kind": "agent"}, "action": action,
+                               "resource": {"type": "repo", "id": "x"},
+                               "delegation": [{"id": "u", "kind": "human"}]})
+            answer = decision_response(d)
+            assert answer == {"decision": d.decision == "allow", "context": d.to_dict()}

@@ -206,16 +206,17 @@ def _rename_leaf(rest: str) -> str:
 def decision_response(decision) -> dict:
     """``{"decision": <true only for allow>, "context": {…the fields of SPEC §3…}}``.
 
-    The context is ``Decision.to_dict()``'s shape, built from the decision's own lists
-    without copying them: the answer is serialised at once and never changed."""
+    The context is exactly ``Decision.to_dict()``, built without copying the decision's
+    lists of strings: the answer is serialised at once and never changed."""
     d = decision.decision
+    grants, errors = decision.grants, decision.errors
     return {"decision": d == "allow", "context": {
         "decision": d,
         "rules": decision.rules,
         "reasons": decision.reasons,
-        "grants": decision.grants,
+        "grants": [{"rule": g["rule"], "scopes": g["scopes"], "ttl": g["ttl"]} for g in grants] if grants else [],
         "approvers": decision.approvers,
-        "errors": decision.errors,
+        "errors": [{"rule": e["rule"], "message": e["message"]} for e in errors] if errors else [],
         "delegation_path": decision.delegation_path,
         "policy_version": decision.policy_version,
     }}
