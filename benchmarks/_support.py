@@ -31,31 +31,54 @@ def policylang_or_skip():
     return policylang
 
 
-@functools.lru_cache(maxsize=None)
+def _canon(name: str) -> str:
+    return _ALIASES.get(name, name)
+
+
+_scenarios: dict = {}
+_policies: dict = {}
+_engines: dict = {}
+
+
 def scenario(name: str) -> sc.Scenario:
-    name = _ALIASES.get(name, name)
-    if name in ("S", "M", "L"):
-        return sc.scenario(name, n_requests=N_REQUESTS)
-    if name.startswith("issue3-"):
-        return sc.issue3_set(int(name.split("-", 1)[1]), n_requests=N_REQUESTS)
-    raise KeyError(name)
+    name = _canon(name)
+    if name not in _scenarios:
+        if name in ("S", "M", "L"):
+            _scenarios[name] = sc.scenario(name, n_requests=N_REQUESTS)
+        elif name.startswith("issue3-"):
+            _scenarios[name] = sc.issue3_set(int(name.split("-", 1)[1]), n_requests=N_REQUESTS)
+        else:
+            raise KeyError(name)
+    return _scenarios[name]
 
 
-@functools.lru_cache(maxsize=None)
 def policies(name: str):
+    """The loaded policy set of a scenario (``policylang.loads``), built once."""
     pl = policylang_or_skip()
-    name = _ALIASES.get(name, name)
-    return pl.loads(scenario(name).text, name=f"{name}.policy")
+    name = _canon(name)
+    if name not in _policies:
+        _policies[name] = pl.loads(scenario(name).text, name=f"{name}.policy")
+    return _policies[name]
 
 
-@functools.lru_cache(maxsize=None)
 def engine(name: str, cache_size: int = 0, pip: bool = False):
-    """An engine for a scenario. ``pip``: with the scenario's entity data (for id-only
-    requests)."""
+    """An engine for a scenario, built once. ``pip``: with the scenario's entity data (for
+    id-only requests)."""
     pl = policylang_or_skip()
-    name = _ALIASES.get(name, name)
-    kw = {"entities": scenario(name).entities} if pip else {}
-    return pl.Engine(policies(name), cache_size=cache_size, **kw)
+    key = (_canon(name), cache_size, pip)
+    if key not in _engines:
+        kw = {"entities": scenario(name).entities} if pip else {}
+        _engines[key] = pl.Engine(policies(name), cache_size=cache_size, **kw)
+    return _engines[key]
+
+
+def remember(name: str, *, policy_set=None, engine_obj=None, cache_size: int = 0) -> None:
+    """Keep what a load or compile benchmark built, so later tests do not build it again
+    (the 10,000-rule set takes seconds)."""
+    if policy_set is not None:
+        _policies.setdefault(_canon(name), policy_set)
+    if engine_obj is not None:
+        _engines.setdefault((_canon(name), cache_size, False), engine_obj)
 
 
 @functools.lru_cache(maxsize=None)

@@ -155,6 +155,8 @@ def run_scenario(scn: sc.Scenario, adapters: dict[str, Adapter], args, log) -> d
             log(f"  {name}: {res.error}")
             continue
         res.load_s = time.perf_counter() - t0
+        if getattr(adapter, "share", None) is not None:
+            res.load_s = float("nan")  # reuses another row's engine: no load of its own
         try:  # warm-up: one batch, untimed (first-call costs, lazy imports)
             adapter.allowed(adapter.run(chunks[0]))
         except Exception as e:
@@ -402,9 +404,15 @@ def versions(names: list[str]) -> dict[str, str]:
     return out
 
 
+_LOAD_AT_START = os.getloadavg() if hasattr(os, "getloadavg") else None
+
+
 def machine() -> str:
-    return (f"Python {platform.python_version()} on {platform.system()} {platform.machine()}, "
+    text = (f"Python {platform.python_version()} on {platform.system()} {platform.machine()}, "
             f"{os.cpu_count()} CPUs")
+    if _LOAD_AT_START:
+        text += f", load average {_LOAD_AT_START[0]:.1f} when the run started"
+    return text
 
 
 def render_doc(all_res, engines, fig, checks_table, avail, args, cmd, plotted) -> str:
@@ -444,8 +452,16 @@ def render_doc(all_res, engines, fig, checks_table, avail, args, cmd, plotted) -
         tables(all_res, engines),
         "",
     ]
+    s += [
+        "p99 is over batch samples, so one scheduler preemption inside a batch lifts a whole sample: "
+        "on a loaded shared machine the p99 column mostly measures the machine. The medians are the "
+        "figures to compare.",
+        "",
+    ]
     if plotted:
-        s += ["![median latency vs rule count, log scale](performance.png)", ""]
+        s += ["![median latency vs rule count, log scale](performance.png)", "",
+              "S is the RBAC family and M, L the ABAC family, so the S→M segment changes the kind of "
+              "rules as well as their number; M→L is the same family at ten times the size.", ""]
     s += [
         "How each engine is set up (each at its best as far as we know it; see `benchmarks/peers.py`):",
         "",
@@ -557,7 +573,10 @@ def main(argv: list[str] | None = None) -> int:
             f"{scn.allow_share():.0%} allowed")
         adapters: dict[str, Adapter] = {}
         for e in engines:
-            adapters[e] = PolicylangAdapter(many=True) if e == "policylang (decide_many)" else adapters_for[e]()
+            if e == "policylang (decide_many)":  # the same engine object, through its batch call
+                adapters[e] = PolicylangAdapter(many=True, share=adapters.get("policylang"))
+            else:
+                adapters[e] = adapters_for[e]()
         all_res[name] = run_scenario(scn, adapters, args, log)
         del adapters
         gc.collect()

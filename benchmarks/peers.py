@@ -84,9 +84,11 @@ class PolicylangAdapter(Adapter):
     name = "policylang"
     package = "policylang"
 
-    def __init__(self, cache_size: int = 0, many: bool = False):
+    def __init__(self, cache_size: int = 0, many: bool = False, share: "PolicylangAdapter | None" = None):
         self.cache_size = cache_size
         self.many = many
+        #: another policylang adapter whose engine this one reuses (loaded before it)
+        self.share = share
         if many:
             self.name = "policylang (decide_many)"
             self.batch = True
@@ -105,6 +107,9 @@ class PolicylangAdapter(Adapter):
 
     def load(self, scn: Scenario) -> None:
         import policylang
+        if self.share is not None and getattr(self.share, "engine", None) is not None:
+            self.engine = self.share.engine
+            return
         ps = policylang.loads(scn.text, name=f"{scn.name}.policy")
         self.engine = policylang.Engine(ps, cache_size=self.cache_size)
 

@@ -24,6 +24,7 @@ def test_check(benchmark, name):
     ps = benchmark.pedantic(pl.loads, args=(text,), kwargs={"name": f"{name}.policy"},
                             rounds=3, iterations=1)
     assert not [d for d in ps.diagnostics if d.severity == "error"]
+    sup.remember(name, policy_set=ps)
 
 
 def test_parse_check_varied_10k(benchmark):

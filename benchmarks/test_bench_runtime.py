@@ -17,6 +17,7 @@ def test_compile(benchmark, name):
     engine = benchmark.pedantic(pl.Engine, args=(ps,), kwargs={"cache_size": 0},
                                 rounds=3, iterations=1)
     assert engine.decide(sup.scenario(name).requests[0]).decision in ("allow", "deny")
+    sup.remember(name, engine_obj=engine, cache_size=0)
 
 
 @pytest.mark.parametrize("name", ["S", *SIZES])
