@@ -61,3 +61,46 @@ def test_peer_agrees_with_oracle(peer, name):
     expected = [scn.expected(r) == "allow" for r in reqs]
     bad = [i for i, (g, e) in enumerate(zip(got, expected)) if g != e]
     assert not bad, f"{peer} disagrees on {len(bad)} requests, first: {reqs[bad[0]]}"
+
+
+class _AlwaysAllow:
+    name = "always-allow"
+    share = None
+
+    def load(self, scn):
+        pass
+
+    def run(self, reqs):
+        return [True] * len(reqs)
+
+    def allowed(self, raw):
+        return raw
+
+
+def test_compare_flags_a_mismatch():
+    """compare.py counts every wrong decision and keeps the first one to show."""
+    import argparse
+
+    from .compare import run_scenario
+
+    scn = sc.scenario_s(n_requests=64)
+    args = argparse.Namespace(batch=16, budget=0.0, max_passes=1)
+    res = run_scenario(scn, {"always-allow": _AlwaysAllow()}, args, lambda *_: None)["always-allow"]
+    assert res.mismatches == scn.expected_all().count("deny") > 0
+    assert res.first_mismatch.startswith("request #") and len(res.samples_us) == 4
+
+
+def test_compare_end_to_end(tmp_path, capsys):
+    """A tiny compare run: tables, plot and JSON are produced and the exit status is 0."""
+    pytest.importorskip("matplotlib")
+    sup.policylang_or_skip()
+    from .compare import main
+
+    peers = [p for p, cls in PEERS.items() if p in ("casbin", "vakt") and cls.available()[0]]
+    code = main(["--scenarios", "S", "--requests", "64", "--budget", "0", "--max-passes", "1",
+                 "--engines", ",".join(["policylang", *peers]), "--no-figures",
+                 "--plot", str(tmp_path / "p.png"), "--json", str(tmp_path / "r.json")])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "| policylang |" in out and (tmp_path / "p.png").stat().st_size > 0
+    assert (tmp_path / "r.json").exists()
