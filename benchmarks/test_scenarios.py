@@ -104,3 +104,10 @@ def test_compare_end_to_end(tmp_path, capsys):
     assert code == 0
     assert "| policylang |" in out and (tmp_path / "p.png").stat().st_size > 0
     assert (tmp_path / "r.json").exists()
+
+
+def test_missing_peer_is_reported_not_raised():
+    from .peers import _try_import
+
+    ok, why = _try_import("no_such_peer_module_xyz", "no-such-peer")
+    assert not ok and "no-such-peer" in why and "pip install" in why
