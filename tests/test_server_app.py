@@ -3,6 +3,7 @@ token routes mounted when a store is configured, and a core that imports no web 
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import warnings
@@ -139,3 +140,30 @@ def test_authzen_context_is_exactly_the_spec_decision():
                                "delegation": [{"id": "u", "kind": "human"}]})
             answer = decision_response(d)
             assert answer == {"decision": d.decision == "allow", "context": d.to_dict()}
+
+
+def test_tokens_and_audit_with_keys_store_and_audit_log(tmp_path):
+    from policylang.audit import verify_file
+    from policylang.credentials import KeySet
+    policies = tmp_path / "p"
+    policies.mkdir()
+    (policies / "r.policy").write_text('@id("reads")\npermit agent to read on repo\n'
+                                       '  grant "repo:read:" + resource.id for 10m\n  because "r"\n')
+    keys = tmp_path / "keys.json"
+    KeySet.generate().save(keys)
+    audit = tmp_path / "audit.jsonl"
+    app = create_app(ServiceConfig(path=str(policies), store=f"sqlite:///{tmp_path / 's.db'}", keys=str(keys),
+                                   issuer="https://pdp.test", audit=str(audit)), watch=False)
+    req = {"principal": {"id": "a", "kind": "agent"}, "action": "read", "resource": {"type": "repo", "id": "x"}}
+    with TestClient(app) as client:
+        minted = client.post("/v1/tokens", json={"request": req})
+        assert minted.status_code == 201 and minted.json()["scopes"] == ["repo:read:x"]
+        check = client.post("/v1/tokens/verify", json={"token": minted.json()["token"], "scope": "repo:read:x"})
+        assert check.json()["valid"] is True and check.json()["claims"]["iss"] == "https://pdp.test"
+        assert client.post("/access/v1/evaluation", json={
+            "subject": {"type": "agent", "id": "a"}, "action": {"name": "read"},
+            "resource": {"type": "repo", "id": "x"}}).json()["decision"] is True
+    # every decision (the token route's and the evaluation's) is in an intact chain
+    events = [json.loads(line)["event"] for line in audit.read_text().splitlines()]
+    assert events.count("decide") == 2 and "issue" in events
+    assert verify_file(str(audit)).ok
