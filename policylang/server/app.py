@@ -103,6 +103,10 @@ def _finite_float(text: str) -> float:
     return value
 
 
+#: one decoder for every body: NaN and Infinity are not JSON, nor is a number that overflows
+_DECODER = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite_float)
+
+
 def parse_json_body(content_type: str | None, raw: bytes) -> dict:
     """The body as a JSON object, or :class:`BadRequest` saying what is wrong with it."""
     if content_type is None:
@@ -113,7 +117,7 @@ def parse_json_body(content_type: str | None, raw: bytes) -> dict:
     if not raw or not raw.strip():
         raise BadRequest("the body is empty: expected a JSON object")
     try:
-        data = json.loads(raw, parse_constant=_no_constant, parse_float=_finite_float)
+        data = _DECODER.decode(raw.decode(json.detect_encoding(raw), "surrogatepass"))
     except RecursionError:
         raise BadRequest("the body is not valid JSON: nested too deeply") from None
     except ValueError as e:  # JSONDecodeError, UnicodeDecodeError, an over-long integer
@@ -234,6 +238,27 @@ class FastPathMiddleware:
 
 # ------------------------------------------------------------------------------ the app
 
+class DecisionService(FastAPI):
+    """The FastAPI app with the service's own ASGI layers in front of the framework's:
+    ``X-Request-ID`` on every answer (500s included), the body limit, and the fast path
+    for the decision endpoints. They run before FastAPI's middleware stack is entered."""
+
+    _front = None
+
+    def set_front(self, front) -> None:
+        self._front = front
+
+    async def __call__(self, scope, receive, send):
+        front = self._front
+        if front is None:
+            return await super().__call__(scope, receive, send)
+        await front(scope, receive, send)
+
+    async def framework(self, scope, receive, send):
+        """The app without the front layers (what they hand everything else to)."""
+        await super().__call__(scope, receive, send)
+
+
 class DirectRoute(APIRoute):
     """A route whose endpoint takes the ``Request`` and returns a ``Response`` itself.
     FastAPI still documents it (the body schemas come from ``openapi_extra``), but no
@@ -245,7 +270,7 @@ class DirectRoute(APIRoute):
 
 
 def create_app(config: ServiceConfig | str, *, service: PolicyService | None = None,
-               extras: dict | None = None, watch: bool = True, handle_sighup: bool = True) -> FastAPI:
+               extras: dict | None = None, watch: bool = True, handle_sighup: bool = True) -> "DecisionService":
     """The decision service for ``config`` (a :class:`ServiceConfig` or a policy path).
 
     Loads the set now and raises :class:`PolicyError` (with every diagnostic) when it
@@ -293,7 +318,7 @@ def create_app(config: ServiceConfig | str, *, service: PolicyService | None = N
                 reloader.stop()
                 state["reloader"] = None
 
-    app = FastAPI(
+    app = DecisionService(
         title="policylang decision service",
         version=_version(),
         description="OpenID AuthZEN Authorization API 1.0 and the policylang decision API (SPEC §10).",
@@ -559,9 +584,8 @@ def create_app(config: ServiceConfig | str, *, service: PolicyService | None = N
         if isinstance(route, DirectRoute):
             for method in route.methods:
                 fast[(method, route.path)] = route.endpoint
-    app.add_middleware(FastPathMiddleware, routes=fast)
-    app.add_middleware(BodyLimitMiddleware, max_body=config.max_body)
-    app.add_middleware(RequestIdMiddleware)
+    app.set_front(RequestIdMiddleware(BodyLimitMiddleware(FastPathMiddleware(app.framework, fast),
+                                                          max_body=config.max_body)))
     return app
 
 
@@ -573,7 +597,7 @@ def _version() -> str:
         return "0"
 
 
-def app_from_env() -> FastAPI:
+def app_from_env() -> "DecisionService":
     """The app factory each ``serve --workers N`` worker calls (uvicorn ``factory=True``)."""
     raw = os.environ.get(CONFIG_ENV)
     if not raw:
