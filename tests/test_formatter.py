@@ -337,7 +337,10 @@ def _exprs():
 # built once: building a recursive strategy is far dearer than drawing from it
 EXPRS = _exprs()
 CONST_VALUES = st.one_of(EXPRS, st.lists(st.one_of(literals(), EXPRS), max_size=8).map(lambda items: ("list", items)))
-CONDITIONS = st.lists(st.tuples(st.sampled_from(["when", "unless"]), EXPRS), max_size=3)
+# conditions are often and/or chains, long enough (or commented enough) to be broken
+CHAINS = st.tuples(st.sampled_from(["and", "or"]), st.lists(EXPRS, min_size=2, max_size=6)).map(
+    lambda t: ("bool", *t))
+CONDITIONS = st.lists(st.tuples(st.sampled_from(["when", "unless"]), st.one_of(EXPRS, CHAINS)), max_size=3)
 SCOPES = st.lists(EXPRS, min_size=1, max_size=3)
 
 
