@@ -379,6 +379,21 @@ def create_app(config: ServiceConfig | str, *, service: PolicyService | None = N
             return await run_in_threadpool(decide_now, engine, req, prefix, spec_names)
         return decide_now(engine, req, prefix, spec_names)
 
+    def item_failure(exc: Exception, i: int) -> dict:
+        """The answer for batch item ``i`` that could not be decided (only bugs re-raise)."""
+        if isinstance(exc, RequestError):
+            exc = authzen.request_error(exc, f"evaluations[{i}].")
+        elif isinstance(exc, RecursionError):
+            exc = BadRequest(f"evaluations[{i}]: nested too deeply")
+        elif not isinstance(exc, (BadRequest, Unavailable)):
+            from ..audit import AuditError
+            if not isinstance(exc, AuditError):
+                raise exc
+            exc = Unavailable(f"the audit log cannot be written: {exc}")
+        if isinstance(exc, Unavailable):
+            return authzen.item_error(str(exc), 503)
+        return authzen.item_error(exc.message)
+
     def failure(endpoint: str, exc: Exception) -> Response:
         if isinstance(exc, BadRequest):
             metrics.decided(endpoint, "invalid")
@@ -419,29 +434,31 @@ def create_app(config: ServiceConfig | str, *, service: PolicyService | None = N
                 metrics.observe("evaluations", time.perf_counter() - t0)
                 return response
             semantic = batch.semantic
+            deny_first = semantic == "deny_on_first_deny"
+            permit_first = semantic == "permit_on_first_permit"
+            direct = not use_threads
+            respond = authzen.decision_response
             out: list = []
+            append = out.append
             for i, item in enumerate(batch.items):
-                if i and i % _YIELD_EVERY == 0:
+                if i and not i % _YIELD_EVERY:
                     await asyncio.sleep(0)
-                if isinstance(item, BadRequest):
+                if item.__class__ is dict:
+                    try:
+                        d = engine.decide(item) if direct else await decide(engine, item, f"evaluations[{i}].")
+                        answer = respond(d)
+                        outcome = d.decision
+                    except Exception as e:
+                        answer = item_failure(e, i)
+                        outcome = "invalid"
+                else:  # a BadRequest found while parsing
                     answer = authzen.item_error(item.message)
                     outcome = "invalid"
-                else:
-                    try:
-                        d = await decide(engine, item, f"evaluations[{i}].")
-                        answer = authzen.decision_response(d)
-                        outcome = d.decision
-                    except BadRequest as e:
-                        answer = authzen.item_error(e.message)
-                        outcome = "invalid"
-                    except Unavailable as e:
-                        answer = authzen.item_error(str(e), 503)
-                        outcome = "invalid"
                 counts[outcome] = counts.get(outcome, 0) + 1
-                out.append(answer)
-                if semantic == "deny_on_first_deny" and not answer["decision"]:
+                append(answer)
+                if deny_first and not answer["decision"]:
                     break
-                if semantic == "permit_on_first_permit" and answer["decision"]:
+                if permit_first and answer["decision"]:
                     break
         except Exception as e:
             return failure("evaluations", e)
