@@ -40,10 +40,11 @@ from .interpreter import Scope, describe, evaluate
 from .policyset import PolicySet, RuleInfo
 from .runtime import EvalError
 
-#: the arguments of every generated function, in order
-ARGS = "P, A, R, C, K, D, I"
+#: the arguments of every generated function, in order: principal, action, resource,
+#: context, risk, the delegation chain (a list of entities), intent
+ARGS = "P, A, R, C, K, CH, I"
 ROOT_VARS = {"principal": "P", "action": "A", "resource": "R", "context": "C", "risk": "K",
-             "delegation": "D", "intent": "I"}
+             "delegation": "_deleg(CH, P)", "intent": "I"}
 _NUM = frozenset([int, float])
 MISSING = object()
 
@@ -138,6 +139,7 @@ HELPERS: dict[str, Any] = {
     "_attr": rt.get_attr, "_index": rt.index, "_eq": rt.equals, "_cmp": rt.compare,
     "_arith": rt.arith, "_neg": rt.negate, "_in": rt.contains, "_match": rt.matches,
     "_NUM": _NUM, "_rd": _rd, "_fz": freeze, "_MISSING": MISSING, "EvalError": EvalError,
+    "_deleg": rt.Delegation,
     "_scope": None,  # set below
 }
 
@@ -289,11 +291,11 @@ class _Gen:
                         f"is not None else _missing({root!r}, {name!r}))")
             if root == "delegation":
                 if name == "depth":
-                    return "len(D.chain)"
+                    return "len(CH)"
                 if name == "chain":
-                    return "D.chain"
+                    return "CH"
                 if name == "root":
-                    return "D.root"
+                    return "(CH[0] if CH else P)"
         o, _ = self.expr(obj, bound)
         return f"_attr({o}, {name!r}, {describe(obj)!r})"
 
@@ -351,6 +353,10 @@ class CompiledRule:
     resources: dict | None
     #: attribute paths this rule reads (for cache keys); ("principal",) = the whole root
     reads: frozenset
+    #: precomputed for the hot path
+    id: str = ""
+    reason: str | None = None
+    approvers: tuple[str, ...] = ()
 
 
 class _Module:
@@ -514,6 +520,9 @@ def compile_rules(policy_set: PolicySet, instrument: bool = False, counter: list
             subjects=_globs(rule.target.subjects),
             resources=_globs(rule.target.resources),
             reads=_reads(rule, constants),
+            id=info.id,
+            reason=rule.because,
+            approvers=rule.by.approvers if rule.by is not None else (),
         ))
     return out, source
 
@@ -636,7 +645,7 @@ def _reader(path: tuple[str, ...]) -> Callable:
     i = _ROOT_ARG[root]
 
     def read(*roots):
-        v = roots[i]
+        v = roots[i] if root != "delegation" else rt.Delegation(roots[5], roots[0])
         if v is None:
             return MISSING
         for name in names:
@@ -648,25 +657,49 @@ def _reader(path: tuple[str, ...]) -> Callable:
 
 
 def _key_function(reads: set, attenuate: bool) -> Callable:
-    """Generate the cache-key function of a plan: a tuple of typed values read."""
-    # keep only maximal information: a whole root makes its sub-paths redundant
+    """Generate the cache-key function of a plan: the typed values it reads.
+
+    A scalar leaf contributes ``(type, value)`` inline (so ``true``, ``1`` and ``1.0``
+    never collide); a list or object value makes the key unhashable, and the engine then
+    decides without the cache. Whole roots (``principal`` used as a value, quantifiers
+    over ``delegation.chain``) are frozen recursively.
+    """
     whole = {p[0] for p in reads if len(p) == 1}
     paths = sorted(p for p in reads if len(p) == 1 or p[0] not in whole)
     parts = []
-    for path in paths:
+    for n, path in enumerate(paths):
         root, *names = path
-        var = ROOT_VARS[root]
         if not names:
-            parts.append(f"_fz({var})")
+            parts.append(f"_fz({'CH' if root == 'delegation' else ROOT_VARS[root]})")
             continue
-        expr = var
-        for name in names:
-            expr = f"_rd({expr}, {name!r})"
-        if root in ("risk", "intent"):
-            expr = f"(_MISSING if {var} is None else {expr})"
-        parts.append(f"_fz({expr})")
+        if root == "principal" and len(names) == 1:
+            expr = {"id": "P.id", "kind": "P.kind"}.get(names[0], f"P.attrs.get({names[0]!r})")
+        elif root == "resource" and len(names) == 1:
+            expr = {"id": "R.id", "type": "R.kind"}.get(names[0], f"R.attrs.get({names[0]!r})")
+        elif root == "action" and len(names) == 1:
+            expr = "A.name" if names[0] == "name" else f"A.attrs.get({names[0]!r})"
+        elif root == "context" and len(names) == 1:
+            expr = f"C.get({names[0]!r})"
+        elif root == "delegation":
+            if names[0] == "depth":
+                expr = "len(CH)"
+            elif names[0] == "root" and len(names) > 1:
+                expr = "(CH[0] if CH else P)"
+                for name in names[1:]:
+                    expr = f"_rd({expr}, {name!r})"
+            else:  # the chain itself, or an attribute of the Delegation object
+                parts.append("_fz(CH)")
+                continue
+        else:
+            expr = ROOT_VARS[root]
+            for name in names:
+                expr = f"_rd({expr}, {name!r})"
+            if root in ("risk", "intent"):
+                expr = f"(None if {ROOT_VARS[root]} is None else {expr})"
+        t = f"_k{n}"
+        parts.append(f"({t} := {expr}).__class__, {t}")
     if attenuate:
-        parts.append("_fz(D.chain)")
+        parts.append("_fz(CH)")
     src = f"def _key({ARGS}):\n    return ({', '.join(parts)}{',' if len(parts) == 1 else ''})\n"
     ns = dict(HELPERS)
     exec(compile(src, "<policylang:key>", "exec"), ns)  # noqa: S102 - paths come from the policy AST

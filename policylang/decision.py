@@ -52,9 +52,8 @@ class Decision:
         ex = self._explainer
         if ex is None:
             return f"decision: {self.decision}"
-        if isinstance(ex, tuple):  # (engine, validated request): rendered on demand
-            engine, req = ex
-            return engine.explain_request(req, self)
+        if isinstance(ex, tuple):  # (engine, what it kept of the request): rendered on demand
+            return ex[0].explain_request(ex, self)
         return ex(self)
 
     def __eq__(self, other: object) -> bool:

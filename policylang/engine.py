@@ -21,7 +21,7 @@ from . import interpreter
 from .compiler import MISSING, CompiledSet
 from .decision import ALLOW, DENY, REQUIRE_APPROVAL, Decision, attenuation_denial, confirmed
 from .policyset import PolicySet
-from .requests import Request, entity_lookup, parse_request
+from .requests import Request, entity_lookup, parse_parts
 from .runtime import EvalError
 
 ApprovalChecker = Callable[[str, Mapping, list], bool]
@@ -112,7 +112,13 @@ class Engine:
                 raise
         return out
 
-    def explain_request(self, req: Request, decision: Decision) -> str:
+    def explain_request(self, ctx, decision: Decision) -> str:
+        """The readable trace for a decision this engine made (``ctx`` is what it kept)."""
+        if isinstance(ctx, Request):
+            req = ctx
+        else:
+            _engine, parts, raw = ctx if len(ctx) == 3 else (None, *ctx)
+            req = Request(*parts, raw)
         return interpreter.explain(self.policies, req, decision)
 
     def cache_info(self) -> dict:
@@ -124,108 +130,132 @@ class Engine:
     # ------------------------------------------------------------------ internals
 
     def _decide(self, request: Mapping) -> Decision:
-        req = parse_request(request, self._lookup)
+        parts = parse_parts(request, self._lookup)
+        P, A, R, C, K, CH, I, approval = parts
         if self._instrument:
             self.counters.decisions += 1
-        P, A, R = req.principal, req.action, req.resource
         plan = self.tree.plan(P.kind, A.name, R.kind)
         cache = self._cache
         key = None
-        if cache is not None and not (plan.has_gates and req.approval is not None):
+        if cache is not None and (approval is None or not plan.has_gates):
             try:
-                key = (plan, plan.key(P, A, R, req.context, req.risk, req.delegation, req.intent))
-                hit = cache.get(key)
-            except TypeError:  # an unhashable value: decide without the cache
-                key = hit = None
-            if hit is not None:
+                key = (plan, plan.key(P, A, R, C, K, CH, I))
+                hit = cache[key]
+            except TypeError:  # an unhashable value read: decide without the cache
+                key = None
+            except KeyError:
+                self.counters.cache_misses += 1
+            else:
                 self.counters.cache_hits += 1
                 d, rules, reasons, grants, approvers, errors = hit
-                return Decision(d, list(rules), list(reasons), [dict(g) for g in grants], list(approvers),
-                                [dict(e) for e in errors], req.delegation_path(), self._version, (self, req))
-            self.counters.cache_misses += 1
-        decision = self._evaluate(plan, req, self.approvals)
-        if decision.decision == ALLOW and self._attenuate and req.chain:
-            for i, delegator in enumerate(req.chain):
-                sub_req = req.as_delegator(i)
+                return Decision(d, list(rules), list(reasons),
+                                [{"rule": g[0], "scopes": list(g[1]), "ttl": g[2]} for g in grants] if grants else [],
+                                list(approvers), [{"rule": e[0], "message": e[1]} for e in errors] if errors else [],
+                                _path(P, CH), self._version, (self, parts, request))
+        decision = self._evaluate(plan, parts, request, self.approvals)
+        if self._attenuate and CH and decision.decision == ALLOW:
+            for i, delegator in enumerate(CH):
+                sub = (delegator, A, R, C, K, CH[:i], I, None)
                 sub_plan = self.tree.plan(delegator.kind, A.name, R.kind)
-                if self._evaluate(sub_plan, sub_req, None).decision != ALLOW:
+                if self._evaluate(sub_plan, sub, request, None).decision != ALLOW:
                     decision = attenuation_denial(delegator.id, A.name, self._version, decision.delegation_path,
-                                                  decision.errors, (self, req))
+                                                  decision.errors, (self, parts, request))
                     break
         if key is not None:
+            value = (decision.decision, tuple(decision.rules), tuple(decision.reasons),
+                     tuple((g["rule"], tuple(g["scopes"]), g["ttl"]) for g in decision.grants),
+                     tuple(decision.approvers), tuple((e["rule"], e["message"]) for e in decision.errors))
             with self._cache_lock:
-                cache[key] = (decision.decision, tuple(decision.rules), tuple(decision.reasons),
-                              tuple(dict(g) for g in decision.grants), tuple(decision.approvers),
-                              tuple(dict(e) for e in decision.errors))
+                cache[key] = value
         return decision
 
-    def _evaluate(self, plan, req: Request, approvals) -> Decision:
-        P, A, R, C, K, D, I = (req.principal, req.action, req.resource, req.context, req.risk,
-                               req.delegation, req.intent)
+    def _evaluate(self, plan, parts: tuple, request: Mapping, approvals) -> Decision:
+        P, A, R, C, K, CH, I, approval = parts
         held: list = []      # (order, compiled rule, scopes)
         errors: list = []    # (order, rule id, message)
         for entry in plan.plain:
-            self._run(entry, False, P, A, R, C, K, D, I, held, errors)
-        for group in plan.groups:
-            v = group.read(P, A, R, C, K, D, I)
-            if v is MISSING:
-                for entry in group.entries:
-                    self._run(entry, False, P, A, R, C, K, D, I, held, errors)
+            cr, sg, rg = entry
+            if sg is not None and not _any_match(sg, P.id):
                 continue
-            cls = v.__class__
-            if cls is str:
-                matched = group.by_str.get(v)
-            elif cls is bool:
-                matched = group.by_bool.get(v)
-            elif cls is int or cls is float:
-                matched = group.by_num.get(v)
+            if rg is not None and (R.id is None or not _any_match(rg, R.id)):
+                continue
+            try:
+                if not cr.check(P, A, R, C, K, CH, I):
+                    continue
+            except EvalError as e:
+                errors.append((cr.order, cr.id, str(e)))
+                if cr.effect != "permit":
+                    held.append((cr.order, cr, None))
+                continue
+            if cr.grant is None:
+                held.append((cr.order, cr, None))
             else:
-                matched = None
-            if matched:
-                for entry in matched:
-                    self._run(entry, True, P, A, R, C, K, D, I, held, errors)
-        if len(held) > 1:
+                try:
+                    held.append((cr.order, cr, cr.grant(P, A, R, C, K, CH, I)))
+                except EvalError as e:
+                    errors.append((cr.order, cr.id, str(e)))
+        if plan.groups:
+            for group in plan.groups:
+                v = group.read(P, A, R, C, K, CH, I)
+                if v is MISSING:
+                    for entry in group.entries:
+                        self._run(entry, False, P, A, R, C, K, CH, I, held, errors)
+                    continue
+                cls = v.__class__
+                if cls is str:
+                    matched = group.by_str.get(v)
+                elif cls is bool:
+                    matched = group.by_bool.get(v)
+                elif cls is int or cls is float:
+                    matched = group.by_num.get(v)
+                else:
+                    matched = None
+                if matched:
+                    for entry in matched:
+                        self._run(entry, True, P, A, R, C, K, CH, I, held, errors)
             held.sort(key=_first)
-        if len(errors) > 1:
             errors.sort(key=_first)
-        err_list = [{"rule": rid, "message": msg} for _o, rid, msg in errors]
-        path = req.delegation_path()
-        explainer = (self, req)
+        err_list = [{"rule": rid, "message": msg} for _o, rid, msg in errors] if errors else []
+        explainer = (self, parts, request)
+        if not held:
+            return Decision(DENY, [], [], [], [], err_list, _path(P, CH), self._version, explainer)
         forbids = [cr for _o, cr, _s in held if cr.effect == "forbid"]
         if forbids:
-            return Decision(DENY, [cr.info.id for cr in forbids], _reasons(forbids), [], [], err_list, path,
-                            self._version, explainer)
+            return Decision(DENY, [cr.id for cr in forbids], [cr.reason for cr in forbids if cr.reason is not None],
+                            [], [], err_list, _path(P, CH), self._version, explainer)
         gates = [cr for _o, cr, _s in held if cr.effect == "require_approval"]
         if gates:
-            open_gates = [cr for cr in gates if not confirmed(approvals, req, cr.info)]
-            if open_gates:
+            if approvals is not None and approval is not None:
+                req = Request(P, A, R, C, K, CH, I, approval, request)
+                gates = [cr for cr in gates if not confirmed(approvals, req, cr.info)]
+            if gates:
                 approvers: list[str] = []
-                for cr in open_gates:
-                    by = cr.info.rule.by
-                    for name in (by.approvers if by else ()):
+                for cr in gates:
+                    for name in cr.approvers:
                         if name not in approvers:
                             approvers.append(name)
-                return Decision(REQUIRE_APPROVAL, [cr.info.id for cr in open_gates], _reasons(open_gates), [],
-                                approvers, err_list, path, self._version, explainer)
+                return Decision(REQUIRE_APPROVAL, [cr.id for cr in gates],
+                                [cr.reason for cr in gates if cr.reason is not None], [], approvers, err_list,
+                                _path(P, CH), self._version, explainer)
         permits = [(cr, s) for _o, cr, s in held if cr.effect == "permit"]
         if permits:
-            grants = [{"rule": cr.info.id, "scopes": s, "ttl": cr.ttl} for cr, s in permits if cr.grant is not None]
-            infos = [cr for cr, _s in permits]
-            return Decision(ALLOW, [cr.info.id for cr in infos], _reasons(infos), grants, [], err_list, path,
-                            self._version, explainer)
-        return Decision(DENY, [], [], [], [], err_list, path, self._version, explainer)
+            return Decision(ALLOW, [cr.id for cr, _s in permits],
+                            [cr.reason for cr, _s in permits if cr.reason is not None],
+                            [{"rule": cr.id, "scopes": s, "ttl": cr.ttl} for cr, s in permits if s is not None],
+                            [], err_list, _path(P, CH), self._version, explainer)
+        return Decision(DENY, [], [], [], [], err_list, _path(P, CH), self._version, explainer)
 
     @staticmethod
-    def _run(entry, indexed: bool, P, A, R, C, K, D, I, held: list, errors: list) -> None:
+    def _run(entry, indexed: bool, P, A, R, C, K, CH, I, held: list, errors: list) -> None:
         cr, sg, rg = entry
-        if sg is not None and not any(g.match(P.id) for g in sg):
+        if sg is not None and not _any_match(sg, P.id):
             return
-        if rg is not None and (R.id is None or not any(g.match(R.id) for g in rg)):
+        if rg is not None and (R.id is None or not _any_match(rg, R.id)):
             return
         try:
-            ok = (cr.rest if indexed else cr.check)(P, A, R, C, K, D, I)
+            ok = (cr.rest if indexed else cr.check)(P, A, R, C, K, CH, I)
         except EvalError as e:
-            errors.append((cr.order, cr.info.id, str(e)))
+            errors.append((cr.order, cr.id, str(e)))
             if cr.effect != "permit":
                 held.append((cr.order, cr, None))
             return
@@ -234,16 +264,27 @@ class Engine:
         scopes = None
         if cr.grant is not None:
             try:
-                scopes = cr.grant(P, A, R, C, K, D, I)
+                scopes = cr.grant(P, A, R, C, K, CH, I)
             except EvalError as e:
-                errors.append((cr.order, cr.info.id, str(e)))
+                errors.append((cr.order, cr.id, str(e)))
                 return
         held.append((cr.order, cr, scopes))
+
+
+def _any_match(globs, value: str) -> bool:
+    for g in globs:
+        if g.match(value):
+            return True
+    return False
+
+
+def _path(P, CH) -> list[str]:
+    if not CH:
+        return [P.id]
+    return [e.id for e in CH] + [P.id]
 
 
 def _first(t):
     return t[0]
 
 
-def _reasons(crs) -> list[str]:
-    return [cr.info.rule.because for cr in crs if cr.info.rule.because is not None]

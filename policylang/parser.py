@@ -366,6 +366,8 @@ class _Builder:
         inner = kids[1]
         # a parenthesised and/or chain is a unit: close it so nothing flattens into it
         self._close(inner)
+        # the node's span covers its parentheses, so source excerpts stay balanced
+        object.__setattr__(inner, "span", self._span(kids[0], kids[2]))
         return inner
 
     def list(self, kids):
@@ -507,6 +509,7 @@ def _get_parser() -> _Engine:
             lexer="basic",
             transformer=_builder,
             maybe_placeholders=False,
+            cache=True,  # Lark keeps the grammar analysis in the temp dir: faster start-up
         )
         _engine = _Engine(lark)
     return _engine

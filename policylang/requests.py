@@ -54,6 +54,10 @@ class Request:
     def delegation_path(self) -> list[str]:
         return [e.id for e in self.chain] + [self.principal.id]
 
+    def parts(self) -> tuple:
+        """The roots as the compiled functions take them: (P, A, R, C, K, chain, I)."""
+        return (self.principal, self.action, self.resource, self.context, self.risk, self.chain, self.intent)
+
     def as_delegator(self, i: int) -> "Request":
         """The request as delegator ``i`` of the chain would make it (SPEC §6.4)."""
         return Request(self.chain[i], self.action, self.resource, self.context, self.risk,
@@ -116,6 +120,14 @@ def _principal_like(value: Any, field: str, lookup: EntityLookup | None) -> Enti
 
 def parse_request(raw: Any, lookup: EntityLookup | None = None) -> Request:
     """Validate ``raw`` (SPEC §2) and merge entity data. Raises :class:`RequestError`."""
+    return Request(*parse_parts(raw, lookup), raw)
+
+
+def parse_parts(raw: Any, lookup: EntityLookup | None = None) -> tuple:
+    """:func:`parse_request` without building a :class:`Request`: the engine's hot path.
+
+    Returns ``(principal, action, resource, context, risk, chain, intent, approval)``.
+    """
     if raw.__class__ is not dict and not isinstance(raw, Mapping):
         raise _err("", f"a request must be a JSON object, got {type_name(raw)}")
     get = raw.get
@@ -191,7 +203,7 @@ def parse_request(raw: Any, lookup: EntityLookup | None = None) -> Request:
     if approval is not None and approval.__class__ is not str:
         raise _err("approval", f"expected a string, got {type_name(approval)}")
 
-    return Request(principal, act, res, context, risk, chain, intent, approval, raw)
+    return principal, act, res, context, risk, chain, intent, approval
 
 
 def entity_lookup(*sources: Any) -> EntityLookup | None:

@@ -1,0 +1,157 @@
+"""Hypothesis strategies: random policy sets and requests over a small shared vocabulary,
+so that generated rules actually apply to generated requests (and often raise)."""
+
+from __future__ import annotations
+
+import json
+
+from hypothesis import strategies as st
+
+KINDS = ["agent", "human"]
+ACTIONS = ["read", "write", "deploy"]
+TYPES = ["repo", "doc"]
+ATTRS = ["a", "b", "tags"]
+STRINGS = ["x", "y", "acme", "a/b", ""]
+
+scalar_lit = st.one_of(
+    st.sampled_from(STRINGS).map(json.dumps),
+    st.integers(-2, 3).map(str),
+    st.sampled_from(["0.5", "1.0", "2.25"]),
+    st.sampled_from(["true", "false"]),
+    st.sampled_from(["10m", "1h30m"]),
+)
+
+
+def paths():
+    return st.one_of(
+        st.builds(lambda r, a: f"{r}.{a}", st.sampled_from(["principal", "resource", "context", "action"]),
+                  st.sampled_from(ATTRS)),
+        st.sampled_from(["principal.id", "principal.kind", "resource.id", "resource.type", "action.name",
+                         "risk.score", "risk.signals", "intent.task_id", "delegation.depth",
+                         "delegation.root.kind", "delegation.root.id", "delegation.root.a", "K", "L"]),
+    )
+
+
+def values(depth: int):
+    base = st.one_of(scalar_lit, paths())
+    if depth <= 0:
+        return base
+    sub = values(depth - 1)
+    return st.one_of(
+        base,
+        st.lists(sub, max_size=3).map(lambda xs: "[" + ", ".join(xs) + "]"),
+        st.builds(lambda a, op, b: f"({a} {op} {b})", sub, st.sampled_from(["+", "-", "*", "/"]), sub),
+        st.builds(lambda f, a: f"{f}({a})", st.sampled_from(["len", "lower", "upper"]), sub),
+        st.builds(lambda a, i: f"{a}[{i}]", sub, st.sampled_from(["0", "1", '"a"'])),
+        st.builds(lambda a: f"-{a}", sub),
+    )
+
+
+def conditions(depth: int):
+    v = values(1)
+    atom = st.one_of(
+        st.builds(lambda a, op, b: f"{a} {op} {b}", v, st.sampled_from(["==", "!=", "<", "<=", ">", ">="]), v),
+        st.builds(lambda a, op, b: f"{a} {op} {b}", v, st.sampled_from(["in", "not in"]), v),
+        st.builds(lambda a, n: f"{a} has {n}", st.sampled_from(["principal", "resource", "context", "risk",
+                                                                "intent", "principal.a", "delegation.root"]),
+                  st.sampled_from(ATTRS + ["score", '"odd-key"'])),
+        st.builds(lambda a, g: f"{a} matches {json.dumps(g)}", v, st.sampled_from(["*", "a*", "**", "?", "x", "*/*"])),
+        st.builds(lambda f, a, b: f"{f}({a}, {b})", st.sampled_from(["starts_with", "ends_with"]), v, v),
+        st.builds(lambda a, c: f"in_cidr({a}, {json.dumps(c)})", v, st.sampled_from(["10.0.0.0/8", "::1/128"])),
+        st.sampled_from(["true", "false", "principal.a", "context.b"]),
+    )
+    if depth <= 0:
+        return atom
+    sub = conditions(depth - 1)
+    return st.one_of(
+        atom,
+        st.builds(lambda a, op, b: f"({a} {op} {b})", sub, st.sampled_from(["and", "or"]), sub),
+        st.builds(lambda a: f"not ({a})", sub),
+        st.builds(lambda q, c, b: f"({q} x in {c}: {b})", st.sampled_from(["any", "all"]),
+                  st.sampled_from(["delegation.chain", "principal.tags", "[1, 2]", "context.a"]),
+                  st.sampled_from(['x.kind == "human"', 'x == 1', "x", 'x.a == "x"', 'x has a'])),
+    )
+
+
+def _refs(names):
+    return st.one_of(
+        st.just("*"),
+        st.lists(st.builds(lambda n, g: n + (f" {json.dumps(g)}" if g else ""), st.sampled_from(names),
+                           st.sampled_from([None, None, "*", "a*", "**", "x"])), min_size=1, max_size=2)
+        .map(", ".join),
+    )
+
+
+@st.composite
+def rules(draw, n: int):
+    effect = draw(st.sampled_from(["permit", "permit", "forbid", "require approval for"]))
+    subjects = draw(_refs(KINDS))
+    actions = draw(st.one_of(st.just("*"), st.lists(st.sampled_from(ACTIONS), min_size=1, max_size=2,
+                                                      unique=True).map(", ".join)))
+    resources = draw(_refs(TYPES))
+    lines = []
+    if draw(st.booleans()):
+        lines.append(f'@id("r{n}")')
+    lines.append(f"{effect} {subjects} to {actions} on {resources}")
+    for _ in range(draw(st.integers(0, 3))):
+        kind = draw(st.sampled_from(["when", "when", "unless"]))
+        lines.append(f"  {kind} {draw(conditions(2))}")
+    if effect == "permit" and draw(st.booleans()):
+        scopes = draw(st.lists(st.one_of(st.just('"s:" + resource.type'), st.just('"fixed"'),
+                                         st.just("principal.a"), st.just('"r:" + resource.id')),
+                               min_size=1, max_size=2))
+        lines.append(f"  grant {', '.join(scopes)} for {draw(st.sampled_from(['1m', '10m', '1h']))}")
+    if effect.startswith("require"):
+        lines.append(f'  by {", ".join(json.dumps(x) for x in draw(st.lists(st.sampled_from(["ops", "sec"]), min_size=1, max_size=2)))}')
+    if draw(st.booleans()):
+        lines.append(f'  because "reason {n}"')
+    return "\n".join(lines)
+
+
+@st.composite
+def policy_sets(draw):
+    head = ['const K = "x"', "const L = [1, \"x\", true]"]
+    if draw(st.booleans()):
+        head.append("option attenuate_delegation = true")
+    body = [draw(rules(i)) for i in range(draw(st.integers(1, 6)))]
+    return "\n".join(head) + "\n\n" + "\n\n".join(body) + "\n"
+
+
+json_value = st.one_of(
+    st.none(), st.booleans(), st.integers(-2, 3), st.sampled_from([0.5, 1.0, 2.25]),
+    st.sampled_from(STRINGS), st.lists(st.sampled_from(STRINGS + [1]), max_size=3),
+    st.just({"a": "x"}), st.just("10.1.2.3"), st.just("::1"),
+)
+attrs = st.dictionaries(st.sampled_from(ATTRS + ["odd-key"]), json_value, max_size=3)
+
+
+@st.composite
+def entities(draw, kinds):
+    return {"id": draw(st.sampled_from(["x", "a1", "a/b", "acme"])), "kind": draw(st.sampled_from(kinds)),
+            "attrs": draw(attrs)}
+
+
+@st.composite
+def requests(draw):
+    req = {
+        "principal": draw(entities(KINDS)),
+        "action": draw(st.one_of(st.sampled_from(ACTIONS + ["other"]),
+                                 st.builds(lambda n, a: {"name": n, "attrs": a}, st.sampled_from(ACTIONS), attrs))),
+        "resource": {"type": draw(st.sampled_from(TYPES + ["other"])), "attrs": draw(attrs)},
+    }
+    if draw(st.booleans()):
+        req["resource"]["id"] = draw(st.sampled_from(["x", "acme/api", "a1"]))
+    if draw(st.booleans()):
+        req["context"] = draw(attrs)
+    if draw(st.booleans()):
+        r = {"score": draw(st.sampled_from([0, 0.1, 0.5, 0.95, 1]))}
+        if draw(st.booleans()):
+            r["signals"] = draw(st.lists(st.sampled_from(["x", "new_device"]), max_size=2))
+        req["risk"] = r
+    if draw(st.booleans()):
+        req["delegation"] = draw(st.lists(entities(KINDS), max_size=3))
+    if draw(st.booleans()):
+        req["intent"] = {"task_id": draw(st.sampled_from(["T-1", "T-2"]))}
+    if draw(st.booleans()):
+        req["approval"] = draw(st.sampled_from(["ok", "nope"]))
+    return req
