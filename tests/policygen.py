@@ -22,7 +22,7 @@ scalar_lit = st.one_of(
 )
 
 
-def paths():
+def _paths():
     return st.one_of(
         st.builds(lambda r, a: f"{r}.{a}", st.sampled_from(["principal", "resource", "context", "action"]),
                   st.sampled_from(ATTRS)),
@@ -32,11 +32,11 @@ def paths():
     )
 
 
-def values(depth: int):
-    base = st.one_of(scalar_lit, paths())
+def _values(depth: int):
+    base = st.one_of(scalar_lit, PATHS)
     if depth <= 0:
         return base
-    sub = values(depth - 1)
+    sub = _values(depth - 1)
     return st.one_of(
         base,
         st.lists(sub, max_size=3).map(lambda xs: "[" + ", ".join(xs) + "]"),
@@ -47,8 +47,12 @@ def values(depth: int):
     )
 
 
-def conditions(depth: int):
-    v = values(1)
+PATHS = _paths()
+VALUES = _values(1)
+
+
+def _conditions(depth: int):
+    v = VALUES
     atom = st.one_of(
         st.builds(lambda a, op, b: f"{a} {op} {b}", v, st.sampled_from(["==", "!=", "<", "<=", ">", ">="]), v),
         st.builds(lambda a, op, b: f"{a} {op} {b}", v, st.sampled_from(["in", "not in"]), v),
@@ -62,7 +66,7 @@ def conditions(depth: int):
     )
     if depth <= 0:
         return atom
-    sub = conditions(depth - 1)
+    sub = _conditions(depth - 1)
     return st.one_of(
         atom,
         st.builds(lambda a, op, b: f"({a} {op} {b})", sub, st.sampled_from(["and", "or"]), sub),
@@ -82,6 +86,9 @@ def _refs(names):
     )
 
 
+CONDITIONS = _conditions(2)
+
+
 @st.composite
 def rules(draw, n: int):
     effect = draw(st.sampled_from(["permit", "permit", "forbid", "require approval for"]))
@@ -95,7 +102,7 @@ def rules(draw, n: int):
     lines.append(f"{effect} {subjects} to {actions} on {resources}")
     for _ in range(draw(st.integers(0, 3))):
         kind = draw(st.sampled_from(["when", "when", "unless"]))
-        lines.append(f"  {kind} {draw(conditions(2))}")
+        lines.append(f"  {kind} {draw(CONDITIONS)}")
     if effect == "permit" and draw(st.booleans()):
         scopes = draw(st.lists(st.one_of(st.just('"s:" + resource.type'), st.just('"fixed"'),
                                          st.just("principal.a"), st.just('"r:" + resource.id')),

@@ -12,7 +12,7 @@ from policylang import interpreter
 
 from policygen import policy_sets, requests
 
-SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def approvals(approval_id, request, approvers):
