@@ -494,11 +494,15 @@ def format_source(text: str, path: str = "<policy>") -> str:
     try:
         again = parse(out, path)
     except PolicyError as e:
-        raise FormatterError(f"{path}: formatted text does not parse ({e}); file left unchanged") from None
+        raise FormatterError(_bug(path, f"the formatted text does not parse ({e})")) from None
     if again != tree:
-        raise FormatterError(f"{path}: formatted text parses to a different policy; file left unchanged")
+        raise FormatterError(_bug(path, "the formatted text parses to a different policy"))
     if [c.text for c in scan_comments(out)] != [c.text for c in scan_comments(text)]:
-        raise FormatterError(f"{path}: formatting lost or reordered a comment; file left unchanged")
+        raise FormatterError(_bug(path, "formatting lost or reordered a comment"))
     if format_tree(again, out) != out:
-        raise FormatterError(f"{path}: formatting is not stable on this file; file left unchanged")
+        raise FormatterError(_bug(path, "formatting the result again changes it"))
     return out
+
+
+def _bug(path: str, what: str) -> str:
+    return f"{path}: internal error: {what}; this is a formatter bug, please report it"

@@ -113,7 +113,7 @@ def command(paths: tuple[str, ...], check: bool, show_diff: bool) -> None:
             failed += 1
             continue
         except FormatterError as e:
-            click.echo(f"{display}: internal error: {e} (please report this)", err=True)
+            click.echo(f"{e} (the file is left unchanged)", err=True)
             failed += 1
             continue
         except Exception as e:  # never a traceback for a bad file
