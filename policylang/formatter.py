@@ -342,8 +342,11 @@ class _Printer:
     def condition(self, c: ast.Condition) -> None:
         e = c.expr
         flat = f"{c.kind} {expr(e)}"
+        # A comment between the first and the last operand keeps the chain broken, so it
+        # stays between them. (Not up to the condition's end: that may be a closing
+        # parenthesis, and a comment before it ends up after the last operand.)
         if isinstance(e, ast.BoolOp) and (
-            INDENT + len(flat) > WIDTH or self.has_comment(e.items[0].span.end, c.span.end)
+            INDENT + len(flat) > WIDTH or self.has_comment(e.items[0].span.end, e.items[-1].span.end)
         ):
             # one operand a line, the operator first
             need = _AND if e.op == "or" else _NOT
