@@ -164,25 +164,33 @@ class _Gen:
         self.module = module
         self.constants = constants
         self.temps = 0
+        #: literal values of the function being generated, in order: the code refers to
+        #: them as _p0, _p1 … so rules that differ only in literals share one shape
+        self.params: list[Any] = []
+        self._memo: dict = {}
+
+    def param(self, value: Any) -> str:
+        self.params.append(value)
+        return f"_p{len(self.params) - 1}"
 
     def temp(self) -> str:
         self.temps += 1
         return f"_t{self.temps}"
 
-    # which names an expression depends on (roots / quantifier variables)
     def _free(self, node: ast.Expr, bound: frozenset) -> bool:
-        stack = [(node, bound)]
-        while stack:
-            n, b = stack.pop()
-            if isinstance(n, ast.Name):
-                if n.name in b or n.name not in self.constants:
-                    return True
-            elif isinstance(n, ast.Quantifier):
-                stack.append((n.collection, b))
-                stack.append((n.body, b | {n.var}))
+        """Does the expression depend on the request (a root or a quantifier variable)?
+        Memoised per node, so generating a rule stays linear in its size."""
+        key = (id(node), bound) if bound else id(node)
+        found = self._memo.get(key)
+        if found is None:
+            if isinstance(node, ast.Name):
+                found = node.name in bound or node.name not in self.constants
+            elif isinstance(node, ast.Quantifier):
+                found = self._free(node.collection, bound) or self._free(node.body, bound | {node.var})
             else:
-                stack.extend((c, b) for c in ast.children(n))
-        return False
+                found = any(self._free(c, bound) for c in ast.children(node))
+            self._memo[key] = found
+        return found
 
     def expr(self, node: ast.Expr, bound: frozenset = frozenset()) -> tuple[str, str | None]:
         """(python source, static kind): kind is "bool" when always a boolean, "str" for
@@ -218,7 +226,7 @@ class _Gen:
             if node.func == "in_cidr" and len(node.args) == 2 and isinstance(node.args[1], ast.Literal):
                 cidr = node.args[1].value
                 if isinstance(cidr, str) and rt.cidr_is_valid(cidr):
-                    args[1] = self.module.const(rt.parse_cidr(cidr))
+                    args[1] = self.param(rt.parse_cidr(cidr))
             kind = "bool" if rt.FUNCTIONS[node.func][2] == "bool" else None
             return f"_f_{node.func}({', '.join(args)})", kind
         if isinstance(node, ast.Unary):
@@ -237,7 +245,7 @@ class _Gen:
             return self.binary(node, bound)
         if isinstance(node, ast.Matches):
             x, _ = self.expr(node.operand, bound)
-            return f"_match({x}, {self.module.const(rt.glob(node.pattern))})", "bool"
+            return f"_match({x}, {self.param(rt.glob(node.pattern))})", "bool"
         if isinstance(node, ast.Has):
             if isinstance(node.operand, ast.Name) and node.operand.name in ("principal", "action", "resource",
                                                                           "context", "delegation") \
@@ -258,12 +266,10 @@ class _Gen:
         if v is True or v is False:
             return repr(v), "bool"
         if v.__class__ is str:
-            return repr(v), "str"
+            return self.param(v), "str"
         if v.__class__ in _NUM:
-            if v != v or v in (float("inf"), float("-inf")):
-                return self.module.const(v), "num"
-            return repr(v), "num"
-        return self.module.const(v), None
+            return self.param(v), "num"
+        return self.param(v), None
 
     def attr(self, node: ast.Attr, bound: frozenset) -> str:
         obj, name = node.obj, node.name
@@ -306,6 +312,13 @@ class _Gen:
         if op in ("==", "!="):
             if lk == "str" or rk == "str":
                 return f"({left} {op} {right})", "bool"
+            if lk is None and rk is None:
+                # two request values: plain == when both are strings (both operands are
+                # evaluated first, left then right, as everywhere)
+                t1, t2 = self.temp(), self.temp()
+                slow = f"_eq({t1}, {t2})" if op == "==" else f"not _eq({t1}, {t2})"
+                return (f"({t1} {op} {t2} if ({t1} := {left}).__class__ is ({t2} := {right}).__class__ is str "
+                        f"else {slow})"), "bool"
             if rk == "bool" and isinstance(node.right, ast.Literal):
                 return (f"({left} is {right})" if op == "==" else f"({left} is not {right})"), "bool"
             return (f"_eq({left}, {right})" if op == "==" else f"(not _eq({left}, {right}))"), "bool"
@@ -328,7 +341,7 @@ class _Gen:
                     coll = None
                 if isinstance(coll, list) and coll and all(x.__class__ is str for x in coll):
                     t = self.temp()
-                    fs = self.module.const(frozenset(coll))
+                    fs = self.param(frozenset(coll))
                     return f"({neg}(({t} := {left}).__class__ is str and {t} in {fs}))", "bool"
             return f"({neg}_in({left}, {right}))", "bool"
         return f"_arith({op!r}, {left}, {right})", None
@@ -360,17 +373,11 @@ class CompiledRule:
 
 
 class _Module:
-    """Accumulates generated source and the constants it refers to."""
+    """Accumulates the generated source; ``line_map`` ties each factory to a rule."""
 
     def __init__(self):
         self.lines: list[str] = []
-        self.consts: dict[str, Any] = {}
         self.line_map: dict[str, RuleInfo] = {}
-
-    def const(self, value: Any) -> str:
-        name = f"_c{len(self.consts)}"
-        self.consts[name] = value
-        return name
 
 
 def _tests(rule: ast.Rule) -> list[tuple[str, ast.Expr, str]]:
@@ -459,62 +466,75 @@ def _globs(refs) -> dict | None:
     return out
 
 
-def _rule_source(mod: _Module, gen: _Gen, n: int, tests, skip_first: bool, name: str, instrument: bool) -> None:
-    lines = [f"def {name}({ARGS}):"]
-    body = tests[1:] if skip_first else tests
-    for kind, expr, what in body:
+def _test_lines(gen: _Gen, tests, instrument: bool, indent: str) -> list[str]:
+    lines = []
+    for kind, expr, what in tests:
         gen.temps = 0
         code, k = gen.expr(expr)
         if instrument:
-            lines.append("    _n[0] += 1")
+            lines.append(f"{indent}_n[0] += 1")
         if k != "bool":
             code = f"_b({code}, {what!r})"
-        if kind == "when":
-            lines.append(f"    if not {code}: return False")
-        else:
-            lines.append(f"    if {code}: return False")
-    lines.append("    return True")
-    mod.lines.extend(lines)
+        lines.append(f"{indent}if not {code}: return False" if kind == "when" else f"{indent}if {code}: return False")
+    lines.append(f"{indent}return True")
+    return lines
 
 
 def compile_rules(policy_set: PolicySet, instrument: bool = False, counter: list | None = None) -> tuple[list[CompiledRule], str]:
-    """Generate, compile and load the functions of every rule. Returns the compiled
-    rules and the generated source (kept for debugging and tests)."""
+    """Generate, compile and load the functions of every rule.
+
+    Each rule is generated as a *shape*: a factory whose literals are parameters
+    (``_p0``, ``_p1`` …) returning the rule's check, its check without the indexed first
+    test, and its grant. Rules that differ only in literals (the common case in large
+    sets) share one factory, so the module Python compiles stays small. Returns the
+    compiled rules and the generated source (kept for debugging and tests).
+    """
     mod = _Module()
     constants = dict(policy_set.constants)
     gen = _Gen(mod, constants)
-    plans = []
+    shapes: dict[str, str] = {}
+    pending = []
+    I2 = " " * 8
     for n, info in enumerate(policy_set.rules):
         rule = info.rule
         tests = _tests(rule)
         key = _index_key(tests[0], constants) if tests else None
-        check_name, rest_name, grant_name = f"_rule_{n}", f"_rest_{n}" if key else None, None
-        _rule_source(mod, gen, n, tests, False, check_name, instrument)
+        gen.params = []
+        body = [f"    def check({ARGS}):"] + _test_lines(gen, tests, instrument, I2)
         if key:
-            _rule_source(mod, gen, n, tests, True, rest_name, instrument)
+            body += [f"    def rest({ARGS}):"] + _test_lines(gen, tests[1:], instrument, I2)
+        else:
+            body.append("    rest = None")
         grant = rule.grant if rule.effect == "permit" else None
         if grant is not None:
-            grant_name = f"_grant_{n}"
             gen.temps = 0
             scopes = ", ".join(f"_scope({gen.expr(s)[0]})" for s in grant.scopes)
-            mod.lines.append(f"def {grant_name}({ARGS}):")
-            mod.lines.append(f"    return [{scopes}]")
-        mod.line_map[check_name] = info
-        plans.append((n, info, check_name, rest_name, grant_name, key))
+            body += [f"    def grant({ARGS}):", f"{I2}return [{scopes}]"]
+        else:
+            body.append("    grant = None")
+        body.append("    return check, rest, grant")
+        params = ", ".join(f"_p{i}" for i in range(len(gen.params)))
+        text = "\n".join(body)
+        shape_key = params + "\n" + text
+        name = shapes.get(shape_key)
+        if name is None:
+            name = shapes[shape_key] = f"_shape_{len(shapes)}"
+            mod.lines.append(f"def {name}({params}):")
+            mod.lines.append(text)
+        mod.line_map.setdefault(name, info)
+        pending.append((n, info, name, list(gen.params), key))
     source = "\n".join(mod.lines) + "\n"
     namespace: dict[str, Any] = dict(HELPERS)
-    namespace.update(mod.consts)
     namespace["_n"] = counter if counter is not None else [0]
     code = compile(source, f"<policylang:{policy_set.root}>", "exec")
     exec(code, namespace)  # noqa: S102 - generated from the policy AST only; see module docstring
     out = []
-    for n, info, check_name, rest_name, grant_name, key in plans:
+    for n, info, name, params, key in pending:
         rule = info.rule
+        check, rest, grant_fn = namespace[name](*params)
         out.append(CompiledRule(
             info=info, order=n, effect=rule.effect,
-            check=namespace[check_name],
-            rest=namespace[rest_name] if rest_name else None,
-            grant=namespace[grant_name] if grant_name else None,
+            check=check, rest=rest, grant=grant_fn,
             ttl=rule.grant.ttl if rule.grant is not None else 0,
             index_key=key,
             subjects=_globs(rule.target.subjects),
@@ -640,18 +660,29 @@ _ROOT_ARG = {"principal": 0, "action": 1, "resource": 2, "context": 3, "risk": 4
 
 
 def _reader(path: tuple[str, ...]) -> Callable:
-    """A function of the roots returning the value at ``path`` or MISSING (never raises)."""
+    """A function of the roots returning the value at ``path``, or None when it is absent
+    or cannot be read (it never raises). The common one-step paths are direct reads."""
     root, *names = path
+    if len(names) == 1:
+        name = names[0]
+        if root == "principal" and name not in ("id", "kind"):
+            return lambda P, A, R, C, K, CH, I: P.attrs.get(name)
+        if root == "resource" and name not in ("id", "type"):
+            return lambda P, A, R, C, K, CH, I: R.attrs.get(name)
+        if root == "context":
+            return lambda P, A, R, C, K, CH, I: C.get(name)
+        if root == "action" and name != "name":
+            return lambda P, A, R, C, K, CH, I: A.attrs.get(name)
     i = _ROOT_ARG[root]
 
     def read(*roots):
         v = roots[i] if root != "delegation" else rt.Delegation(roots[5], roots[0])
         if v is None:
-            return MISSING
+            return None
         for name in names:
             v = _rd(v, name)
             if v is MISSING:
-                return MISSING
+                return None
         return v
     return read
 

@@ -197,24 +197,45 @@ class Engine:
         if plan.groups:
             for group in plan.groups:
                 v = group.read(P, A, R, C, K, CH, I)
-                if v is MISSING:
-                    for entry in group.entries:
-                        self._run(entry, False, P, A, R, C, K, CH, I, held, errors)
-                    continue
                 cls = v.__class__
                 if cls is str:
                     matched = group.by_str.get(v)
+                elif v is None:  # absent: these rules' first test raises, so run them in full
+                    for entry in group.entries:
+                        self._run(entry, False, P, A, R, C, K, CH, I, held, errors)
+                    continue
                 elif cls is bool:
                     matched = group.by_bool.get(v)
                 elif cls is int or cls is float:
                     matched = group.by_num.get(v)
                 else:
-                    matched = None
-                if matched:
-                    for entry in matched:
-                        self._run(entry, True, P, A, R, C, K, CH, I, held, errors)
-            held.sort(key=_first)
-            errors.sort(key=_first)
+                    continue
+                if matched is None:
+                    continue
+                for cr, sg, rg in matched:
+                    if sg is not None and not _any_match(sg, P.id):
+                        continue
+                    if rg is not None and (R.id is None or not _any_match(rg, R.id)):
+                        continue
+                    try:
+                        if not cr.rest(P, A, R, C, K, CH, I):
+                            continue
+                    except EvalError as e:
+                        errors.append((cr.order, cr.id, str(e)))
+                        if cr.effect != "permit":
+                            held.append((cr.order, cr, None))
+                        continue
+                    if cr.grant is None:
+                        held.append((cr.order, cr, None))
+                    else:
+                        try:
+                            held.append((cr.order, cr, cr.grant(P, A, R, C, K, CH, I)))
+                        except EvalError as e:
+                            errors.append((cr.order, cr.id, str(e)))
+            if len(held) > 1:
+                held.sort(key=_first)
+            if len(errors) > 1:
+                errors.sort(key=_first)
         err_list = [{"rule": rid, "message": msg} for _o, rid, msg in errors] if errors else []
         explainer = (self, parts, request)
         if not held:

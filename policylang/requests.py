@@ -8,7 +8,6 @@ every decision and must cost well under a microsecond or two. Every problem rais
 
 from __future__ import annotations
 
-import math
 from typing import Any, Callable, Mapping
 
 from .errors import RequestError
@@ -127,11 +126,26 @@ def parse_parts(raw: Any, lookup: EntityLookup | None = None) -> tuple:
     """:func:`parse_request` without building a :class:`Request`: the engine's hot path.
 
     Returns ``(principal, action, resource, context, risk, chain, intent, approval)``.
+    The common case (exact dicts and strings) runs straight through; anything else
+    takes the careful path that names the offending field.
     """
-    if raw.__class__ is not dict and not isinstance(raw, Mapping):
-        raise _err("", f"a request must be a JSON object, got {type_name(raw)}")
+    if raw.__class__ is not dict:
+        if not isinstance(raw, Mapping):
+            raise _err("", f"a request must be a JSON object, got {type_name(raw)}")
     get = raw.get
-    principal = _principal_like(get("principal"), "principal", lookup)
+
+    p = get("principal")
+    if p.__class__ is dict and (pid := p.get("id")).__class__ is str and (pkind := p.get("kind")).__class__ is str:
+        pattrs = p.get("attrs")
+        if pattrs.__class__ is not dict:
+            pattrs = _EMPTY if pattrs is None else _attrs(pattrs, "principal.attrs")
+        if lookup is not None:
+            stored = lookup(pkind, pid)
+            if stored:
+                pattrs = _merge(stored, pattrs)
+        principal = Entity("principal", pkind, pid, pattrs)
+    else:
+        principal = _principal_like(p, "principal", lookup)
 
     action = get("action")
     if action.__class__ is str:
@@ -158,7 +172,8 @@ def parse_parts(raw: Any, lookup: EntityLookup | None = None) -> tuple:
     if rid is not None and rid.__class__ is not str:
         _string(rid, "resource.id")
     rattrs = resource.get("attrs")
-    rattrs = _EMPTY if rattrs is None else _attrs(rattrs, "resource.attrs")
+    if rattrs.__class__ is not dict:
+        rattrs = _EMPTY if rattrs is None else _attrs(rattrs, "resource.attrs")
     if lookup is not None and rid is not None:
         stored = lookup(rtype, rid)
         if stored:
@@ -166,16 +181,18 @@ def parse_parts(raw: Any, lookup: EntityLookup | None = None) -> tuple:
     res = Entity("resource", rtype, rid, rattrs)
 
     context = get("context")
-    context = _EMPTY if context is None else _attrs(context, "context")
+    if context.__class__ is not dict:
+        context = _EMPTY if context is None else _attrs(context, "context")
 
     risk = get("risk")
     if risk is not None:
-        risk = _attrs(risk, "risk")
+        if risk.__class__ is not dict:
+            risk = _attrs(risk, "risk")
         score = risk.get("score")
         if score is not None:
             if score.__class__ is not float and score.__class__ is not int:
                 raise _err("risk.score", f"expected a number, got {type_name(score)}")
-            if not (0 <= score <= 1) or (score.__class__ is float and math.isnan(score)):
+            if not (0 <= score <= 1):  # NaN fails this too
                 raise _err("risk.score", f"must be between 0 and 1, got {score}")
         signals = risk.get("signals")
         if signals is not None:
@@ -186,17 +203,21 @@ def parse_parts(raw: Any, lookup: EntityLookup | None = None) -> tuple:
                     raise _err(f"risk.signals[{i}]", f"expected a string, got {type_name(s)}")
 
     delegation = get("delegation")
-    chain: list[Entity] = []
-    if delegation is not None:
+    if delegation:
         if not isinstance(delegation, list):
             raise _err("delegation", f"expected a list, got {type_name(delegation)}")
+        chain = []
         for i, entry in enumerate(delegation):
             if entry is None:
                 raise _err(f"delegation[{i}]", "null entry")
             chain.append(_principal_like(entry, f"delegation[{i}]", lookup))
+    elif delegation is None or delegation == []:
+        chain = []
+    else:
+        raise _err("delegation", f"expected a list, got {type_name(delegation)}")
 
     intent = get("intent")
-    if intent is not None:
+    if intent is not None and intent.__class__ is not dict:
         intent = _attrs(intent, "intent")
 
     approval = get("approval")
