@@ -355,10 +355,20 @@ class _Builder:
         return ast.Literal(False, "bool", span=self._span(kids[0]))
 
     def name(self, kids):
+        # The contextual lexer hands a keyword over as a NAME where the keyword itself
+        # cannot follow (`when for == 1`); keywords are reserved, so that is an E001.
+        word = kids[0].value
+        if word in ("any", "all"):
+            raise _SyntaxProblem(f"a quantifier used as an operand (of 'not', 'and', 'or', a comparison …) "
+                                 f"must be in parentheses: ({word} x in …: …)", self._tok_span(kids[0]))
+        if word in KEYWORDS:
+            raise _SyntaxProblem(f"'{word}' is a reserved keyword and cannot be used as a name",
+                                 self._tok_span(kids[0]))
         return ast.Name(kids[0].value, span=self._span(kids[0]))
 
     def call(self, kids):
         name, _l, r = kids[0], kids[1], kids[-1]
+        self._check_not_keyword(name, "function")
         args = tuple(kids[2]) if len(kids) == 4 else ()
         return self._expr(ast.Call(name.value, tuple(args), span=self._span(name, r)), *args)
 
