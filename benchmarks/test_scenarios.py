@@ -63,6 +63,17 @@ def test_peer_agrees_with_oracle(peer, name):
     assert not bad, f"{peer} disagrees on {len(bad)} requests, first: {reqs[bad[0]]}"
 
 
+@pytest.fixture
+def frozen_gc():
+    """compare.py collects garbage before each timed pass; with the session's big engines
+    alive that costs seconds, so set them aside for the small runs here."""
+    import gc
+
+    gc.freeze()
+    yield
+    gc.unfreeze()
+
+
 class _AlwaysAllow:
     name = "always-allow"
     share = None
@@ -77,7 +88,7 @@ class _AlwaysAllow:
         return raw
 
 
-def test_compare_flags_a_mismatch():
+def test_compare_flags_a_mismatch(frozen_gc):
     """compare.py counts every wrong decision and keeps the first one to show."""
     import argparse
 
@@ -90,7 +101,7 @@ def test_compare_flags_a_mismatch():
     assert res.first_mismatch.startswith("request #") and len(res.samples_us) == 4
 
 
-def test_compare_end_to_end(tmp_path, capsys):
+def test_compare_end_to_end(tmp_path, capsys, frozen_gc):
     """A tiny compare run: tables, plot and JSON are produced and the exit status is 0."""
     pytest.importorskip("matplotlib")
     sup.policylang_or_skip()
@@ -98,7 +109,7 @@ def test_compare_end_to_end(tmp_path, capsys):
 
     peers = [p for p, cls in PEERS.items() if p in ("casbin", "vakt") and cls.available()[0]]
     code = main(["--scenarios", "S", "--requests", "64", "--budget", "0", "--max-passes", "1",
-                 "--engines", ",".join(["policylang", *peers]), "--no-figures",
+                     "--engines", ",".join(["policylang", *peers]), "--no-figures",
                  "--plot", str(tmp_path / "p.png"), "--json", str(tmp_path / "r.json")])
     out = capsys.readouterr().out
     assert code == 0
