@@ -132,6 +132,13 @@ def test_directory_is_searched_recursively_in_sorted_order(run, tmp_path):
     assert read(tmp_path / "pol" / "notes.txt") == UGLY
 
 
+def test_directory_without_policies_says_so(run, tmp_path):
+    (tmp_path / "empty").mkdir()
+    r = run("empty")
+    assert r.exit_code == 0
+    assert r.stderr == "empty: no .policy files found\n"
+
+
 def test_file_given_twice_is_formatted_once(run, tmp_path):
     write(tmp_path / "d" / "a.policy", UGLY)
     r = run("d", os.path.join("d", "a.policy"))

@@ -35,9 +35,11 @@ def _collect(paths: tuple[str, ...]) -> list[str]:
             for root, dirs, files in os.walk(given):
                 dirs.sort()
                 found.extend(os.path.join(root, f) for f in files if f.endswith(".policy"))
-            for p in sorted(found):
-                if os.path.isfile(p):
-                    add(p)
+            found = [p for p in sorted(found) if os.path.isfile(p)]
+            if not found:
+                click.echo(f"{given}: no .policy files found", err=True)
+            for p in found:
+                add(p)
         else:
             add(given)
     return out
