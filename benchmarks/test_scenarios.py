@@ -109,7 +109,7 @@ def test_compare_end_to_end(tmp_path, capsys, frozen_gc):
 
     peers = [p for p, cls in PEERS.items() if p in ("casbin", "vakt") and cls.available()[0]]
     code = main(["--scenarios", "S", "--requests", "64", "--budget", "0", "--max-passes", "1",
-                     "--engines", ",".join(["policylang", *peers]), "--no-figures",
+                 "--engines", ",".join(["policylang", *peers]), "--no-figures",
                  "--plot", str(tmp_path / "p.png"), "--json", str(tmp_path / "r.json")])
     out = capsys.readouterr().out
     assert code == 0
