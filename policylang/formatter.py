@@ -10,8 +10,10 @@ back where it was. Comments are not in the tree, so they are found in the source
 * an own-line comment goes above the first unit that starts after it;
 * a trailing comment (code before it on its line) stays at the end of the line of the
   last unit that starts before it;
-* a comment *inside* a unit that is printed on one line (say, between two operands
-  of a condition written over several lines) is moved above that line.
+* a comment *inside* a unit that is printed on one line (say, after ``grant "a" +``
+  with ``resource.id`` on the next line) is moved above that line; a comment between
+  the operands of a condition's ``and``/``or`` chain instead keeps the chain broken,
+  one operand a line, and so does one inside a constant list or a field block.
 
 Comments therefore keep their order, and a second run changes nothing. The result is
 checked before it is returned: it must parse to an equal tree, keep the same comments
@@ -30,7 +32,8 @@ from decimal import Decimal
 from . import ast
 from .parser import parse
 
-__all__ = ["format_source", "format_tree", "scan_comments", "Comment", "FormatterError", "WIDTH"]
+__all__ = ["format_source", "format_tree", "scan_comments", "Comment", "FormatterError", "WIDTH",
+           "string_literal", "decimal_literal", "duration_literal", "expr"]
 
 #: Lines longer than this are broken where the layout allows it (see docs/formatting.md).
 WIDTH = 100
@@ -54,7 +57,7 @@ class FormatterError(RuntimeError):
 @dataclass(frozen=True, slots=True)
 class Comment:
     start: int  # offset of the '#'
-    end: int  # offset just after the comment (its newline, or the end of the text)
+    end: int  # offset where the comment ends (its newline, or the end of the text)
     text: str  # '#' and the rest of the line, trailing whitespace removed
     own_line: bool  # only whitespace before it on its line
 
