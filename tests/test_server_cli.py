@@ -106,3 +106,16 @@ def test_workers_answer_alike_reload_together_and_share_metrics(tmp_path):
         total = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
                     if line.startswith("policylang_decisions_total{") and 'endpoint="evaluation"' in line)
         assert total >= 52
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_port_in_use_exits_1(workers):
+    import socket
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        p = subprocess.run(SERVE + [str(CERT), "--port", str(port), "--workers", workers], capture_output=True,
+                           text=True, timeout=60, cwd=ROOT)
+    assert p.returncode == 1, p.stderr
+    assert "address already in use" in p.stderr.lower()
