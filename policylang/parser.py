@@ -16,7 +16,7 @@ import threading
 from pathlib import Path
 
 from lark.parsers.lalr_analysis import Shift
-from lark import Lark, Token, UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+from lark import Lark, UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from . import ast
 from .errors import Diagnostic, PolicyError
@@ -54,6 +54,25 @@ def parse_duration(text: str) -> int:
     return total
 
 
+class Tok:
+    """A token: lighter than ``lark.Token`` (not a ``str`` subclass), same attributes."""
+
+    __slots__ = ("type", "value", "start_pos", "line", "column", "end_line", "end_column", "end_pos")
+
+    def __init__(self, type, value, start_pos, line, column, end_line, end_column, end_pos):
+        self.type = type
+        self.value = value
+        self.start_pos = start_pos
+        self.line = line
+        self.column = column
+        self.end_line = end_line
+        self.end_column = end_column
+        self.end_pos = end_pos
+
+    def __repr__(self) -> str:
+        return f"Tok({self.type}, {self.value!r})"
+
+
 class _SyntaxProblem(Exception):
     """Raised from inside the transformer; becomes an E001."""
 
@@ -71,30 +90,42 @@ class _Builder:
         self.depth: dict[int, int] = {}
 
     # -- helpers ---------------------------------------------------------------
-    def _tok_span(self, t: Token) -> Span:
+    def _tok_span(self, t: Tok) -> Span:
         return Span(self.path, t.line, t.column, t.end_line, t.end_column, t.start_pos, t.end_pos)
 
     def _span(self, first, last=None) -> Span:
-        a = self._tok_span(first) if isinstance(first, Token) else first.span
+        """The span from the start of ``first`` to the end of ``last`` (tokens or nodes)."""
         if last is None:
-            return a
-        b = self._tok_span(last) if isinstance(last, Token) else last.span
-        return Span.join(a, b)
+            last = first
+        if first.__class__ is Tok:
+            line, col, start = first.line, first.column, first.start_pos
+        else:
+            sp = first.span
+            line, col, start = sp.line, sp.column, sp.start
+        if last.__class__ is Tok:
+            return Span(self.path, line, col, last.end_line, last.end_column, start, last.end_pos)
+        sp = last.span
+        return Span(self.path, line, col, sp.end_line, sp.end_column, start, sp.end)
 
     def _expr(self, node, *kids):
-        d = 1 + max((self.depth.get(id(k), 1) for k in kids), default=0)
+        depth = self.depth
+        d = 1
+        for k in kids:
+            kd = depth.get(id(k), 1) + 1
+            if kd > d:
+                d = kd
         if d > MAX_DEPTH:
             raise _SyntaxProblem(f"expression nests more than {MAX_DEPTH} levels deep; split it up", node.span)
-        self.depth[id(node)] = d
+        depth[id(node)] = d
         return node
 
-    def _string(self, t: Token) -> str:
+    def _string(self, t: Tok) -> str:
         value = json.loads(t.value)
         if any(0xD800 <= ord(c) <= 0xDFFF for c in value):
             raise _SyntaxProblem("string contains an unpaired \\u surrogate escape", self._tok_span(t))
         return value
 
-    def _check_not_keyword(self, t: Token, what: str) -> None:
+    def _check_not_keyword(self, t: Tok, what: str) -> None:
         if t.value in KEYWORDS:
             raise _SyntaxProblem(f"'{t.value}' is a reserved keyword and cannot name a {what}", self._tok_span(t))
 
@@ -123,7 +154,7 @@ class _Builder:
         kw, name, _eq, value = kids
         return ast.Option(name.value, value, span=self._span(kw, value), name_span=self._tok_span(name))
 
-    def _expect_word(self, t: Token, allowed: tuple[str, ...]) -> None:
+    def _expect_word(self, t: Tok, allowed: tuple[str, ...]) -> None:
         if t.value not in allowed:
             want = " or ".join(f"'{a}'" for a in allowed)
             raise _SyntaxProblem(f"expected {want} to start a schema declaration, found '{t.value}'",
@@ -140,7 +171,7 @@ class _Builder:
         self._expect_word(word, ("action",))
         rest = kids[2:] if high_impact else kids[1:]
         names = [k[0] for k in rest if isinstance(k, tuple)]
-        types = [k for k in rest if isinstance(k, Token) and k.type == "NAME"]
+        types = [k for k in rest if isinstance(k, Tok) and k.type == "NAME"]
         block = rest[-1] if isinstance(rest[-1], _Block) else None
         last = block.close if block else types[-1]
         return ast.ActionDecl(tuple(names), tuple(t.value for t in types), block.fields if block else None,
@@ -170,7 +201,7 @@ class _Builder:
     def type_ref(self, kids):
         name = kids[0]
         arg = next((k for k in kids[1:] if isinstance(k, ast.TypeRef)), None)
-        optional = any(isinstance(k, Token) and k.type == "QMARK" for k in kids)
+        optional = any(isinstance(k, Tok) and k.type == "QMARK" for k in kids)
         return ast.TypeRef(name.value, arg, optional, span=self._span(name, kids[-1]))
 
     # -- rules --------------------------------------------------------------------
@@ -211,7 +242,7 @@ class _Builder:
                           action_spans=act_spans)
 
     def _refs(self, kids):
-        if len(kids) == 1 and isinstance(kids[0], Token) and kids[0].type == "STAR":
+        if len(kids) == 1 and isinstance(kids[0], Tok) and kids[0].type == "STAR":
             s = self._span(kids[0])
             return (None, None, s, s)
         return (tuple(kids), kids[0], kids[0].span, kids[-1].span)
@@ -228,7 +259,7 @@ class _Builder:
         return ast.EntityRef(name.value, glob, span=self._span(name, kids[-1]))
 
     def actions(self, kids):
-        if len(kids) == 1 and isinstance(kids[0], Token) and kids[0].type == "STAR":
+        if len(kids) == 1 and isinstance(kids[0], Tok) and kids[0].type == "STAR":
             s = self._span(kids[0])
             return (None, (), s, s)
         names = tuple(k[0] for k in kids)
@@ -475,15 +506,16 @@ class _Engine:
                     if kw is not None and kw in states[state_stack[-1]]:
                         kind = kw
                 col = pos - line_start + 1
-                token = Token(kind, value, pos, line, col, line, col + (end - pos), end)
+                token = Tok(kind, value, pos, line, col, line, col + (end - pos), end)
                 pos = end
             else:
                 col = pos - line_start + 1
-                token = Token("$END", "", pos, line, col, line, col, pos)
+                token = Tok("$END", "", pos, line, col, line, col, pos)
             # ---- feed it
+            ttype = token.type
             while True:
                 try:
-                    action, arg = states[state_stack[-1]][token.type]
+                    action, arg = states[state_stack[-1]][ttype]
                 except KeyError:
                     expected = {k for k in states[state_stack[-1]] if k.isupper()}
                     raise UnexpectedToken(token, expected) from None
@@ -492,6 +524,11 @@ class _Engine:
                     value_stack.append(token)
                     break
                 size, origin, callback = arg
+                if callback is None:
+                    # a unit reduction of the precedence chain (?expr: or_expr …): the value
+                    # stays where it is, only the state changes
+                    state_stack[-1] = states[state_stack[-2]][origin][1]
+                    continue
                 if size:
                     children = value_stack[-size:]
                     del state_stack[-size:]
@@ -587,7 +624,7 @@ def describe_expected(expected) -> str:
     return ", ".join(parts[:-1]) + " or " + parts[-1]
 
 
-def _found(tok: Token) -> str:
+def _found(tok) -> str:
     if tok.type == "$END":
         return "end of file"
     text = tok.value if len(tok.value) <= 30 else tok.value[:27] + "..."
