@@ -9,13 +9,16 @@ import sys
 import warnings
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 with warnings.catch_warnings():  # starlette suggests httpx2; the httpx client works
     warnings.simplefilter("ignore")
     from starlette.testclient import TestClient
 
 import policylang
-from policylang.server import ServiceConfig, create_app
+from policylang.errors import RequestError
+from policylang.server import ServiceConfig, authzen, create_app
 
 try:
     from test_server_harness import CERT, TODO
@@ -167,3 +170,51 @@ def test_tokens_and_audit_with_keys_store_and_audit_log(tmp_path):
     events = [json.loads(line)["event"] for line in audit.read_text().splitlines()]
     assert events.count("decide") == 2 and "issue" in events
     assert verify_file(str(audit)).ok
+
+
+# ------------------------------------------------------------- the mapping never crashes
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=8),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=6), children, max_size=3),
+    max_leaves=12)
+_entity = st.fixed_dictionaries({}, optional={"type": _json_values | st.sampled_from(["user", "record"]),
+                                              "id": _json_values | st.sampled_from(["alice", "record-1"]),
+                                              "properties": _json_values})
+_bodies = st.fixed_dictionaries({}, optional={
+    "subject": _entity | _json_values, "resource": _entity | _json_values,
+    "action": st.fixed_dictionaries({}, optional={"name": _json_values | st.just("read"),
+                                                  "properties": _json_values}) | _json_values,
+    "context": st.dictionaries(st.sampled_from(["delegation", "risk", "intent", "approval", "x"]), _json_values,
+                               max_size=3) | _json_values,
+    "evaluations": st.lists(st.just({}) | _json_values, max_size=3) | _json_values,
+    "options": st.fixed_dictionaries({}, optional={"evaluations_semantic": _json_values | st.sampled_from(
+        list(authzen.SEMANTICS))}) | _json_values,
+    "page": st.fixed_dictionaries({}, optional={"limit": _json_values, "token": _json_values}) | _json_values,
+})
+_ENGINE = policylang.Engine(policylang.load(CERT))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(_bodies)
+def test_any_json_body_maps_or_is_a_400(body):
+    """Whatever the body, the mapping either yields requests the engine decides, or a
+    BadRequest (a 400 naming a field); nothing else escapes."""
+    def decide(req):
+        try:
+            _ENGINE.decide(req)
+        except RequestError as e:
+            assert authzen.request_error(e).message
+    for parse in (lambda b: [authzen.to_request(b)],
+                  lambda b: [i for i in (authzen.parse_batch(b).items or []) if isinstance(i, dict)],
+                  lambda b: [authzen.parse_search(b, "subject").request],
+                  lambda b: [authzen.parse_search(b, "resource").request],
+                  lambda b: [authzen.parse_search(b, "action").request]):
+        try:
+            requests = parse(body)
+        except authzen.BadRequest as e:
+            assert e.message and ": " in e.message or e.message.startswith("evaluations")
+            continue
+        for req in requests:
+            decide(req)
