@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from ..errors import Diagnostic, PolicyError
+from ..errors import Diagnostic
 from ..loader import check_path, parse_entities
 from ..policyset import PolicySet
 
@@ -344,7 +344,3 @@ def build_service(config: ServiceConfig, *, on_reload: Callable | None = None) -
     service = PolicyService(config, approvals=approvals_checker, audit=audit, on_reload=on_reload)
     holder["service"] = service
     return service, extras
-
-
-def load_error(result: ReloadResult) -> PolicyError:
-    return PolicyError(result.diagnostics)
