@@ -23,6 +23,7 @@ instead of returning a wrong text.
 
 from __future__ import annotations
 
+import gc
 import math
 import re
 from bisect import bisect_left, bisect_right
@@ -80,26 +81,6 @@ def scan_comments(text: str) -> list[Comment]:
 
 # Precedence levels, lowest first (SPEC §4.2).
 _QUANT, _OR, _AND, _NOT, _CMP, _ADD, _MUL, _NEG, _POSTFIX, _ATOM = range(10)
-
-
-def _prec(e: ast.Expr) -> int:
-    if isinstance(e, ast.Quantifier):
-        return _QUANT
-    if isinstance(e, ast.BoolOp):
-        return _OR if e.op == "or" else _AND
-    if isinstance(e, ast.Unary):
-        return _NOT if e.op == "not" else _NEG
-    if isinstance(e, ast.Binary):
-        if e.op in ("+", "-"):
-            return _ADD
-        if e.op in ("*", "/"):
-            return _MUL
-        return _CMP
-    if isinstance(e, (ast.Matches, ast.Has)):
-        return _CMP
-    if isinstance(e, (ast.Attr, ast.Index, ast.Call)):
-        return _POSTFIX
-    return _ATOM
 
 
 def string_literal(s: str) -> str:
@@ -179,48 +160,56 @@ def _word(s: str) -> str:
 
 def expr(e: ast.Expr, need: int = _QUANT) -> str:
     """``e`` on one line, parenthesised when its precedence is below ``need``."""
-    s = _expr(e)
-    return f"({s})" if _prec(e) < need else s
+    printer = _PRINTERS.get(type(e))
+    if printer is None:
+        raise FormatterError(f"cannot print {type(e).__name__}")
+    s, prec = printer(e)
+    return f"({s})" if prec < need else s
 
 
-def _expr(e: ast.Expr) -> str:
-    if isinstance(e, ast.Literal):
-        return _literal(e)
-    if isinstance(e, ast.Name):
-        return e.name
-    if isinstance(e, ast.ListExpr):
-        return "[" + ", ".join(expr(i) for i in e.items) + "]"
-    if isinstance(e, ast.Attr):
-        return f"{expr(e.obj, _POSTFIX)}.{e.name}"
-    if isinstance(e, ast.Index):
-        return f"{expr(e.obj, _POSTFIX)}[{expr(e.index)}]"
-    if isinstance(e, ast.Call):
-        return f"{e.func}(" + ", ".join(expr(a) for a in e.args) + ")"
-    if isinstance(e, ast.Unary):
-        if e.op == "not":
-            return "not " + expr(e.operand, _NOT)
-        if isinstance(e.operand, ast.Unary) and e.operand.op == "-":
-            return f"-({_expr(e.operand)})"  # not "--1"
-        return "-" + expr(e.operand, _NEG)
-    if isinstance(e, ast.Binary):
-        if e.op in ("+", "-"):
-            left, right = _ADD, _MUL
-        elif e.op in ("*", "/"):
-            left, right = _MUL, _NEG
-        else:  # comparisons do not associate
-            left = right = _ADD
-        return f"{expr(e.left, left)} {e.op} {expr(e.right, right)}"
-    if isinstance(e, ast.BoolOp):
-        # a nested chain of the same operator was parenthesised in the source: keep it so
-        need = _AND if e.op == "or" else _NOT
-        return f" {e.op} ".join(expr(i, need) for i in e.items)
-    if isinstance(e, ast.Matches):
-        return f"{expr(e.operand, _ADD)} matches {string_literal(e.pattern)}"
-    if isinstance(e, ast.Has):
-        return f"{expr(e.operand, _ADD)} has {_word(e.name)}"
-    if isinstance(e, ast.Quantifier):
-        return f"{e.kind} {e.var} in {expr(e.collection, _OR)}: {expr(e.body)}"
-    raise FormatterError(f"cannot print {type(e).__name__}")
+# Each printer returns the text and the precedence level of the node it printed.
+
+
+def _p_unary(e: ast.Unary) -> tuple[str, int]:
+    if e.op == "not":
+        return "not " + expr(e.operand, _NOT), _NOT
+    if isinstance(e.operand, ast.Unary) and e.operand.op == "-":
+        return f"-({expr(e.operand)})", _NEG  # not "--1"
+    return "-" + expr(e.operand, _NEG), _NEG
+
+
+# operator -> (its level, level its left operand needs, level its right operand needs);
+# comparisons do not associate, so both of their operands need the additive level
+_BINARY = {"+": (_ADD, _ADD, _MUL), "-": (_ADD, _ADD, _MUL), "*": (_MUL, _MUL, _NEG), "/": (_MUL, _MUL, _NEG)}
+_COMPARISON = (_CMP, _ADD, _ADD)
+
+
+def _p_binary(e: ast.Binary) -> tuple[str, int]:
+    prec, left, right = _BINARY.get(e.op, _COMPARISON)
+    return f"{expr(e.left, left)} {e.op} {expr(e.right, right)}", prec
+
+
+def _p_boolop(e: ast.BoolOp) -> tuple[str, int]:
+    # an item that is itself a chain (even of the same operator: the author grouped it,
+    # and it is a node of its own) gets parentheses
+    prec, need = (_OR, _AND) if e.op == "or" else (_AND, _NOT)
+    return f" {e.op} ".join([expr(i, need) for i in e.items]), prec
+
+
+_PRINTERS = {
+    ast.Literal: lambda e: (_literal(e), _ATOM),
+    ast.Name: lambda e: (e.name, _ATOM),
+    ast.ListExpr: lambda e: ("[" + ", ".join([expr(i) for i in e.items]) + "]", _ATOM),
+    ast.Attr: lambda e: (f"{expr(e.obj, _POSTFIX)}.{e.name}", _POSTFIX),
+    ast.Index: lambda e: (f"{expr(e.obj, _POSTFIX)}[{expr(e.index)}]", _POSTFIX),
+    ast.Call: lambda e: (f"{e.func}(" + ", ".join([expr(a) for a in e.args]) + ")", _POSTFIX),
+    ast.Unary: _p_unary,
+    ast.Binary: _p_binary,
+    ast.BoolOp: _p_boolop,
+    ast.Matches: lambda e: (f"{expr(e.operand, _ADD)} matches {string_literal(e.pattern)}", _CMP),
+    ast.Has: lambda e: (f"{expr(e.operand, _ADD)} has {_word(e.name)}", _CMP),
+    ast.Quantifier: lambda e: (f"{e.kind} {e.var} in {expr(e.collection, _OR)}: {expr(e.body)}", _QUANT),
+}
 
 
 # ------------------------------------------------------------------ statements
@@ -479,10 +468,19 @@ def format_tree(tree: ast.PolicyFile, text: str) -> str:
 
     No checks: :func:`format_source` is the safe entry point.
     """
-    p = _Printer(text, scan_comments(text))
-    for st in tree.statements:
-        p.statement(st)
-    return p.lines()
+    # Printing allocates many small objects and frees none while a large tree is alive:
+    # the cyclic collector would rescan the tree again and again, so pause it (as the
+    # parser does). Nothing here makes reference cycles.
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        p = _Printer(text, scan_comments(text))
+        for st in tree.statements:
+            p.statement(st)
+        return p.lines()
+    finally:
+        if gc_was_enabled:
+            gc.enable()
 
 
 def format_source(text: str, path: str = "<policy>") -> str:
