@@ -371,13 +371,23 @@ class _Builder:
         return ast.Literal(self._string(kids[0]), "string", span=self._span(kids[0]))
 
     def integer(self, kids):
-        return ast.Literal(int(kids[0].value), "int", span=self._span(kids[0]))
+        t = kids[0]
+        if len(t.value) > 300:
+            raise _SyntaxProblem("integer literal is too long (more than 300 digits)", self._span(t))
+        return ast.Literal(int(t.value), "int", span=self._span(t))
 
     def decimal(self, kids):
-        return ast.Literal(float(kids[0].value), "decimal", span=self._span(kids[0]))
+        t = kids[0]
+        value = float(t.value)
+        if value == float("inf"):
+            raise _SyntaxProblem("decimal literal is out of range", self._span(t))
+        return ast.Literal(value, "decimal", span=self._span(t))
 
     def duration(self, kids):
-        return ast.Literal(parse_duration(kids[0].value), "duration", span=self._span(kids[0]))
+        t = kids[0]
+        if len(t.value) > 300:
+            raise _SyntaxProblem("duration literal is too long", self._span(t))
+        return ast.Literal(parse_duration(t.value), "duration", span=self._span(t))
 
     def true(self, kids):
         return ast.Literal(True, "bool", span=self._span(kids[0]))
