@@ -211,10 +211,11 @@ def stage_collect(ctx: CheckContext) -> None:
 
 def stage_constants(ctx: CheckContext) -> None:
     defined: dict[str, Any] = {}
+    failed: set[str] = set()
     order = list(ctx.const_decls)
+    position = {name: i for i, name in enumerate(order)}
     for i, name in enumerate(order):
         decl = ctx.const_decls[name]
-        later = set(order[i + 1:])
         bad = False
         for node in ast.walk(decl.value):
             if isinstance(node, ast.Name) and node.name not in defined:
@@ -222,7 +223,11 @@ def stage_constants(ctx: CheckContext) -> None:
                 if bound:
                     continue
                 bad = True
-                if node.name in later:
+                if node.name in failed:
+                    continue  # that constant has its own diagnostic already
+                if node.name == name:
+                    msg = f"constant '{name}' refers to itself; a constant's value may use only constants defined before it"
+                elif position.get(node.name, -1) > i:
                     msg = f"constant '{node.name}' is used before it is defined"
                 elif node.name in ROOTS:
                     msg = f"a constant may use only literals and constants defined before it, not '{node.name}'"
@@ -230,10 +235,12 @@ def stage_constants(ctx: CheckContext) -> None:
                     msg = f"unknown name '{node.name}'{suggest(node.name, list(defined))}"
                 ctx.report("E002", msg, node.span)
         if bad:
+            failed.add(name)
             continue
         try:
             defined[name] = evaluate(decl.value, Scope({}, defined))
         except EvalError as e:
+            failed.add(name)
             ctx.report("E005", f"constant '{name}' cannot be evaluated: {e}", decl.value.span)
     ctx.constants = defined
 

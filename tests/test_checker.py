@@ -171,6 +171,16 @@ def test_e002_in_a_constant_definition():
     assert_at(d, 1, 11, "'B' is used before it is defined")
 
 
+def test_e002_a_constant_that_failed_causes_no_second_error():
+    found = diags('const A = 1 / 0\nconst B = A + 1\n' + rule('  when B == 2 and A == 1\n'))
+    assert [(d.code, d.line) for d in found if d.severity == "error"] == [("E005", 1)]
+
+
+def test_e002_a_constant_that_refers_to_itself():
+    d = only('const A = A + 1\n' + rule('  when A == 1\n'), "E002")
+    assert_at(d, 1, 11, "constant 'A' refers to itself")
+
+
 # ------------------------------------------------------------------ E003
 
 def test_e003_undeclared_kind_type_and_action():
