@@ -218,3 +218,29 @@ def test_any_json_body_maps_or_is_a_400(body):
             continue
         for req in requests:
             decide(req)
+
+
+def test_search_pages_through_a_large_entity_set(tmp_path):
+    (tmp_path / "docs.policy").write_text('@id("public")\npermit user to read on doc\n  when resource.public\n'
+                                          '  because "public docs"\n')
+    docs = {f"doc-{i:04d}": {"public": i % 3 != 0} for i in range(2400)}
+    (tmp_path / "docs.entities.json").write_text(json.dumps({"doc": docs, "user": {"u": {}}}))
+    allowed = sorted(k for k, v in docs.items() if v["public"])
+    app = create_app(ServiceConfig(path=str(tmp_path)), watch=False)
+    with TestClient(app) as client:
+        body = {"subject": {"type": "user", "id": "u"}, "action": {"name": "read"}, "resource": {"type": "doc"}}
+        got, token, pages = [], None, 0
+        while True:
+            page = {"limit": 700, **({"token": token} if token else {})}
+            out = client.post("/access/v1/search/resource", json={**body, "page": page}).json()
+            got.extend(r["id"] for r in out["results"])
+            pages += 1
+            token = out["page"]["next_token"]
+            if not token:
+                break
+        assert got == allowed and pages == 3  # 1600 results: 700 + 700 + 200
+        # no limit: one page of at most 1000
+        out = client.post("/access/v1/search/resource", json=body).json()
+        assert len(out["results"]) == 1000 and out["page"]["next_token"]
+        out = client.post("/access/v1/search/resource", json={**body, "page": {"limit": 10**9}}).json()
+        assert len(out["results"]) == 1000
