@@ -140,7 +140,8 @@ class Engine:
         if cache is not None and (approval is None or not plan.has_gates):
             try:
                 key = (plan, plan.key(P, A, R, C, K, CH, I))
-                hit = cache[key]
+                with self._cache_lock:  # cachetools caches are not thread-safe, reads reorder them
+                    hit = cache[key]
             except TypeError:  # an unhashable value read: decide without the cache
                 key = None
             except KeyError:

@@ -225,3 +225,28 @@ def test_policy_version_is_a_content_hash():
     c = policylang.loads('permit * to b on t', name="x.policy")
     assert a.version == b.version != c.version
     assert a.version.startswith("sha256:")
+
+
+def test_concurrent_decisions_from_many_threads_agree(policies):
+    import threading
+
+    engine = policylang.Engine(policies, cache_size=8)
+    reference = {d: policylang.Engine(policies, cache_size=0).decide(req(d)).to_dict()
+                 for d in ("d07", "d08", "d09", "d10", "d11")}
+    failures = []
+
+    def worker(seed):
+        for i in range(300):
+            dept = ("d07", "d08", "d09", "d10", "d11")[(seed + i) % 5]
+            try:
+                if engine.decide(req(dept)).to_dict() != reference[dept]:
+                    failures.append(dept)
+            except Exception as e:  # pragma: no cover - the assertion below reports it
+                failures.append(repr(e))
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == []
