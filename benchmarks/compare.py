@@ -176,7 +176,8 @@ def run_scenario(scn: sc.Scenario, adapters: dict[str, Adapter], args, log) -> d
             log(f"  {name}: {res.error}")
             continue
         live[name] = adapter
-        log(f"  {name}: loaded in {res.load_s * 1e3:.0f} ms")
+        log(f"  {name}: " + ("shares the engine loaded above" if res.load_s != res.load_s
+                             else f"loaded in {res.load_s * 1e3:.0f} ms"))
     while live:
         for name in list(live):
             res = results[name]
