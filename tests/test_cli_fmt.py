@@ -166,13 +166,29 @@ def test_not_utf8_is_an_error_not_a_traceback(run, tmp_path):
     assert p.read_bytes() == b"const X = \"caf\xe9\"\n"
 
 
-def test_unexpected_failure_is_reported_not_raised(run, tmp_path):
-    # a 5000-digit integer literal: Python refuses to convert it (not a syntax error)
+def test_unexpected_failure_is_reported_not_raised(run, tmp_path, monkeypatch):
+    # anything the formatter did not expect is one line naming the file, never a traceback
+    import policylang.formatter as f
+
+    def boom(text, path="<policy>"):
+        raise RuntimeError("unexpected")
+    monkeypatch.setattr(f, "format_source", boom)
+    src = "const X = 1\n"
+    write(tmp_path / "odd.policy", src)
+    r = run("odd.policy")
+    assert r.exit_code == 1
+    assert r.stderr.startswith("odd.policy: error")
+    assert "Traceback" not in r.stderr
+    assert read(tmp_path / "odd.policy") == src
+
+
+def test_over_long_literal_is_a_syntax_error(run, tmp_path):
+    # a 5000-digit integer literal is E001 with its position, file untouched
     src = "const X = " + "9" * 5000 + "\n"
     write(tmp_path / "big.policy", src)
     r = run("big.policy")
     assert r.exit_code == 1
-    assert r.stderr.startswith("big.policy: error")
+    assert r.stderr.startswith("big.policy:1:11: error[E001]")
     assert read(tmp_path / "big.policy") == src
 
 
