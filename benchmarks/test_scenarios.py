@@ -54,7 +54,7 @@ def test_peer_agrees_with_oracle(peer, name):
     if not ok:
         pytest.skip(why)
     scn = sup.scenario(name)
-    reqs = scn.requests[:150]
+    reqs = scn.requests[:150 if name == "S" else 60]  # the slow peers take ms per decision at M
     adapter = cls()
     adapter.load(scn)
     got = adapter.allowed(adapter.run(reqs))
