@@ -59,7 +59,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 from . import ast
 from .errors import Diagnostic
 from .interpreter import Scope, evaluate
-from .parser import KEYWORDS, ROOTS
+from .parser import ROOTS
 from .policyset import ActionInfo, Options, RuleInfo, Schema
 from .runtime import FUNCTIONS, EvalError, cidr_is_valid
 from .source import Span
@@ -816,7 +816,6 @@ def stage_schema(ctx: CheckContext) -> None:
                     ctx.report("E003", f"action {_quoted_list(decl.names)} is declared on resource type '{t}', "
                                        f"which is not declared{_did_you_mean(t, sch.resources)}; add "
                                        f"`resource {t} {{ … }}` or fix the name", decl.span)
-    seen: set = set()
     for info in ctx.rules:
         t = info.rule.target
         if sch.principals and t.subjects is not None:
