@@ -11,6 +11,7 @@ cached.
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 from typing import Any, Callable, Iterable, Mapping
@@ -72,6 +73,12 @@ class Engine:
                 raise ValueError(f"entities: {problem}")
         self.policies = policies
         self.tree = CompiledSet(policies, instrument)
+        # The compiled tree lives as long as the engine: hand it straight to the oldest
+        # GC generation (freeze + unfreeze) so young-generation collections during
+        # decisions do not rescan it.
+        if gc.isenabled():
+            gc.freeze()
+            gc.unfreeze()
         self.counters = Counters(self.tree.counter)
         self._instrument = instrument
         self._lookup = entity_lookup(policies.entities, entities)
@@ -119,7 +126,10 @@ class Engine:
         else:
             _engine, parts, raw = ctx if len(ctx) == 3 else (None, *ctx)
             req = Request(*parts, raw)
-        return interpreter.explain(self.policies, req, decision)
+        plan = self.tree.plan(req.principal.kind, req.action.name, req.resource.kind)
+        entries = list(plan.plain) + [e for g in plan.groups for e in g.entries]
+        candidates = [cr.info for cr, _sg, _rg in sorted(entries, key=lambda e: e[0].order)]
+        return interpreter.explain(self.policies, req, decision, candidates)
 
     def cache_info(self) -> dict:
         cache = self._cache

@@ -81,8 +81,10 @@ class Diagnostic:
         end = self.span.end_column if self.span.end_line == self.span.line else None
         return self.header() + "\n" + render_caret(self.line_text, self.span.column, end)
 
-    def with_line_text(self, text: str) -> "Diagnostic":
-        lines = text.splitlines()
+    def with_line_text(self, text: "str | list[str]") -> "Diagnostic":
+        """A copy carrying its source line; ``text`` is the file's text or its lines
+        (pass the lines when attaching many diagnostics to one file)."""
+        lines = text.splitlines() if isinstance(text, str) else text
         line = lines[self.span.line - 1] if 1 <= self.span.line <= len(lines) else ""
         return replace(self, line_text=line)
 

@@ -205,10 +205,12 @@ def request_scope(req, constants: Mapping[str, Any]) -> Scope:
     return Scope(req.roots(), constants)
 
 
-def traces(policy_set, req, trace: bool = False) -> list[RuleTrace]:
+def traces(policy_set, req, trace: bool = False, candidates=None) -> list[RuleTrace]:
+    """Evaluate every rule whose target matches (``candidates``: a subset of the rules,
+    in source order, known to contain all of those, e.g. from the engine's index)."""
     scope = request_scope(req, policy_set.constants)
-    return [evaluate_rule(info, scope, trace) for info in policy_set.rules
-            if target_matches(info.rule.target, req)]
+    rules = policy_set.rules if candidates is None else candidates
+    return [evaluate_rule(info, scope, trace) for info in rules if target_matches(info.rule.target, req)]
 
 
 def decide_request(policy_set, req, approvals=None, attenuate: bool = True):
@@ -298,7 +300,7 @@ def _render(node: ast.Expr, sources: Mapping[str, str]) -> str:
     return describe(node)
 
 
-def explain(policy_set, req, decision) -> str:
+def explain(policy_set, req, decision, candidates=None) -> str:
     """The readable trace of ``policylang eval --explain`` (SPEC §8)."""
     sources = policy_set.sources
     scope = request_scope(req, policy_set.constants)
@@ -313,7 +315,7 @@ def explain(policy_set, req, decision) -> str:
         lines.append(f"grant ({g['rule']}): {' '.join(g['scopes'])} for {g['ttl']}s")
     if decision.approvers:
         lines.append("approvers: " + ", ".join(decision.approvers))
-    ts = traces(policy_set, req, trace=True)
+    ts = traces(policy_set, req, trace=True, candidates=candidates)
     lines.append(f"rules considered: {len(ts)} of {len(policy_set.rules)}")
     for t in ts:
         info = t.info

@@ -105,7 +105,10 @@ def build(sources: Iterable[tuple[str, str, str]], entity_sources: Iterable[tupl
         diags.extend(result.diagnostics)
 
     all_texts = {**texts, **{d: t for d, _r, t in entity_sources}}
-    diags = [d.with_line_text(all_texts[d.path]) if d.path in all_texts else d for d in sort_diagnostics(diags)]
+    lines: dict[str, list[str]] = {}  # split each file once, however many diagnostics it has
+    for path in {d.path for d in diags if d.path in all_texts}:
+        lines[path] = all_texts[path].splitlines()
+    diags = [d.with_line_text(lines[d.path]) if d.path in lines else d for d in sort_diagnostics(diags)]
     if any(d.severity == "error" for d in diags):
         if raise_errors:
             raise PolicyError(diags)

@@ -709,5 +709,9 @@ def parse(text: str, path: str = "<policy>") -> ast.PolicyFile:
         finally:
             _builder.reset(path)
             if gc_was_enabled:
+                # The new tree is long-lived: hand it straight to the oldest generation
+                # (freeze + unfreeze) rather than have the young generations rescan it.
+                gc.freeze()
+                gc.unfreeze()
                 gc.enable()
     raise PolicyError([diag.with_line_text(text)])
