@@ -563,7 +563,9 @@ class IndexGroup:
 @dataclass(eq=False)
 class Plan:
     """Everything that can apply to one (kind, action, type): entries are
-    ``(compiled rule, subject globs or None, resource globs or None)``."""
+    ``(compiled rule, subject globs or None, resource globs or None, function to run)``
+    where the function is the rule's full check, or its check without the first test
+    for entries an index group's lookup found."""
 
     plain: tuple
     groups: tuple
@@ -631,7 +633,7 @@ class CompiledSet:
                 rg = cr.resources[rtype]
             else:
                 continue
-            entries.append((cr, sg, rg))
+            entries.append((cr, sg, rg, cr.check))
         groups_by_path: dict[tuple, list] = {}
         for e in entries:
             if e[0].index_key is not None:
@@ -645,7 +647,8 @@ class CompiledSet:
             for e in members:
                 _p, tag, value = e[0].index_key
                 table = g.by_str if tag == "s" else g.by_num if tag == "n" else g.by_bool
-                table.setdefault(value, []).append(e)
+                # found by the index: run the rule without the test the lookup answered
+                table.setdefault(value, []).append((e[0], e[1], e[2], e[0].rest))
                 grouped.add(e[0].order)
             groups.append(g)
         plain = tuple(e for e in entries if e[0].order not in grouped)

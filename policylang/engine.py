@@ -128,7 +128,7 @@ class Engine:
             req = Request(*parts, raw)
         plan = self.tree.plan(req.principal.kind, req.action.name, req.resource.kind)
         entries = list(plan.plain) + [e for g in plan.groups for e in g.entries]
-        candidates = [cr.info for cr, _sg, _rg in sorted(entries, key=lambda e: e[0].order)]
+        candidates = [e[0].info for e in sorted(entries, key=lambda e: e[0].order)]
         return interpreter.explain(self.policies, req, decision, candidates)
 
     def cache_info(self) -> dict:
@@ -184,14 +184,31 @@ class Engine:
         P, A, R, C, K, CH, I, approval = parts
         held: list = []      # (order, compiled rule, scopes)
         errors: list = []    # (order, rule id, message)
-        for entry in plan.plain:
-            cr, sg, rg = entry
+        runs = plan.plain
+        if plan.groups:
+            runs = list(runs)
+            for group in plan.groups:
+                v = group.read(P, A, R, C, K, CH, I)
+                cls = v.__class__
+                if cls is str:
+                    matched = group.by_str.get(v)
+                elif v is None:  # absent: these rules' first test raises, so run them in full
+                    matched = group.entries
+                elif cls is bool:
+                    matched = group.by_bool.get(v)
+                elif cls is int or cls is float:
+                    matched = group.by_num.get(v)
+                else:
+                    matched = None
+                if matched:
+                    runs.extend(matched)
+        for cr, sg, rg, fn in runs:
             if sg is not None and not _any_match(sg, P.id):
                 continue
             if rg is not None and (R.id is None or not _any_match(rg, R.id)):
                 continue
             try:
-                if not cr.check(P, A, R, C, K, CH, I):
+                if not fn(P, A, R, C, K, CH, I):
                     continue
             except EvalError as e:
                 errors.append((cr.order, cr.id, str(e)))
@@ -205,44 +222,7 @@ class Engine:
                     held.append((cr.order, cr, cr.grant(P, A, R, C, K, CH, I)))
                 except EvalError as e:
                     errors.append((cr.order, cr.id, str(e)))
-        if plan.groups:
-            for group in plan.groups:
-                v = group.read(P, A, R, C, K, CH, I)
-                cls = v.__class__
-                if cls is str:
-                    matched = group.by_str.get(v)
-                elif v is None:  # absent: these rules' first test raises, so run them in full
-                    for entry in group.entries:
-                        self._run(entry, False, P, A, R, C, K, CH, I, held, errors)
-                    continue
-                elif cls is bool:
-                    matched = group.by_bool.get(v)
-                elif cls is int or cls is float:
-                    matched = group.by_num.get(v)
-                else:
-                    continue
-                if matched is None:
-                    continue
-                for cr, sg, rg in matched:
-                    if sg is not None and not _any_match(sg, P.id):
-                        continue
-                    if rg is not None and (R.id is None or not _any_match(rg, R.id)):
-                        continue
-                    try:
-                        if not cr.rest(P, A, R, C, K, CH, I):
-                            continue
-                    except EvalError as e:
-                        errors.append((cr.order, cr.id, str(e)))
-                        if cr.effect != "permit":
-                            held.append((cr.order, cr, None))
-                        continue
-                    if cr.grant is None:
-                        held.append((cr.order, cr, None))
-                    else:
-                        try:
-                            held.append((cr.order, cr, cr.grant(P, A, R, C, K, CH, I)))
-                        except EvalError as e:
-                            errors.append((cr.order, cr.id, str(e)))
+        if plan.groups:  # index groups run after the plain entries: restore source order
             if len(held) > 1:
                 held.sort(key=_first)
             if len(errors) > 1:
@@ -276,31 +256,6 @@ class Engine:
                             [{"rule": cr.id, "scopes": s, "ttl": cr.ttl} for cr, s in permits if s is not None],
                             [], err_list, _path(P, CH), self._version, explainer)
         return Decision(DENY, [], [], [], [], err_list, _path(P, CH), self._version, explainer)
-
-    @staticmethod
-    def _run(entry, indexed: bool, P, A, R, C, K, CH, I, held: list, errors: list) -> None:
-        cr, sg, rg = entry
-        if sg is not None and not _any_match(sg, P.id):
-            return
-        if rg is not None and (R.id is None or not _any_match(rg, R.id)):
-            return
-        try:
-            ok = (cr.rest if indexed else cr.check)(P, A, R, C, K, CH, I)
-        except EvalError as e:
-            errors.append((cr.order, cr.id, str(e)))
-            if cr.effect != "permit":
-                held.append((cr.order, cr, None))
-            return
-        if not ok:
-            return
-        scopes = None
-        if cr.grant is not None:
-            try:
-                scopes = cr.grant(P, A, R, C, K, CH, I)
-            except EvalError as e:
-                errors.append((cr.order, cr.id, str(e)))
-                return
-        held.append((cr.order, cr, scopes))
 
 
 def _any_match(globs, value: str) -> bool:
