@@ -250,3 +250,15 @@ def test_concurrent_decisions_from_many_threads_agree(policies):
     for t in threads:
         t.join()
     assert failures == []
+
+
+def test_audit_log_can_be_attached_later(policies):
+    engine = policylang.Engine(policies)
+    engine.decide(req())
+    audit = Audit()
+    engine.audit = audit
+    engine.decide(req())
+    assert [e for e, _ in audit.records] == ["decide"]
+    engine.audit = None
+    engine.decide(req())
+    assert len(audit.records) == 1
