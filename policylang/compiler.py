@@ -349,7 +349,7 @@ class _Gen:
 
 # ------------------------------------------------------------------ rules
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class CompiledRule:
     info: RuleInfo
     order: int
@@ -549,7 +549,7 @@ def compile_rules(policy_set: PolicySet, instrument: bool = False, counter: list
 
 # ------------------------------------------------------------------ plans (the tree)
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class IndexGroup:
     path: tuple[str, ...]
     read: Callable
@@ -560,7 +560,7 @@ class IndexGroup:
     entries: tuple
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Plan:
     """Everything that can apply to one (kind, action, type): entries are
     ``(compiled rule, subject globs or None, resource globs or None, function to run)``
