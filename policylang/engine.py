@@ -83,7 +83,7 @@ class Engine:
         self._instrument = instrument
         self._lookup = entity_lookup(policies.entities, entities)
         self.approvals = approvals
-        self.audit = audit  # a property: without an audit log, decide skips a call layer
+        self.audit = audit
         self._version = policies.version
         self._attenuate = policies.options.attenuate_delegation
         if cache_size and cache_size > 0:
@@ -92,23 +92,11 @@ class Engine:
             self._cache = None
         self._cache_lock = threading.Lock()
 
-    @property
-    def audit(self):
-        return self._audit
-
-    @audit.setter
-    def audit(self, value) -> None:
-        self._audit = value
-        if value is None:
-            self.__dict__["decide"] = self._decide
-        else:
-            self.__dict__.pop("decide", None)
-
     # ------------------------------------------------------------------ public API
 
     def decide(self, request: Mapping) -> Decision:
         """The decision for one request (SPEC §2 dict). Raises :class:`RequestError`."""
-        audit = self._audit
+        audit = self.audit
         if audit is None:
             return self._decide(request)
         start = time.perf_counter_ns()
