@@ -31,7 +31,7 @@ Requests that differ only in values no applicable rule reads share a cache entry
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from . import ast
@@ -429,20 +429,20 @@ def _reads(rule: ast.Rule, constants) -> frozenset:
     if rule.grant is not None:
         exprs.extend(rule.grant.scopes)
     for e in exprs:
-        stack: list[tuple[ast.Expr, bool]] = [(e, False)]
+        stack: list[ast.Expr] = [e]
         while stack:
-            node, under_attr = stack.pop()
+            node = stack.pop()
             if isinstance(node, ast.Attr):
                 path = _static_path(node, constants)
                 if path is not None:
                     reads.add(path)
                     continue
-                stack.append((node.obj, True))
+                stack.append(node.obj)
             elif isinstance(node, ast.Name):
                 if node.name in ROOT_VARS and node.name not in constants:
                     reads.add((node.name,))
             else:
-                stack.extend((c, False) for c in ast.children(node))
+                stack.extend(ast.children(node))
     for s in rule.target.subjects or ():
         if s.glob is not None:
             reads.add(("principal", "id"))
@@ -480,14 +480,16 @@ def _test_lines(gen: _Gen, tests, instrument: bool, indent: str) -> list[str]:
     return lines
 
 
-def compile_rules(policy_set: PolicySet, instrument: bool = False, counter: list | None = None) -> tuple[list[CompiledRule], str]:
+def compile_rules(policy_set: PolicySet, instrument: bool = False,
+                  counter: list | None = None) -> tuple[list[CompiledRule], str, dict[str, RuleInfo]]:
     """Generate, compile and load the functions of every rule.
 
     Each rule is generated as a *shape*: a factory whose literals are parameters
     (``_p0``, ``_p1`` …) returning the rule's check, its check without the indexed first
     test, and its grant. Rules that differ only in literals (the common case in large
     sets) share one factory, so the module Python compiles stays small. Returns the
-    compiled rules and the generated source (kept for debugging and tests).
+    compiled rules, the generated source (kept for debugging and tests) and the line
+    map: each factory's name -> the first rule generated with it.
     """
     mod = _Module()
     constants = dict(policy_set.constants)
@@ -544,7 +546,7 @@ def compile_rules(policy_set: PolicySet, instrument: bool = False, counter: list
             reason=rule.because,
             approvers=rule.by.approvers if rule.by is not None else (),
         ))
-    return out, source
+    return out, source, mod.line_map
 
 
 # ------------------------------------------------------------------ plans (the tree)
@@ -584,7 +586,7 @@ class CompiledSet:
     def __init__(self, policy_set: PolicySet, instrument: bool = False):
         self.policy_set = policy_set
         self.counter = [0]
-        self.rules, self.source = compile_rules(policy_set, instrument, self.counter)
+        self.rules, self.source, self.line_map = compile_rules(policy_set, instrument, self.counter)
         self.kinds: set[str] = set()
         self.actions: set[str] = set()
         self.types: set[str] = set()

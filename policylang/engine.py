@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable, Mapping
 from cachetools import LRUCache, TTLCache
 
 from . import interpreter
-from .compiler import MISSING, CompiledSet
+from .compiler import CompiledSet
 from .decision import ALLOW, DENY, REQUIRE_APPROVAL, Decision, attenuation_denial, confirmed
 from .policyset import PolicySet
 from .requests import Request, entity_lookup, parse_parts

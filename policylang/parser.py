@@ -408,7 +408,7 @@ class _Builder:
         return ast.Name(kids[0].value, span=self._span(kids[0]))
 
     def call(self, kids):
-        name, _l, r = kids[0], kids[1], kids[-1]
+        name, r = kids[0], kids[-1]
         self._check_not_keyword(name, "function")
         args = tuple(kids[2]) if len(kids) == 4 else ()
         return self._expr(ast.Call(name.value, tuple(args), span=self._span(name, r)), *args)
