@@ -37,6 +37,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional
 
+from .errors import RequestError
+from .requests import task_binding
 from .store import Store, StoreError, open_store
 
 __all__ = ["Approvals", "Approval", "ApprovalError", "StoreError"]
@@ -109,46 +111,10 @@ class Approval:
 def _binding(request: Any) -> dict:
     """The fields a ticket is bound to, read from a request (SPEC §2); ApprovalError
     ("invalid") when the request is malformed."""
-    def bad(f: str, what: str) -> ApprovalError:
-        return ApprovalError(f"malformed request: {f}: {what}", "invalid")
-
-    if not isinstance(request, Mapping):
-        raise bad("request", "must be an object")
-    p = request.get("principal")
-    if not isinstance(p, Mapping) or not isinstance(p.get("id"), str) or not p["id"]:
-        raise bad("principal.id", "a non-empty string is required")
-    action = request.get("action")
-    if isinstance(action, Mapping):
-        action = action.get("name")
-    if not isinstance(action, str) or not action:
-        raise bad("action.name", "a non-empty string is required")
-    r = request.get("resource")
-    if not isinstance(r, Mapping) or not isinstance(r.get("type"), str) or not r["type"]:
-        raise bad("resource.type", "a non-empty string is required")
-    rid = r.get("id")
-    if rid is not None and not isinstance(rid, str):
-        raise bad("resource.id", "must be a string")
-    chain = request.get("delegation") or []
-    if not isinstance(chain, list):
-        raise bad("delegation", "must be a list")
-    ids = []
-    for i, e in enumerate(chain):
-        if not isinstance(e, Mapping) or not isinstance(e.get("id"), str):
-            raise bad(f"delegation[{i}].id", "a string is required")
-        ids.append(e["id"])
-    intent = request.get("intent")
-    task = purpose = None
-    if intent is not None:
-        if not isinstance(intent, Mapping):
-            raise bad("intent", "must be an object")
-        task = intent.get("task_id")
-        if task is not None and not isinstance(task, str):
-            raise bad("intent.task_id", "must be a string")
-        purpose = intent.get("purpose")
-        if purpose is not None and not isinstance(purpose, str):
-            purpose = None
-    return {"principal": p["id"], "action": action, "resource_type": r["type"], "resource_id": rid,
-            "task": task, "delegation": ids, "purpose": purpose}
+    try:
+        return task_binding(request, strict=False)
+    except RequestError as e:
+        raise ApprovalError(f"malformed request: {e}", "invalid") from None
 
 
 def _decision_dict(decision: Any) -> dict:

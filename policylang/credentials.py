@@ -35,6 +35,8 @@ import jwt as pyjwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from .errors import RequestError
+from .requests import task_binding
 from .store import Store, StoreError, open_store
 
 __all__ = [
@@ -328,44 +330,11 @@ class _Subject:
 
     @classmethod
     def of(cls, request: Any) -> "_Subject":
-        def bad(field: str, what: str) -> NotAllowed:
-            return NotAllowed(f"malformed request: {field}: {what}")
-
-        if not isinstance(request, Mapping):
-            raise bad("request", "must be an object")
-        p = request.get("principal")
-        if not isinstance(p, Mapping) or not isinstance(p.get("id"), str) or not p["id"]:
-            raise bad("principal.id", "a non-empty string is required")
-        action = request.get("action")
-        if isinstance(action, Mapping):
-            action = action.get("name")
-        if not isinstance(action, str) or not action:
-            raise bad("action.name", "a non-empty string is required")
-        r = request.get("resource")
-        if not isinstance(r, Mapping) or not isinstance(r.get("type"), str) or not r["type"]:
-            raise bad("resource.type", "a non-empty string is required")
-        rid = r.get("id")
-        if rid is not None and not isinstance(rid, str):
-            raise bad("resource.id", "must be a string")
-        chain = request.get("delegation")
-        if chain is None:
-            chain = []
-        if not isinstance(chain, list):
-            raise bad("delegation", "must be a list")
-        ids = []
-        for i, e in enumerate(chain):
-            if not isinstance(e, Mapping) or not isinstance(e.get("id"), str) or not e["id"]:
-                raise bad(f"delegation[{i}].id", "a non-empty string is required")
-            ids.append(e["id"])
-        intent = request.get("intent")
-        task = None
-        if intent is not None:
-            if not isinstance(intent, Mapping):
-                raise bad("intent", "must be an object")
-            task = intent.get("task_id")
-            if task is not None and (not isinstance(task, str) or not task):
-                raise bad("intent.task_id", "must be a non-empty string")
-        return cls(p["id"], tuple(ids), rid if rid else r["type"], task)
+        try:
+            b = task_binding(request, strict=True)
+        except RequestError as e:
+            raise NotAllowed(f"malformed request: {e}") from None
+        return cls(b["principal"], tuple(b["delegation"]), b["resource_id"] or b["resource_type"], b["task"])
 
 
 def _decision_dict(decision: Any) -> dict:

@@ -227,6 +227,54 @@ def parse_parts(raw: Any, lookup: EntityLookup | None = None) -> tuple:
     return principal, act, res, context, risk, chain, intent, approval
 
 
+def task_binding(request: Any, *, strict: bool) -> dict:
+    """The identity fields a token or an approval ticket is bound to (SPEC §11): principal
+    id, action name, resource type and id, the delegation ids, the task id and purpose.
+
+    Raises :class:`RequestError` naming the field. ``strict`` (tokens) also refuses an
+    empty delegation id or task id, and a delegation that is not a list even when empty.
+    """
+    if not isinstance(request, Mapping):
+        raise _err("request", "must be an object")
+    p = request.get("principal")
+    if not isinstance(p, Mapping) or not isinstance(p.get("id"), str) or not p["id"]:
+        raise _err("principal.id", "a non-empty string is required")
+    action = request.get("action")
+    if isinstance(action, Mapping):
+        action = action.get("name")
+    if not isinstance(action, str) or not action:
+        raise _err("action.name", "a non-empty string is required")
+    r = request.get("resource")
+    if not isinstance(r, Mapping) or not isinstance(r.get("type"), str) or not r["type"]:
+        raise _err("resource.type", "a non-empty string is required")
+    rid = r.get("id")
+    if rid is not None and not isinstance(rid, str):
+        raise _err("resource.id", "must be a string")
+    chain = request.get("delegation")
+    if chain is None or (not strict and not chain):
+        chain = []
+    if not isinstance(chain, list):
+        raise _err("delegation", "must be a list")
+    ids = []
+    for i, e in enumerate(chain):
+        if not isinstance(e, Mapping) or not isinstance(e.get("id"), str) or (strict and not e["id"]):
+            raise _err(f"delegation[{i}].id", "a non-empty string is required" if strict else "a string is required")
+        ids.append(e["id"])
+    intent = request.get("intent")
+    task = purpose = None
+    if intent is not None:
+        if not isinstance(intent, Mapping):
+            raise _err("intent", "must be an object")
+        task = intent.get("task_id")
+        if task is not None and (not isinstance(task, str) or (strict and not task)):
+            raise _err("intent.task_id", "must be a non-empty string" if strict else "must be a string")
+        purpose = intent.get("purpose")
+        if not isinstance(purpose, str):
+            purpose = None
+    return {"principal": p["id"], "action": action, "resource_type": r["type"], "resource_id": rid,
+            "task": task, "delegation": ids, "purpose": purpose}
+
+
 def entity_lookup(*sources: Any) -> EntityLookup | None:
     """One lookup over entity sources, later ones winning: mappings
     ``{kind: {id: attrs}}`` or callables ``(kind, id) -> attrs | None``."""
