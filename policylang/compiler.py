@@ -574,6 +574,10 @@ class Plan:
     has_gates: bool
     key: Callable | None
     size: int = 0
+    #: with attenuate_delegation, the key of what this plan reads outside the principal
+    #: and the delegation (action, resource, context, risk, intent), for the plans of
+    #: the delegators (whose principal and chain the main key already holds in full)
+    env_key: Callable | None = None
 
 
 OTHER = "\x00other"
@@ -658,7 +662,11 @@ class CompiledSet:
         for e in entries:
             reads |= e[0].reads
         has_gates = any(e[0].effect == "require_approval" for e in entries)
-        return Plan(plain, tuple(groups), has_gates, _key_function(reads, self.attenuate), len(entries))
+        env_key = None
+        if self.attenuate:
+            env_key = _key_function({r for r in reads if r[0] not in ("principal", "delegation")}, False)
+        return Plan(plain, tuple(groups), has_gates, _key_function(reads, self.attenuate), len(entries),
+                    env_key)
 
 
 _ROOT_ARG = {"principal": 0, "action": 1, "resource": 2, "context": 3, "risk": 4, "delegation": 5, "intent": 6}
@@ -706,7 +714,9 @@ def _key_function(reads: set, attenuate: bool) -> Callable:
     for n, path in enumerate(paths):
         root, *names = path
         if not names:
-            parts.append(f"_fz({'CH' if root == 'delegation' else ROOT_VARS[root]})")
+            # the whole delegation root is its chain and its root, which is the principal
+            # when the chain is empty
+            parts.append("_fz(CH), _fz(CH[0] if CH else P)" if root == "delegation" else f"_fz({ROOT_VARS[root]})")
             continue
         if root == "principal" and len(names) == 1:
             expr = {"id": "P.id", "kind": "P.kind"}.get(names[0], f"P.attrs.get({names[0]!r})")
@@ -719,7 +729,12 @@ def _key_function(reads: set, attenuate: bool) -> Callable:
         elif root == "delegation":
             if names[0] == "depth":
                 expr = "len(CH)"
-            elif names[0] == "root" and len(names) > 1:
+            elif names[0] == "root" and len(names) == 1:
+                # the root entity read whole (`delegation.root has admin`): with an empty
+                # chain it is the principal, so the key holds that entity in full
+                parts.append("_fz(CH[0] if CH else P)")
+                continue
+            elif names[0] == "root":
                 expr = "(CH[0] if CH else P)"
                 for name in names[1:]:
                     expr = f"_rd({expr}, {name!r})"

@@ -151,6 +151,15 @@ class Engine:
         if cache is not None and (approval is None or not plan.has_gates):
             try:
                 key = (plan, plan.key(P, A, R, C, K, CH, I))
+                if CH and self._attenuate:
+                    # the delegators' evaluations read the same action, resource, context,
+                    # risk and intent through their own plans: key those reads too (their
+                    # principals and chains are in the key already, in full)
+                    subs: dict = {}
+                    plan_of = self.tree.plan
+                    for delegator in CH:
+                        subs[plan_of(delegator.kind, A.name, R.kind)] = None
+                    key = (key, tuple((sp, sp.env_key(P, A, R, C, K, CH, I)) for sp in subs))
                 with self._cache_lock:  # cachetools caches are not thread-safe, reads reorder them
                     hit = cache[key]
             except TypeError:  # an unhashable value read: decide without the cache
@@ -166,14 +175,22 @@ class Engine:
                                 _path(P, CH), self._version, (self, parts, request))
         decision = self._evaluate(plan, parts, request, self.approvals)
         if self._attenuate and CH and decision.decision == ALLOW:
-            for i, delegator in enumerate(CH):
-                sub = (delegator, A, R, C, K, CH[:i], I, None)
-                sub_plan = self.tree.plan(delegator.kind, A.name, R.kind)
-                if self._evaluate(sub_plan, sub, request, None).decision != ALLOW:
+            # delegator i decides with the chain before it: one list grows as we go (no
+            # slice per delegator, so the engine's own work is linear in the chain; the
+            # sub-decisions are dropped, nothing keeps the list)
+            prefix: list = []
+            plan_of = self.tree.plan
+            for delegator in CH:
+                sub = (delegator, A, R, C, K, prefix, I, None)
+                if self._evaluate(plan_of(delegator.kind, A.name, R.kind), sub, request, None).decision != ALLOW:
                     decision = attenuation_denial(delegator.id, A.name, self._version, decision.delegation_path,
                                                   decision.errors, (self, parts, request))
                     break
-        if key is not None:
+                prefix.append(delegator)
+        if key is not None and not decision.errors:
+            # decisions with errors are not cached: a message can name what made a value
+            # unreadable (absent, or a string where an object was read …), which the key,
+            # holding only "unreadable", does not tell apart
             value = (decision.decision, tuple(decision.rules), tuple(decision.reasons),
                      tuple((g["rule"], tuple(g["scopes"]), g["ttl"]) for g in decision.grants),
                      tuple(decision.approvers), tuple((e["rule"], e["message"]) for e in decision.errors))

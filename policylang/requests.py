@@ -8,6 +8,7 @@ every decision and must cost well under a microsecond or two. Every problem rais
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Callable, Mapping
 
 from .errors import RequestError
@@ -17,6 +18,99 @@ from .runtime import Action, Delegation, Entity, type_name
 EntityLookup = Callable[[str, str], "Mapping[str, Any] | None"]
 
 _EMPTY: dict = {}
+
+#: The longest delegation chain a request may carry (SPEC §2): a longer one is a
+#: RequestError naming ``delegation``. It matches the 64-level limit on a token's nested
+#: ``act`` claims; other modules import it rather than repeating the number.
+MAX_DELEGATION_DEPTH = 64
+
+#: The deepest nesting of objects and lists a request value may have, counting the root
+#: object itself (``context`` is level 1, ``context.a`` when it is an object is level 2 …).
+MAX_VALUE_DEPTH = 64
+
+#: Exact classes of the values requests are made of (JSON): anything else is normalised
+#: (str/int/float subclasses such as StrEnum and IntEnum become plain str/int/float,
+#: other mappings become dicts, other sequences lists) or refused, naming the field.
+_PLAIN = frozenset((str, int, float, bool, type(None)))
+_is_plain = _PLAIN.__contains__
+_is_str = frozenset((str,)).__contains__
+_NOT_LISTS = (str, bytes, bytearray, memoryview)
+
+
+class _Bad(Exception):
+    """A value that cannot be normalised: the path below the field, and why."""
+
+    def __init__(self, message: str):
+        self.message = message
+        self.path: list[str] = []
+
+
+def _norm(v: Any, depth: int) -> Any:
+    """``v`` as exact JSON types (the same object when it already is). Raises _Bad."""
+    c = v.__class__
+    if c in _PLAIN:
+        return v
+    if c is dict or (c is not list and isinstance(v, Mapping)):
+        if depth > MAX_VALUE_DEPTH:
+            raise _Bad(f"nested deeper than {MAX_VALUE_DEPTH} levels")
+        changed = c is not dict
+        out = {}
+        for k, x in v.items():
+            if k.__class__ is not str:
+                if not isinstance(k, str):
+                    raise _Bad(f"object keys must be strings, got {type_name(k)}")
+                k = str.__str__(k)
+                changed = True
+            if x.__class__ not in _PLAIN:
+                try:
+                    y = _norm(x, depth + 1)
+                except _Bad as e:
+                    e.path.append(f".{k}")
+                    raise
+                if y is not x:
+                    changed = True
+                    x = y
+            out[k] = x
+        return out if changed else v
+    if isinstance(v, str):
+        return str.__str__(v)
+    if isinstance(v, int):  # bool cannot be subclassed: these are IntEnum and the like
+        return int.__int__(v)
+    if isinstance(v, float):
+        return float.__float__(v)
+    if c is list or (isinstance(v, Sequence) and not isinstance(v, _NOT_LISTS)):
+        if depth > MAX_VALUE_DEPTH:
+            raise _Bad(f"nested deeper than {MAX_VALUE_DEPTH} levels")
+        changed = c is not list
+        out_l = []
+        for i, x in enumerate(v):
+            if x.__class__ not in _PLAIN:
+                try:
+                    y = _norm(x, depth + 1)
+                except _Bad as e:
+                    e.path.append(f"[{i}]")
+                    raise
+                if y is not x:
+                    changed = True
+                    x = y
+            out_l.append(x)
+        return out_l if changed else v
+    raise _Bad(f"expected a JSON value (string, number, boolean, null, list or object), got {type(v).__name__}")
+
+
+def _normalised(value: Any, field: str) -> Any:
+    try:
+        return _norm(value, 1)
+    except _Bad as e:
+        raise _err(field + "".join(reversed(e.path)), e.message) from None
+
+
+def _obj(value: dict, field: str) -> dict:
+    """A dict from the request, normalised: the fast path is two C-level passes over
+    its values' and keys' classes, and returns the very same dict."""
+    if all(map(_is_plain, map(type, value.values()))) and all(map(_is_str, map(type, value))):
+        return value
+    return _normalised(value, field)
 
 
 class Request:
@@ -70,14 +164,18 @@ def _err(field: str, message: str) -> RequestError:
 def _attrs(value: Any, field: str) -> dict:
     if value is None:
         return _EMPTY
-    if value.__class__ is dict or isinstance(value, Mapping):
-        return value if value.__class__ is dict else dict(value)
+    if value.__class__ is dict:
+        return _obj(value, field)
+    if isinstance(value, Mapping):
+        return _normalised(value, field)
     raise _err(field, f"expected an object, got {type_name(value)}")
 
 
 def _string(value: Any, field: str, required: bool = True) -> str | None:
     if value.__class__ is str:
         return value
+    if isinstance(value, str):  # a str subclass (StrEnum …): its plain string
+        return str.__str__(value)
     if value is None:
         if required:
             raise _err(field, "required")
@@ -104,10 +202,10 @@ def _principal_like(value: Any, field: str, lookup: EntityLookup | None) -> Enti
     get = value.get
     pid = get("id")
     if pid.__class__ is not str:
-        _string(pid, field + ".id")
+        pid = _string(pid, field + ".id")
     kind = get("kind")
     if kind.__class__ is not str:
-        _string(kind, field + ".kind")
+        kind = _string(kind, field + ".kind")
     attrs = get("attrs")
     attrs = _EMPTY if attrs is None else _attrs(attrs, field + ".attrs")
     if lookup is not None:
@@ -137,8 +235,7 @@ def parse_parts(raw: Any, lookup: EntityLookup | None = None) -> tuple:
     p = get("principal")
     if p.__class__ is dict and (pid := p.get("id")).__class__ is str and (pkind := p.get("kind")).__class__ is str:
         pattrs = p.get("attrs")
-        if pattrs.__class__ is not dict:
-            pattrs = _EMPTY if pattrs is None else _attrs(pattrs, "principal.attrs")
+        pattrs = _EMPTY if pattrs is None else _attrs(pattrs, "principal.attrs")
         if lookup is not None:
             stored = lookup(pkind, pid)
             if stored:
@@ -152,10 +249,12 @@ def parse_parts(raw: Any, lookup: EntityLookup | None = None) -> tuple:
         act = Action(action, _EMPTY)
     elif action is None:
         raise _err("action", "required")
+    elif isinstance(action, str):
+        act = Action(str.__str__(action), _EMPTY)
     elif isinstance(action, Mapping):
         name = action.get("name")
         if name.__class__ is not str:
-            _string(name, "action.name")
+            name = _string(name, "action.name")
         act = Action(name, _attrs(action.get("attrs"), "action.attrs"))
     else:
         raise _err("action", f"expected a string or an object with name, got {type_name(action)}")
@@ -167,13 +266,12 @@ def parse_parts(raw: Any, lookup: EntityLookup | None = None) -> tuple:
         raise _err("resource", f"expected an object with type, got {type_name(resource)}")
     rtype = resource.get("type")
     if rtype.__class__ is not str:
-        _string(rtype, "resource.type")
+        rtype = _string(rtype, "resource.type")
     rid = resource.get("id")
     if rid is not None and rid.__class__ is not str:
-        _string(rid, "resource.id")
+        rid = _string(rid, "resource.id")
     rattrs = resource.get("attrs")
-    if rattrs.__class__ is not dict:
-        rattrs = _EMPTY if rattrs is None else _attrs(rattrs, "resource.attrs")
+    rattrs = _EMPTY if rattrs is None else _attrs(rattrs, "resource.attrs")
     if lookup is not None and rid is not None:
         stored = lookup(rtype, rid)
         if stored:
@@ -181,13 +279,11 @@ def parse_parts(raw: Any, lookup: EntityLookup | None = None) -> tuple:
     res = Entity("resource", rtype, rid, rattrs)
 
     context = get("context")
-    if context.__class__ is not dict:
-        context = _EMPTY if context is None else _attrs(context, "context")
+    context = _EMPTY if context is None else _attrs(context, "context")
 
     risk = get("risk")
     if risk is not None:
-        if risk.__class__ is not dict:
-            risk = _attrs(risk, "risk")
+        risk = _attrs(risk, "risk")
         score = risk.get("score")
         if score is not None:
             if score.__class__ is not float and score.__class__ is not int:
@@ -204,25 +300,30 @@ def parse_parts(raw: Any, lookup: EntityLookup | None = None) -> tuple:
 
     delegation = get("delegation")
     if delegation:
-        if not isinstance(delegation, list):
+        if delegation.__class__ is not list and (not isinstance(delegation, Sequence)
+                                                  or isinstance(delegation, _NOT_LISTS)):
             raise _err("delegation", f"expected a list, got {type_name(delegation)}")
+        if len(delegation) > MAX_DELEGATION_DEPTH:
+            raise _err("delegation", f"at most {MAX_DELEGATION_DEPTH} entries, got {len(delegation)}")
         chain = []
         for i, entry in enumerate(delegation):
             if entry is None:
                 raise _err(f"delegation[{i}]", "null entry")
             chain.append(_principal_like(entry, f"delegation[{i}]", lookup))
-    elif delegation is None or delegation == []:
+    elif delegation is None or (isinstance(delegation, Sequence) and not isinstance(delegation, _NOT_LISTS)):
         chain = []
     else:
         raise _err("delegation", f"expected a list, got {type_name(delegation)}")
 
     intent = get("intent")
-    if intent is not None and intent.__class__ is not dict:
+    if intent is not None:
         intent = _attrs(intent, "intent")
 
     approval = get("approval")
     if approval is not None and approval.__class__ is not str:
-        raise _err("approval", f"expected a string, got {type_name(approval)}")
+        if not isinstance(approval, str):
+            raise _err("approval", f"expected a string, got {type_name(approval)}")
+        approval = str.__str__(approval)
 
     return principal, act, res, context, risk, chain, intent, approval
 
@@ -286,6 +387,13 @@ def entity_lookup(*sources: Any) -> EntityLookup | None:
         for s in sources:
             for kind, ids in s.items():
                 merged.setdefault(kind, {}).update(ids)
+        for kind, ids in merged.items():  # normalised once, here, not on every decision
+            for eid, attrs in ids.items():
+                if isinstance(attrs, Mapping):
+                    try:
+                        ids[eid] = _normalised(attrs, f"entities[{kind}][{eid}]")
+                    except RequestError:
+                        pass  # operator data the loader accepted (a YAML date …): kept as it is
 
         def lookup(kind: str, eid: str):
             ids = merged.get(kind)
@@ -300,8 +408,10 @@ def entity_lookup(*sources: Any) -> EntityLookup | None:
                 ids = s.get(kind)
                 found = ids.get(eid) if ids is not None else None
             if found is not None:
+                if found.__class__ is dict:
+                    return _obj(found, f"entities[{kind}][{eid}]")
                 if not isinstance(found, Mapping):
                     raise RequestError(f"entities[{kind}][{eid}]", "the entity source returned a non-object")
-                return found
+                return _normalised(found, f"entities[{kind}][{eid}]")
         return None
     return lookup_chain

@@ -289,7 +289,15 @@ def _in_cidr(ip: Any, net: Any) -> bool:
     except ValueError:
         raise EvalError(f"{show(ip)} is not an IP address") from None
     if addr.version != network.version:
-        return False
+        # the same host written in the other version: an IPv4-mapped IPv6 address
+        # (::ffff:169.254.169.254) is its IPv4 address, and an IPv4 address is in an
+        # IPv6 network when its mapped form is
+        if addr.version == 6:
+            addr = addr.ipv4_mapped
+            if addr is None:
+                return False
+        else:
+            addr = ipaddress.IPv6Address(b"\0" * 10 + b"\xff\xff" + addr.packed)
     return addr in network
 
 
