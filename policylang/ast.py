@@ -129,11 +129,16 @@ class FieldDecl(Node):
 
 @dataclass(frozen=True, slots=True)
 class EntityDecl(Node):
-    """``principal agent { … }`` or ``resource repo { … }``."""
+    """``principal agent { … }`` or ``resource repo { … }``.
+
+    ``authoritative`` (``resource doc authoritative { … }``): stored entity data of this
+    kind / type replaces the request's attributes (docs/language.md#authoritative-entity-data).
+    """
 
     category: str  # "principal" or "resource"
     name: str
     fields: tuple[FieldDecl, ...]
+    authoritative: bool = False
 
 
 @dataclass(frozen=True, slots=True)

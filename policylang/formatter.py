@@ -260,7 +260,8 @@ class _Printer:
         elif isinstance(st, ast.Option):
             self.assignment(st, f"option {st.name} = ", st.value)
         elif isinstance(st, ast.EntityDecl):
-            self.declaration(st, f"{st.category} {st.name}", st.fields)
+            self.declaration(st, f"{st.category} {st.name}" + (" authoritative" if st.authoritative else ""),
+                             st.fields)
         elif isinstance(st, ast.ActionDecl):
             head = ("high_impact " if st.high_impact else "") + "action "
             head += ", ".join(_word(n) for n in st.names) + " on " + ", ".join(st.on)

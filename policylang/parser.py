@@ -161,9 +161,13 @@ class _Builder:
                                  self._tok_span(t))
 
     def entity_decl(self, kids):
-        cat, name, block = kids
+        cat, name, *marker, block = kids
         self._expect_word(cat, ("principal", "resource"))
-        return ast.EntityDecl(cat.value, name.value, block.fields, span=self._span(cat, block.close))
+        if marker and marker[0].value != "authoritative":
+            raise _SyntaxProblem(f"expected '{{' or 'authoritative' after {cat.value} {name.value}, "
+                                 f"found '{marker[0].value}'", self._tok_span(marker[0]))
+        return ast.EntityDecl(cat.value, name.value, block.fields, bool(marker),
+                              span=self._span(cat, block.close))
 
     def _action_decl(self, kids, high_impact):
         first = kids[0]
