@@ -216,4 +216,4 @@ def test_malformed_input_is_400_naming_the_problem(client, text, ctype, words):
 
 def test_error_bodies_are_json(client):
     r = client.post("/v1/tokens", content=b"nope", headers={"Content-Type": "application/json"})
-    assert json.loads(r.text)["error"]["message"].startswith("body is not valid JSON")
+    assert json.loads(r.text)["error"]["message"].startswith("the body is not valid JSON")

@@ -159,50 +159,56 @@ class RequestIdMiddleware:
         await self.app(scope, receive, send_with_id)
 
 
-class BodyLimitMiddleware:
-    """Read a request's whole body up to ``max_body`` bytes (413 beyond it), then hand it
-    on; the endpoints read it from ``scope["policylang.body"]``."""
+#: the most a too-large body is read (and thrown away) before it is answered 413, so
+#: that a client still sending sees the 413 rather than a connection reset
+DISCARD_LIMIT = 64 << 20
 
-    def __init__(self, app, max_body: int):
+
+class BodyLimitMiddleware:
+    """Read a request's whole body up to ``max_body`` bytes, then hand it on; the
+    endpoints read it from ``scope["policylang.body"]``.
+
+    A larger body is read on (up to :data:`DISCARD_LIMIT` bytes) and discarded, then
+    answered 413 with ``Connection: close``; one that declares more than that is answered
+    at once. A body that has not arrived in full ``body_timeout`` seconds after the
+    request head is answered 408 and the connection closed (slow-body attacks)."""
+
+    def __init__(self, app, max_body: int, body_timeout: float | None = 30.0):
         self.app = app
         self.max_body = max_body
+        self.body_timeout = body_timeout if body_timeout and body_timeout > 0 else None
 
-    async def _too_large(self, send, length: str) -> None:
-        body = _dumps({"error": {"status": 413, "message":
-                                 f"the body is larger than {self.max_body} bytes{length}"}})
-        await send({"type": "http.response.start", "status": 413,
+    async def _answer(self, send, status: int, message: str) -> None:
+        body = _dumps({"error": {"status": status, "message": message}})
+        await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"application/json"),
                                 (b"content-length", str(len(body)).encode()), (b"connection", b"close")]})
         await send({"type": "http.response.body", "body": body})
 
+    async def _too_large(self, send, length: str) -> None:
+        await self._answer(send, 413, f"the body is larger than {self.max_body} bytes{length}")
+
+    async def _discard(self, receive, size: int) -> bool:
+        """Read and drop the rest of the body; False when the client went away."""
+        while size <= DISCARD_LIMIT:
+            message = await receive()
+            if message["type"] != "http.request":
+                return False
+            size += len(message.get("body", b""))
+            if not message.get("more_body", False):
+                return True
+        return True
+
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS", "DELETE"):
             return await self.app(scope, receive, send)
-        limit = self.max_body
-        for key, value in scope["headers"]:
-            if key == b"content-length":
-                try:
-                    declared = int(value)
-                except ValueError:
-                    declared = -1
-                if declared > limit:
-                    return await self._too_large(send, f" (Content-Length: {declared})")
-                break
-        chunks = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":  # the client went away
-                return
-            chunk = message.get("body", b"")
-            if chunk:
-                size += len(chunk)
-                if size > limit:
-                    return await self._too_large(send, "")
-                chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        try:
+            async with asyncio.timeout(self.body_timeout):
+                body = await self._read(scope, receive, send)
+        except TimeoutError:
+            return await self._answer(send, 408, f"the body did not arrive within {self.body_timeout:g} seconds")
+        if body is None:
+            return
         scope["policylang.body"] = body
         sent = False
 
@@ -214,6 +220,41 @@ class BodyLimitMiddleware:
             return await receive()
 
         await self.app(scope, replay, send)
+
+    async def _read(self, scope, receive, send) -> bytes | None:
+        """The body, or None when it was answered (413) or the client went away."""
+        limit = self.max_body
+        for key, value in scope["headers"]:
+            if key == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = -1
+                if declared > limit:
+                    if declared <= DISCARD_LIMIT and not await self._discard(receive, 0):
+                        return None
+                    await self._too_large(send, f" (Content-Length: {declared})")
+                    return None
+                break
+        chunks = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return None
+            chunk = message.get("body", b"")
+            more = message.get("more_body", False)
+            if chunk:
+                size += len(chunk)
+                if size > limit:
+                    if more and not await self._discard(receive, size):
+                        return None
+                    await self._too_large(send, "")
+                    return None
+                chunks.append(chunk)
+            if not more:
+                break
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 class FastPathMiddleware:
@@ -601,8 +642,17 @@ def create_app(config: ServiceConfig | str, *, service: PolicyService | None = N
         if isinstance(route, DirectRoute):
             for method in route.methods:
                 fast[(method, route.path)] = route.endpoint
-    app.set_front(RequestIdMiddleware(BodyLimitMiddleware(FastPathMiddleware(app.framework, fast),
-                                                          max_body=config.max_body)))
+    from .auth import AdminGuard, AuthMiddleware, Authenticator
+    authenticator = guard = None
+    if config.auth_configured:
+        authenticator = Authenticator(jwks=config.jwks, issuer=config.jwt_issuer, audience=config.jwt_audience,
+                                      algorithms=tuple(config.jwt_algorithms) or None,
+                                      caller_claim=config.jwt_caller_claim, mtls=config.mtls)
+        guard = AdminGuard(config.admin_policies)
+    app.state.authenticator = authenticator
+    inner = AuthMiddleware(FastPathMiddleware(app.framework, fast), authenticator, guard)
+    app.set_front(RequestIdMiddleware(BodyLimitMiddleware(inner, max_body=config.max_body,
+                                                          body_timeout=config.body_timeout)))
     return app
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -52,16 +53,34 @@ class ServiceConfig:
     keys: str | None = None
     issuer: str | None = None
     audit: str | None = None
+    #: seconds a request body may take to arrive in full (408 after that)
+    body_timeout: float = 30.0
+    #: authentication of the approval/token/task routes (policylang.server.auth)
+    jwks: str | None = None
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    jwt_algorithms: tuple[str, ...] = ()
+    jwt_caller_claim: str = "sub"
+    #: client certificates are required and verified by the TLS layer (serve --client-ca)
+    mtls: bool = False
+    #: the policy set deciding which caller may use which of those routes
+    admin_policies: str | None = None
+
+    @property
+    def auth_configured(self) -> bool:
+        return bool(self.jwks) or self.mtls
 
     def to_dict(self) -> dict:
         d = dict(self.__dict__)
         d["entities"] = list(self.entities)
+        d["jwt_algorithms"] = list(self.jwt_algorithms)
         return d
 
     @classmethod
     def from_dict(cls, d: Mapping) -> "ServiceConfig":
         d = dict(d)
         d["entities"] = tuple(d.get("entities") or ())
+        d["jwt_algorithms"] = tuple(d.get("jwt_algorithms") or ())
         return cls(**d)
 
 
@@ -235,6 +254,8 @@ class PolicyService:
     # -- reporting ----------------------------------------------------------------------
 
     def health(self) -> dict:
+        """The serving state for ``/healthz``. File names in the reload diagnostics are
+        given relative to the served path (never as absolute paths of this machine)."""
         snap = self.current
         last = self.last_reload
         return {
@@ -242,8 +263,37 @@ class PolicyService:
             "policy_version": snap.version if snap else None,
             "loaded_at": _iso(snap.loaded_at) if snap else None,
             "rules": len(snap.policies.rules) if snap else 0,
-            "last_reload": last.to_dict() if last else None,
+            "last_reload": self._redact(last.to_dict()) if last else None,
         }
+
+    def _redact(self, data: Any) -> Any:
+        """``data`` with every absolute path of the served files replaced by one relative
+        to the served path (its base name when the path is a file)."""
+        root = os.path.abspath(self.config.path)
+        base = root if os.path.isdir(root) else os.path.dirname(root)
+        prefixes = sorted({root, base, os.path.realpath(root), os.path.realpath(base)}, key=len, reverse=True)
+
+        def clean(text: str) -> str:
+            for prefix in prefixes:
+                if prefix and prefix != os.sep and prefix in text:
+                    label = os.path.basename(root) if prefix in (root, os.path.realpath(root)) \
+                        and not os.path.isdir(root) else "."
+                    text = text.replace(prefix + os.sep, "" if label == "." else label + os.sep)
+                    text = text.replace(prefix, label)
+            if os.sep in text:  # any other absolute path (an --entities file elsewhere)
+                text = re.sub(r"(?<![\w.])/(?:[^\s'\":/]+/)+([^\s'\":/]+)", r"\1", text)
+            return text
+
+        def walk(value: Any) -> Any:
+            if isinstance(value, str):
+                return clean(value)
+            if isinstance(value, dict):
+                return {k: walk(v) for k, v in value.items()}
+            if isinstance(value, list):
+                return [walk(v) for v in value]
+            return value
+
+        return walk(data)
 
 
 def _read(path: str) -> tuple[str | None, Diagnostic | None]:

@@ -36,6 +36,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from .auth import caller_of
+
 __all__ = ["make_router"]
 
 _APPROVAL_STATUS = {"not_found": 404, "expired": 409, "denied": 409, "forbidden": 403, "invalid": 400}
@@ -54,19 +56,18 @@ def _error(status: int, message: str, **extra: Any) -> JSONResponse:
 
 
 async def _body(request: Request) -> dict:
-    ctype = request.headers.get("content-type", "")
-    if ctype.split(";")[0].strip().lower() != "application/json":
-        raise _HTTPError(400, "Content-Type must be application/json")
-    raw = await request.body()
-    if not raw.strip():
-        raise _HTTPError(400, "empty body: a JSON object is required")
+    """The body as a JSON object through the service's one decoder
+    (:func:`policylang.server.app.parse_json_body`: NaN, Infinity and numbers that
+    overflow, such as ``1e999``, are refused like on every other route)."""
+    from .app import parse_json_body
+    from .authzen import BadRequest
+    raw = request.scope.get("policylang.body")
+    if raw is None:
+        raw = await request.body()
     try:
-        data = json.loads(raw, parse_constant=_no_constant)
-    except (ValueError, RecursionError) as e:
-        raise _HTTPError(400, f"body is not valid JSON: {e}") from None
-    if not isinstance(data, dict):
-        raise _HTTPError(400, "body must be a JSON object")
-    return data
+        return parse_json_body(request.headers.get("content-type"), raw)
+    except BadRequest as e:
+        raise _HTTPError(400, e.message) from None
 
 
 def _no_constant(name: str):
@@ -168,9 +169,13 @@ def make_router(*, approvals: Any = None, issuer: Any = None,
             return await guarded(lambda: (200, {"approval": approvals.get(approval_id).to_dict()}))
 
         async def _verdict(request: Request, approval_id: str, verb: str):
+            caller = caller_of(request)
             try:
                 body = await _body(request)
-                who = _field(body, "approver", str, what="a string")
+                if caller.authenticated:  # the approver is who authenticated, never a body field
+                    who = caller.id
+                else:  # no authentication configured (loopback only): the body names the approver
+                    who = _field(body, "approver", str, what="a string")
             except _HTTPError as e:
                 return _error(e.status, e.message)
 
