@@ -66,7 +66,7 @@ from .source import Span
 
 SCALAR_TYPES = frozenset(["string", "number", "bool", "duration"])
 COLLECTION_TYPES = frozenset(["set", "list"])
-OPTION_NAMES = ("max_ttl", "attenuate_delegation")
+OPTION_NAMES = ("max_ttl", "max_approval_ttl", "attenuate_delegation")
 
 
 @dataclass
@@ -167,6 +167,13 @@ def stage_collect(ctx: CheckContext) -> None:
                             options["max_ttl"] = value.value
                         else:
                             ctx.report("E007", "option max_ttl needs a positive duration such as 1h", value.span)
+                    elif s.name == "max_approval_ttl":
+                        if (isinstance(value, ast.Literal) and value.kind in ("duration", "int")
+                                and value.value > 0):
+                            options["max_approval_ttl"] = value.value
+                        else:
+                            ctx.report("E007", "option max_approval_ttl needs a positive duration such as 24h",
+                                       value.span)
                     elif s.name == "attenuate_delegation":
                         if isinstance(value, ast.Literal) and value.kind == "bool":
                             options["attenuate_delegation"] = value.value

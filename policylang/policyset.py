@@ -66,6 +66,8 @@ class Schema:
 class Options:
     max_ttl: int = 3600
     attenuate_delegation: bool = False
+    #: the longest lifetime an approval ticket may be opened with (seconds)
+    max_approval_ttl: int = 24 * 3600
 
 
 @dataclass(frozen=True)

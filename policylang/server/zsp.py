@@ -5,12 +5,16 @@ the routes whose component is given are added. All bodies are JSON; every error 
 ``{"error": {"status": N, "message": …}}``:
 
 =======  ================================  ==================================================
-POST     /v1/approvals                     ``{"request": {…}, "ttl": 3600}``: decide; open a
-                                           ticket from a require_approval (201), else 409
-GET      /v1/approvals                     ``?approver=ID&all=true``: ``{"approvals": […]}``
+POST     /v1/approvals                     ``{"request": {…}, "ttl": 3600, "single_use": false}``:
+                                           decide; open a ticket bound to the request's digest
+                                           from a require_approval (201), else 409; a ttl over
+                                           ``option max_approval_ttl`` (24 h) is a 400
+GET      /v1/approvals                     ``?approver=ID&all=true``: ``{"approvals": […]}``, each
+                                           with ``digest``, ``summary`` and ``request``
 GET      /v1/approvals/{id}                one ticket (404 when unknown)
 POST     /v1/approvals/{id}/approve        ``{"approver": ID}`` (403 not allowed to, 404, 409
-POST     /v1/approvals/{id}/deny           expired or denied)
+POST     /v1/approvals/{id}/deny           expired, denied or used; 503 when the audit log
+                                           cannot be written: nothing was approved)
 POST     /v1/tokens                        ``{"request": {…}}``: decide; mint from an allow with
                                            grants (201), else 403 with the decision
 POST     /v1/tokens/refresh                ``{"token": JWT, "request": {…}}``: decide again (200/403)
@@ -40,7 +44,8 @@ from .auth import caller_of
 
 __all__ = ["make_router"]
 
-_APPROVAL_STATUS = {"not_found": 404, "expired": 409, "denied": 409, "forbidden": 403, "invalid": 400}
+_APPROVAL_STATUS = {"not_found": 404, "expired": 409, "denied": 409, "used": 409, "forbidden": 403,
+                    "invalid": 400}
 
 
 class _HTTPError(Exception):
@@ -133,19 +138,25 @@ def make_router(*, approvals: Any = None, issuer: Any = None,
             try:
                 body = await _body(request)
                 req = _field(body, "request", dict, what="an object")
-                ttl = body.get("ttl", 3600)
-                if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not math.isfinite(ttl) or ttl <= 0:
+                ttl = body.get("ttl")
+                if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, (int, float))
+                                        or not math.isfinite(ttl) or ttl <= 0):
                     raise _HTTPError(400, "ttl: must be a positive number of seconds")
+                single_use = body.get("single_use", False)
+                if not isinstance(single_use, bool):
+                    raise _HTTPError(400, "single_use: must be true or false")
             except _HTTPError as e:
                 return _error(e.status, e.message)
 
             def work():
-                d = decide(req)
+                engine = get_engine()
+                d = engine.decide(req)
                 dd = d.to_dict()
                 if dd["decision"] != "require_approval":
                     raise _HTTPError(409, f"the decision is {dd['decision']}, not require_approval: "
                                           "nothing to approve", decision=dd)
-                ticket = approvals.open(d, req, ttl=ttl)
+                ticket = approvals.open(d, req, ttl=ttl, single_use=single_use,
+                                        policies=getattr(engine, "policies", None))
                 return 201, {"approval": ticket.to_dict(), "decision": dd}
 
             return await guarded(work)
