@@ -55,12 +55,55 @@ def _echo_err(text: str) -> None:
 @click.option("--log-level", default="info", show_default=True, type=click.Choice(LOG_LEVELS))
 @click.option("--access-log/--no-access-log", default=False, show_default=True,
               help="Log every request (costs throughput).")
+@click.option("--header-timeout", default=10.0, show_default=True, type=click.FloatRange(0.1, 3600),
+              help="Seconds a connection has to send a complete request line and headers (then it is closed).")
+@click.option("--body-timeout", default=30.0, show_default=True, type=click.FloatRange(0.1, 3600),
+              help="Seconds a request body has to arrive in full (then 408).")
+@click.option("--keep-alive-timeout", default=5, show_default=True, type=click.IntRange(1, 3600),
+              help="Seconds an idle keep-alive connection is kept.")
+@click.option("--max-connections", default=1000, show_default=True, type=click.IntRange(1, None),
+              help="Connections (and in-flight requests) per worker; beyond it requests are answered 503.")
+@click.option("--jwks", default=None,
+              help="Authenticate callers of the approval/token/task routes by bearer JWT verified against "
+                   "this JWKS: a file, or an https:// URL (refetched on key rotation).")
+@click.option("--jwt-audience", default=None, help="The aud every caller JWT must carry (required with --jwks).")
+@click.option("--jwt-issuer", default=None, help="The iss every caller JWT must carry.")
+@click.option("--jwt-algorithm", "jwt_algorithms", multiple=True,
+              help="An accepted JWS algorithm (repeatable; default: RS*, PS*, ES*, EdDSA; never none or HS*).")
+@click.option("--jwt-caller-claim", default="sub", show_default=True, help="The claim that names the caller.")
+@click.option("--tls-cert", default=None, type=click.Path(dir_okay=False), help="Serve HTTPS with this certificate (PEM).")
+@click.option("--tls-key", default=None, type=click.Path(dir_okay=False), help="The private key of --tls-cert (PEM).")
+@click.option("--client-ca", default=None, type=click.Path(dir_okay=False),
+              help="Require client certificates signed by this CA (mutual TLS); the caller is the "
+                   "certificate's URI SAN (e.g. a SPIFFE id). Needs --tls-cert.")
+@click.option("--admin-policies", default=None, type=click.Path(dir_okay=True, file_okay=True),
+              help="A policy set deciding which caller may use which approval/token/task route "
+                   "(default: any authenticated caller).")
 def command(path, entities, host, port, workers, max_body, cache_size, poll_interval, public_url,
-            store, keys, issuer, audit, log_level, access_log):
+            store, keys, issuer, audit, log_level, access_log, header_timeout, body_timeout,
+            keep_alive_timeout, max_connections, jwks, jwt_audience, jwt_issuer, jwt_algorithms,
+            jwt_caller_claim, tls_cert, tls_key, client_ca, admin_policies):
     if keys and not store:
         raise click.UsageError("--keys needs --store (revocations and task lifetimes live there)")
     if issuer and not keys:
         raise click.UsageError("--issuer needs --keys")
+    if jwks and not jwt_audience:
+        raise click.UsageError("--jwks needs --jwt-audience (the aud every caller token must carry)")
+    if (jwt_audience or jwt_issuer or jwt_algorithms) and not jwks:
+        raise click.UsageError("--jwt-audience, --jwt-issuer and --jwt-algorithm need --jwks")
+    if bool(tls_cert) != bool(tls_key):
+        raise click.UsageError("--tls-cert and --tls-key go together")
+    if client_ca and not tls_cert:
+        raise click.UsageError("--client-ca needs --tls-cert and --tls-key (mutual TLS)")
+    if admin_policies and not (jwks or client_ca):
+        raise click.UsageError("--admin-policies needs authentication: --jwks or --client-ca")
+    from ..server.auth import is_loopback_host
+    if store and not (jwks or client_ca) and not is_loopback_host(host):
+        _echo_err(f"policylang serve: refusing to serve the approval and token routes on {host} without "
+                  "authentication: anyone who reaches the port could approve, mint and revoke. Configure "
+                  "--jwks FILE|URL --jwt-audience AUD (bearer JWTs) or --tls-cert/--tls-key/--client-ca "
+                  "(mutual TLS), optionally --admin-policies DIR; or listen on 127.0.0.1")
+        sys.exit(2)
     import importlib.util
     missing = [m for m in ("fastapi", "uvicorn", "prometheus_client") if importlib.util.find_spec(m) is None]
     if missing:
@@ -72,7 +115,15 @@ def command(path, entities, host, port, workers, max_body, cache_size, poll_inte
 
     config = ServiceConfig(path=path, entities=tuple(entities), cache_size=cache_size,
                            poll_interval=poll_interval, max_body=max_body, public_url=public_url,
-                           store=store, keys=keys, issuer=issuer, audit=audit)
+                           store=store, keys=keys, issuer=issuer, audit=audit, body_timeout=body_timeout,
+                           jwks=jwks, jwt_issuer=jwt_issuer, jwt_audience=jwt_audience,
+                           jwt_algorithms=tuple(jwt_algorithms), jwt_caller_claim=jwt_caller_claim,
+                           mtls=bool(client_ca), admin_policies=admin_policies)
+    try:
+        _check_auth(config)
+    except Exception as e:  # an unreadable JWKS, a bad algorithm, admin policies with errors
+        _echo_err(f"policylang serve: {e}")
+        sys.exit(1)
     try:
         service, extras = build_service(config)
     except Exception as e:  # a bad store URL, an unreadable key file, an audit log that cannot open
@@ -91,12 +142,19 @@ def command(path, entities, host, port, workers, max_body, cache_size, poll_inte
     import uvicorn
 
     common = dict(host=host, port=port, log_level=log_level, access_log=access_log,
-                  server_header=False, lifespan="on", timeout_graceful_shutdown=10)
+                  server_header=False, lifespan="on", timeout_graceful_shutdown=10,
+                  timeout_keep_alive=keep_alive_timeout, limit_concurrency=max_connections,
+                  header_timeout=header_timeout)
+    if tls_cert:
+        import ssl
+        common.update(ssl_certfile=tls_cert, ssl_keyfile=tls_key)
+        if client_ca:
+            common.update(ssl_ca_certs=client_ca, ssl_cert_reqs=int(ssl.CERT_REQUIRED))
     if workers == 1:
         from ..server.app import create_app
         app = create_app(config, service=service, extras=extras)
         try:
-            uvicorn.run(app, **common)
+            uvicorn.run(app, **_uvicorn_options(common))
         except SystemExit as e:  # uvicorn's start-up failure (3): it has logged why
             if e.code not in (None, 0):
                 _echo_err(f"policylang serve: could not start serving on {host}:{port}")
@@ -104,6 +162,29 @@ def command(path, entities, host, port, workers, max_body, cache_size, poll_inte
             raise
         return
     _run_workers(config, workers, common)
+
+
+def _check_auth(config) -> None:
+    """Fail before serving when the authentication settings cannot work."""
+    if not config.auth_configured:
+        return
+    from ..errors import PolicyError
+    from ..server.auth import AdminGuard, Authenticator
+    Authenticator(jwks=config.jwks, issuer=config.jwt_issuer, audience=config.jwt_audience,
+                  algorithms=tuple(config.jwt_algorithms) or None, caller_claim=config.jwt_caller_claim,
+                  mtls=config.mtls)
+    try:
+        AdminGuard(config.admin_policies)
+    except PolicyError as e:
+        raise ValueError(f"--admin-policies {config.admin_policies}:\n{e}") from None
+
+
+def _uvicorn_options(common: dict) -> dict:
+    """``common`` as uvicorn.Config keywords: the head deadline becomes the protocol class."""
+    from ..server.protocol import protocol_class
+    options = dict(common)
+    options["http"] = protocol_class(options.pop("header_timeout", 10.0))
+    return options
 
 
 def _run_workers(config, workers: int, common: dict) -> None:
@@ -157,7 +238,7 @@ def _worker_main(common: dict) -> None:
     """One worker process: its own listening socket, then uvicorn until told to stop."""
     import uvicorn
     sock = _listen(common["host"], common["port"], listen=True)
-    config = uvicorn.Config("policylang.server.app:app_from_env", factory=True, **common)
+    config = uvicorn.Config("policylang.server.app:app_from_env", factory=True, **_uvicorn_options(common))
     uvicorn.Server(config).run(sockets=[sock])
 
 
@@ -261,7 +342,8 @@ def _supervise_shared_socket(workers: int, common: dict) -> None:  # pragma: no 
                     except ProcessLookupError:
                         pass
 
-    uconfig = uvicorn.Config("policylang.server.app:app_from_env", factory=True, workers=workers, **common)
+    uconfig = uvicorn.Config("policylang.server.app:app_from_env", factory=True, workers=workers,
+                             **_uvicorn_options(common))
     server = uvicorn.Server(uconfig)
     sock = uconfig.bind_socket()
     kwargs = {"sockets": [sock]}
