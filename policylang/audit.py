@@ -1,11 +1,15 @@
 """A tamper-evident audit trail (SPEC §11): one JSON line per event, hash-chained.
 
 Each record holds ``event``, ``time``, ``id``, ``request`` (with the keys named in
-``redact`` replaced by ``"[redacted]"`` at any depth), the decision's fields of §3,
+``redact`` replaced by ``"[redacted]"`` at any depth, whatever their case: ``password``
+also hides ``Password`` and ``PASSWORD``), the decision's fields of §3,
 ``tokens``, ``latency_us``, ``prev`` (the previous record's ``hash``; 64 zeros for the
 first) and ``hash``: SHA-256 (hex) of the UTF-8 bytes of the record without ``hash``,
 serialised as ``json.dumps(rec, sort_keys=True, separators=(",", ":"),
-ensure_ascii=False)``.
+ensure_ascii=False)``. A line of the log is exactly that serialisation of the whole
+record (``hash`` included) and a newline: :func:`verify_file` refuses any other spelling
+of a record (a duplicate key, whitespace, escapes, another key order), so that every
+reader sees the very record that was hashed.
 
 Writes are crash-safe. Each record is appended with a single ``write`` on an
 ``O_APPEND`` descriptor under an exclusive ``flock`` (so several processes may share a
@@ -90,7 +94,7 @@ def _plain(value: Any, redact: frozenset, depth: int = 0) -> Any:
         out = {}
         for k, v in value.items():
             key = _clean_str(k if isinstance(k, str) else str(k))
-            out[key] = REDACTED if key in redact else _plain(v, redact, depth + 1)
+            out[key] = REDACTED if redact and key.casefold() in redact else _plain(v, redact, depth + 1)
         return out
     if isinstance(value, (list, tuple, set, frozenset)):
         items = sorted(value, key=repr) if isinstance(value, (set, frozenset)) else value
@@ -136,7 +140,8 @@ def _now_iso() -> str:
 class AuditLog:
     """Appends hash-chained records to ``path`` (created if missing).
 
-    ``redact``: request keys whose values are replaced by ``"[redacted]"`` at any depth.
+    ``redact``: request keys whose values are replaced by ``"[redacted]"`` at any depth,
+    compared without regard to case (``str.casefold``).
     ``fsync``: flush every record to disk before ``record`` returns (default True).
     """
 
@@ -144,7 +149,8 @@ class AuditLog:
         self.path = os.fspath(path)
         if isinstance(redact, str):
             redact = [redact]
-        self.redact = frozenset(str(k) for k in redact)
+        #: the keys to hide, casefolded
+        self.redact = frozenset(str(k).casefold() for k in redact)
         self.fsync = bool(fsync)
         self._lock = threading.Lock()
         #: (file size after our last append, that record's hash): skips re-reading the tail
@@ -184,7 +190,7 @@ class AuditLog:
         rec["tokens"] = [str(t) for t in (tokens or ())]
         rec["latency_us"] = None if latency_us is None else int(latency_us)
         for k, v in extra.items():
-            rec[k] = REDACTED if k in self.redact else _plain(v, self.redact)
+            rec[k] = REDACTED if k.casefold() in self.redact else _plain(v, self.redact)
         return rec
 
     # -- appending -------------------------------------------------------------------
@@ -272,6 +278,21 @@ def _write_all(fd: int, data: bytes) -> None:
 # -- verification --------------------------------------------------------------------------
 
 
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str):
+        super().__init__(f"duplicate key {key!r}")
+        self.key = key
+
+
+def _no_duplicates(pairs: list) -> dict:
+    out = {}
+    for k, v in pairs:
+        if k in out:
+            raise _DuplicateKey(k)
+        out[k] = v
+    return out
+
+
 @dataclass
 class VerifyResult:
     ok: bool
@@ -309,9 +330,10 @@ def verify_file(path: str | os.PathLike, head: Optional[str] = None) -> VerifyRe
             if not raw.endswith(b"\n"):
                 # the last line has no newline: an interrupted write, unless it is whole
                 try:
-                    rec = json.loads(raw.decode("utf-8"))
+                    rec = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
                     whole = (isinstance(rec, dict) and rec.get("prev") == prev
-                             and rec.get("hash") == record_hash(rec))
+                             and rec.get("hash") == record_hash(rec)
+                             and canonical(rec).encode("utf-8") == raw)
                 except (ValueError, TypeError, UnicodeDecodeError, RecursionError):
                     whole = False
                 if not whole:
@@ -319,9 +341,11 @@ def verify_file(path: str | os.PathLike, head: Optional[str] = None) -> VerifyRe
                     break
             raw = raw.rstrip(b"\n")
             try:
-                rec = json.loads(raw.decode("utf-8"))
+                rec = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
             except UnicodeDecodeError:
                 return fail(n, "not UTF-8")
+            except _DuplicateKey as e:
+                return fail(n, f"record has a duplicate key {e.key!r}: readers would disagree on its value")
             except ValueError as e:
                 return fail(n, "empty line" if not raw.strip() else f"not a JSON record ({e})")
             except RecursionError:
@@ -337,6 +361,13 @@ def verify_file(path: str | os.PathLike, head: Optional[str] = None) -> VerifyRe
                 return fail(n, f"record cannot be serialised ({e})")
             if actual != h:
                 return fail(n, "record altered: its hash does not match its content")
+            try:
+                spelled = canonical(rec).encode("utf-8")
+            except (ValueError, TypeError, UnicodeEncodeError, RecursionError):
+                spelled = None
+            if spelled != raw:
+                return fail(n, "record is not in its canonical form (sorted keys, no whitespace, no "
+                               "escapes beyond JSON's): the line was rewritten")
             if rec.get("prev") != prev:
                 if n == 1:
                     return fail(n, "chain does not start at the beginning (prev is not 64 zeros): "

@@ -164,7 +164,8 @@ def _altered_and_rehashed(ls):
     rec = json.loads(ls[2])
     rec["request"] = {"n": 999}
     rec["hash"] = spec_hash(rec)
-    ls[2] = json.dumps(rec) + "\n"
+    # written in the canonical form: a line in any other spelling is refused on its own
+    ls[2] = json.dumps(rec, sort_keys=True, separators=(",", ":"), ensure_ascii=False) + "\n"
     return ls
 
 
