@@ -164,7 +164,8 @@ def test_entity_files_and_new_policy_files_are_watched(policy_dir, tmp_path):
         # a broken entity file is a diagnostic naming it; beth keeps her promotion
         extra.write_text('{"user": [1, 2]}')
         h = wait_until(lambda: (h := _health(client))["last_reload"]["ok"] is False and h, timeout=3)
-        assert h["last_reload"]["diagnostics"][0]["path"] == str(extra)
+        # named without the machine's absolute path (issue 11, finding 21)
+        assert h["last_reload"]["diagnostics"][0]["path"] == extra.name
         assert client.post("/access/v1/evaluation", json=CREATE_TODO).json()["decision"] is True
         extra.write_text('{"user": {}}')
         # a policy file added to the directory is picked up, and its removal too
