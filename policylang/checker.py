@@ -66,7 +66,7 @@ from .source import Span
 
 SCALAR_TYPES = frozenset(["string", "number", "bool", "duration"])
 COLLECTION_TYPES = frozenset(["set", "list"])
-OPTION_NAMES = ("max_ttl", "max_approval_ttl", "attenuate_delegation")
+OPTION_NAMES = ("max_ttl", "max_approval_ttl", "attenuate_delegation", "authoritative_entities")
 
 
 @dataclass
@@ -85,6 +85,8 @@ class CheckContext:
     used_constants: set[str] = field(default_factory=set)
     #: the shared expression pass (see :class:`_Analysis`), once a stage has run it
     analysis: Any = None
+    #: the kinds and types the set's entity data files have records for (for W108)
+    entity_types: frozenset[str] = frozenset()
 
     def report(self, code: str, message: str, span: Span) -> None:
         self.diagnostics.append(Diagnostic.make(code, message, span))
@@ -139,6 +141,8 @@ def stage_collect(ctx: CheckContext) -> None:
     actions: dict[str, ActionInfo] = {}
     context: dict | None = None
     options: dict[str, Any] = {}
+    auth_principals: set[str] = set()
+    auth_resources: set[str] = set()
 
     for f in ctx.files:
         for s in f.statements:
@@ -174,6 +178,11 @@ def stage_collect(ctx: CheckContext) -> None:
                         else:
                             ctx.report("E007", "option max_approval_ttl needs a positive duration such as 24h",
                                        value.span)
+                    elif s.name == "authoritative_entities":
+                        if isinstance(value, ast.Literal) and value.kind == "bool":
+                            options["authoritative_entities"] = value.value
+                        else:
+                            ctx.report("E007", "option authoritative_entities needs true or false", value.span)
                     elif s.name == "attenuate_delegation":
                         if isinstance(value, ast.Literal) and value.kind == "bool":
                             options["attenuate_delegation"] = value.value
@@ -182,6 +191,8 @@ def stage_collect(ctx: CheckContext) -> None:
             elif isinstance(s, ast.EntityDecl):
                 target = principals if s.category == "principal" else resources
                 _fields(s.fields, ctx, target.setdefault(s.name, {}))
+                if s.authoritative:
+                    (auth_principals if s.category == "principal" else auth_resources).add(s.name)
             elif isinstance(s, ast.ActionDecl):
                 attrs: dict = {}
                 _fields(s.fields, ctx, attrs)
@@ -211,7 +222,8 @@ def stage_collect(ctx: CheckContext) -> None:
             seen[r.id] = r
 
     ctx.options = Options(**options)
-    ctx.schema = Schema(principals, resources, actions, context)
+    ctx.schema = Schema(principals, resources, actions, context,
+                        frozenset(auth_principals), frozenset(auth_resources))
 
 
 # ------------------------------------------------------------------ stage: constants
@@ -435,6 +447,11 @@ class _Analysis:
         self.guards: set[str] = set()
         self.in_has = 0
         self.principal = self.resource = self.action = None
+        #: W108: (rule, node, span, category, kinds or None, name) of entity attributes
+        #: read by the conditions of forbid and approval-gate rules; ``gate`` is the rule
+        #: being walked when it is one, else None
+        self.entity_reads: list = []
+        self.gate = None
         self._d = {
             ast.Literal: self._literal, ast.Name: self._name, ast.Attr: self._attr, ast.Index: self._index,
             ast.Call: self._call, ast.Unary: self._unary, ast.Binary: self._binary, ast.BoolOp: self._boolop,
@@ -455,6 +472,7 @@ class _Analysis:
         for info in self.ctx.rules:
             rule = info.rule
             self.enter_rule(rule.target)
+            self.gate = info if rule.effect != "permit" else None
             for c in rule.conditions:
                 self.reads = []
                 self.guards = set()
@@ -465,6 +483,7 @@ class _Analysis:
                                      f"compare it to something (e.g. `== …`)", e.span)
                 if self.reads:
                     self._unguarded(c)
+            self.gate = None
             self.reads = []
             for clause in rule.clauses:
                 if clause.__class__ is ast.Grant:
@@ -543,6 +562,8 @@ class _Analysis:
             if hit is None:
                 hit = self._attr_cache[key] = self._entity_attr(obj, name)
             t, optional, problem = hit
+            if self.gate is not None and obj[0] == "entity" and name not in _BUILTIN_ATTRS[obj[1]]:
+                self._entity_read(node, self._name_span(node, is_index), obj, name)
             if problem is not None:
                 self._report("schema", "E004", problem, self._name_span(node, is_index))
             if optional and not self.in_has:
@@ -582,6 +603,18 @@ class _Analysis:
             return _type_of_ref(ref)
         self._type_error(f"cannot read attribute '{name}' of {describe_type(obj)}", self._name_span(node, is_index))
         return None
+
+    def _entity_read(self, node, span: Span, obj: tuple, name: str) -> None:
+        """Note a read of an entity attribute in a forbid or gate (W108)."""
+        target = self.gate.rule.target
+        if obj is self.principal:
+            refs = target.subjects
+        elif obj is self.resource:
+            refs = target.resources
+        else:
+            refs = None  # a delegation-chain entity: any principal kind
+        kinds = None if refs is None else tuple(dict.fromkeys(r.name for r in refs))
+        self.entity_reads.append((self.gate, node, span, obj[1], kinds, name))
 
     def _entity_attr(self, obj: tuple, name: str) -> tuple:
         """(type, optional, E004 message or None) of an attribute of an entity or action."""
@@ -710,9 +743,12 @@ class _Analysis:
         o = n.operand
         self.in_has += 1  # `has` never raises: reads inside it need no guard
         try:
-            self._d[o.__class__](o, env)
+            t = self._d[o.__class__](o, env)
         finally:
             self.in_has -= 1
+        if (self.gate is not None and t.__class__ is tuple and t[0] == "entity"
+                and n.name not in _BUILTIN_ATTRS[t[1]]):
+            self._entity_read(n, n.span, t, n.name)
         p = _path(o)
         if p is not None:
             self.guards.add(f"{p}.{n.name}")
@@ -1118,6 +1154,39 @@ def _lint_w105(ctx: CheckContext) -> None:
                                    f"`require approval for agent to {name} on {missing[0]} by \"…\"`", span)
 
 
+def _lint_w108(ctx: CheckContext) -> None:
+    """W108: a forbid or gate reads an entity attribute that the request can set, for a
+    kind/type the set's entity data has records for and that is not authoritative."""
+    data = ctx.entity_types
+    if not data or ctx.options.authoritative_entities:
+        return
+    sch = ctx.schema
+    seen: set = set()
+    for info, node, span, category, kinds, name in _analysis(ctx).entity_reads:
+        if category == "principal":
+            declared, authoritative, word = sch.principals, sch.authoritative_principals, "principal kind"
+        else:
+            declared, authoritative, word = sch.resources, sch.authoritative_resources, "resource type"
+        candidates = kinds if kinds is not None else (tuple(declared) if declared else tuple(sorted(data)))
+        exposed = [k for k in candidates if k in data and k not in authoritative]
+        if not exposed:
+            continue
+        if isinstance(node, ast.Has):
+            base = _path(node.operand)
+            shown = f"{base}.{name}" if base else name
+        else:
+            shown = _path(node) or name
+        key = (info.index, shown)
+        if key in seen:
+            continue
+        seen.add(key)
+        what = "this forbid" if info.effect == "forbid" else "this approval gate"
+        ctx.report("W108", f"{what} reads '{shown}', which the caller can set: request attributes override the "
+                           f"stored entity data of {word} {_quoted_list(exposed)}; declare "
+                           f"`{category} {exposed[0]} authoritative {{ … }}` or set "
+                           f"`option authoritative_entities = true`", span)
+
+
 def stage_lint(ctx: CheckContext) -> None:
     for info in ctx.rules:
         rule = info.rule
@@ -1139,6 +1208,7 @@ def stage_lint(ctx: CheckContext) -> None:
     _emit(ctx, "lint")  # W103
     _lint_w104(ctx)
     _lint_w105(ctx)
+    _lint_w108(ctx)
     # W107: constants that no rule (see stage names) and no other constant uses
     used = set(ctx.used_constants)
     for name, decl in ctx.const_decls.items():
@@ -1162,8 +1232,11 @@ STAGES: list[tuple[str, Callable[[CheckContext], None]]] = [
 ]
 
 
-def check(files: Sequence[ast.PolicyFile], rel_paths: Mapping[str, str]) -> CheckResult:
-    ctx = CheckContext(files, rel_paths)
+def check(files: Sequence[ast.PolicyFile], rel_paths: Mapping[str, str],
+          entity_types: Iterable[str] = ()) -> CheckResult:
+    """Check a parsed set. ``entity_types``: the kinds and types its entity data has
+    records for (W108 warns only about those)."""
+    ctx = CheckContext(files, rel_paths, entity_types=frozenset(entity_types))
     for _name, stage in STAGES:
         stage(ctx)
     return CheckResult(tuple(ctx.rules), dict(ctx.constants), ctx.options, ctx.schema, tuple(ctx.diagnostics))

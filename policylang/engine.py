@@ -82,6 +82,7 @@ class Engine:
         self.counters = Counters(self.tree.counter)
         self._instrument = instrument
         self._lookup = entity_lookup(policies.entities, entities)
+        self._authority = policies.entity_authority  # which stored data requests cannot override
         self.approvals = approvals
         self.audit = audit
         self._version = policies.version
@@ -141,7 +142,7 @@ class Engine:
     # ------------------------------------------------------------------ internals
 
     def _decide(self, request: Mapping) -> Decision:
-        parts = parse_parts(request, self._lookup)
+        parts = parse_parts(request, self._lookup, self._authority)
         P, A, R, C, K, CH, I, approval = parts
         if self._instrument:
             self.counters.decisions += 1

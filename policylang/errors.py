@@ -32,6 +32,7 @@ CODES: dict[str, tuple[Severity, str]] = {
     "W105": ("warning", "High-impact action permitted to agents without an approval gate"),
     "W106": ("warning", "Rule without because"),
     "W107": ("warning", "Unused constant"),
+    "W108": ("warning", "Forbid or gate reads an attribute the request can override"),
 }
 
 

@@ -232,7 +232,7 @@ def decide(policy_set, request: Any, *, entities: Any = None, approvals: Callabl
     """Reference ``decide``: validate, merge entity data, evaluate every rule plainly."""
     from .requests import entity_lookup, parse_request
 
-    req = parse_request(request, entity_lookup(policy_set.entities, entities))
+    req = parse_request(request, entity_lookup(policy_set.entities, entities), policy_set.entity_authority)
     return decide_request(policy_set, req, approvals)
 
 

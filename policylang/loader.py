@@ -101,7 +101,8 @@ def build(sources: Iterable[tuple[str, str, str]], entity_sources: Iterable[tupl
 
     result = None
     if not diags:
-        result = check(files, {display: rel for display, rel, _ in sources})
+        result = check(files, {display: rel for display, rel, _ in sources},
+                       entity_types=[kind for kind, ids in entities.items() if ids])
         diags.extend(result.diagnostics)
 
     all_texts = {**texts, **{d: t for d, _r, t in entity_sources}}

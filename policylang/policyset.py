@@ -56,6 +56,9 @@ class Schema:
     resources: Mapping[str, Mapping[str, ast.TypeRef]] = field(default_factory=dict)
     actions: Mapping[str, ActionInfo] = field(default_factory=dict)
     context: Mapping[str, ast.TypeRef] | None = None
+    #: principal kinds / resource types declared ``authoritative``
+    authoritative_principals: frozenset[str] = frozenset()
+    authoritative_resources: frozenset[str] = frozenset()
 
     @property
     def empty(self) -> bool:
@@ -66,8 +69,32 @@ class Schema:
 class Options:
     max_ttl: int = 3600
     attenuate_delegation: bool = False
+    #: ``option authoritative_entities = true``: stored entity data is authoritative for
+    #: every kind and type (docs/language.md#authoritative-entity-data)
+    authoritative_entities: bool = False
     #: the longest lifetime an approval ticket may be opened with (seconds)
     max_approval_ttl: int = 24 * 3600
+
+
+@dataclass(frozen=True)
+class EntityAuthority:
+    """Which entities' stored data replaces the request's attributes.
+
+    An entity of an authoritative kind (principals and delegation-chain entries) or type
+    (resources) that has a stored record gets exactly the stored attributes: whatever
+    ``attrs`` the request sends for it are ignored. Entities without a stored record keep
+    the request's attributes.
+    """
+
+    all: bool = False
+    principals: frozenset[str] = frozenset()
+    resources: frozenset[str] = frozenset()
+
+    def principal(self, kind: str) -> bool:
+        return self.all or kind in self.principals
+
+    def resource(self, type_: str) -> bool:
+        return self.all or type_ in self.resources
 
 
 @dataclass(frozen=True)
@@ -88,6 +115,17 @@ class PolicySet:
     #: every diagnostic found (only warnings when loading succeeded)
     diagnostics: tuple[Diagnostic, ...]
     version: str
+
+    @property
+    def entity_authority(self) -> EntityAuthority | None:
+        """What :func:`policylang.requests.parse_parts` needs to know about authoritative
+        entity data; ``None`` when nothing is authoritative (the request's attributes win)."""
+        sch = self.schema
+        if not (self.options.authoritative_entities or sch.authoritative_principals
+                or sch.authoritative_resources):
+            return None
+        return EntityAuthority(self.options.authoritative_entities, sch.authoritative_principals,
+                               sch.authoritative_resources)
 
     def rule(self, rule_id: str) -> RuleInfo | None:
         for r in self.rules:

@@ -183,7 +183,15 @@ def _string(value: Any, field: str, required: bool = True) -> str | None:
     raise _err(field, f"expected a string, got {type_name(value)}")
 
 
-def _merge(stored: Mapping | None, given: dict) -> dict:
+def _merge(stored: Mapping | None, given: dict, authoritative: bool = False) -> dict:
+    """The attributes of an entity whose stored record is ``stored`` and whose request
+    sent ``given``. By default the stored record is the base and the request's non-null
+    values override it. When the set makes this entity's stored data authoritative
+    (docs/language.md#authoritative-entity-data) the stored record is the entity's whole
+    set of attributes: ``given`` is ignored, values and added keys alike (not refused:
+    a refusal on a differing value would let a caller test guesses of stored values)."""
+    if authoritative and stored is not None:
+        return stored if stored.__class__ is dict else dict(stored)
     if not stored:
         return given
     merged = dict(stored)
@@ -193,7 +201,7 @@ def _merge(stored: Mapping | None, given: dict) -> dict:
     return merged
 
 
-def _principal_like(value: Any, field: str, lookup: EntityLookup | None) -> Entity:
+def _principal_like(value: Any, field: str, lookup: EntityLookup | None, authority: Any = None) -> Entity:
     if value.__class__ is not dict:
         if value is None:
             raise _err(field, "required")
@@ -210,17 +218,20 @@ def _principal_like(value: Any, field: str, lookup: EntityLookup | None) -> Enti
     attrs = _EMPTY if attrs is None else _attrs(attrs, field + ".attrs")
     if lookup is not None:
         stored = lookup(kind, pid)
-        if stored:
-            attrs = _merge(stored, attrs)
+        if stored is not None:
+            attrs = _merge(stored, attrs, authority is not None and authority.principal(kind))
     return Entity("principal", kind, pid, attrs)
 
 
-def parse_request(raw: Any, lookup: EntityLookup | None = None) -> Request:
-    """Validate ``raw`` (SPEC §2) and merge entity data. Raises :class:`RequestError`."""
-    return Request(*parse_parts(raw, lookup), raw)
+def parse_request(raw: Any, lookup: EntityLookup | None = None, authority: Any = None) -> Request:
+    """Validate ``raw`` (SPEC §2) and merge entity data. Raises :class:`RequestError`.
+
+    ``authority`` is the set's :attr:`~policylang.policyset.PolicySet.entity_authority`:
+    which kinds and types have authoritative stored data (``None``: none)."""
+    return Request(*parse_parts(raw, lookup, authority), raw)
 
 
-def parse_parts(raw: Any, lookup: EntityLookup | None = None) -> tuple:
+def parse_parts(raw: Any, lookup: EntityLookup | None = None, authority: Any = None) -> tuple:
     """:func:`parse_request` without building a :class:`Request`: the engine's hot path.
 
     Returns ``(principal, action, resource, context, risk, chain, intent, approval)``.
@@ -238,11 +249,11 @@ def parse_parts(raw: Any, lookup: EntityLookup | None = None) -> tuple:
         pattrs = _EMPTY if pattrs is None else _attrs(pattrs, "principal.attrs")
         if lookup is not None:
             stored = lookup(pkind, pid)
-            if stored:
-                pattrs = _merge(stored, pattrs)
+            if stored is not None:
+                pattrs = _merge(stored, pattrs, authority is not None and authority.principal(pkind))
         principal = Entity("principal", pkind, pid, pattrs)
     else:
-        principal = _principal_like(p, "principal", lookup)
+        principal = _principal_like(p, "principal", lookup, authority)
 
     action = get("action")
     if action.__class__ is str:
@@ -274,8 +285,8 @@ def parse_parts(raw: Any, lookup: EntityLookup | None = None) -> tuple:
     rattrs = _EMPTY if rattrs is None else _attrs(rattrs, "resource.attrs")
     if lookup is not None and rid is not None:
         stored = lookup(rtype, rid)
-        if stored:
-            rattrs = _merge(stored, rattrs)
+        if stored is not None:
+            rattrs = _merge(stored, rattrs, authority is not None and authority.resource(rtype))
     res = Entity("resource", rtype, rid, rattrs)
 
     context = get("context")
@@ -309,7 +320,7 @@ def parse_parts(raw: Any, lookup: EntityLookup | None = None) -> tuple:
         for i, entry in enumerate(delegation):
             if entry is None:
                 raise _err(f"delegation[{i}]", "null entry")
-            chain.append(_principal_like(entry, f"delegation[{i}]", lookup))
+            chain.append(_principal_like(entry, f"delegation[{i}]", lookup, authority))
     elif delegation is None or (isinstance(delegation, Sequence) and not isinstance(delegation, _NOT_LISTS)):
         chain = []
     else:

@@ -58,6 +58,9 @@ FULL_DESCRIPTIONS: dict[str, str] = {
             "covers that kind, action and resource type.",
     "W106": "A rule without `because`: its decisions cannot say why they were made.",
     "W107": "A constant that no rule and no other constant uses.",
+    "W108": "A forbid or approval gate reads an entity attribute that the request's attrs can override, "
+            "for a kind or type the set's entity data has records for and that is not declared "
+            "authoritative: a caller can send a different value and get past the rule.",
 }
 
 _LEVEL = {"error": "error", "warning": "warning"}

@@ -576,7 +576,7 @@ def _record_coverage(cov: RuleCoverage, policy_set, request: Mapping, entities, 
             outcomes.append((t.info, t.held, t.error, t.scopes))
         return outcomes
 
-    req = parse_request(request, entity_lookup(policy_set.entities, entities))
+    req = parse_request(request, entity_lookup(policy_set.entities, entities), policy_set.entity_authority)
     outcomes = record(interpreter.traces(policy_set, req))
     if policy_set.options.attenuate_delegation and req.chain:
         if combine(outcomes, req, policy_set.version, checker).decision == ALLOW:
