@@ -32,8 +32,6 @@ MAX_VALUE_DEPTH = 64
 #: (str/int/float subclasses such as StrEnum and IntEnum become plain str/int/float,
 #: other mappings become dicts, other sequences lists) or refused, naming the field.
 _PLAIN = frozenset((str, int, float, bool, type(None)))
-_is_plain = _PLAIN.__contains__
-_is_str = frozenset((str,)).__contains__
 _NOT_LISTS = (str, bytes, bytearray, memoryview)
 
 
@@ -54,12 +52,11 @@ def _norm(v: Any, depth: int) -> Any:
         if depth > MAX_VALUE_DEPTH:
             raise _Bad(f"nested deeper than {MAX_VALUE_DEPTH} levels")
         changed = c is not dict
-        out = {}
+        fixes: dict = {}
         for k, x in v.items():
             if k.__class__ is not str:
                 if not isinstance(k, str):
                     raise _Bad(f"object keys must be strings, got {type_name(k)}")
-                k = str.__str__(k)
                 changed = True
             if x.__class__ not in _PLAIN:
                 try:
@@ -68,10 +65,11 @@ def _norm(v: Any, depth: int) -> Any:
                     e.path.append(f".{k}")
                     raise
                 if y is not x:
-                    changed = True
-                    x = y
-            out[k] = x
-        return out if changed else v
+                    fixes[k] = y
+        if not changed and not fixes:
+            return v
+        return {(k if k.__class__ is str else str.__str__(k)): (fixes[k] if k in fixes else x)
+                for k, x in v.items()}
     if isinstance(v, str):
         return str.__str__(v)
     if isinstance(v, int):  # bool cannot be subclassed: these are IntEnum and the like
@@ -81,8 +79,7 @@ def _norm(v: Any, depth: int) -> Any:
     if c is list or (isinstance(v, Sequence) and not isinstance(v, _NOT_LISTS)):
         if depth > MAX_VALUE_DEPTH:
             raise _Bad(f"nested deeper than {MAX_VALUE_DEPTH} levels")
-        changed = c is not list
-        out_l = []
+        fixed: dict = {}
         for i, x in enumerate(v):
             if x.__class__ not in _PLAIN:
                 try:
@@ -91,10 +88,10 @@ def _norm(v: Any, depth: int) -> Any:
                     e.path.append(f"[{i}]")
                     raise
                 if y is not x:
-                    changed = True
-                    x = y
-            out_l.append(x)
-        return out_l if changed else v
+                    fixed[i] = y
+        if c is list and not fixed:
+            return v
+        return [fixed[i] if i in fixed else x for i, x in enumerate(v)] if fixed else list(v)
     raise _Bad(f"expected a JSON value (string, number, boolean, null, list or object), got {type(v).__name__}")
 
 
@@ -106,11 +103,20 @@ def _normalised(value: Any, field: str) -> Any:
 
 
 def _obj(value: dict, field: str) -> dict:
-    """A dict from the request, normalised: the fast path is two C-level passes over
-    its values' and keys' classes, and returns the very same dict."""
-    if all(map(_is_plain, map(type, value.values()))) and all(map(_is_str, map(type, value))):
-        return value
-    return _normalised(value, field)
+    """A dict from the request, normalised. The fast path (every value a plain scalar or
+    a list of them: what JSON requests mostly are) only looks at classes and returns the
+    very same dict; keys need no look there (a JSON object's keys are strings, and a
+    str-subclass key reads like its string); anything else takes the careful walk."""
+    for v in value.values():
+        c = v.__class__
+        if c not in _PLAIN:
+            if c is list:
+                for x in v:
+                    if x.__class__ not in _PLAIN:
+                        return _normalised(value, field)
+                continue
+            return _normalised(value, field)
+    return value
 
 
 class Request:

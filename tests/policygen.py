@@ -162,3 +162,130 @@ def requests(draw):
     if draw(st.booleans()):
         req["approval"] = draw(st.sampled_from(["ok", "nope"]))
     return req
+
+
+# ------------------------------------------------------------------ hostile requests
+# The same requests with their values disguised as what Python callers often pass
+# (StrEnum/IntEnum members, str/int/float subclasses, Mapping and Sequence types that
+# are not dict and list, tuples), plus empty and long delegation chains and deeply
+# nested values. ``hostile_requests()`` draws ``(disguised, plain)``: both must get the
+# same decision, from either evaluator, cached or not.
+
+import enum  # noqa: E402
+from collections import UserDict, UserList  # noqa: E402
+from collections.abc import Mapping, Sequence  # noqa: E402
+
+
+class GenStr(str):
+    def __repr__(self):  # a constant repr: a cache key built from repr() would collide
+        return "GenStr"
+
+
+class GenInt(int):
+    pass
+
+
+class GenFloat(float):
+    pass
+
+
+class Word(enum.StrEnum):
+    X = "x"
+    Y = "y"
+    ACME = "acme"
+    AB = "a/b"
+    EMPTY = ""
+    HUMAN = "human"
+    AGENT = "agent"
+    READ = "read"
+    REPO = "repo"
+
+
+class Num(enum.IntEnum):
+    M2 = -2
+    M1 = -1
+    ZERO = 0
+    ONE = 1
+    TWO = 2
+    THREE = 3
+
+
+class GenMap(Mapping):
+    def __init__(self, data):
+        self._d = dict(data)
+
+    def __getitem__(self, k):
+        return self._d[k]
+
+    def __iter__(self):
+        return iter(self._d)
+
+    def __len__(self):
+        return len(self._d)
+
+
+class GenSeq(Sequence):
+    def __init__(self, items):
+        self._items = list(items)
+
+    def __getitem__(self, i):
+        return self._items[i]
+
+    def __len__(self):
+        return len(self._items)
+
+
+_WORDS = {m.value: m for m in Word}
+
+
+def _disguise(rnd, v):
+    if isinstance(v, bool) or v is None:
+        return v
+    if isinstance(v, str):
+        how = rnd.choice(["plain", "sub", "enum"])
+        if how == "enum" and v in _WORDS:
+            return _WORDS[v]
+        return GenStr(v) if how != "plain" else v
+    if isinstance(v, int):
+        how = rnd.choice(["plain", "sub", "enum"])
+        if how == "enum" and -2 <= v <= 3:
+            return Num(v)
+        return GenInt(v) if how != "plain" else v
+    if isinstance(v, float):
+        return GenFloat(v) if rnd.random() < 0.5 else v
+    if isinstance(v, dict):
+        inner = {k: _disguise(rnd, x) for k, x in v.items()}
+        return rnd.choice([dict, GenMap, UserDict])(inner)
+    if isinstance(v, list):
+        inner = [_disguise(rnd, x) for x in v]
+        return rnd.choice([list, GenSeq, UserList, tuple])(inner)
+    return v
+
+
+def _deep(levels: int):
+    v: object = "x"
+    for _ in range(levels):
+        v = {"a": v}
+    return v
+
+
+@st.composite
+def hostile_requests(draw):
+    """(disguised request, the plain request it stands for)."""
+    req = draw(requests())
+    shape = draw(st.sampled_from(["as is", "as is", "empty chain", "long chain", "deep"]))
+    if shape == "empty chain":
+        req["delegation"] = []
+    elif shape == "long chain":
+        # up to the cap and one past it (refused, naming `delegation`, by both)
+        n = draw(st.sampled_from([8, 64, 65]))
+        kinds = draw(st.lists(st.sampled_from(KINDS), min_size=1, max_size=2))
+        attrs_ = draw(attrs)
+        req["delegation"] = [{"id": f"d{i}", "kind": kinds[i % len(kinds)], "attrs": attrs_} for i in range(n)]
+    elif shape == "deep":
+        # context is level 1: context.a holding `levels` objects is 1 + levels deep
+        levels = draw(st.sampled_from([2, 62, 63, 64, 65, 400]))
+        req["context"] = {**req.get("context", {}), "a": _deep(levels)}
+    plain = json.loads(json.dumps(req))
+    # one drawn random makes every disguise choice (a draw per value overruns long chains)
+    return _disguise(draw(st.randoms(use_true_random=False)), req), plain
