@@ -12,7 +12,9 @@ POST     /v1/approvals                     ``{"request": {…}, "ttl": 3600, "si
 GET      /v1/approvals                     ``?approver=ID&all=true``: ``{"approvals": […]}``, each
                                            with ``digest``, ``summary`` and ``request``
 GET      /v1/approvals/{id}                one ticket (404 when unknown)
-POST     /v1/approvals/{id}/approve        ``{"approver": ID}`` (403 not allowed to, 404, 409
+POST     /v1/approvals/{id}/approve        the approver is ``caller_of(request)`` when the
+                                           service authenticates; else ``{"approver": ID}``
+                                           (403 not allowed to, 404, 409
 POST     /v1/approvals/{id}/deny           expired, denied or used; 503 when the audit log
                                            cannot be written: nothing was approved)
 POST     /v1/tokens                        ``{"request": {…}}``: decide; mint from an allow with
