@@ -29,7 +29,10 @@ CASES = sorted(GOLDEN.glob("*.policy"))
 def render(case: Path) -> str:
     # read bytes and decode, so the text is exactly the file's (no newline translation)
     text = case.read_bytes().decode("utf-8")
-    _policy_set, diagnostics = build([(case.name, case.name, text)], [], ".", raise_errors=False)
+    # a case may come with entity data (NAME.entities.json), which W108 looks at
+    data = case.with_suffix(".entities.json")
+    entities = [(data.name, data.name, data.read_text(encoding="utf-8"))] if data.exists() else []
+    _policy_set, diagnostics = build([(case.name, case.name, text)], entities, ".", raise_errors=False)
     return "".join(d.render() + "\n" for d in diagnostics)
 
 
@@ -50,7 +53,7 @@ def test_golden_cases_exist_and_cover_errors_and_warnings():
     assert all(out for out in outputs), "every golden case has at least one diagnostic"
     joined = "".join(outputs)
     for code in ("E001", "E002", "E003", "E004", "E005", "E006", "E007",
-                 "W101", "W102", "W103", "W104", "W105", "W106", "W107"):
+                 "W101", "W102", "W103", "W104", "W105", "W106", "W107", "W108"):
         assert f"[{code}]" in joined, code
 
 
