@@ -55,9 +55,10 @@ def _norm(v: Any, depth: int) -> Any:
         fixes: dict = {}
         for k, x in v.items():
             if k.__class__ is not str:
-                if not isinstance(k, str):
+                if isinstance(k, str):
+                    changed = True
+                elif depth > 1:  # a top-level key no rule can name is left alone, as on the fast path
                     raise _Bad(f"object keys must be strings, got {type_name(k)}")
-                changed = True
             if x.__class__ not in _PLAIN:
                 try:
                     y = _norm(x, depth + 1)
@@ -68,8 +69,8 @@ def _norm(v: Any, depth: int) -> Any:
                     fixes[k] = y
         if not changed and not fixes:
             return v
-        return {(k if k.__class__ is str else str.__str__(k)): (fixes[k] if k in fixes else x)
-                for k, x in v.items()}
+        return {(str.__str__(k) if k.__class__ is not str and isinstance(k, str) else k):
+                (fixes[k] if k in fixes else x) for k, x in v.items()}
     if isinstance(v, str):
         return str.__str__(v)
     if isinstance(v, int):  # bool cannot be subclassed: these are IntEnum and the like
