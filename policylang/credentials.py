@@ -22,11 +22,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
 import math
 import os
 import re
 import secrets
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional
@@ -36,14 +38,16 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from .errors import RequestError
-from .requests import task_binding
+from .requests import MAX_DELEGATION_DEPTH, task_binding
 from .store import Store, StoreError, open_store
 
 __all__ = [
     "KeySet", "Issuer", "Token",
-    "TokenError", "BadSignature", "Expired", "NotYetValid", "Revoked", "ScopeNotGranted",
-    "Malformed", "NotAllowed", "StoreError",
+    "TokenError", "BadSignature", "Expired", "NotYetValid", "Revoked", "NotIssued", "ScopeNotGranted",
+    "Malformed", "NotAllowed", "StoreError", "MAX_DELEGATION_DEPTH",
 ]
+
+log = logging.getLogger("policylang.credentials")
 
 ALG = "EdDSA"
 REQUIRED_CLAIMS = ("iss", "sub", "aud", "scope", "iat", "nbf", "exp", "jti", "rules", "policy_version")
@@ -76,6 +80,12 @@ class NotYetValid(TokenError):
 
 class Revoked(TokenError):
     """The token, or its task, was revoked."""
+
+
+class NotIssued(Revoked):
+    """The store has no record of issuing this token (it lost its data, the token was
+    minted against another store, or its record was forgotten after its expiry). The
+    store is an allow-list: a token verifies only when it knows it was issued."""
 
 
 class ScopeNotGranted(TokenError):
@@ -334,6 +344,8 @@ class _Subject:
             b = task_binding(request, strict=True)
         except RequestError as e:
             raise NotAllowed(f"malformed request: {e}") from None
+        if len(b["delegation"]) > MAX_DELEGATION_DEPTH:
+            raise NotAllowed(f"delegation: at most {MAX_DELEGATION_DEPTH} hops, got {len(b['delegation'])}")
         return cls(b["principal"], tuple(b["delegation"]), b["resource_id"] or b["resource_type"], b["task"])
 
 
@@ -398,10 +410,16 @@ def _is_num(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def _check_act(act: Any, depth: int = 0) -> bool:
-    if depth > 64 or not isinstance(act, dict) or not isinstance(act.get("sub"), str):
-        return False
-    return "act" not in act or _check_act(act["act"], depth + 1)
+def _check_act(act: Any) -> bool:
+    """``{"sub": str, "act": …}`` nested at most MAX_DELEGATION_DEPTH levels (a chain of
+    N delegators makes N levels), checked without recursion."""
+    for _ in range(MAX_DELEGATION_DEPTH):
+        if not isinstance(act, dict) or not isinstance(act.get("sub"), str):
+            return False
+        if "act" not in act:
+            return True
+        act = act["act"]
+    return False
 
 
 def _check_claims(c: dict) -> None:
@@ -435,12 +453,24 @@ class Issuer:
     past a token's expiry. ``max_ttl`` (optional): a cap on every token's lifetime on
     top of the grants' own (which the policy's ``option max_ttl`` already bounds).
     ``audit``: an :class:`~policylang.audit.AuditLog` (or anything with its
-    ``record``), written for ``issue``, ``refresh``, ``revoke`` and ``revoke_task``.
+    ``record``), written for ``issue``, ``refresh``, ``revoke``, ``revoke_task`` and
+    ``open_task``.
+
+    ``keys``: a :class:`KeySet`, or the path of a key file: the issuer then re-reads
+    the file whenever it changes (checked before every sign and verify) and on
+    :meth:`reload_keys`, so that ``policylang token rotate`` reaches a running service.
+
+    Tasks are bound: the first token of a task id binds it to the request's principal
+    and delegation root, and a token for that task id is refused to anyone else. With
+    ``require_open_tasks`` an unknown task id is refused instead: a task must first be
+    opened with :meth:`open_task` by someone other than its agent (``POST /v1/tasks``).
+    A revoked task id is never reused.
     """
 
-    def __init__(self, keys: Optional[KeySet], store: Store | str | None, *, issuer: str,
+    def __init__(self, keys: KeySet | str | os.PathLike | None, store: Store | str | None, *, issuer: str,
                  max_task_lifetime: float = 8 * 3600, audit: Any = None, max_leeway: float = 300,
-                 max_ttl: Optional[float] = None, clock: Callable[[], float] = time.time):
+                 max_ttl: Optional[float] = None, clock: Callable[[], float] = time.time,
+                 require_open_tasks: bool = False):
         if not isinstance(issuer, str) or not issuer:
             raise ValueError("issuer must be a non-empty string (the iss claim)")
         if not _is_num(max_task_lifetime) or max_task_lifetime <= 0:
@@ -449,7 +479,18 @@ class Issuer:
             raise ValueError("max_leeway must be a non-negative number of seconds")
         if max_ttl is not None and (not _is_num(max_ttl) or max_ttl <= 0):
             raise ValueError("max_ttl must be a positive number of seconds")
+        #: the key file re-read on change (None when the keys were given as a KeySet)
+        self.keys_path: Optional[str] = None
+        #: why the last reload of the key file failed (the previous keys stay in use)
+        self.keys_error: Optional[str] = None
+        self._keys_sig: Optional[tuple] = None
+        self._keys_lock = threading.Lock()
+        if isinstance(keys, (str, os.PathLike)):
+            self.keys_path = os.fspath(keys)
+            self._keys_sig = self._key_file_signature()
+            keys = KeySet.load(self.keys_path)
         self.keys = keys if keys is not None else KeySet()
+        self.require_open_tasks = bool(require_open_tasks)
         self.store = open_store(store) if isinstance(store, str) else store
         self.issuer = issuer
         self.max_task_lifetime = float(max_task_lifetime)
@@ -483,6 +524,7 @@ class Issuer:
 
     def _mint(self, subject: _Subject, scopes: list[str], ttl: int, d: dict) -> Token:
         store = self._need_store()
+        self._maybe_reload_keys()
         key = self.keys._signing()
         if key is None:
             raise ValueError("this key set has no signing key (it was loaded from public keys)")
@@ -494,9 +536,19 @@ class Issuer:
             raise NotAllowed("the decision has no policy_version")
         now = self._clock()
         if subject.task is not None:
-            state = store.start_task(subject.task, now, now + self.max_task_lifetime)
+            state = store.claim_task(subject.task, now, now + self.max_task_lifetime,
+                                     principal=subject.principal, root=subject.sub,
+                                     create=not self.require_open_tasks)
+            if state is None:
+                raise NotAllowed(f"task {subject.task} was not opened (this issuer requires tasks to be "
+                                 "opened by their delegator first: POST /v1/tasks)")
             if state.revoked:
                 raise NotAllowed(f"task {subject.task} was revoked")
+            if state.principal != subject.principal or state.root != subject.sub:
+                raise NotAllowed(f"task {subject.task} belongs to another principal or delegation")
+            if self.require_open_tasks and state.opened_by is None:
+                raise NotAllowed(f"task {subject.task} was not opened by a delegator "
+                                 "(this issuer requires tasks to be opened first: POST /v1/tasks)")
             end = min(state.ends_at, state.started_at + self.max_task_lifetime)
             if now >= end:
                 raise NotAllowed(f"task {subject.task} is past its lifetime")
@@ -558,9 +610,13 @@ class Issuer:
             raise Expired(f"token expired at {claims['exp']}")
         if now + leeway < claims["nbf"]:
             raise NotYetValid(f"token not valid before {claims['nbf']}")
-        if self.store is not None and self.store.is_revoked(claims["jti"], claims.get("task")):
-            raise Revoked(f"token {claims['jti']} was revoked"
-                          + (f" (or its task {claims['task']})" if "task" in claims else ""))
+        if self.store is not None:
+            status = self.store.token_status(claims["jti"], claims.get("task"))
+            if status == "revoked":
+                raise Revoked(f"token {claims['jti']} was revoked"
+                              + (f" (or its task {claims['task']})" if "task" in claims else ""))
+            if status != "live":
+                raise NotIssued(f"token {claims['jti']} is not known to the store as issued")
         if scope is not None and scope not in claims["scope"].split(" "):
             raise ScopeNotGranted(f"scope {scope!r} was not granted (granted: {claims['scope']})")
         if audience is not None and claims["aud"] != audience:
@@ -585,6 +641,7 @@ class Issuer:
         kid = header.get("kid")
         if not isinstance(kid, str) or not kid:
             raise BadSignature("token has no kid")
+        self._maybe_reload_keys()
         pub = self.keys.verification_key(kid, self._clock(), self.max_leeway)
         if pub is None:
             raise BadSignature(f"unknown or retired key {kid!r}")
@@ -635,19 +692,45 @@ class Issuer:
                              + (f" ({'; '.join(d['reasons'])})" if d.get("reasons") else ""))
         scopes, ttl = _grants(d)
         subject = self._subject_for(d, request)
-        new = self._mint(subject, scopes, ttl, d)
+        # Compare-and-revoke: the old token is revoked in one atomic step that first checks
+        # it is still live, and only the caller that revoked it gets a new token. A revoke
+        # (of the token or its task) that lands before this step refuses the refresh; two
+        # concurrent refreshes of one token get one new token between them.
         now = self._clock()
-        try:
-            self.store.revoke_token(old["jti"], old["exp"] + self.max_leeway, now)
-        except BaseException:
-            try:
-                self.store.revoke_token(new.jti, new.expires_at + self.max_leeway, now)
-            except Exception:
-                pass
-            raise
+        if not self.store.revoke_if_live(old["jti"], old.get("task"), old["exp"] + self.max_leeway, now):
+            raise NotAllowed(f"token {old['jti']} was revoked or already refreshed")
+        new = self._mint(subject, scopes, ttl, d)
         self._record("refresh", new, request=request, decision=decision, tokens=[new.jti],
                      revoked=[old["jti"]])
         return new
+
+    def open_task(self, task_id: str, principal: str, root: Optional[str] = None, *, opened_by: str,
+                  ttl: Optional[float] = None) -> Any:
+        """Open a task for ``principal`` (the agent that will get its tokens) under the
+        delegation root ``root`` (the principal itself when None), on behalf of
+        ``opened_by`` (the authenticated delegator; not the agent). Returns its
+        :class:`~policylang.store.TaskState`. NotAllowed when the id was ever used
+        (a revoked or closed task id is never reused) or the agent opens its own task.
+        ``ttl``: the task's lifetime (at most ``max_task_lifetime``)."""
+        for name, value in (("task id", task_id), ("principal", principal), ("opened_by", opened_by)):
+            if not isinstance(value, str) or not value:
+                raise ValueError(f"{name} must be a non-empty string")
+        if root is not None and (not isinstance(root, str) or not root):
+            raise ValueError("root must be a non-empty string")
+        if ttl is not None and (not _is_num(ttl) or ttl <= 0):
+            raise ValueError("ttl must be a positive number of seconds")
+        if opened_by == principal:
+            raise NotAllowed(f"{principal} cannot open its own task: a delegator opens it")
+        store = self._need_store()
+        now = self._clock()
+        life = self.max_task_lifetime if ttl is None else min(float(ttl), self.max_task_lifetime)
+        state = store.open_task(task_id, now, now + life, principal=principal, root=root or principal,
+                                opened_by=opened_by)
+        if state is None:
+            raise NotAllowed(f"task id {task_id} is already in use (a task id is never reused)")
+        self._record("open_task", None, task=task_id, principal=principal, root=root or principal,
+                     opened_by=opened_by)
+        return state
 
     def revoke(self, jti: str) -> None:
         """Revoke one token by its ``jti``; kept until that token's expiry plus
@@ -674,7 +757,46 @@ class Issuer:
 
     def jwks(self) -> dict:
         """The public keys that may verify live tokens, as a JWKS document."""
+        self._maybe_reload_keys()
         return self.keys.public_jwks(self._clock(), self.max_leeway)
+
+    # -- key file reload ---------------------------------------------------------------
+
+    def _key_file_signature(self) -> Optional[tuple]:
+        try:
+            st = os.stat(self.keys_path)
+        except OSError:
+            return None
+        return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+    def _maybe_reload_keys(self) -> None:
+        if self.keys_path is not None and self._key_file_signature() != self._keys_sig:
+            self.reload_keys(force=False)
+
+    def reload_keys(self, force: bool = True) -> bool:
+        """Re-read the key file (``keys`` given as a path): the file's keys replace the
+        ones in memory, so a key that ``token rotate`` retired stops signing at once and
+        verifies only as long as the file says. Returns True when the keys were
+        replaced. A file that cannot be read or parsed leaves the previous keys in use
+        and is logged (``keys_error``); the next change or call tries again."""
+        if self.keys_path is None:
+            return False
+        with self._keys_lock:
+            sig = self._key_file_signature()
+            if not force and sig == self._keys_sig:
+                return False
+            try:
+                keys = KeySet.load(self.keys_path)
+            except (OSError, ValueError) as e:
+                self._keys_sig = sig
+                self.keys_error = str(e)
+                log.warning("key file %s not reloaded (keeping the previous keys): %s", self.keys_path, e)
+                return False
+            old = self.keys
+            self.keys, self._keys_sig, self.keys_error = keys, sig, None
+            if old.kid != keys.kid:
+                log.info("key file %s reloaded: signing with kid %s", self.keys_path, keys.kid)
+            return True
 
     def _need_store(self) -> Store:
         if self.store is None:

@@ -48,6 +48,13 @@ class TaskState:
     started_at: float
     ends_at: float
     revoked_at: Optional[float] = None
+    #: the principal the task is bound to (the agent that gets its tokens); None for a
+    #: task recorded before tasks were bound, or only revoked
+    principal: Optional[str] = None
+    #: the root of the delegation chain it is bound to (the principal when there is none)
+    root: Optional[str] = None
+    #: who opened it (Issuer.open_task, POST /v1/tasks); None when its first issue bound it
+    opened_by: Optional[str] = None
 
     @property
     def revoked(self) -> bool:
@@ -92,6 +99,50 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def is_revoked(self, jti: str, task_id: Optional[str] = None) -> bool:
         """True when ``jti`` was revoked, or ``task_id`` (when given) was."""
+
+    # -- allow-listed tokens, bound tasks, compare-and-revoke (issue 11) -----------------
+    # Not abstract, so that a third-party Store still instantiates; both stores here
+    # implement them, and the issuer needs them.
+
+    def token_status(self, jti: str, task_id: Optional[str] = None) -> str:
+        """``"revoked"`` (the token or its task was revoked), ``"unknown"`` (this store
+        never recorded it as issued, or forgot it after its expiry) or ``"live"``. A
+        token verifies only when it is live: the store is an allow-list, so a store that
+        lost its data refuses every token instead of accepting revoked ones again.
+        (This default asks twice; the stores here ask in one round trip.)"""
+        if self.is_revoked(jti, task_id):
+            return "revoked"
+        return "unknown" if self.token_keep_until(jti) is None else "live"
+
+    def claim_task(self, task_id: str, now: float, ends_at: float, *, principal: str, root: str,
+                   create: bool = True) -> Optional[TaskState]:
+        """Atomically: when ``task_id`` is unknown, record it bound to ``principal`` and
+        ``root`` (if ``create``; else return None); when it is known but unbound (a
+        record from before binding), bind it. Returns the task's state; the caller
+        compares the binding."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement claim_task")
+
+    def open_task(self, task_id: str, now: float, ends_at: float, *, principal: str, root: str,
+                  opened_by: str) -> Optional[TaskState]:
+        """Record a new task opened by ``opened_by``, bound to ``principal`` and ``root``.
+        Returns its state, or None (nothing written) when the id was ever used."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement open_task")
+
+    def revoke_if_live(self, jti: str, task_id: Optional[str], keep_until: float, now: float) -> bool:
+        """Atomically: if ``jti`` is live (recorded, not revoked, its task not revoked),
+        revoke it until ``keep_until`` and return True; otherwise change nothing and
+        return False. Refresh uses it so that one token is replaced at most once."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement revoke_if_live")
+
+    def exists(self) -> bool:
+        """Whether the store was created (a SQLite file that exists; a Redis database
+        carrying the store's marker key). ``serve`` refuses a store that does not
+        exist unless told to create it (``--create-store``)."""
+        return True
+
+    def initialize(self, now: float) -> None:
+        """Create the store (idempotent): the SQLite file and tables, the Redis marker."""
+        self.ping()
 
     # -- approvals ------------------------------------------------------------------
 

@@ -2,7 +2,10 @@
 
 Keys (all under ``key_prefix``, default ``policylang:``):
 
-* ``task:<id>``        hash {started_at, ends_at, revoked_at}; never expires
+* ``meta``             the store's marker ("policylang-store/1"), set when it is created
+                       (``serve --create-store``); a database without it is not a store
+* ``task:<id>``        hash {started_at, ends_at, revoked_at, principal, root, opened_by};
+                       never expires
 * ``tasktokens:<id>``  sorted set jti -> keep_until of the task's tokens
 * ``token:<jti>``      keep_until of an issued token; expires then
 * ``revoked:<jti>``    keep_until of a revoked token; expires then
@@ -25,6 +28,44 @@ from . import APPROVAL_RETENTION, Store, StoreError, TaskState, _dumps, _loads
 
 def _ms(seconds: float) -> int:
     return max(1, int(math.ceil(seconds * 1000)))
+
+
+_MARKER = "policylang-store/1"
+
+# KEYS: task ; ARGV: now, ends_at, principal, root, create (1/0)
+_CLAIM_TASK = """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  if ARGV[5] ~= '1' then return {} end
+  redis.call('HSET', KEYS[1], 'started_at', ARGV[1], 'ends_at', ARGV[2], 'principal', ARGV[3], 'root', ARGV[4])
+elseif redis.call('HEXISTS', KEYS[1], 'principal') == 0 and redis.call('HEXISTS', KEYS[1], 'revoked_at') == 0 then
+  redis.call('HSET', KEYS[1], 'principal', ARGV[3], 'root', ARGV[4])
+end
+return redis.call('HGETALL', KEYS[1])
+"""
+
+# KEYS: task ; ARGV: now, ends_at, principal, root, opened_by
+_OPEN_TASK = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return {} end
+redis.call('HSET', KEYS[1], 'started_at', ARGV[1], 'ends_at', ARGV[2], 'principal', ARGV[3], 'root', ARGV[4],
+           'opened_by', ARGV[5])
+return redis.call('HGETALL', KEYS[1])
+"""
+
+# KEYS: revoked:<jti>, task:<id> (or any key when there is no task), token:<jti>
+# ARGV: px, keep_until, has_task (1/0)
+_REVOKE_IF_LIVE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if ARGV[3] == '1' and redis.call('HEXISTS', KEYS[2], 'revoked_at') == 1 then return 0 end
+if redis.call('EXISTS', KEYS[3]) == 0 then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[1])
+return 1
+"""
+
+
+def _pairs(flat) -> dict:
+    if isinstance(flat, dict):
+        return flat
+    return dict(zip(flat[0::2], flat[1::2]))
 
 
 class RedisStore(Store):
@@ -85,7 +126,8 @@ class RedisStore(Store):
         try:
             revoked = h.get("revoked_at")
             return TaskState(task_id, float(h["started_at"]), float(h["ends_at"]),
-                             float(revoked) if revoked is not None else None)
+                             float(revoked) if revoked is not None else None,
+                             h.get("principal"), h.get("root"), h.get("opened_by"))
         except (KeyError, ValueError) as e:
             raise StoreError(f"corrupt task record {task_id!r}: {e}") from e
 
@@ -172,6 +214,47 @@ class RedisStore(Store):
             return any(pipe.execute())
 
         return bool(self._call(fn))
+
+    # -- allow-list, task binding, compare-and-revoke -----------------------------------
+
+    def token_status(self, jti: str, task_id: Optional[str] = None) -> str:
+        def fn(r):
+            pipe = r.pipeline(transaction=True)
+            pipe.exists(self._k("revoked", jti))
+            pipe.exists(self._k("token", jti))
+            if task_id is not None:
+                pipe.hexists(self._k("task", task_id), "revoked_at")
+            return pipe.execute()
+
+        out = self._call(fn)
+        if out[0] or (task_id is not None and out[2]):
+            return "revoked"
+        return "live" if out[1] else "unknown"
+
+    def claim_task(self, task_id: str, now: float, ends_at: float, *, principal: str, root: str,
+                   create: bool = True) -> Optional[TaskState]:
+        flat = self._call(lambda r: r.eval(_CLAIM_TASK, 1, self._k("task", task_id), repr(float(now)),
+                                           repr(float(ends_at)), principal, root, "1" if create else "0"))
+        return self._task(task_id, _pairs(flat or []))
+
+    def open_task(self, task_id: str, now: float, ends_at: float, *, principal: str, root: str,
+                  opened_by: str) -> Optional[TaskState]:
+        flat = self._call(lambda r: r.eval(_OPEN_TASK, 1, self._k("task", task_id), repr(float(now)),
+                                           repr(float(ends_at)), principal, root, opened_by))
+        return self._task(task_id, _pairs(flat or []))
+
+    def revoke_if_live(self, jti: str, task_id: Optional[str], keep_until: float, now: float) -> bool:
+        keys = (self._k("revoked", jti), self._k("task", task_id if task_id is not None else ""),
+                self._k("token", jti))
+        done = self._call(lambda r: r.eval(_REVOKE_IF_LIVE, 3, *keys, _ms(keep_until - now),
+                                           repr(float(keep_until)), "1" if task_id is not None else "0"))
+        return bool(done)
+
+    def exists(self) -> bool:
+        return bool(self._call(lambda r: r.exists(self._k("meta"))))
+
+    def initialize(self, now: float) -> None:
+        self._call(lambda r: r.set(self._k("meta"), _MARKER, nx=True))
 
     # -- approvals ---------------------------------------------------------------------
 

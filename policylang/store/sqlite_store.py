@@ -44,6 +44,21 @@ CREATE TABLE IF NOT EXISTS approvals (
 #: purge forgotten rows at most this often (seconds of the caller's clock)
 _PURGE_EVERY = 60.0
 
+#: the task binding (issue 11 finding 13), added to files made before it existed
+_TASK_COLUMNS = (("principal", "TEXT"), ("root", "TEXT"), ("opened_by", "TEXT"))
+_TASK_SELECT = "SELECT id, started_at, ends_at, revoked_at, principal, root, opened_by FROM tasks WHERE id = ?"
+
+
+def _migrate_tasks(conn: sqlite3.Connection) -> None:
+    have = {row[1] for row in conn.execute("PRAGMA table_info(tasks)")}
+    for name, kind in _TASK_COLUMNS:
+        if name not in have:
+            try:
+                conn.execute(f"ALTER TABLE tasks ADD COLUMN {name} {kind}")
+            except sqlite3.OperationalError as e:  # another process added it meanwhile
+                if "duplicate column" not in str(e).lower():
+                    raise
+
 
 class SQLiteStore(Store):
     def __init__(self, path: str, *, url: Optional[str] = None, timeout: float = 5.0,
@@ -81,6 +96,7 @@ class SQLiteStore(Store):
                         raise StoreError(f"{self.path}: cannot switch to WAL mode (got {mode})")
                 conn.execute(f"PRAGMA synchronous = {self.synchronous.upper()}")
                 conn.executescript(_SCHEMA)
+                _migrate_tasks(conn)
             except BaseException:
                 conn.close()
                 raise
@@ -121,20 +137,20 @@ class SQLiteStore(Store):
     def _task(row) -> Optional[TaskState]:
         if row is None:
             return None
-        return TaskState(row[0], row[1], row[2], row[3])
+        return TaskState(*row)
 
     def start_task(self, task_id: str, now: float, ends_at: float) -> TaskState:
         def fn(conn):
             conn.execute("INSERT OR IGNORE INTO tasks (id, started_at, ends_at) VALUES (?, ?, ?)",
                          (task_id, now, ends_at))
             return self._task(conn.execute(
-                "SELECT id, started_at, ends_at, revoked_at FROM tasks WHERE id = ?", (task_id,)).fetchone())
+                _TASK_SELECT, (task_id,)).fetchone())
 
         return self._run(fn, write=True)
 
     def get_task(self, task_id: str) -> Optional[TaskState]:
         return self._run(lambda conn: self._task(conn.execute(
-            "SELECT id, started_at, ends_at, revoked_at FROM tasks WHERE id = ?", (task_id,)).fetchone()))
+            _TASK_SELECT, (task_id,)).fetchone()))
 
     def record_token(self, jti: str, task_id: Optional[str], keep_until: float, now: float) -> None:
         def fn(conn):
@@ -184,6 +200,66 @@ class SQLiteStore(Store):
             return False
 
         return self._run(fn)
+
+    # -- allow-list, task binding, compare-and-revoke -----------------------------------
+
+    @staticmethod
+    def _status(conn, jti: str, task_id: Optional[str]) -> str:
+        if conn.execute("SELECT 1 FROM revoked WHERE jti = ?", (jti,)).fetchone():
+            return "revoked"
+        if task_id is not None:
+            row = conn.execute("SELECT revoked_at FROM tasks WHERE id = ?", (task_id,)).fetchone()
+            if row is not None and row[0] is not None:
+                return "revoked"
+        if conn.execute("SELECT 1 FROM tokens WHERE jti = ?", (jti,)).fetchone() is None:
+            return "unknown"
+        return "live"
+
+    def token_status(self, jti: str, task_id: Optional[str] = None) -> str:
+        return self._run(lambda conn: self._status(conn, jti, task_id))
+
+    def claim_task(self, task_id: str, now: float, ends_at: float, *, principal: str, root: str,
+                   create: bool = True) -> Optional[TaskState]:
+        def fn(conn):
+            if create:
+                conn.execute("INSERT OR IGNORE INTO tasks (id, started_at, ends_at, principal, root) "
+                             "VALUES (?, ?, ?, ?, ?)", (task_id, now, ends_at, principal, root))
+            conn.execute("UPDATE tasks SET principal = ?, root = ? WHERE id = ? AND principal IS NULL "
+                         "AND revoked_at IS NULL", (principal, root, task_id))
+            return self._task(conn.execute(_TASK_SELECT, (task_id,)).fetchone())
+
+        return self._run(fn, write=True)
+
+    def open_task(self, task_id: str, now: float, ends_at: float, *, principal: str, root: str,
+                  opened_by: str) -> Optional[TaskState]:
+        def fn(conn):
+            cur = conn.execute("INSERT OR IGNORE INTO tasks (id, started_at, ends_at, principal, root, opened_by) "
+                               "VALUES (?, ?, ?, ?, ?, ?)", (task_id, now, ends_at, principal, root, opened_by))
+            if cur.rowcount != 1:
+                return None
+            return self._task(conn.execute(_TASK_SELECT, (task_id,)).fetchone())
+
+        return self._run(fn, write=True)
+
+    def revoke_if_live(self, jti: str, task_id: Optional[str], keep_until: float, now: float) -> bool:
+        def fn(conn):
+            if self._status(conn, jti, task_id) != "live":
+                return False
+            conn.execute("INSERT INTO revoked (jti, keep_until) VALUES (?, ?)", (jti, keep_until))
+            return True
+
+        return self._run(fn, write=True)
+
+    def exists(self) -> bool:
+        return self.path == ":memory:" or os.path.isfile(self.path)
+
+    def initialize(self, now: float) -> None:
+        with self._lock:
+            create, self.create = self.create, True
+            try:
+                self._run(lambda conn: None)
+            finally:
+                self.create = create
 
     # -- approvals ---------------------------------------------------------------------
 
