@@ -23,7 +23,6 @@ instead of returning a wrong text.
 
 from __future__ import annotations
 
-import gc
 import math
 import re
 from bisect import bisect_left, bisect_right
@@ -469,19 +468,10 @@ def format_tree(tree: ast.PolicyFile, text: str) -> str:
 
     No checks: :func:`format_source` is the safe entry point.
     """
-    # Printing allocates many small objects and frees none while a large tree is alive:
-    # the cyclic collector would rescan the tree again and again, so pause it (as the
-    # parser does). Nothing here makes reference cycles.
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        p = _Printer(text, scan_comments(text))
-        for st in tree.statements:
-            p.statement(st)
-        return p.lines()
-    finally:
-        if gc_was_enabled:
-            gc.enable()
+    p = _Printer(text, scan_comments(text))
+    for st in tree.statements:
+        p.statement(st)
+    return p.lines()
 
 
 def format_source(text: str, path: str = "<policy>") -> str:

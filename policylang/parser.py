@@ -9,7 +9,6 @@ no step recurses over the input: a 20,000-deep expression costs a diagnostic, no
 
 from __future__ import annotations
 
-import gc
 import json
 import re
 import threading
@@ -696,10 +695,6 @@ def parse(text: str, path: str = "<policy>") -> ast.PolicyFile:
     with _lock:
         parser = _get_parser()
         _builder.reset(path)
-        # The parse allocates many small objects and frees none: the cyclic collector
-        # would rescan the growing tree again and again, so pause it for the parse.
-        gc_was_enabled = gc.isenabled()
-        gc.disable()
         try:
             tree = parser.parse(text)
             _builder.close_all()
@@ -712,10 +707,4 @@ def parse(text: str, path: str = "<policy>") -> ast.PolicyFile:
             diag = Diagnostic.make("E001", "policy nests too deeply", Span(path, 1, 1, 1, 2, 0, 1))
         finally:
             _builder.reset(path)
-            if gc_was_enabled:
-                # The new tree is long-lived: hand it straight to the oldest generation
-                # (freeze + unfreeze) rather than have the young generations rescan it.
-                gc.freeze()
-                gc.unfreeze()
-                gc.enable()
     raise PolicyError([diag.with_line_text(text)])
