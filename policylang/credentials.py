@@ -44,7 +44,7 @@ from .store import Store, StoreError, open_store
 __all__ = [
     "KeySet", "Issuer", "Token",
     "TokenError", "BadSignature", "Expired", "NotYetValid", "Revoked", "NotIssued", "ScopeNotGranted",
-    "Malformed", "NotAllowed", "StoreError", "MAX_DELEGATION_DEPTH",
+    "Malformed", "NotAllowed", "TaskIdInUse", "StoreError", "MAX_DELEGATION_DEPTH",
 ]
 
 log = logging.getLogger("policylang.credentials")
@@ -98,6 +98,10 @@ class Malformed(TokenError):
 
 class NotAllowed(TokenError):
     """A refusal to issue or refresh."""
+
+
+class TaskIdInUse(NotAllowed):
+    """``open_task`` for a task id that was already used (open, bound or revoked)."""
 
 
 # -- keys -----------------------------------------------------------------------------------
@@ -727,7 +731,7 @@ class Issuer:
         state = store.open_task(task_id, now, now + life, principal=principal, root=root or principal,
                                 opened_by=opened_by)
         if state is None:
-            raise NotAllowed(f"task id {task_id} is already in use (a task id is never reused)")
+            raise TaskIdInUse(f"task id {task_id} is already in use (a task id is never reused)")
         self._record("open_task", None, task=task_id, principal=principal, root=root or principal,
                      opened_by=opened_by)
         return state

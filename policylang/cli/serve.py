@@ -47,8 +47,14 @@ def _echo_err(text: str) -> None:
               help="The service's external base URL, for /.well-known/authzen-configuration.")
 @click.option("--store", default=None,
               help="Shared state for approvals and tokens: sqlite:///state.db or redis://host:6379/0.")
+@click.option("--create-store", is_flag=True, default=False,
+              help="Create the --store when it does not exist (a new SQLite file, the Redis marker); "
+                   "without it a missing store is refused.")
 @click.option("--keys", default=None, type=click.Path(dir_okay=False),
-              help="Signing keys (policylang token keygen) to mint task tokens; needs --store.")
+              help="Signing keys (policylang token keygen) to mint task tokens; needs --store. "
+                   "Re-read when the file changes and on SIGHUP (token rotate).")
+@click.option("--require-open-tasks", is_flag=True, default=False,
+              help="Mint tokens only for tasks a delegator opened first (POST /v1/tasks); needs --keys.")
 @click.option("--issuer", default=None, help="The iss claim of minted tokens (default: --public-url).")
 @click.option("--audit", default=None, type=click.Path(dir_okay=False),
               help="Append every decision to this hash-chained audit log.")
@@ -82,7 +88,12 @@ def _echo_err(text: str) -> None:
 def command(path, entities, host, port, workers, max_body, cache_size, poll_interval, public_url,
             store, keys, issuer, audit, log_level, access_log, header_timeout, body_timeout,
             keep_alive_timeout, max_connections, jwks, jwt_audience, jwt_issuer, jwt_algorithms,
-            jwt_caller_claim, tls_cert, tls_key, client_ca, admin_policies):
+            jwt_caller_claim, tls_cert, tls_key, client_ca, admin_policies, create_store=False,
+            require_open_tasks=False):
+    if create_store and not store:
+        raise click.UsageError("--create-store needs --store")
+    if require_open_tasks and not keys:
+        raise click.UsageError("--require-open-tasks needs --keys")
     if keys and not store:
         raise click.UsageError("--keys needs --store (revocations and task lifetimes live there)")
     if issuer and not keys:
@@ -118,7 +129,8 @@ def command(path, entities, host, port, workers, max_body, cache_size, poll_inte
                            store=store, keys=keys, issuer=issuer, audit=audit, body_timeout=body_timeout,
                            jwks=jwks, jwt_issuer=jwt_issuer, jwt_audience=jwt_audience,
                            jwt_algorithms=tuple(jwt_algorithms), jwt_caller_claim=jwt_caller_claim,
-                           mtls=bool(client_ca), admin_policies=admin_policies)
+                           mtls=bool(client_ca), admin_policies=admin_policies,
+                           create_store=create_store, require_open_tasks=require_open_tasks)
     try:
         _check_auth(config)
     except Exception as e:  # an unreadable JWKS, a bad algorithm, admin policies with errors

@@ -65,6 +65,12 @@ class ServiceConfig:
     mtls: bool = False
     #: the policy set deciding which caller may use which of those routes
     admin_policies: str | None = None
+    #: create the store when it does not exist (a SQLite file, the Redis marker); False
+    #: refuses a missing store (``serve`` without ``--create-store``), so that a typo in a
+    #: path or a flushed Redis is not served as an empty store
+    create_store: bool = True
+    #: tokens only for tasks opened first by a delegator (POST /v1/tasks)
+    require_open_tasks: bool = False
 
     @property
     def auth_configured(self) -> bool:
@@ -349,6 +355,11 @@ class Reloader(threading.Thread):
             self._forced = False
             self._pending = None
             service.load("signal")
+            for fn in getattr(service, "on_signal", ()):  # e.g. the issuer's key file
+                try:
+                    fn()
+                except Exception:
+                    log.exception("reload on signal failed")
             return
         if not self.watch:
             return
@@ -375,8 +386,16 @@ def build_service(config: ServiceConfig, *, on_reload: Callable | None = None) -
     approvals_checker = None
     if config.store:
         from ..approvals import Approvals
-        from ..store import open_store
-        store = open_store(config.store)
+        from ..store import StoreError, open_store
+        store = open_store(config.store, create=config.create_store)
+        if not config.create_store:
+            if not store.exists():
+                raise ValueError(f"store {config.store}: does not exist (pass --create-store to create it)")
+        else:
+            try:
+                store.initialize(time.time())
+            except StoreError as e:  # unreachable now: requests fail closed (503) until it answers
+                log.warning("store %s not initialised: %s", config.store, e)
 
         def entity_source(kind: str, eid: str):
             svc = holder.get("service")
@@ -387,10 +406,12 @@ def build_service(config: ServiceConfig, *, on_reload: Callable | None = None) -
         extras["approvals"] = approvals
         approvals_checker = approvals.checker
         if config.keys:
-            from ..credentials import Issuer, KeySet
-            keys = KeySet.load(config.keys)
-            extras["issuer"] = Issuer(keys, store, issuer=config.issuer or config.public_url or "policylang",
-                                      audit=audit)
+            from ..credentials import Issuer
+            # given as a path: the issuer re-reads the key file when it changes (token rotate)
+            extras["issuer"] = Issuer(config.keys, store, issuer=config.issuer or config.public_url or "policylang",
+                                      audit=audit, require_open_tasks=config.require_open_tasks)
     service = PolicyService(config, approvals=approvals_checker, audit=audit, on_reload=on_reload)
+    if extras["issuer"] is not None:  # SIGHUP re-reads the key file too (Reloader._step)
+        service.on_signal = [extras["issuer"].reload_keys]
     holder["service"] = service
     return service, extras

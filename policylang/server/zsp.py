@@ -24,6 +24,15 @@ POST     /v1/tokens/verify                 ``{"token", "scope"?, "audience"?, "l
                                            ``{"valid": true, "claims"}`` or ``{"valid": false,
                                            "reason", "message"}``
 POST     /v1/tokens/revoke                 ``{"jti": …}`` or ``{"task": …}``: ``{"revoked": […]}``
+POST     /v1/tasks                         ``{"task": ID, "principal": AGENT, "root"?: ID,
+                                           "ttl"?: s}``: open a task bound to the agent and the
+                                           delegation root (201); the opener is
+                                           ``caller_of(request)`` when the service authenticates,
+                                           else ``{"opened_by": ID}``; 409 for a task id ever
+                                           used, 403 when the agent opens its own task
+GET      /v1/tasks/{id}                    the task's state (404 when unknown)
+POST     /v1/tasks/{id}/revoke             revoke the task and its tokens (also ``DELETE
+                                           /v1/tasks/{id}``): ``{"task", "revoked": […]}``
 GET      /.well-known/jwks.json            the public keys
 =======  ================================  ==================================================
 
@@ -96,7 +105,7 @@ def make_router(*, approvals: Any = None, issuer: Any = None,
                 engine_getter: Optional[Callable[[], Any]] = None) -> APIRouter:
     from ..approvals import ApprovalError
     from ..audit import AuditError
-    from ..credentials import NotAllowed, TokenError
+    from ..credentials import NotAllowed, TaskIdInUse, TokenError
     from ..store import StoreError
 
     router = APIRouter()
@@ -112,6 +121,8 @@ def make_router(*, approvals: Any = None, issuer: Any = None,
             return _error(503, f"unavailable: {e}")
         except ApprovalError as e:
             return _error(_APPROVAL_STATUS.get(e.code, 400), str(e))
+        except TaskIdInUse as e:
+            return _error(409, str(e))
         except NotAllowed as e:
             return _error(403, str(e))
         except ValueError as e:  # RequestError and other bad input
@@ -283,6 +294,63 @@ def make_router(*, approvals: Any = None, issuer: Any = None,
                 return 200, {"task": task, "revoked": issuer.revoke_task(task)}
 
             return await guarded(work)
+
+        # -- tasks (issue 11 finding 13) ------------------------------------------------------
+
+        def _task_dict(state) -> dict:
+            return {"task": state.task_id, "principal": state.principal, "root": state.root,
+                    "opened_by": state.opened_by, "started_at": state.started_at, "ends_at": state.ends_at,
+                    "revoked_at": state.revoked_at, "revoked": state.revoked}
+
+        @router.post("/v1/tasks")
+        async def open_task(request: Request):
+            caller = caller_of(request)
+            try:
+                body = await _body(request)
+                task = _field(body, "task", str, what="a string")
+                principal = _field(body, "principal", str, what="a string")
+                root = _field(body, "root", str, required=False, what="a string")
+                ttl = body.get("ttl")
+                if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, (int, float))
+                                        or not math.isfinite(ttl) or ttl <= 0):
+                    raise _HTTPError(400, "ttl: must be a positive number of seconds")
+                if caller.authenticated:  # the opener is who authenticated, never a body field
+                    opened_by = caller.id
+                else:  # no authentication configured (loopback only): the body names the opener
+                    opened_by = _field(body, "opened_by", str, what="a string")
+                for name, value in (("task", task), ("principal", principal), ("root", root),
+                                    ("opened_by", opened_by)):
+                    if value is not None and not value:
+                        raise _HTTPError(400, f"{name}: must be a non-empty string")
+            except _HTTPError as e:
+                return _error(e.status, e.message)
+
+            def work():
+                state = issuer.open_task(task, principal, root, opened_by=opened_by, ttl=ttl)
+                return 201, {"task": _task_dict(state)}
+
+            return await guarded(work)
+
+        @router.get("/v1/tasks/{task_id}")
+        async def get_task(task_id: str):
+            def work():
+                state = issuer._need_store().get_task(task_id)
+                if state is None:
+                    raise _HTTPError(404, f"no task {task_id}")
+                return 200, {"task": _task_dict(state)}
+
+            return await guarded(work)
+
+        async def _revoke_task(task_id: str):
+            return await guarded(lambda: (200, {"task": task_id, "revoked": issuer.revoke_task(task_id)}))
+
+        @router.post("/v1/tasks/{task_id}/revoke")
+        async def revoke_task_route(task_id: str):
+            return await _revoke_task(task_id)
+
+        @router.delete("/v1/tasks/{task_id}")
+        async def delete_task(task_id: str):
+            return await _revoke_task(task_id)
 
         @router.get("/.well-known/jwks.json")
         async def jwks():
