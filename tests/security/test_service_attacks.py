@@ -106,7 +106,7 @@ def zsp_server(tmp_path_factory):
     keys = d / "keys.json"
     from policylang.credentials import KeySet
     KeySet.generate().save(keys)
-    with LiveServer(d, "--store", f"sqlite:///{d / 'state.db'}", "--keys", keys) as server:
+    with LiveServer(d, "--store", f"sqlite:///{d / 'state.db'}", "--create-store", "--keys", keys) as server:
         yield server
 
 

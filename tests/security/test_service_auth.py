@@ -95,7 +95,7 @@ def jwt_env(tmp_path_factory):
     admin = tmp / "admin"
     admin.mkdir()
     (admin / "admin.policy").write_text(ADMIN)
-    args = [_policy_dir(tmp), "--store", f"sqlite:///{tmp / 'state.db'}", "--keys", _keys_file(tmp),
+    args = [_policy_dir(tmp), "--store", f"sqlite:///{tmp / 'state.db'}", "--create-store", "--keys", _keys_file(tmp),
             "--jwks", tmp / "jwks.json", "--jwt-audience", AUD, "--jwt-issuer", ISS, "--admin-policies", admin]
     with LiveServer(*args) as server:
         yield server, key
@@ -177,7 +177,7 @@ def test_a_rotated_jwks_file_is_picked_up(tmp_path):
     old, new = _key(), _key()
     jwks = tmp_path / "jwks.json"
     jwks.write_text(json.dumps(_jwks(old, "old")))
-    args = [_policy_dir(tmp_path), "--store", f"sqlite:///{tmp_path / 'state.db'}", "--keys", _keys_file(tmp_path),
+    args = [_policy_dir(tmp_path), "--store", f"sqlite:///{tmp_path / 'state.db'}", "--create-store", "--keys", _keys_file(tmp_path),
             "--jwks", jwks, "--jwt-audience", AUD]
     with LiveServer(*args) as server:
         assert server.client.post("/v1/tokens", json={"request": READ},
@@ -237,7 +237,7 @@ def mtls_env(tmp_path_factory):
     k = _key()
     clients["rogue"] = _write(tmp / "rogue", k, _cert("alice", rogue_ca_key, rogue_ca.subject, k.public_key(),
                                                       uris=["spiffe://example.org/ops/alice"]))
-    args = [_policy_dir(tmp), "--store", f"sqlite:///{tmp / 'state.db'}", "--keys", _keys_file(tmp),
+    args = [_policy_dir(tmp), "--store", f"sqlite:///{tmp / 'state.db'}", "--create-store", "--keys", _keys_file(tmp),
             "--tls-cert", server_cert, "--tls-key", server_key, "--client-ca", ca_pem, "--host", "127.0.0.1"]
     port = _free_port()
     log = tmp / "serve.log"
