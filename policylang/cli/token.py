@@ -153,7 +153,10 @@ def keygen_cmd(path: str, force: bool) -> None:
     click.echo(f"wrote {path} (kid {ks.kid})")
 
 
-@command.command(name="rotate", help="Start signing with a new key; old keys keep verifying their tokens.")
+@command.command(name="rotate", help="Start signing with a new key; old keys keep verifying their tokens "
+                                      "for --keep seconds (0: at once refused, for a compromised key). A "
+                                      "running `policylang serve --keys FILE` picks the change up by itself "
+                                      "(and on SIGHUP).")
 @click.option("--keys", "keys_path", required=True, type=click.Path(dir_okay=False))
 @click.option("--keep", default=8 * 3600, type=click.IntRange(min=0), show_default=True,
               help="Seconds the old key keeps verifying (the longest a token it signed may live).")
