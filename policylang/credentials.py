@@ -556,6 +556,9 @@ class Issuer:
             end = min(state.ends_at, state.started_at + self.max_task_lifetime)
             if now >= end:
                 raise NotAllowed(f"task {subject.task} is past its lifetime")
+        elif self.require_open_tasks:  # a token of no task would escape revoke_task
+            raise NotAllowed("the request names no task (intent.task_id): this issuer mints tokens "
+                             "only for tasks opened by their delegator")
         else:
             end = now + self.max_task_lifetime
         iat = int(math.floor(now))

@@ -219,6 +219,8 @@ def test_revoked_agent_cannot_escape_with_a_new_task_id(store):
     for escape in ("T-2", "T-1-again"):
         with pytest.raises(NotAllowed, match="not opened"):
             issuer.issue(decision_for(req(escape)), req(escape))
+    with pytest.raises(NotAllowed, match="no task"):  # nor by asking for a token of no task at all
+        issuer.issue(decision_for(req(None)), req(None))
     with pytest.raises(NotAllowed):  # the agent opening a task for itself
         issuer.open_task("T-3", "agent:reader", "user:alice", opened_by="agent:reader")
     with pytest.raises(TaskIdInUse):  # a revoked task id is never reused
