@@ -1,0 +1,53 @@
+"""Stage ``clauses``: rule clauses and annotations. Input: ``ctx.rules``, ``ctx.options``,
+the walk's facts. Diagnostics: E007 (``grant`` on a non-permit, ``by`` missing on
+``require approval`` or present elsewhere, a second ``because``/``by``/``grant``, a grant
+ttl of zero or over ``option max_ttl``, a CIDR literal or constant in ``in_cidr`` that
+does not parse), E006 (a second ``@id`` on one rule)."""
+
+from __future__ import annotations
+
+from .. import ast
+from .context import CheckContext, format_duration
+from .expressions import facts
+
+_CLAUSE_WORD = {ast.Grant: "grant", ast.By: "by", ast.Because: "because"}
+
+
+def stage_clauses(ctx: CheckContext) -> None:
+    max_ttl = ctx.options.max_ttl
+    for info in ctx.rules:
+        rule = info.rule
+        effect = rule.effect
+        seen: set[type] = set()
+        for clause in rule.clauses:
+            kind = type(clause)
+            word = _CLAUSE_WORD[kind]
+            if kind in seen:
+                ctx.report("E007", f"a second `{word}` clause on one rule; a rule has at most one "
+                                   f"`{word}` (join them into one)", clause.span)
+                continue
+            seen.add(kind)
+            if kind is ast.Grant:
+                if effect != "permit":
+                    what = "a forbid" if effect == "forbid" else "a require approval rule"
+                    ctx.report("E007", f"`grant` is only allowed on permit rules, not on {what}; "
+                                       f"remove the grant clause", clause.span)
+                elif clause.ttl <= 0:
+                    ctx.report("E007", "a grant ttl must be longer than 0s; give a duration such as 10m",
+                               clause.span)
+                elif clause.ttl > max_ttl:
+                    ctx.report("E007", f"grant ttl {format_duration(clause.ttl)} is longer than the set's max_ttl "
+                                       f"({format_duration(max_ttl)}); shorten it or raise `option max_ttl`",
+                               clause.span)
+            elif kind is ast.By and effect != "require_approval":
+                ctx.report("E007", f"`by` names approvers and is only allowed on `require approval` rules, "
+                                   f"not on a {effect}; remove it", clause.span)
+        if effect == "require_approval" and ast.By not in seen:
+            ctx.report("E007", "`require approval` needs a `by` clause naming who may approve, "
+                               "e.g. by \"sre-oncall\"", rule.head_span)
+        if len(rule.annotations) > 1:
+            ids = [a for a in rule.annotations if a.name == "id"]
+            for extra in ids[1:]:
+                ctx.report("E006", "a second @id on one rule; a rule has one id, keep one", extra.span)
+    ctx.diagnostics.extend(facts(ctx).clauses)
+

@@ -1,0 +1,128 @@
+"""Stage ``collect``: the declarations of the set — constants, options, schema, rule
+ids — into ``ctx.const_decls``, ``ctx.option_decls``, ``ctx.options``, ``ctx.schema`` and
+``ctx.rules``. Input: ``ctx.files``. Diagnostics: E005 (unknown schema type), E006
+(duplicate rule id, constant, option; a constant named like a root), E007 (unknown
+option or a bad option value)."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from .. import ast
+from ..parser import ROOTS
+from ..policyset import ActionInfo, Options, RuleInfo, Schema
+from .context import CheckContext, suggest
+from .types import COLLECTION_TYPES, SCALAR_TYPES
+
+OPTION_NAMES = ("max_ttl", "max_approval_ttl", "attenuate_delegation", "authoritative_entities")
+
+def _type_errors(t: ast.TypeRef, ctx: CheckContext) -> None:
+    if t.name in COLLECTION_TYPES:
+        if t.arg is None:
+            ctx.report("E005", f"'{t.name}' needs an element type, e.g. {t.name}<string>", t.span)
+        else:
+            _type_errors(t.arg, ctx)
+    elif t.name in SCALAR_TYPES:
+        if t.arg is not None:
+            ctx.report("E005", f"'{t.name}' takes no type argument", t.span)
+    else:
+        known = SCALAR_TYPES | COLLECTION_TYPES
+        ctx.report("E005", f"unknown type '{t.name}'{suggest(t.name, known)}", t.span)
+
+
+def _fields(decl_fields: Sequence[ast.FieldDecl] | None, ctx: CheckContext, into: dict) -> None:
+    for f in decl_fields or ():
+        _type_errors(f.type, ctx)
+        into[f.name] = f.type
+
+
+def stage_collect(ctx: CheckContext) -> None:
+    principals: dict[str, dict] = {}
+    resources: dict[str, dict] = {}
+    actions: dict[str, ActionInfo] = {}
+    context: dict | None = None
+    options: dict[str, Any] = {}
+    auth_principals: set[str] = set()
+    auth_resources: set[str] = set()
+
+    for f in ctx.files:
+        for s in f.statements:
+            if isinstance(s, ast.Const):
+                if s.name in ROOTS:
+                    ctx.report("E006", f"constant '{s.name}' has the name of a root", s.name_span)
+                elif s.name in ctx.const_decls:
+                    first = ctx.const_decls[s.name].span
+                    ctx.report("E006", f"constant '{s.name}' is already defined at {first.path}:{first.line}",
+                               s.name_span)
+                else:
+                    ctx.const_decls[s.name] = s
+            elif isinstance(s, ast.Option):
+                if s.name not in OPTION_NAMES:
+                    ctx.report("E007", f"unknown option '{s.name}'{suggest(s.name, OPTION_NAMES)}", s.name_span)
+                elif s.name in ctx.option_decls:
+                    first = ctx.option_decls[s.name].span
+                    ctx.report("E006", f"option '{s.name}' is already set at {first.path}:{first.line}",
+                               s.name_span)
+                else:
+                    ctx.option_decls[s.name] = s
+                    value = s.value
+                    if s.name == "max_ttl":
+                        if (isinstance(value, ast.Literal) and value.kind in ("duration", "int")
+                                and value.value > 0):
+                            options["max_ttl"] = value.value
+                        else:
+                            ctx.report("E007", "option max_ttl needs a positive duration such as 1h", value.span)
+                    elif s.name == "max_approval_ttl":
+                        if (isinstance(value, ast.Literal) and value.kind in ("duration", "int")
+                                and value.value > 0):
+                            options["max_approval_ttl"] = value.value
+                        else:
+                            ctx.report("E007", "option max_approval_ttl needs a positive duration such as 24h",
+                                       value.span)
+                    elif s.name == "authoritative_entities":
+                        if isinstance(value, ast.Literal) and value.kind == "bool":
+                            options["authoritative_entities"] = value.value
+                        else:
+                            ctx.report("E007", "option authoritative_entities needs true or false", value.span)
+                    elif s.name == "attenuate_delegation":
+                        if isinstance(value, ast.Literal) and value.kind == "bool":
+                            options["attenuate_delegation"] = value.value
+                        else:
+                            ctx.report("E007", "option attenuate_delegation needs true or false", value.span)
+            elif isinstance(s, ast.EntityDecl):
+                target = principals if s.category == "principal" else resources
+                _fields(s.fields, ctx, target.setdefault(s.name, {}))
+                if s.authoritative:
+                    (auth_principals if s.category == "principal" else auth_resources).add(s.name)
+            elif isinstance(s, ast.ActionDecl):
+                attrs: dict = {}
+                _fields(s.fields, ctx, attrs)
+                for name in s.names:
+                    prev = actions.get(name)
+                    if prev is None:
+                        actions[name] = ActionInfo(name, frozenset(s.on), attrs, s.high_impact, s)
+                    else:
+                        actions[name] = ActionInfo(name, prev.on | frozenset(s.on), {**prev.attrs, **attrs},
+                                                   prev.high_impact or s.high_impact, prev.decl)
+            elif isinstance(s, ast.ContextDecl):
+                context = {} if context is None else context
+                _fields(s.fields, ctx, context)
+            elif isinstance(s, ast.Rule):
+                explicit = s.annotation("id")
+                rid = explicit if explicit is not None else f"{ctx.rel_paths.get(f.path, f.path)}:{s.span.line}"
+                ctx.rules.append(RuleInfo(rid, s, len(ctx.rules), f.path, explicit is not None))
+
+    seen: dict[str, RuleInfo] = {}
+    for r in ctx.rules:
+        if r.id in seen:
+            first = seen[r.id]
+            ann = next((a for a in r.rule.annotations if a.name == "id"), None)
+            ctx.report("E006", f"rule id '{r.id}' is already used at {first.location}",
+                       ann.span if ann else r.rule.head_span)
+        else:
+            seen[r.id] = r
+
+    ctx.options = Options(**options)
+    ctx.schema = Schema(principals, resources, actions, context,
+                        frozenset(auth_principals), frozenset(auth_resources))
+

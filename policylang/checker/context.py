@@ -1,0 +1,98 @@
+"""The checker's shared state: :class:`CheckContext` (what the stages read and
+write), :class:`CheckResult` (what :func:`policylang.checker.check` returns) and the
+helpers every stage uses to word and place a diagnostic."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+
+from .. import ast
+from ..errors import Diagnostic
+from ..policyset import Options, RuleInfo, Schema
+from ..source import Span
+
+if TYPE_CHECKING:
+    from .expressions import ExprFacts
+
+
+@dataclass
+class CheckContext:
+    files: Sequence[ast.PolicyFile]
+    #: display path -> path relative to the set root (for default rule ids)
+    rel_paths: Mapping[str, str]
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+    constants: dict[str, Any] = field(default_factory=dict)
+    const_decls: dict[str, ast.Const] = field(default_factory=dict)
+    options: Options = field(default_factory=Options)
+    option_decls: dict[str, ast.Option] = field(default_factory=dict)
+    schema: Schema = field(default_factory=Schema)
+    rules: list[RuleInfo] = field(default_factory=list)
+    #: constants some rule reads (filled by the names stage)
+    used_constants: set[str] = field(default_factory=set)
+    #: what the expression walk found (see :mod:`.expressions`), once the names stage has run it
+    facts: ExprFacts | None = None
+    #: the kinds and types the set's entity data files have records for (for W108)
+    entity_types: frozenset[str] = frozenset()
+
+    def report(self, code: str, message: str, span: Span) -> None:
+        self.diagnostics.append(Diagnostic.make(code, message, span))
+
+    def statements(self, kind: type | tuple[type, ...]) -> Iterable[tuple[ast.PolicyFile, Any]]:
+        for f in self.files:
+            for s in f.statements:
+                if isinstance(s, kind):
+                    yield f, s
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    rules: tuple[RuleInfo, ...]
+    constants: Mapping[str, Any]
+    options: Options
+    schema: Schema
+    diagnostics: tuple[Diagnostic, ...]
+
+
+def suggest(name: str, candidates: Iterable[str]) -> str:
+    """``"; did you mean 'x'?"`` for the closest candidate, or ``""``."""
+    close = difflib.get_close_matches(name, sorted(set(candidates)), n=1, cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
+# ------------------------------------------------------------------ spans and words
+
+def head_span(span: Span, length: int) -> Span:
+    """The first ``length`` characters of ``span`` (a name that starts a node)."""
+    return Span(span.path, span.line, span.column, span.line, span.column + length,
+                span.start, span.start + length)
+
+
+def tail_span(span: Span, length: int) -> Span:
+    """The last ``length`` characters of ``span`` (a name that ends a node)."""
+    return Span(span.path, span.end_line, max(1, span.end_column - length), span.end_line, span.end_column,
+                max(0, span.end - length), span.end)
+
+
+def format_duration(seconds: int) -> str:
+    """``5400`` → ``1h30m`` (the policy language's own duration form)."""
+    if seconds <= 0:
+        return "0s"
+    out = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if seconds >= size:
+            out.append(f"{seconds // size}{unit}")
+            seconds %= size
+    return "".join(out)
+
+
+def did_you_mean(name: str, candidates: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest candidate, or ``""`` (mid-sentence form)."""
+    close = difflib.get_close_matches(name, sorted(set(candidates) - {name}), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def quoted_list(names: Iterable[str]) -> str:
+    return ", ".join(f"'{n}'" for n in names)
+

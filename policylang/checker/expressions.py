@@ -1,0 +1,509 @@
+"""The expression walk: one pass over every rule's conditions and grant scopes that
+resolves each name and infers each static type (:mod:`.types`), and records what it
+finds as :class:`ExprFacts`.
+
+Name resolution and type inference cannot be separated: the type of
+``principal.trust`` is known only once ``principal`` is resolved to the kinds the rule
+targets, and an operand whose name is unknown must be *unknown* to the type checks
+after it (one mistake, one diagnostic). So the walk runs once, in the ``names`` stage,
+and files each finding under the stage that owns it; the ``schema``, ``types``,
+``clauses`` and ``lint`` stages report their share from ``ctx.facts``. The walk is
+linear in the size of the rules.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from .. import ast
+from ..errors import Diagnostic
+from ..parser import ROOTS
+from ..policyset import RuleInfo
+from ..runtime import FUNCTIONS, cidr_is_valid
+from ..source import Span
+from .context import CheckContext, did_you_mean, head_span, quoted_list, suggest, tail_span
+from .types import (ANY_PRINCIPAL, BOOL, CHAIN, CONTEXT, DELEGATION, LITERAL_TYPES, NUMBER, OBJECT, ORDERED,
+                    RISK, ROOT_TYPES, SCALARS, SCHEMA_TYPES, SIGNALS, STRING, ActionType, EntityType, ListType,
+                    describe_type, is_list, common, type_of_ref, type_of_value)
+
+_BUILTIN_ATTRS = {"principal": ("id", "kind"), "resource": ("id", "type")}
+_DELEGATION_FIELDS = ("chain", "depth", "root")
+_ORDER_OPS = frozenset(["<", "<=", ">", ">="])
+
+
+@dataclass(frozen=True)
+class EntityRead:
+    """An entity attribute read by a forbid or approval gate's condition (for W108)."""
+
+    info: RuleInfo
+    node: ast.Expr
+    span: Span
+    category: str
+    #: the kinds/types the rule targets, or None for any
+    kinds: tuple[str, ...] | None
+    name: str
+
+
+@dataclass
+class ExprFacts:
+    """What the expression walk found, by the stage that reports it."""
+
+    #: E002 (unknown name/function, delegation attribute), E005 (arity)
+    names: list[Diagnostic] = field(default_factory=list)
+    #: E004 (undeclared attribute)
+    schema: list[Diagnostic] = field(default_factory=list)
+    #: E005 (types that cannot fit)
+    types: list[Diagnostic] = field(default_factory=list)
+    #: E007 (a CIDR literal or constant that does not parse)
+    clauses: list[Diagnostic] = field(default_factory=list)
+    #: W103 (optional attribute read without a guard)
+    lint: list[Diagnostic] = field(default_factory=list)
+    #: W108 input
+    entity_reads: list[EntityRead] = field(default_factory=list)
+    #: constants some rule reads (W107 input)
+    used_constants: set[str] = field(default_factory=set)
+
+
+def attr_path(node: ast.Expr) -> str | None:
+    """``principal.trust`` for an attribute path (W103 matches reads with guards)."""
+    parts = []
+    while True:
+        if isinstance(node, ast.Name):
+            parts.append(node.name)
+            return ".".join(reversed(parts))
+        if isinstance(node, ast.Attr):
+            parts.append(node.name)
+            node = node.obj
+        elif isinstance(node, ast.Index) and isinstance(node.index, ast.Literal) and node.index.kind == "string":
+            parts.append(node.index.value)
+            node = node.obj
+        else:
+            return None
+
+
+def targeted(refs, declared) -> tuple[str, ...] | None:
+    """The declared kinds/types of a target entry (``None`` for ``*``)."""
+    if refs is None:
+        return None
+    if not declared:
+        return ()  # the category has no schema: attributes are free-form anyway
+    if len(refs) == 1:
+        name = refs[0].name
+        return (name,) if name in declared else ()
+    return tuple(dict.fromkeys(r.name for r in refs if r.name in declared))
+
+
+
+class ExpressionWalk:
+    """One walk over every rule's conditions and grant scopes, computing static types.
+
+    The expression checks of five stages (E002/E005 of ``names``, E004 of ``schema``,
+    E005 of ``types``, the CIDR E007 of ``clauses`` and W103 of ``lint``) all need the
+    same name resolution and type inference, so they are found in a single pass (run by
+    the names stage) and each stage then reports its own share. An
+    unknown type (``None``) never produces a diagnostic, and an operand that already has
+    an error is unknown from there on, so one mistake gives one diagnostic.
+    """
+
+    def __init__(self, ctx: CheckContext) -> None:
+        self.ctx = ctx
+        self.sch = ctx.schema
+        self.facts = ExprFacts()
+        self.const_types = {n: type_of_value(v) for n, v in ctx.constants.items()}
+        self.const_names = ctx.const_decls
+        self.used_constants = self.facts.used_constants
+        self.action_attrs = {a: info.attrs for a, info in self.sch.actions.items()}
+        self._attr_cache: dict = {}
+        #: (node, path, name) of optional schema attributes read in the current condition
+        self.reads: list = []
+        #: attribute paths tested with `has` in the current condition
+        self.guards: set[str] = set()
+        self.in_has = 0
+        self.principal = self.resource = self.action = None
+        #: W108: (rule, node, span, category, kinds or None, name) of entity attributes
+        #: read by the conditions of forbid and approval-gate rules; ``gate`` is the rule
+        #: being walked when it is one, else None
+        self.entity_reads = self.facts.entity_reads
+        self.gate = None
+        self._d = {
+            ast.Literal: self._literal, ast.Name: self._name, ast.Attr: self._attr, ast.Index: self._index,
+            ast.Call: self._call, ast.Unary: self._unary, ast.Binary: self._binary, ast.BoolOp: self._boolop,
+            ast.Matches: self._matches, ast.Has: self._has, ast.Quantifier: self._quantifier,
+            ast.ListExpr: self._list,
+        }
+
+    def _report(self, stage: str, code: str, message: str, span: Span) -> None:
+        getattr(self.facts, stage).append(Diagnostic.make(code, message, span))
+
+    def _type_error(self, message: str, span: Span) -> None:
+        self.facts.types.append(Diagnostic.make("E005", message, span))
+
+    # -- rules --------------------------------------------------------------------
+    def run(self) -> None:
+        d = self._d
+        empty: dict = {}
+        for info in self.ctx.rules:
+            rule = info.rule
+            self.enter_rule(rule.target)
+            self.gate = info if rule.effect != "permit" else None
+            for c in rule.conditions:
+                self.reads = []
+                self.guards = set()
+                e = c.expr
+                t = d[e.__class__](e, empty)
+                if t is not None and t is not BOOL:
+                    self._type_error(f"a `{c.kind}` condition must be a boolean, but this is {describe_type(t)}; "
+                                     f"compare it to something (e.g. `== …`)", e.span)
+                if self.reads:
+                    self._unguarded(c)
+            self.gate = None
+            self.reads = []
+            for clause in rule.clauses:
+                if clause.__class__ is ast.Grant:
+                    for scope in clause.scopes:
+                        t = d[scope.__class__](scope, empty)
+                        if t is not None and t is not STRING:
+                            self._type_error(f"a grant scope must be a string, but this is {describe_type(t)}; "
+                                             f"build it with string concatenation, e.g. \"repo:read:\" + resource.id",
+                                             scope.span)
+            self.reads = []
+
+    def _unguarded(self, c: ast.Condition) -> None:
+        for node, path, name in self.reads:
+            if path is None or path not in self.guards:
+                shown = path or name
+                base = shown.rsplit(".", 1)[0] if path else "<entity>"
+                self._report("lint", "W103", f"'{shown}' is optional in the schema but is read without a `has` "
+                                             f"guard in this `{c.kind}`, so a request without it makes the rule "
+                                             f"raise; guard it: `{base} has {name} and …`", node.span)
+
+    def enter_rule(self, target: ast.Target) -> None:
+        sch = self.sch
+        self.principal = EntityType("principal", targeted(target.subjects, sch.principals))
+        self.resource = EntityType("resource", targeted(target.resources, sch.resources))
+        acts = target.actions
+        if acts is None or not sch.actions:
+            self.action = ActionType(None if acts is None else ())
+        else:
+            self.action = ActionType(tuple(dict.fromkeys(a for a in acts if a in sch.actions)))
+
+    # -- expressions --------------------------------------------------------------
+    def _literal(self, n: ast.Literal, env):
+        return LITERAL_TYPES.get(n.kind)
+
+    def _name(self, n: ast.Name, env):
+        name = n.name
+        if env and name in env:
+            return env[name]
+        if name in self.const_names:
+            self.used_constants.add(name)
+            return self.const_types.get(name)
+        if name == "principal":
+            return self.principal
+        if name == "resource":
+            return self.resource
+        if name == "action":
+            return self.action
+        if name in ROOTS:
+            return ROOT_TYPES[name]
+        hint = suggest(name, [*env, *self.const_names, *ROOTS])
+        if not hint:
+            hint = "; a name must be a root (" + ", ".join(sorted(ROOTS)) + "), a constant or a quantifier variable"
+        self._report("names", "E002", f"unknown name '{name}'{hint}", n.span)
+        return None
+
+    def _attr(self, n: ast.Attr, env):
+        o = n.obj
+        obj = self._d[o.__class__](o, env)
+        if obj is None:
+            return None
+        return self.attribute(n, obj, n.name, False)
+
+    def _name_span(self, node, is_index: bool) -> Span:
+        if is_index:
+            return node.index.span
+        return tail_span(node.span, len(node.name))
+
+    def attribute(self, node, obj, name: str, is_index: bool):
+        """The type of ``obj.name`` (or ``obj["name"]``)."""
+        cls = obj.__class__
+        if cls is EntityType or cls is ActionType or cls is ListType:
+            if cls is ListType:
+                self._type_error(f"cannot read attribute '{name}' of a list", self._name_span(node, is_index))
+                return None
+            key = (obj, name)
+            hit = self._attr_cache.get(key)
+            if hit is None:
+                hit = self._attr_cache[key] = self._entity_attr(obj, name)
+            t, optional, problem = hit
+            if self.gate is not None and cls is EntityType and name not in _BUILTIN_ATTRS[obj.category]:
+                self._entity_read(node, self._name_span(node, is_index), obj, name)
+            if problem is not None:
+                self._report("schema", "E004", problem, self._name_span(node, is_index))
+            if optional and not self.in_has:
+                self.reads.append((node, attr_path(node), name))
+            return t
+        if obj is DELEGATION:
+            if name == "chain":
+                return CHAIN
+            if name == "depth":
+                return NUMBER
+            if name == "root":
+                return ANY_PRINCIPAL
+            self._report("names", "E002", f"'delegation' has no attribute '{name}'"
+                                          f"{did_you_mean(name, _DELEGATION_FIELDS)}; it has only chain, depth "
+                                          f"and root", self._name_span(node, is_index))
+            return None
+        if obj is RISK:
+            if name == "score":
+                return NUMBER
+            if name == "signals":
+                return SIGNALS
+            return None
+        if obj is OBJECT:
+            return None
+        if obj is CONTEXT:
+            declared = self.sch.context
+            if declared is None:
+                return None
+            ref = declared.get(name)
+            if ref is None:
+                self._report("schema", "E004", f"context attribute '{name}' is not declared in the schema"
+                                               f"{did_you_mean(name, declared)}; add it to the `context {{ … }}` "
+                                               f"declaration or fix the name", self._name_span(node, is_index))
+                return None
+            if ref.optional and not self.in_has:
+                self.reads.append((node, attr_path(node), name))
+            return type_of_ref(ref)
+        self._type_error(f"cannot read attribute '{name}' of {describe_type(obj)}", self._name_span(node, is_index))
+        return None
+
+    def _entity_read(self, node, span: Span, obj: EntityType, name: str) -> None:
+        """Note a read of an entity attribute in a forbid or gate (W108)."""
+        target = self.gate.rule.target
+        if obj is self.principal:
+            refs = target.subjects
+        elif obj is self.resource:
+            refs = target.resources
+        else:
+            refs = None  # a delegation-chain entity: any principal kind
+        kinds = None if refs is None else tuple(dict.fromkeys(r.name for r in refs))
+        self.entity_reads.append(EntityRead(self.gate, node, span, obj.category, kinds, name))
+
+    def _entity_attr(self, obj: EntityType | ActionType, name: str) -> tuple:
+        """(type, optional, E004 message or None) of an attribute of an entity or action."""
+        if obj.__class__ is ActionType:
+            if name == "name":
+                return (STRING, False, None)
+            declared, category, word = self.action_attrs, "action", "action"
+            kinds = obj.names
+        else:
+            category = obj.category
+            if name in _BUILTIN_ATTRS[category]:
+                return (STRING, False, None)
+            if category == "principal":
+                declared, word = self.sch.principals, "kind"
+            else:
+                declared, word = self.sch.resources, "resource type"
+            kinds = obj.kinds
+        if not declared:
+            return (None, False, None)  # no schema for this category: attributes are free-form
+        candidates = list(declared) if kinds is None else kinds
+        if not candidates:
+            return (None, False, None)  # every targeted kind is undeclared: E003 says so already
+        refs = [declared[k][name] for k in candidates if name in declared[k]]
+        missing = ([] if refs else candidates) if kinds is None else [k for k in candidates if name not in declared[k]]
+        problem = None
+        if missing:
+            known = {a for k in candidates for a in declared[k]} | set(_BUILTIN_ATTRS.get(category, ("name",)))
+            where = f"any declared {word}" if kinds is None else f"{word} {quoted_list(missing)}"
+            problem = (f"{category} attribute '{name}' is not declared for {where}{did_you_mean(name, known)}; "
+                       f"declare it in the schema or fix the name")
+        if not refs:
+            return (None, False, problem)
+        return (common([type_of_ref(r) for r in refs]), any(r.optional for r in refs), problem)
+
+    def _index(self, n: ast.Index, env):
+        d = self._d
+        obj = d[n.obj.__class__](n.obj, env)
+        idx = n.index
+        key = d[idx.__class__](idx, env)
+        if obj is None:
+            return None
+        lit = idx if idx.__class__ is ast.Literal else None
+        if is_list(obj):
+            if key is not None and key is not NUMBER:
+                self._type_error(f"a list index must be an integer, but this is {describe_type(key)}", idx.span)
+            elif lit is not None and lit.kind == "decimal":
+                self._type_error("a list index must be an integer, not a decimal", idx.span)
+            return obj.elem
+        if obj in SCALARS:
+            self._type_error(f"cannot index {describe_type(obj)}; only lists, objects and entities can be indexed",
+                             n.span)
+            return None
+        if lit is not None and lit.kind == "string":
+            return self.attribute(n, obj, lit.value, True)
+        if key is not None and key is not STRING:
+            self._type_error(f"an attribute key must be a string, but this is {describe_type(key)}", idx.span)
+        return None
+
+    def _call(self, n: ast.Call, env):
+        d = self._d
+        arg_types = [d[a.__class__](a, env) for a in n.args]
+        spec = FUNCTIONS.get(n.func)
+        if spec is None:
+            hint = suggest(n.func, FUNCTIONS)
+            if not hint:
+                hint = "; the functions are " + ", ".join(FUNCTIONS)
+            self._report("names", "E002", f"unknown function '{n.func}'{hint}", head_span(n.span, len(n.func)))
+            return None
+        _fn, arity, result = spec
+        if len(n.args) != arity:
+            self._report("names", "E005", f"{n.func}() takes {arity} argument{'s' if arity != 1 else ''}, "
+                                          f"but {len(n.args)} {'were' if len(n.args) != 1 else 'was'} given", n.span)
+            return None
+        for i, (arg, t) in enumerate(zip(n.args, arg_types)):
+            if t is None:
+                continue
+            if n.func == "len":
+                if t is not STRING and not is_list(t):
+                    self._type_error(f"len() needs a list or a string, but this is {describe_type(t)}", arg.span)
+            elif t is not STRING:
+                what = ("an IP address string" if n.func == "in_cidr" and i == 0
+                        else "a CIDR string such as \"10.0.0.0/8\"" if n.func == "in_cidr" else "a string")
+                self._type_error(f"{n.func}() needs {what}, but this is {describe_type(t)}", arg.span)
+        if n.func == "in_cidr":
+            net = n.args[1]
+            text = None
+            if net.__class__ is ast.Literal and net.kind == "string":
+                text = net.value
+            elif net.__class__ is ast.Name and net.name not in env and isinstance(self.ctx.constants.get(net.name), str):
+                text = self.ctx.constants[net.name]
+            if text is not None and not cidr_is_valid(text):
+                via = "" if net.__class__ is ast.Literal else f" (the value of constant '{net.name}')"
+                self._report("clauses", "E007", f"{json.dumps(text)}{via} is not a CIDR network; write an IPv4 or "
+                                                f"IPv6 network such as \"10.0.0.0/8\" or \"fd00::/8\"", net.span)
+        return SCHEMA_TYPES.get(result)
+
+    def _unary(self, n: ast.Unary, env):
+        o = n.operand
+        t = self._d[o.__class__](o, env)
+        if n.op == "not":
+            if t is not None and t is not BOOL:
+                self._type_error(f"'not' needs a boolean, but its operand is {describe_type(t)}", o.span)
+            return BOOL
+        if t is not None and t is not NUMBER:
+            self._type_error(f"unary '-' needs a number, but its operand is {describe_type(t)}", n.span)
+            return None
+        return NUMBER
+
+    def _boolop(self, n: ast.BoolOp, env):
+        d = self._d
+        for item in n.items:
+            t = d[item.__class__](item, env)
+            if t is not None and t is not BOOL:
+                self._type_error(f"the operands of '{n.op}' must be booleans, but this is {describe_type(t)}; "
+                                 f"compare it to something to get a boolean", item.span)
+        return BOOL
+
+    def _matches(self, n: ast.Matches, env):
+        o = n.operand
+        t = self._d[o.__class__](o, env)
+        if t is not None and t is not STRING:
+            self._type_error(f"'matches' needs a string on the left, but this is {describe_type(t)}", o.span)
+        return BOOL
+
+    def _has(self, n: ast.Has, env):
+        o = n.operand
+        self.in_has += 1  # `has` never raises: reads inside it need no guard
+        try:
+            t = self._d[o.__class__](o, env)
+        finally:
+            self.in_has -= 1
+        if (self.gate is not None and t.__class__ is EntityType
+                and n.name not in _BUILTIN_ATTRS[t.category]):
+            self._entity_read(n, n.span, t, n.name)
+        p = attr_path(o)
+        if p is not None:
+            self.guards.add(f"{p}.{n.name}")
+        return BOOL
+
+    def _list(self, n: ast.ListExpr, env):
+        d = self._d
+        return ListType(common([d[i.__class__](i, env) for i in n.items]))
+
+    def _quantifier(self, n: ast.Quantifier, env):
+        d = self._d
+        c = n.collection
+        coll = d[c.__class__](c, env)
+        if coll is not None and not is_list(coll):
+            self._type_error(f"'{n.kind}' iterates over a list, but this is {describe_type(coll)}", c.span)
+        elem = coll.elem if is_list(coll) else None
+        b = n.body
+        body = d[b.__class__](b, {**env, n.var: elem})
+        if body is not None and body is not BOOL:
+            self._type_error(f"the body of '{n.kind}' must be a boolean, but it is {describe_type(body)}", b.span)
+        return BOOL
+
+    def _binary(self, n: ast.Binary, env):
+        d = self._d
+        left, right = n.left, n.right
+        lt = d[left.__class__](left, env)
+        rt = d[right.__class__](right, env)
+        op = n.op
+        if op == "==" or op == "!=":
+            return BOOL
+        if op in _ORDER_OPS:
+            bad = lt if lt is not None and lt not in ORDERED else rt if rt is not None and rt not in ORDERED else None
+            if bad is not None:
+                self._type_error(f"'{op}' compares two numbers or two strings, but one side is "
+                                 f"{describe_type(bad)}", n.span)
+            elif lt is not None and rt is not None and lt != rt:
+                self._type_error(f"'{op}' compares two numbers or two strings, but this compares "
+                                 f"{describe_type(lt)} with {describe_type(rt)}; convert one side or fix the "
+                                 f"operand", n.span)
+            return BOOL
+        if op == "in" or op == "not in":
+            if rt is not None:
+                if rt is STRING:
+                    if lt is not None and lt is not STRING:
+                        self._type_error(f"'{op}' a string tests for a substring and needs a string on the left, "
+                                         f"but this is {describe_type(lt)}", left.span)
+                elif not is_list(rt):
+                    self._type_error(f"'{op}' needs a list (or a string) on the right, but this is "
+                                     f"{describe_type(rt)}", right.span)
+            return BOOL
+        if op == "+":
+            bad = lt if lt is not None and lt not in ORDERED else rt if rt is not None and rt not in ORDERED else None
+            if bad is not None:
+                self._type_error(f"'+' adds numbers or joins strings, but one side is {describe_type(bad)}", n.span)
+                return None
+            if lt is not None and rt is not None and lt != rt:
+                self._type_error(f"'+' adds two numbers or joins two strings, but this mixes {describe_type(lt)} "
+                                 f"and {describe_type(rt)}", n.span)
+                return None
+            return lt if lt is not None else rt
+        # - * /
+        bad = lt if lt is not None and lt is not NUMBER else rt if rt is not None and rt is not NUMBER else None
+        if bad is not None:
+            self._type_error(f"'{op}' needs two numbers, but one side is {describe_type(bad)}", n.span)
+            return None
+        return NUMBER
+
+
+
+def run_walk(ctx: CheckContext) -> ExprFacts:
+    """Walk every rule of ``ctx`` once; the facts are also kept as ``ctx.facts``."""
+    walk = ExpressionWalk(ctx)
+    walk.run()
+    walk._d = {}  # drop the bound methods: no reference cycle outlives the pass
+    ctx.facts = walk.facts
+    ctx.used_constants |= walk.facts.used_constants
+    return walk.facts
+
+
+def facts(ctx: CheckContext) -> ExprFacts:
+    """The walk's facts: those of the names stage, or a fresh walk when a stage is run
+    on its own (as the stage tests do)."""
+    return ctx.facts if ctx.facts is not None else run_walk(ctx)

@@ -1,0 +1,296 @@
+"""Stage ``lint``: warnings, which never stop a set from loading. Input: ``ctx.rules``,
+``ctx.schema``, ``ctx.options``, ``ctx.const_decls``, ``ctx.entity_types`` and the walk's
+facts (W103 findings, entity reads, used constants). Diagnostics: W101 (no ``@id``), W102
+(``permit`` of ``*`` actions on ``*`` resources), W103 (an optional schema attribute read
+without a ``has`` guard), W104 (a permit or gate whose whole target is covered by an
+unconditional forbid), W105 (a ``high_impact`` action permitted to kind ``agent`` or ``*``
+with no covering approval gate), W106 (no ``because``), W107 (an unused constant), W108
+(a forbid or gate reads an entity attribute the caller can set).
+
+The two cross-rule lints (W104, W105) look rules up in indexes built in one pass."""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from .. import ast
+from ..policyset import RuleInfo
+from .context import CheckContext, quoted_list
+from .expressions import attr_path, facts
+
+def _glob_tokens(pattern: str) -> tuple[str, ...]:
+    """``*``, ``**``, ``?`` or one literal character per token (SPEC §4.2 globs)."""
+    out, i = [], 0
+    while i < len(pattern):
+        if pattern.startswith("**", i):
+            out.append("**")
+            i += 2
+        else:
+            out.append(pattern[i] if pattern[i] not in "*?" else pattern[i])
+            i += 1
+    return tuple(out)
+
+
+def _glob_closure(tokens: tuple[str, ...], states: Iterable[int]) -> frozenset:
+    out, stack = set(states), list(states)
+    while stack:
+        s = stack.pop()
+        if s < len(tokens) and tokens[s] in ("*", "**") and s + 1 not in out:
+            out.add(s + 1)
+            stack.append(s + 1)
+    return frozenset(out)
+
+
+def _glob_step(tokens: tuple[str, ...], states: frozenset, ch: str | None) -> frozenset:
+    """``ch`` None is a character that is neither ``/`` nor in any pattern."""
+    nxt = []
+    for s in states:
+        if s >= len(tokens):
+            continue
+        tok = tokens[s]
+        if tok == "**":
+            nxt.append(s)
+        elif tok == "*":
+            if ch != "/":
+                nxt.append(s)
+        elif tok == "?":
+            if ch != "/":
+                nxt.append(s + 1)
+        elif tok == ch:
+            nxt.append(s + 1)
+    return _glob_closure(tokens, nxt)
+
+
+def glob_covers(outer: str, inner: str, limit: int = 5000) -> bool:
+    """True when every string ``inner`` matches is matched by ``outer`` (both globs).
+
+    The product of the two patterns' automata, determinised on the fly over the
+    characters that matter (each literal, ``/`` and "any other"). Patterns are short;
+    past ``limit`` states it answers False, which only costs a missed warning.
+    """
+    if outer == inner or outer.strip("*") == "" and "**" in outer:
+        return True
+    a, b = _glob_tokens(inner), _glob_tokens(outer)
+    alphabet = sorted({t for t in a + b if len(t) == 1 and t not in "*?"} | {"/"}) + [None]
+    start = (_glob_closure(a, [0]), _glob_closure(b, [0]))
+    seen = {start}
+    stack = [start]
+    while stack:
+        sa, sb = stack.pop()
+        if len(a) in sa and len(b) not in sb:
+            return False
+        for ch in alphabet:
+            na = _glob_step(a, sa, ch)
+            if not na:
+                continue
+            nb = _glob_step(b, sb, ch)
+            pair = (na, nb)
+            if pair not in seen:
+                if len(seen) >= limit:
+                    return False
+                seen.add(pair)
+                stack.append(pair)
+    return True
+
+
+def _ref_covers(outer: ast.EntityRef, inner: ast.EntityRef | None, category: str, kind: str | None = None) -> bool:
+    """Does target entry ``outer`` match every request that ``inner`` matches?
+
+    ``inner`` None stands for a ``*`` target restricted to ``kind``. A glob-less resource
+    entry also matches requests without a ``resource.id``, which no glob matches.
+    """
+    name = inner.name if inner is not None else kind
+    if outer.name != name:
+        return False
+    if outer.glob is None:
+        return True
+    inner_glob = inner.glob if inner is not None else None
+    if inner_glob is None:
+        return category == "principal" and glob_covers(outer.glob, "**")
+    return glob_covers(outer.glob, inner_glob)
+
+
+def _refs_cover(outer, inner, category: str) -> bool:
+    if outer is None:
+        return True
+    if inner is None:
+        return False
+    return all(any(_ref_covers(o, i, category) for o in outer) for i in inner)
+
+
+def _target_covers(outer: ast.Target, inner: ast.Target) -> bool:
+    if outer.actions is not None and (inner.actions is None or not set(inner.actions) <= set(outer.actions)):
+        return False
+    return (_refs_cover(outer.subjects, inner.subjects, "principal")
+            and _refs_cover(outer.resources, inner.resources, "resource"))
+
+
+def _lint_w104(ctx: CheckContext) -> None:
+    """Permits and gates whose target an unconditional forbid covers."""
+    by_subject: dict[str, list[RuleInfo]] = {}
+    by_action: dict[str, list[RuleInfo]] = {}
+    by_resource: dict[str, list[RuleInfo]] = {}
+    seen_targets: set[ast.Target] = set()
+    for info in ctx.rules:
+        rule = info.rule
+        if rule.effect != "forbid" or rule.conditions or rule.target in seen_targets:
+            continue
+        seen_targets.add(rule.target)
+        t = rule.target
+        for key in ({"*"} if t.subjects is None else {r.name for r in t.subjects}):
+            by_subject.setdefault(key, []).append(info)
+        for key in ({"*"} if t.actions is None else set(t.actions)):
+            by_action.setdefault(key, []).append(info)
+        for key in ({"*"} if t.resources is None else {r.name for r in t.resources}):
+            by_resource.setdefault(key, []).append(info)
+    if not seen_targets:
+        return
+
+    def bucket(index, refs_first):
+        out = index.get("*", [])
+        if refs_first is not None:
+            out = out + index.get(refs_first, [])
+        return out
+
+    for info in ctx.rules:
+        rule = info.rule
+        if rule.effect == "forbid":
+            continue
+        t = rule.target
+        candidates = min(
+            bucket(by_subject, None if t.subjects is None else t.subjects[0].name),
+            bucket(by_action, None if t.actions is None else t.actions[0]),
+            bucket(by_resource, None if t.resources is None else t.resources[0].name),
+            key=len,
+        )
+        covering = [f for f in candidates if _target_covers(f.rule.target, t)]
+        if covering:
+            f = min(covering, key=lambda r: r.index)
+            which = f"'{f.id}' ({f.location})" if f.explicit_id else f"at {f.location}"
+            what = "permit" if rule.effect == "permit" else "require approval rule"
+            ctx.report("W104", f"this {what} can never determine a decision: the unconditional forbid "
+                               f"{which} denies every request its target matches; narrow the "
+                               f"forbid with a condition, or remove this rule", rule.head_span)
+
+
+def _lint_w105(ctx: CheckContext) -> None:
+    """High-impact actions permitted to agents (or to anyone) with no covering gate."""
+    high = {name: a for name, a in ctx.schema.actions.items() if a.high_impact}
+    if not high:
+        return
+    gates: dict[str, list[ast.Target]] = {}
+    seen: set[ast.Target] = set()
+    for info in ctx.rules:
+        t = info.rule.target
+        if info.rule.effect != "require_approval" or t in seen:
+            continue
+        seen.add(t)
+        for key in (["*"] if t.actions is None else t.actions):
+            gates.setdefault(key, []).append(t)
+
+    def gated(agent_ref, action: str, res_ref, res_type: str) -> bool:
+        for g in gates.get("*", []) + gates.get(action, []):
+            if g.subjects is not None and not any(_ref_covers(s, agent_ref, "principal", "agent") for s in g.subjects):
+                continue
+            if g.resources is not None and not any(_ref_covers(r, res_ref, "resource", res_type)
+                                                   for r in g.resources):
+                continue
+            return True
+        return False
+
+    for info in ctx.rules:
+        rule = info.rule
+        t = rule.target
+        if rule.effect != "permit":
+            continue
+        if t.subjects is None:
+            agents: list = [None]
+        else:
+            agents = [r for r in t.subjects if r.name == "agent"]
+            if not agents:
+                continue
+        if t.actions is None:
+            acts = [(name, t.span) for name in high]
+        else:
+            acts = [(name, span) for name, span in zip(t.actions, t.action_spans) if name in high]
+        for name, span in acts:
+            on = high[name].on
+            if t.resources is None:
+                res = [(None, typ) for typ in sorted(on)]
+            else:
+                res = [(r, r.name) for r in t.resources if r.name in on]
+            missing = sorted({typ for agent in agents for ref, typ in res if not gated(agent, name, ref, typ)})
+            if missing:
+                ctx.report("W105", f"high-impact action '{name}' is permitted to "
+                                   f"{'any principal' if t.subjects is None else 'agents'} on "
+                                   f"{quoted_list(missing)} with no `require approval` rule covering it; add "
+                                   f"`require approval for agent to {name} on {missing[0]} by \"…\"`", span)
+
+
+def _lint_w108(ctx: CheckContext) -> None:
+    """W108: a forbid or gate reads an entity attribute that the request can set, for a
+    kind/type the set's entity data has records for and that is not authoritative."""
+    data = ctx.entity_types
+    if not data or ctx.options.authoritative_entities:
+        return
+    sch = ctx.schema
+    seen: set = set()
+    for read in facts(ctx).entity_reads:
+        info, node, span, category, kinds, name = (read.info, read.node, read.span, read.category,
+                                                   read.kinds, read.name)
+        if category == "principal":
+            declared, authoritative, word = sch.principals, sch.authoritative_principals, "principal kind"
+        else:
+            declared, authoritative, word = sch.resources, sch.authoritative_resources, "resource type"
+        candidates = kinds if kinds is not None else (tuple(declared) if declared else tuple(sorted(data)))
+        exposed = [k for k in candidates if k in data and k not in authoritative]
+        if not exposed:
+            continue
+        if isinstance(node, ast.Has):
+            base = attr_path(node.operand)
+            shown = f"{base}.{name}" if base else name
+        else:
+            shown = attr_path(node) or name
+        key = (info.index, shown)
+        if key in seen:
+            continue
+        seen.add(key)
+        what = "this forbid" if info.effect == "forbid" else "this approval gate"
+        ctx.report("W108", f"{what} reads '{shown}', which the caller can set: request attributes override the "
+                           f"stored entity data of {word} {quoted_list(exposed)}; declare "
+                           f"`{category} {exposed[0]} authoritative {{ … }}` or set "
+                           f"`option authoritative_entities = true`", span)
+
+
+def stage_lint(ctx: CheckContext) -> None:
+    for info in ctx.rules:
+        rule = info.rule
+        t = rule.target
+        if not info.explicit_id:
+            ann = next((a for a in rule.annotations if a.name == "id"), None)
+            if ann is not None:
+                ctx.report("W101", f"@id has no value, so this rule gets the default id '{info.id}'; "
+                                   f"write @id(\"a-stable-name\")", ann.span)
+            else:
+                ctx.report("W101", f"rule has no @id, so its id is '{info.id}', which changes when lines move; "
+                                   f"add @id(\"a-stable-name\")", rule.head_span)
+        if rule.effect == "permit" and t.actions is None and t.resources is None:
+            ctx.report("W102", "permit of every action (*) on every resource (*) is over-broad authority; "
+                               "name the actions and resource types", t.span)
+        if rule.because is None:
+            ctx.report("W106", "rule has no `because`; add because \"…\" so decisions can say why",
+                       rule.head_span)
+    ctx.diagnostics.extend(facts(ctx).lint)  # W103
+    _lint_w104(ctx)
+    _lint_w105(ctx)
+    _lint_w108(ctx)
+    # W107: constants that no rule (see stage names) and no other constant uses
+    used = set(ctx.used_constants) | facts(ctx).used_constants
+    for name, decl in ctx.const_decls.items():
+        for node in ast.walk(decl.value):
+            if isinstance(node, ast.Name) and node.name != name:
+                used.add(node.name)
+    for name, decl in ctx.const_decls.items():
+        if name not in used:
+            ctx.report("W107", f"constant '{name}' is never used; remove it or use it in a rule", decl.name_span)
+
