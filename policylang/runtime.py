@@ -10,9 +10,10 @@ into "not holding" (permit) or "holding" (forbid, require approval).
 from __future__ import annotations
 
 import ipaddress
-import re
 from functools import lru_cache
 from typing import Any
+
+from .globs import Glob
 
 
 class EvalError(Exception):
@@ -335,107 +336,7 @@ FUNCTIONS: dict[str, tuple[Any, int, str]] = {
 }
 
 
-# ------------------------------------------------------------------ globs
-
-class Glob:
-    """A compiled glob (SPEC §4.2): ``*`` any run without ``/``, ``**`` any run,
-    ``?`` one character other than ``/``; everything else literal.
-
-    Matching is linear in the input: a pattern with at most one wildcard run uses a
-    regular expression (which cannot backtrack more than once per position); any other
-    uses a lazily built DFA, one dictionary step per character.
-    """
-
-    __slots__ = ("pattern", "_re", "_tokens", "_classes", "_dfa", "_start", "_literal")
-
-    def __init__(self, pattern: str):
-        self.pattern = pattern
-        tokens: list[tuple[str, str]] = []
-        i = 0
-        while i < len(pattern):
-            c = pattern[i]
-            if c == "*":
-                if pattern.startswith("**", i):
-                    tokens.append(("**", ""))
-                    i += 2
-                else:
-                    tokens.append(("*", ""))
-                    i += 1
-                continue
-            tokens.append(("?", "") if c == "?" else ("lit", c))
-            i += 1
-        self._tokens = tokens
-        self._literal = pattern if all(t[0] == "lit" for t in tokens) else None
-        stars = sum(1 for t in tokens if t[0] in ("*", "**"))
-        self._re = None
-        self._dfa = None
-        if self._literal is None and stars <= 1:
-            parts = []
-            for kind, ch in tokens:
-                parts.append({"*": "[^/]*", "**": ".*", "?": "[^/]"}.get(kind) or re.escape(ch))
-            self._re = re.compile("".join(parts), re.DOTALL)
-        elif self._literal is None:
-            chars = sorted({ch for kind, ch in tokens if kind == "lit"} | {"/"})
-            self._classes = {c: n for n, c in enumerate(chars)}
-            self._dfa: dict[frozenset, dict[int, frozenset]] = {}
-            self._start = self._closure({0})
-
-    def _closure(self, states) -> frozenset:
-        out, stack = set(states), list(states)
-        while stack:
-            s = stack.pop()
-            if s < len(self._tokens) and self._tokens[s][0] in ("*", "**") and s + 1 not in out:
-                out.add(s + 1)
-                stack.append(s + 1)
-        return frozenset(out)
-
-    def _step(self, states: frozenset, cls: int, ch: str) -> frozenset:
-        nxt = set()
-        tokens = self._tokens
-        for s in states:
-            if s >= len(tokens):
-                continue
-            kind, lit = tokens[s]
-            if kind == "lit":
-                if lit == ch:
-                    nxt.add(s + 1)
-            elif kind == "?":
-                if ch != "/":
-                    nxt.add(s + 1)
-            elif kind == "*":
-                if ch != "/":
-                    nxt.add(s)
-            else:
-                nxt.add(s)
-        return self._closure(nxt)
-
-    def match(self, s: str) -> bool:
-        if self._literal is not None:
-            return s == self._literal
-        if self._re is not None:
-            return self._re.fullmatch(s) is not None
-        classes, dfa, other = self._classes, self._dfa, -1
-        state = self._start
-        # guard the DFA's size: a pathological pattern falls back to set simulation
-        for ch in s:
-            cls = classes.get(ch, other)
-            row = dfa.get(state)
-            if row is None:
-                row = dfa[state] = {}
-            nxt = row.get(cls)
-            if nxt is None:
-                # an "other" character behaves like any char not in the pattern
-                nxt = self._step(state, cls, ch if cls != other else None)
-                if len(dfa) < 4096:
-                    row[cls] = nxt
-            if not nxt:
-                return False
-            state = nxt
-        return len(self._tokens) in state
-
-    def __repr__(self) -> str:
-        return f"Glob({self.pattern!r})"
-
+# ------------------------------------------------------------------ globs (policylang/globs.py)
 
 @lru_cache(maxsize=4096)
 def glob(pattern: str) -> Glob:

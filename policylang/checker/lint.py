@@ -11,87 +11,16 @@ The two cross-rule lints (W104, W105) look rules up in indexes built in one pass
 
 from __future__ import annotations
 
-from typing import Iterable
-
 from .. import ast
+from ..globs import covers as glob_covers
 from ..policyset import RuleInfo
 from .context import CheckContext, quoted_list
 from .expressions import attr_path, facts
 
-def _glob_tokens(pattern: str) -> tuple[str, ...]:
-    """``*``, ``**``, ``?`` or one literal character per token (SPEC §4.2 globs)."""
-    out, i = [], 0
-    while i < len(pattern):
-        if pattern.startswith("**", i):
-            out.append("**")
-            i += 2
-        else:
-            out.append(pattern[i] if pattern[i] not in "*?" else pattern[i])
-            i += 1
-    return tuple(out)
+__all__ = ["glob_covers", "stage_lint"]
 
 
-def _glob_closure(tokens: tuple[str, ...], states: Iterable[int]) -> frozenset:
-    out, stack = set(states), list(states)
-    while stack:
-        s = stack.pop()
-        if s < len(tokens) and tokens[s] in ("*", "**") and s + 1 not in out:
-            out.add(s + 1)
-            stack.append(s + 1)
-    return frozenset(out)
-
-
-def _glob_step(tokens: tuple[str, ...], states: frozenset, ch: str | None) -> frozenset:
-    """``ch`` None is a character that is neither ``/`` nor in any pattern."""
-    nxt = []
-    for s in states:
-        if s >= len(tokens):
-            continue
-        tok = tokens[s]
-        if tok == "**":
-            nxt.append(s)
-        elif tok == "*":
-            if ch != "/":
-                nxt.append(s)
-        elif tok == "?":
-            if ch != "/":
-                nxt.append(s + 1)
-        elif tok == ch:
-            nxt.append(s + 1)
-    return _glob_closure(tokens, nxt)
-
-
-def glob_covers(outer: str, inner: str, limit: int = 5000) -> bool:
-    """True when every string ``inner`` matches is matched by ``outer`` (both globs).
-
-    The product of the two patterns' automata, determinised on the fly over the
-    characters that matter (each literal, ``/`` and "any other"). Patterns are short;
-    past ``limit`` states it answers False, which only costs a missed warning.
-    """
-    if outer == inner or outer.strip("*") == "" and "**" in outer:
-        return True
-    a, b = _glob_tokens(inner), _glob_tokens(outer)
-    alphabet = sorted({t for t in a + b if len(t) == 1 and t not in "*?"} | {"/"}) + [None]
-    start = (_glob_closure(a, [0]), _glob_closure(b, [0]))
-    seen = {start}
-    stack = [start]
-    while stack:
-        sa, sb = stack.pop()
-        if len(a) in sa and len(b) not in sb:
-            return False
-        for ch in alphabet:
-            na = _glob_step(a, sa, ch)
-            if not na:
-                continue
-            nb = _glob_step(b, sb, ch)
-            pair = (na, nb)
-            if pair not in seen:
-                if len(seen) >= limit:
-                    return False
-                seen.add(pair)
-                stack.append(pair)
-    return True
-
+# ------------------------------------------------------------------ target coverage
 
 def _ref_covers(outer: ast.EntityRef, inner: ast.EntityRef | None, category: str, kind: str | None = None) -> bool:
     """Does target entry ``outer`` match every request that ``inner`` matches?
