@@ -272,7 +272,7 @@ def phase_redis(base: Path, seconds: float, threads: int) -> dict:
         return r.status_code, f"{r.status_code} {r.text[:200]}"
 
     try:
-        with LiveServer(pdir, "--poll-interval", "0", "--store", redis.url) as server:
+        with LiveServer(pdir, "--poll-interval", "0", "--store", redis.url, "--create-store") as server:
             load = Load(server.url, threads, job).start()
             third = max(1.0, seconds / 3)
             time.sleep(third)
