@@ -10,7 +10,6 @@ import random
 
 import pytest
 
-from policylang import ast
 from policylang.checker import STAGES, CheckContext
 from policylang.checker.clauses import stage_clauses
 from policylang.checker.collect import stage_collect
