@@ -1,14 +1,16 @@
 """Stage ``clauses``: rule clauses and annotations. Input: ``ctx.rules``, ``ctx.options``,
-the walk's facts. Diagnostics: E007 (``grant`` on a non-permit, ``by`` missing on
+``ctx.constants``. Diagnostics: E007 (``grant`` on a non-permit, ``by`` missing on
 ``require approval`` or present elsewhere, a second ``because``/``by``/``grant``, a grant
 ttl of zero or over ``option max_ttl``, a CIDR literal or constant in ``in_cidr`` that
 does not parse), E006 (a second ``@id`` on one rule)."""
 
 from __future__ import annotations
 
+import json
+
 from .. import ast
+from ..runtime import cidr_is_valid
 from .context import CheckContext, format_duration
-from .expressions import facts
 
 _CLAUSE_WORD = {ast.Grant: "grant", ast.By: "by", ast.Because: "because"}
 
@@ -49,5 +51,35 @@ def stage_clauses(ctx: CheckContext) -> None:
             ids = [a for a in rule.annotations if a.name == "id"]
             for extra in ids[1:]:
                 ctx.report("E006", "a second @id on one rule; a rule has one id, keep one", extra.span)
-    ctx.diagnostics.extend(facts(ctx).clauses)
+    for info in ctx.rules:
+        rule = info.rule
+        for c in rule.conditions:
+            _cidrs(ctx, c.expr, frozenset())
+        for clause in rule.clauses:
+            if clause.__class__ is ast.Grant:
+                for scope in clause.scopes:
+                    _cidrs(ctx, scope, frozenset())
+
+
+def _cidrs(ctx: CheckContext, n: ast.Expr, bound: frozenset) -> None:
+    """E007 for each ``in_cidr`` whose network is a literal, or a constant (not shadowed
+    by a quantifier variable), that does not parse; sub-expressions first."""
+    if n.__class__ is ast.Quantifier:
+        _cidrs(ctx, n.collection, bound)
+        _cidrs(ctx, n.body, bound | {n.var})
+        return
+    for child in ast.children(n):
+        _cidrs(ctx, child, bound)
+    if n.__class__ is not ast.Call or n.func != "in_cidr" or len(n.args) != 2:
+        return
+    net = n.args[1]
+    text = None
+    if net.__class__ is ast.Literal and net.kind == "string":
+        text = net.value
+    elif net.__class__ is ast.Name and net.name not in bound and isinstance(ctx.constants.get(net.name), str):
+        text = ctx.constants[net.name]
+    if text is not None and not cidr_is_valid(text):
+        via = "" if net.__class__ is ast.Literal else f" (the value of constant '{net.name}')"
+        ctx.report("E007", f"{json.dumps(text)}{via} is not a CIDR network; write an IPv4 or "
+                           f"IPv6 network such as \"10.0.0.0/8\" or \"fd00::/8\"", net.span)
 

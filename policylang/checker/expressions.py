@@ -6,21 +6,20 @@ Name resolution and type inference cannot be separated: the type of
 ``principal.trust`` is known only once ``principal`` is resolved to the kinds the rule
 targets, and an operand whose name is unknown must be *unknown* to the type checks
 after it (one mistake, one diagnostic). So the walk runs once, in the ``names`` stage,
-and files each finding under the stage that owns it; the ``schema``, ``types``,
-``clauses`` and ``lint`` stages report their share from ``ctx.facts``. The walk is
+and files each finding under the stage that owns it; the ``schema``, ``types``
+and ``lint`` stages report their share from ``ctx.facts``. The walk is
 linear in the size of the rules.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 
 from .. import ast
 from ..errors import Diagnostic
 from ..parser import ROOTS
 from ..policyset import RuleInfo
-from ..runtime import FUNCTIONS, cidr_is_valid
+from ..runtime import FUNCTIONS
 from ..source import Span
 from .context import CheckContext, did_you_mean, head_span, quoted_list, suggest, tail_span
 from .types import (ANY_PRINCIPAL, BOOL, CHAIN, CONTEXT, DELEGATION, LITERAL_TYPES, NUMBER, OBJECT, ORDERED,
@@ -55,8 +54,6 @@ class ExprFacts:
     schema: list[Diagnostic] = field(default_factory=list)
     #: E005 (types that cannot fit)
     types: list[Diagnostic] = field(default_factory=list)
-    #: E007 (a CIDR literal or constant that does not parse)
-    clauses: list[Diagnostic] = field(default_factory=list)
     #: W103 (optional attribute read without a guard)
     lint: list[Diagnostic] = field(default_factory=list)
     #: W108 input
@@ -98,8 +95,8 @@ def targeted(refs, declared) -> tuple[str, ...] | None:
 class ExpressionWalk:
     """One walk over every rule's conditions and grant scopes, computing static types.
 
-    The expression checks of five stages (E002/E005 of ``names``, E004 of ``schema``,
-    E005 of ``types``, the CIDR E007 of ``clauses`` and W103 of ``lint``) all need the
+    The expression checks of four stages (E002/E005 of ``names``, E004 of ``schema``,
+    E005 of ``types`` and W103 of ``lint``) all need the
     same name resolution and type inference, so they are found in a single pass (run by
     the names stage) and each stage then reports its own share. An
     unknown type (``None``) never produces a diagnostic, and an operand that already has
@@ -373,17 +370,6 @@ class ExpressionWalk:
                 what = ("an IP address string" if n.func == "in_cidr" and i == 0
                         else "a CIDR string such as \"10.0.0.0/8\"" if n.func == "in_cidr" else "a string")
                 self._type_error(f"{n.func}() needs {what}, but this is {describe_type(t)}", arg.span)
-        if n.func == "in_cidr":
-            net = n.args[1]
-            text = None
-            if net.__class__ is ast.Literal and net.kind == "string":
-                text = net.value
-            elif net.__class__ is ast.Name and net.name not in env and isinstance(self.ctx.constants.get(net.name), str):
-                text = self.ctx.constants[net.name]
-            if text is not None and not cidr_is_valid(text):
-                via = "" if net.__class__ is ast.Literal else f" (the value of constant '{net.name}')"
-                self._report("clauses", "E007", f"{json.dumps(text)}{via} is not a CIDR network; write an IPv4 or "
-                                                f"IPv6 network such as \"10.0.0.0/8\" or \"fd00::/8\"", net.span)
         return SCHEMA_TYPES.get(result)
 
     def _unary(self, n: ast.Unary, env):
