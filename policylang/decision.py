@@ -63,58 +63,93 @@ class Decision:
         return f"Decision({self.decision!r}, rules={self.rules!r})"
 
 
-def combine(outcomes, request, policy_version: str, approvals, explainer=None) -> Decision:
-    """SPEC §6: forbid wins, then unconfirmed approval gates, then permits, else deny.
+def combine(forbids: list, gates: list, permits: list, errors: list, path: list[str],
+            policy_version: str, explainer=None, confirm: "Callable[[Any], bool] | None" = None) -> Decision:
+    """SPEC §6, the one combining algorithm (the engine, the reference interpreter and the
+    test runner's coverage all come here): forbid wins, then unconfirmed approval gates,
+    then permits, else deny.
 
-    ``outcomes`` is a list, in source order, of ``(rule_info, held, error, scopes)`` for
-    every rule whose target matched (``scopes`` is the evaluated grant of a holding
-    permit, or ``None``). Shared by the engine and the reference interpreter: it is the
-    combining algorithm only, with no evaluation in it.
+    The evaluators classify the outcomes of the rules whose target matched: ``forbids``
+    and ``gates`` are the holding forbid and require_approval rules, ``permits`` the
+    holding permits as ``(rule, scopes)`` (``scopes`` the evaluated grant, or ``None``),
+    each in source order; ``errors`` is the SPEC §7 error list. A rule is anything with
+    ``id``, ``reason`` (its ``because`` or ``None``), ``approvers`` and ``ttl``: the
+    engine's compiled rules, the interpreter's :class:`RuleView`. ``confirm(gate)`` says
+    whether the approval checker confirms a gate (SPEC §6.3); ``None``: nothing confirms.
+    No evaluation happens here. (Plain loops: in Python 3.11 each comprehension is a
+    function call, and this runs on every decision.)
     """
-    errors = [{"rule": info.id, "message": err} for info, _held, err, _s in outcomes if err is not None]
-    forbids = [info for info, held, _e, _s in outcomes if held and info.rule.effect == "forbid"]
-    path = request.delegation_path()
     if forbids:
-        return Decision(DENY, [r.id for r in forbids], _reasons(forbids), [], [], errors, path,
+        reasons = []
+        for r in forbids:
+            if r.reason is not None:
+                reasons.append(r.reason)
+        return Decision(DENY, [r.id for r in forbids], reasons, [], [], errors, path,
                         policy_version, explainer)
-    gates = [info for info, held, _e, _s in outcomes if held and info.rule.effect == "require_approval"]
     if gates:
-        open_gates = [g for g in gates if not confirmed(approvals, request, g)]
-        if open_gates:
-            approvers: list[str] = []
-            for g in open_gates:
-                by = g.rule.by
-                for name in (by.approvers if by else ()):
+        if confirm is not None:
+            gates = [g for g in gates if not confirm(g)]
+        if gates:
+            rules, reasons, approvers = [], [], []
+            for g in gates:
+                rules.append(g.id)
+                if g.reason is not None:
+                    reasons.append(g.reason)
+                for name in g.approvers:
                     if name not in approvers:
                         approvers.append(name)
-            return Decision(REQUIRE_APPROVAL, [g.id for g in open_gates], _reasons(open_gates), [],
-                            approvers, errors, path, policy_version, explainer)
-    permits = [(info, scopes) for info, held, _e, scopes in outcomes if held and info.rule.effect == "permit"]
-    if permits:
-        grants = []
-        for info, scopes in permits:
-            grant = info.rule.grant
-            if grant is not None:
-                grants.append({"rule": info.id, "scopes": scopes, "ttl": grant.ttl})
-        infos = [p[0] for p in permits]
-        return Decision(ALLOW, [r.id for r in infos], _reasons(infos), grants, [], errors, path,
-                        policy_version, explainer)
-    return Decision(DENY, [], [], [], [], errors, path, policy_version, explainer)
+            return Decision(REQUIRE_APPROVAL, rules, reasons, [], approvers, errors, path,
+                            policy_version, explainer)
+    if not permits:
+        return Decision(DENY, [], [], [], [], errors, path, policy_version, explainer)
+    rules, reasons, grants = [], [], []
+    for r, scopes in permits:
+        rules.append(r.id)
+        if r.reason is not None:
+            reasons.append(r.reason)
+        if scopes is not None:
+            grants.append({"rule": r.id, "scopes": scopes, "ttl": r.ttl})
+    return Decision(ALLOW, rules, reasons, grants, [], errors, path, policy_version, explainer)
 
 
-def _reasons(infos) -> list[str]:
-    return [r.rule.because for r in infos if r.rule.because is not None]
+class RuleView:
+    """What :func:`combine` reads of a rule, for evaluators that work on the AST."""
+
+    __slots__ = ("id", "reason", "approvers", "ttl", "info")
+
+    def __init__(self, info):
+        rule = info.rule
+        self.info = info
+        self.id = info.id
+        self.reason = rule.because
+        self.approvers = tuple(rule.by.approvers) if rule.by else ()
+        self.ttl = rule.grant.ttl if rule.grant is not None else None
 
 
-def confirmed(approvals, request, gate) -> bool:
-    """SPEC §6.3: does the approval checker confirm this gate? A raising checker confirms nothing."""
+def confirmed(approvals, request, approvers) -> bool:
+    """SPEC §6.3: does the approval checker confirm a gate naming ``approvers``? A raising
+    checker confirms nothing."""
     if approvals is None or request.approval is None:
         return False
-    by = gate.rule.by
     try:
-        return approvals(request.approval, request.raw, list(by.approvers) if by else []) is True
+        return approvals(request.approval, request.raw, list(approvers)) is True
     except Exception:
         return False
+
+
+def attenuate(decision: Decision, chain, allows: "Callable[[int], bool]", action: str,
+              policy_version: str, explainer=None) -> Decision:
+    """SPEC §6.4, the one attenuation loop: an allow stands only if every delegator of the
+    chain, deciding as itself with the part of the chain before it, is allowed too.
+    ``allows(i)`` decides for ``chain[i]`` (called in chain order, stopping at the first
+    that is not allowed); the first refused delegator turns the allow into a deny."""
+    if decision.decision != ALLOW:
+        return decision
+    for i, delegator in enumerate(chain):
+        if not allows(i):
+            return attenuation_denial(delegator.id, action, policy_version, decision.delegation_path,
+                                      decision.errors, explainer)
+    return decision
 
 
 def attenuation_denial(delegator_id: str, action: str, policy_version: str, path: list[str],

@@ -11,7 +11,6 @@ cached.
 
 from __future__ import annotations
 
-import gc
 import threading
 import time
 from typing import Any, Callable, Iterable, Mapping
@@ -20,9 +19,10 @@ from cachetools import LRUCache, TTLCache
 
 from . import interpreter
 from .compiler import CompiledSet
-from .decision import ALLOW, DENY, REQUIRE_APPROVAL, Decision, attenuation_denial, confirmed
+from .decision import ALLOW, DENY, Decision, attenuate, combine, confirmed
 from .policyset import PolicySet
 from .requests import Request, entity_lookup, parse_parts
+from .errors import RequestError
 from .runtime import EvalError
 
 ApprovalChecker = Callable[[str, Mapping, list], bool]
@@ -73,12 +73,6 @@ class Engine:
                 raise ValueError(f"entities: {problem}")
         self.policies = policies
         self.tree = CompiledSet(policies, instrument)
-        # The compiled tree lives as long as the engine: hand it straight to the oldest
-        # GC generation (freeze + unfreeze) so young-generation collections during
-        # decisions do not rescan it.
-        if gc.isenabled():
-            gc.freeze()
-            gc.unfreeze()
         self.counters = Counters(self.tree.counter)
         self._instrument = instrument
         self._lookup = entity_lookup(policies.entities, entities)
@@ -113,12 +107,10 @@ class Engine:
         for i, request in enumerate(requests):
             try:
                 out.append(decide(request))
-            except ValueError as e:
-                from .errors import RequestError
-                if isinstance(e, RequestError):
-                    field = f"[{i}].{e.field}" if e.field else f"[{i}]"
-                    raise RequestError(field, str(e).split(": ", 1)[-1]) from None
-                raise
+            except RequestError as e:
+                # the error's own field, and its message without the "field: " prefix
+                message = str(e)[len(e.field) + 2:] if e.field else str(e)
+                raise RequestError(f"[{i}].{e.field}" if e.field else f"[{i}]", message) from None
         return out
 
     def explain_request(self, ctx, decision: Decision) -> str:
@@ -176,18 +168,8 @@ class Engine:
                                 _path(P, CH), self._version, (self, parts, request))
         decision = self._evaluate(plan, parts, request, self.approvals)
         if self._attenuate and CH and decision.decision == ALLOW:
-            # delegator i decides with the chain before it: one list grows as we go (no
-            # slice per delegator, so the engine's own work is linear in the chain; the
-            # sub-decisions are dropped, nothing keeps the list)
-            prefix: list = []
-            plan_of = self.tree.plan
-            for delegator in CH:
-                sub = (delegator, A, R, C, K, prefix, I, None)
-                if self._evaluate(plan_of(delegator.kind, A.name, R.kind), sub, request, None).decision != ALLOW:
-                    decision = attenuation_denial(delegator.id, A.name, self._version, decision.delegation_path,
-                                                  decision.errors, (self, parts, request))
-                    break
-                prefix.append(delegator)
+            decision = attenuate(decision, CH, self._delegator_allows(parts, request), A.name, self._version,
+                                 (self, parts, request))
         if key is not None and not decision.errors:
             # decisions with errors are not cached: a message can name what made a value
             # unreadable (absent, or a string where an object was read …), which the key,
@@ -203,24 +185,7 @@ class Engine:
         P, A, R, C, K, CH, I, approval = parts
         held: list = []      # (order, compiled rule, scopes)
         errors: list = []    # (order, rule id, message)
-        runs = plan.plain
-        if plan.groups:
-            runs = list(runs)
-            for group in plan.groups:
-                v = group.read(P, A, R, C, K, CH, I)
-                cls = v.__class__
-                if cls is str:
-                    matched = group.by_str.get(v)
-                elif v is None:  # absent: these rules' first test raises, so run them in full
-                    matched = group.entries
-                elif cls is bool:
-                    matched = group.by_bool.get(v)
-                elif cls is int or cls is float:
-                    matched = group.by_num.get(v)
-                else:
-                    matched = None
-                if matched:
-                    runs.extend(matched)
+        runs = _indexed_runs(plan, parts) if plan.groups else plan.plain
         for cr, sg, rg, fn in runs:
             if sg is not None and not _any_match(sg, P.id):
                 continue
@@ -250,45 +215,72 @@ class Engine:
         explainer = (self, parts, request)
         if not held:
             return Decision(DENY, [], [], [], [], err_list, _path(P, CH), self._version, explainer)
-        # SPEC §6, in one pass over the holding rules (plain loops: in Python 3.11 each
-        # comprehension is a function call, and this runs on every decision)
-        forbids: list = []
-        gates: list = []
-        permits: list = []
-        for _o, cr, scopes in held:
-            effect = cr.effect
-            if effect == "forbid":
-                forbids.append(cr)
-            elif effect == "permit":
-                permits.append((cr, scopes))
-            else:
-                gates.append(cr)
-        if forbids:
-            return Decision(DENY, [cr.id for cr in forbids], [cr.reason for cr in forbids if cr.reason is not None],
-                            [], [], err_list, _path(P, CH), self._version, explainer)
-        if gates:
-            if approvals is not None and approval is not None:
-                req = Request(P, A, R, C, K, CH, I, approval, request)
-                gates = [cr for cr in gates if not confirmed(approvals, req, cr.info)]
-            if gates:
-                approvers: list[str] = []
-                for cr in gates:
-                    for name in cr.approvers:
-                        if name not in approvers:
-                            approvers.append(name)
-                return Decision(REQUIRE_APPROVAL, [cr.id for cr in gates],
-                                [cr.reason for cr in gates if cr.reason is not None], [], approvers, err_list,
-                                _path(P, CH), self._version, explainer)
-        if not permits:
-            return Decision(DENY, [], [], [], [], err_list, _path(P, CH), self._version, explainer)
-        rules, reasons, grants = [], [], []
-        for cr, scopes in permits:
-            rules.append(cr.id)
-            if cr.reason is not None:
-                reasons.append(cr.reason)
-            if scopes is not None:
-                grants.append({"rule": cr.id, "scopes": scopes, "ttl": cr.ttl})
-        return Decision(ALLOW, rules, reasons, grants, [], err_list, _path(P, CH), self._version, explainer)
+        forbids, gates, permits = _classify(held)
+        confirm = None
+        if gates and approvals is not None and approval is not None:
+            req = Request(P, A, R, C, K, CH, I, approval, request)
+
+            def confirm(cr):
+                return confirmed(approvals, req, cr.approvers)
+        return combine(forbids, gates, permits, err_list, _path(P, CH), self._version, explainer, confirm)
+
+    def _delegator_allows(self, parts: tuple, request: Mapping) -> Callable[[int], bool]:
+        """SPEC §6.4 for :func:`decision.attenuate`: delegator i decides with the chain
+        before it. One list grows as the loop goes (no slice per delegator, so the engine's
+        own work is linear in the chain; the sub-decisions are dropped, nothing keeps it)."""
+        P, A, R, C, K, CH, I, _approval = parts
+        plan_of = self.tree.plan
+        evaluate = self._evaluate
+        prefix: list = []
+
+        def allows(i: int) -> bool:
+            delegator = CH[i]
+            sub = (delegator, A, R, C, K, prefix, I, None)
+            ok = evaluate(plan_of(delegator.kind, A.name, R.kind), sub, request, None).decision == ALLOW
+            prefix.append(delegator)
+            return ok
+        return allows
+
+
+def _indexed_runs(plan, parts: tuple) -> list:
+    """The plan's plain entries, then those of its index groups that the request's value
+    selects (the groups' first test is then already known to hold; SPEC §6 order is
+    restored after evaluation)."""
+    P, A, R, C, K, CH, I, _approval = parts
+    runs = list(plan.plain)
+    for group in plan.groups:
+        v = group.read(P, A, R, C, K, CH, I)
+        cls = v.__class__
+        if cls is str:
+            matched = group.by_str.get(v)
+        elif v is None:  # absent: these rules' first test raises, so run them in full
+            matched = group.entries
+        elif cls is bool:
+            matched = group.by_bool.get(v)
+        elif cls is int or cls is float:
+            matched = group.by_num.get(v)
+        else:
+            matched = None
+        if matched:
+            runs.extend(matched)
+    return runs
+
+
+def _classify(held: list) -> tuple[list, list, list]:
+    """The holding rules, ``(order, compiled rule, scopes)`` in source order, as
+    :func:`decision.combine` takes them: forbids, gates, ``(permit, scopes)``."""
+    forbids: list = []
+    gates: list = []
+    permits: list = []
+    for _o, cr, scopes in held:
+        effect = cr.effect
+        if effect == "forbid":
+            forbids.append(cr)
+        elif effect == "permit":
+            permits.append((cr, scopes))
+        else:
+            gates.append(cr)
+    return forbids, gates, permits
 
 
 def _any_match(globs, value: str) -> bool:

@@ -213,19 +213,51 @@ def traces(policy_set, req, trace: bool = False, candidates=None) -> list[RuleTr
     return [evaluate_rule(info, scope, trace) for info in rules if target_matches(info.rule.target, req)]
 
 
+def classify(ts):
+    """The outcomes of the rules whose target matched, as :func:`decision.combine` takes
+    them: ``(forbids, gates, permits, errors)``, each in source order."""
+    from .decision import RuleView
+
+    forbids, gates, permits, errors = [], [], [], []
+    for t in ts:
+        if t.error is not None:
+            errors.append({"rule": t.info.id, "message": t.error})
+        if not t.held:
+            continue
+        effect = t.info.rule.effect
+        if effect == "forbid":
+            forbids.append(RuleView(t.info))
+        elif effect == "permit":
+            permits.append((RuleView(t.info), t.scopes))
+        else:
+            gates.append(RuleView(t.info))
+    return forbids, gates, permits, errors
+
+
+def combine_traces(policy_set, req, ts, approvals=None):
+    """The SPEC §6 decision from the rule traces of ``req`` (no §6.4 attenuation)."""
+    from .decision import combine, confirmed
+
+    confirm = None
+    if approvals is not None and req.approval is not None:
+        def confirm(gate):
+            return confirmed(approvals, req, gate.approvers)
+    return combine(*classify(ts), req.delegation_path(), policy_set.version, None, confirm)
+
+
 def decide_request(policy_set, req, approvals=None, attenuate: bool = True):
     """The reference decision for a validated request (SPEC §6, §6.3, §6.4)."""
-    from .decision import ALLOW, attenuation_denial, combine
+    from .decision import ALLOW
+    from .decision import attenuate as attenuate_chain
 
-    outcomes = [(t.info, t.held, t.error, t.scopes) for t in traces(policy_set, req)]
-    decision = combine(outcomes, req, policy_set.version, approvals)
-    if attenuate and decision.decision == ALLOW and policy_set.options.attenuate_delegation:
-        for i, delegator in enumerate(req.chain):
-            sub = decide_request(policy_set, req.as_delegator(i), None, attenuate=False)
-            if sub.decision != ALLOW:
-                return attenuation_denial(delegator.id, req.action.name, policy_set.version,
-                                          req.delegation_path(), decision.errors)
-    return decision
+    decision = combine_traces(policy_set, req, traces(policy_set, req), approvals)
+    if not (attenuate and policy_set.options.attenuate_delegation and req.chain):
+        return decision
+
+    def allows(i: int) -> bool:
+        return decide_request(policy_set, req.as_delegator(i), None, attenuate=False).decision == ALLOW
+
+    return attenuate_chain(decision, req.chain, allows, req.action.name, policy_set.version)
 
 
 def decide(policy_set, request: Any, *, entities: Any = None, approvals: Callable | None = None):

@@ -565,26 +565,22 @@ def _safe_explain(decision) -> str:
 
 def _record_coverage(cov: RuleCoverage, policy_set, request: Mapping, entities, checker) -> None:
     from . import interpreter
-    from .decision import ALLOW, combine
+    from .decision import ALLOW, attenuate
     from .requests import entity_lookup, parse_request
 
-    def record(traces) -> list:
-        outcomes = []
-        for t in traces:
+    def record(req, approvals):
+        ts = interpreter.traces(policy_set, req)
+        for t in ts:
             if t.held:
                 (cov.held_by_error if t.error is not None else cov.held).add(t.info.id)
-            outcomes.append((t.info, t.held, t.error, t.scopes))
-        return outcomes
+        return interpreter.combine_traces(policy_set, req, ts, approvals)
 
     req = parse_request(request, entity_lookup(policy_set.entities, entities), policy_set.entity_authority)
-    outcomes = record(interpreter.traces(policy_set, req))
+    decision = record(req, checker)
     if policy_set.options.attenuate_delegation and req.chain:
-        if combine(outcomes, req, policy_set.version, checker).decision == ALLOW:
-            for i in range(len(req.chain)):
-                sub = req.as_delegator(i)
-                sub_outcomes = record(interpreter.traces(policy_set, sub))
-                if combine(sub_outcomes, sub, policy_set.version, None).decision != ALLOW:
-                    break
+        # the delegators' rules count too, as far as the SPEC §6.4 loop evaluates them
+        attenuate(decision, req.chain, lambda i: record(req.as_delegator(i), None).decision == ALLOW,
+                  req.action.name, policy_set.version)
 
 
 # ---------------------------------------------------------------------------- reports
