@@ -36,6 +36,43 @@ def _fields(decl_fields: Sequence[ast.FieldDecl] | None, ctx: CheckContext, into
         into[f.name] = f.type
 
 
+#: option -> (the literal kinds it accepts, must it be positive, the message when it is not)
+_OPTION_VALUES: dict[str, tuple[tuple[str, ...], bool, str]] = {
+    "max_ttl": (("duration", "int"), True, "option max_ttl needs a positive duration such as 1h"),
+    "max_approval_ttl": (("duration", "int"), True,
+                         "option max_approval_ttl needs a positive duration such as 24h"),
+    "authoritative_entities": (("bool",), False, "option authoritative_entities needs true or false"),
+    "attenuate_delegation": (("bool",), False, "option attenuate_delegation needs true or false"),
+}
+
+
+def _collect_const(ctx: CheckContext, s: ast.Const) -> None:
+    if s.name in ROOTS:
+        ctx.report("E006", f"constant '{s.name}' has the name of a root", s.name_span)
+    elif s.name in ctx.const_decls:
+        first = ctx.const_decls[s.name].span
+        ctx.report("E006", f"constant '{s.name}' is already defined at {first.path}:{first.line}", s.name_span)
+    else:
+        ctx.const_decls[s.name] = s
+
+
+def _collect_option(ctx: CheckContext, s: ast.Option, options: dict[str, Any]) -> None:
+    if s.name not in OPTION_NAMES:
+        ctx.report("E007", f"unknown option '{s.name}'{suggest(s.name, OPTION_NAMES)}", s.name_span)
+        return
+    if s.name in ctx.option_decls:
+        first = ctx.option_decls[s.name].span
+        ctx.report("E006", f"option '{s.name}' is already set at {first.path}:{first.line}", s.name_span)
+        return
+    ctx.option_decls[s.name] = s
+    kinds, positive, message = _OPTION_VALUES[s.name]
+    value = s.value
+    if isinstance(value, ast.Literal) and value.kind in kinds and (not positive or value.value > 0):
+        options[s.name] = value.value
+    else:
+        ctx.report("E007", message, value.span)
+
+
 def stage_collect(ctx: CheckContext) -> None:
     principals: dict[str, dict] = {}
     resources: dict[str, dict] = {}
@@ -48,47 +85,9 @@ def stage_collect(ctx: CheckContext) -> None:
     for f in ctx.files:
         for s in f.statements:
             if isinstance(s, ast.Const):
-                if s.name in ROOTS:
-                    ctx.report("E006", f"constant '{s.name}' has the name of a root", s.name_span)
-                elif s.name in ctx.const_decls:
-                    first = ctx.const_decls[s.name].span
-                    ctx.report("E006", f"constant '{s.name}' is already defined at {first.path}:{first.line}",
-                               s.name_span)
-                else:
-                    ctx.const_decls[s.name] = s
+                _collect_const(ctx, s)
             elif isinstance(s, ast.Option):
-                if s.name not in OPTION_NAMES:
-                    ctx.report("E007", f"unknown option '{s.name}'{suggest(s.name, OPTION_NAMES)}", s.name_span)
-                elif s.name in ctx.option_decls:
-                    first = ctx.option_decls[s.name].span
-                    ctx.report("E006", f"option '{s.name}' is already set at {first.path}:{first.line}",
-                               s.name_span)
-                else:
-                    ctx.option_decls[s.name] = s
-                    value = s.value
-                    if s.name == "max_ttl":
-                        if (isinstance(value, ast.Literal) and value.kind in ("duration", "int")
-                                and value.value > 0):
-                            options["max_ttl"] = value.value
-                        else:
-                            ctx.report("E007", "option max_ttl needs a positive duration such as 1h", value.span)
-                    elif s.name == "max_approval_ttl":
-                        if (isinstance(value, ast.Literal) and value.kind in ("duration", "int")
-                                and value.value > 0):
-                            options["max_approval_ttl"] = value.value
-                        else:
-                            ctx.report("E007", "option max_approval_ttl needs a positive duration such as 24h",
-                                       value.span)
-                    elif s.name == "authoritative_entities":
-                        if isinstance(value, ast.Literal) and value.kind == "bool":
-                            options["authoritative_entities"] = value.value
-                        else:
-                            ctx.report("E007", "option authoritative_entities needs true or false", value.span)
-                    elif s.name == "attenuate_delegation":
-                        if isinstance(value, ast.Literal) and value.kind == "bool":
-                            options["attenuate_delegation"] = value.value
-                        else:
-                            ctx.report("E007", "option attenuate_delegation needs true or false", value.span)
+                _collect_option(ctx, s, options)
             elif isinstance(s, ast.EntityDecl):
                 target = principals if s.category == "principal" else resources
                 _fields(s.fields, ctx, target.setdefault(s.name, {}))
