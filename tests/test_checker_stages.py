@@ -98,11 +98,20 @@ def test_names_reports_unknown_names_only():
     assert "unknown function 'lenn'" in got[1][2]
 
 
-def test_names_keeps_the_walk_for_the_later_stages():
-    ctx = ctx_for(SCHEMA + rule("  when principal.trust > 1\n"), stage_collect, stage_constants)
+def test_names_is_its_own_walk_and_notes_the_constants_read():
+    text = SCHEMA + "const LIMIT = 3\nconst SPARE = 1\n" + rule("  when all x in [LIMIT]: x > principal.trust\n")
+    ctx = ctx_for(text, stage_collect, stage_constants)
     stage_names(ctx)
-    assert isinstance(ctx.facts, ExprFacts)
-    assert [d.code for d in ctx.facts.lint] == ["W103"] and ctx.diagnostics == []
+    assert ctx.diagnostics == [] and ctx.facts is None  # no type inference ran
+    assert ctx.used_constants == {"LIMIT"}
+
+
+def test_names_checks_delegation_fields_and_quantifier_scope():
+    text = rule("  when delegation.dept > 1 and (any d in delegation.chain: d.kind == \"human\") and d.kind == \"x\"\n")
+    got = run(stage_names, text, stage_collect, stage_constants)
+    assert [c for c, _l, _m in got] == ["E002", "E002"], got
+    assert "'delegation' has no attribute 'dept' (did you mean 'depth'?)" in got[0][2]
+    assert "unknown name 'd'" in got[1][2]
 
 
 # ------------------------------------------------------------------ schema

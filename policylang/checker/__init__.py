@@ -11,9 +11,9 @@ Every stage is linear in the size of the set: each walks every rule's expression
 and the two cross-rule lints (W104, W105) look rules up in indexes built in one pass.
 
 Modules: :mod:`.context` (the context, the result, wording helpers), :mod:`.types`
-(the typed static types), :mod:`.expressions` (the one walk over rule expressions that
-resolves names and infers types, whose facts the later stages report from; run by
-the names stage), and one module per stage: :mod:`.collect`, :mod:`.constants`, :mod:`.names`,
+(the typed static types), :mod:`.expressions` (the walk over rule expressions that infers
+static types, whose facts the schema, types and lint stages report from; run once, by
+the first of them), and one module per stage: :mod:`.collect`, :mod:`.constants`, :mod:`.names`,
 :mod:`.schema`, :mod:`.typecheck` (the types stage), :mod:`.clauses`, :mod:`.lint`. Every
 stage can be run on its own on a context that the stages before it have filled
 (tests/test_checker_stages.py does).

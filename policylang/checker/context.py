@@ -29,9 +29,9 @@ class CheckContext:
     option_decls: dict[str, ast.Option] = field(default_factory=dict)
     schema: Schema = field(default_factory=Schema)
     rules: list[RuleInfo] = field(default_factory=list)
-    #: constants some rule reads (filled by the names stage)
+    #: constants some rule reads (filled by the names stage and the expression walk)
     used_constants: set[str] = field(default_factory=set)
-    #: what the expression walk found (see :mod:`.expressions`), once the names stage has run it
+    #: what the expression walk found (see :mod:`.expressions`), once a stage has asked for it
     facts: ExprFacts | None = None
     #: the kinds and types the set's entity data files have records for (for W108)
     entity_types: frozenset[str] = frozenset()

@@ -1,14 +1,14 @@
 """The expression walk: one pass over every rule's conditions and grant scopes that
-resolves each name and infers each static type (:mod:`.types`), and records what it
-finds as :class:`ExprFacts`.
+infers each static type (:mod:`.types`) and records what it finds as :class:`ExprFacts`.
 
-Name resolution and type inference cannot be separated: the type of
-``principal.trust`` is known only once ``principal`` is resolved to the kinds the rule
-targets, and an operand whose name is unknown must be *unknown* to the type checks
-after it (one mistake, one diagnostic). So the walk runs once, in the ``names`` stage,
-and files each finding under the stage that owns it; the ``schema``, ``types``
-and ``lint`` stages report their share from ``ctx.facts``. The walk is
-linear in the size of the rules.
+The schema attribute checks (E004), the type checks (E005) and the unguarded-optional
+lint (W103) all need the same inferred types — the type of ``principal.trust`` is known
+only from the kinds the rule targets and the schema — so the walk runs once, for the
+first of the ``schema``, ``types`` and ``lint`` stages that asks (:func:`facts`), and
+files each finding under the stage that reports it. Names it cannot resolve, unknown
+functions and wrong arities are the ``names`` stage's (its own walk): here they are just
+unknown types, so one mistake gives one diagnostic. The walk is linear in the size of
+the rules.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from ..parser import ROOTS
 from ..policyset import RuleInfo
 from ..runtime import FUNCTIONS
 from ..source import Span
-from .context import CheckContext, did_you_mean, head_span, quoted_list, suggest, tail_span
+from .context import CheckContext, did_you_mean, quoted_list, tail_span
 from .types import (ANY_PRINCIPAL, BOOL, CHAIN, CONTEXT, DELEGATION, LITERAL_TYPES, NUMBER, OBJECT, ORDERED,
                     RISK, ROOT_TYPES, SCALARS, SCHEMA_TYPES, SIGNALS, STRING, ActionType, EntityType, ListType,
                     describe_type, is_list, common, type_of_ref, type_of_value)
@@ -48,11 +48,10 @@ class EntityRead:
 class ExprFacts:
     """What the expression walk found, by the stage that reports it."""
 
-    #: E002 (unknown name/function, delegation attribute), E005 (arity)
-    names: list[Diagnostic] = field(default_factory=list)
     #: E004 (undeclared attribute)
     schema: list[Diagnostic] = field(default_factory=list)
-    #: E005 (types that cannot fit)
+    #: E005 (types that cannot fit); E002 for an attribute the delegation object lacks when
+    #: only its type shows it is the delegation object
     types: list[Diagnostic] = field(default_factory=list)
     #: W103 (optional attribute read without a guard)
     lint: list[Diagnostic] = field(default_factory=list)
@@ -95,10 +94,8 @@ def targeted(refs, declared) -> tuple[str, ...] | None:
 class ExpressionWalk:
     """One walk over every rule's conditions and grant scopes, computing static types.
 
-    The expression checks of four stages (E002/E005 of ``names``, E004 of ``schema``,
-    E005 of ``types`` and W103 of ``lint``) all need the
-    same name resolution and type inference, so they are found in a single pass (run by
-    the names stage) and each stage then reports its own share. An
+    See the module docstring: E004 of ``schema``, E005 of ``types`` and W103 of
+    ``lint`` are found in one pass and each stage reports its own share. An
     unknown type (``None``) never produces a diagnostic, and an operand that already has
     an error is unknown from there on, so one mistake gives one diagnostic.
     """
@@ -204,25 +201,21 @@ class ExpressionWalk:
             return self.action
         if name in ROOTS:
             return ROOT_TYPES[name]
-        hint = suggest(name, [*env, *self.const_names, *ROOTS])
-        if not hint:
-            hint = "; a name must be a root (" + ", ".join(sorted(ROOTS)) + "), a constant or a quantifier variable"
-        self._report("names", "E002", f"unknown name '{name}'{hint}", n.span)
-        return None
+        return None  # unknown: the names stage reports it
 
     def _attr(self, n: ast.Attr, env):
         o = n.obj
         obj = self._d[o.__class__](o, env)
         if obj is None:
             return None
-        return self.attribute(n, obj, n.name, False)
+        return self.attribute(n, obj, n.name, False, env)
 
     def _name_span(self, node, is_index: bool) -> Span:
         if is_index:
             return node.index.span
         return tail_span(node.span, len(node.name))
 
-    def attribute(self, node, obj, name: str, is_index: bool):
+    def attribute(self, node, obj, name: str, is_index: bool, env):
         """The type of ``obj.name`` (or ``obj["name"]``)."""
         cls = obj.__class__
         if cls is EntityType or cls is ActionType or cls is ListType:
@@ -248,9 +241,13 @@ class ExpressionWalk:
                 return NUMBER
             if name == "root":
                 return ANY_PRINCIPAL
-            self._report("names", "E002", f"'delegation' has no attribute '{name}'"
-                                          f"{did_you_mean(name, _DELEGATION_FIELDS)}; it has only chain, depth "
-                                          f"and root", self._name_span(node, is_index))
+            base = node.obj
+            if base.__class__ is not ast.Name or base.name != "delegation" or base.name in env:
+                # the delegation object reached other than by its root name (``[delegation][0]``):
+                # only its type says so, so this walk reports it; the names stage reports the rest
+                self._report("types", "E002", f"'delegation' has no attribute '{name}'"
+                                              f"{did_you_mean(name, _DELEGATION_FIELDS)}; it has only chain, "
+                                              f"depth and root", self._name_span(node, is_index))
             return None
         if obj is RISK:
             if name == "score":
@@ -340,7 +337,7 @@ class ExpressionWalk:
                              n.span)
             return None
         if lit is not None and lit.kind == "string":
-            return self.attribute(n, obj, lit.value, True)
+            return self.attribute(n, obj, lit.value, True, env)
         if key is not None and key is not STRING:
             self._type_error(f"an attribute key must be a string, but this is {describe_type(key)}", idx.span)
         return None
@@ -349,17 +346,9 @@ class ExpressionWalk:
         d = self._d
         arg_types = [d[a.__class__](a, env) for a in n.args]
         spec = FUNCTIONS.get(n.func)
-        if spec is None:
-            hint = suggest(n.func, FUNCTIONS)
-            if not hint:
-                hint = "; the functions are " + ", ".join(FUNCTIONS)
-            self._report("names", "E002", f"unknown function '{n.func}'{hint}", head_span(n.span, len(n.func)))
-            return None
-        _fn, arity, result = spec
-        if len(n.args) != arity:
-            self._report("names", "E005", f"{n.func}() takes {arity} argument{'s' if arity != 1 else ''}, "
-                                          f"but {len(n.args)} {'were' if len(n.args) != 1 else 'was'} given", n.span)
-            return None
+        if spec is None or len(n.args) != spec[1]:
+            return None  # an unknown function or a wrong arity: the names stage reports it
+        result = spec[2]
         for i, (arg, t) in enumerate(zip(n.args, arg_types)):
             if t is None:
                 continue
@@ -490,6 +479,5 @@ def run_walk(ctx: CheckContext) -> ExprFacts:
 
 
 def facts(ctx: CheckContext) -> ExprFacts:
-    """The walk's facts: those of the names stage, or a fresh walk when a stage is run
-    on its own (as the stage tests do)."""
+    """The walk's facts, walking the rules the first time a stage asks."""
     return ctx.facts if ctx.facts is not None else run_walk(ctx)

@@ -1,16 +1,91 @@
 """Stage ``names``: resolves every name in rule conditions and grant scopes — roots,
-constants and the quantifier variables in scope — by running the expression walk
-(:mod:`.expressions`, which keeps its facts in ``ctx.facts`` for the later stages).
-Input: ``ctx.rules``, ``ctx.schema``, ``ctx.constants``. Diagnostics: E002 (unknown name,
-unknown function, an attribute of ``delegation`` other than ``chain``/``depth``/``root``;
-each with the closest known name), E005 (a function called with the wrong number of
-arguments)."""
+constants and the quantifier variables in scope — in a walk of its own (no types).
+Input: ``ctx.rules``, ``ctx.const_decls``. Output: its diagnostics and
+``ctx.used_constants`` (the constants rules read, for W107). Diagnostics: E002 (unknown
+name, unknown function, an attribute of ``delegation`` other than
+``chain``/``depth``/``root``; each with the closest known name), E005 (a function called
+with the wrong number of arguments).
+
+An attribute of the delegation object reached other than through the name
+``delegation`` (``[delegation][0].x``) is known only from its type: the types stage
+reports that one (see :mod:`.expressions`)."""
 
 from __future__ import annotations
 
-from .context import CheckContext
-from .expressions import run_walk
+from .. import ast
+from ..parser import ROOTS
+from ..runtime import FUNCTIONS
+from .context import CheckContext, did_you_mean, head_span, suggest, tail_span
+
+DELEGATION_FIELDS = ("chain", "depth", "root")
 
 
 def stage_names(ctx: CheckContext) -> None:
-    ctx.diagnostics.extend(run_walk(ctx).names)
+    for info in ctx.rules:
+        rule = info.rule
+        for c in rule.conditions:
+            _resolve(ctx, c.expr, ())
+        for clause in rule.clauses:
+            if clause.__class__ is ast.Grant:
+                for scope in clause.scopes:
+                    _resolve(ctx, scope, ())
+
+
+def _is_delegation(n: ast.Expr, bound: tuple[str, ...]) -> bool:
+    return n.__class__ is ast.Name and n.name == "delegation" and n.name not in bound
+
+
+def _resolve(ctx: CheckContext, n: ast.Expr, bound: tuple[str, ...]) -> None:
+    """Sub-expressions first, then ``n`` itself (the order the diagnostics come in)."""
+    cls = n.__class__
+    if cls is ast.Name:
+        _name(ctx, n, bound)
+        return
+    if cls is ast.Quantifier:
+        _resolve(ctx, n.collection, bound)
+        _resolve(ctx, n.body, bound + (n.var,))
+        return
+    for child in ast.children(n):
+        _resolve(ctx, child, bound)
+    if cls is ast.Call:
+        _call(ctx, n)
+    elif cls is ast.Attr and _is_delegation(n.obj, bound):
+        _delegation_field(ctx, n.name, tail_span(n.span, len(n.name)))
+    elif (cls is ast.Index and _is_delegation(n.obj, bound) and n.index.__class__ is ast.Literal
+          and n.index.kind == "string"):
+        _delegation_field(ctx, n.index.value, n.index.span)
+
+
+def _name(ctx: CheckContext, n: ast.Name, bound: tuple[str, ...]) -> None:
+    name = n.name
+    if name in bound:
+        return
+    if name in ctx.const_decls:
+        ctx.used_constants.add(name)
+        return
+    if name in ROOTS:
+        return
+    hint = suggest(name, [*bound, *ctx.const_decls, *ROOTS])
+    if not hint:
+        hint = "; a name must be a root (" + ", ".join(sorted(ROOTS)) + "), a constant or a quantifier variable"
+    ctx.report("E002", f"unknown name '{name}'{hint}", n.span)
+
+
+def _call(ctx: CheckContext, n: ast.Call) -> None:
+    spec = FUNCTIONS.get(n.func)
+    if spec is None:
+        hint = suggest(n.func, FUNCTIONS)
+        if not hint:
+            hint = "; the functions are " + ", ".join(FUNCTIONS)
+        ctx.report("E002", f"unknown function '{n.func}'{hint}", head_span(n.span, len(n.func)))
+        return
+    arity = spec[1]
+    if len(n.args) != arity:
+        ctx.report("E005", f"{n.func}() takes {arity} argument{'s' if arity != 1 else ''}, "
+                           f"but {len(n.args)} {'were' if len(n.args) != 1 else 'was'} given", n.span)
+
+
+def _delegation_field(ctx: CheckContext, name: str, span) -> None:
+    if name not in DELEGATION_FIELDS:
+        ctx.report("E002", f"'delegation' has no attribute '{name}'{did_you_mean(name, DELEGATION_FIELDS)}; "
+                           f"it has only chain, depth and root", span)

@@ -12,5 +12,4 @@ from .expressions import facts
 
 
 def stage_types(ctx: CheckContext) -> None:
-    # the walk ran in the names stage, or runs now when this stage is run on its own
     ctx.diagnostics.extend(facts(ctx).types)
