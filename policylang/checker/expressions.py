@@ -24,11 +24,20 @@ from ..source import Span
 from .context import CheckContext, did_you_mean, quoted_list, tail_span
 from .types import (ANY_PRINCIPAL, BOOL, CHAIN, CONTEXT, DELEGATION, LITERAL_TYPES, NUMBER, OBJECT, ORDERED,
                     RISK, ROOT_TYPES, SCALARS, SCHEMA_TYPES, SIGNALS, STRING, ActionType, EntityType, ListType,
-                    describe_type, is_list, common, type_of_ref, type_of_value)
+                    StaticType, describe_type, is_list, common, type_of_ref, type_of_value)
 
 _BUILTIN_ATTRS = {"principal": ("id", "kind"), "resource": ("id", "type")}
 _DELEGATION_FIELDS = ("chain", "depth", "root")
 _ORDER_OPS = frozenset(["<", "<=", ">", ">="])
+
+
+def _outside(lt, rt, allowed: tuple) -> StaticType | None:
+    """The first known operand type that is not one of ``allowed``, else None."""
+    if lt is not None and lt not in allowed:
+        return lt
+    if rt is not None and rt not in allowed:
+        return rt
+    return None
 
 
 @dataclass(frozen=True)
@@ -430,37 +439,49 @@ class ExpressionWalk:
         if op == "==" or op == "!=":
             return BOOL
         if op in _ORDER_OPS:
-            bad = lt if lt is not None and lt not in ORDERED else rt if rt is not None and rt not in ORDERED else None
-            if bad is not None:
-                self._type_error(f"'{op}' compares two numbers or two strings, but one side is "
-                                 f"{describe_type(bad)}", n.span)
-            elif lt is not None and rt is not None and lt != rt:
-                self._type_error(f"'{op}' compares two numbers or two strings, but this compares "
-                                 f"{describe_type(lt)} with {describe_type(rt)}; convert one side or fix the "
-                                 f"operand", n.span)
+            self._ordering(n, op, lt, rt)
             return BOOL
         if op == "in" or op == "not in":
-            if rt is not None:
-                if rt is STRING:
-                    if lt is not None and lt is not STRING:
-                        self._type_error(f"'{op}' a string tests for a substring and needs a string on the left, "
-                                         f"but this is {describe_type(lt)}", left.span)
-                elif not is_list(rt):
-                    self._type_error(f"'{op}' needs a list (or a string) on the right, but this is "
-                                     f"{describe_type(rt)}", right.span)
+            self._membership(n, op, lt, rt)
             return BOOL
         if op == "+":
-            bad = lt if lt is not None and lt not in ORDERED else rt if rt is not None and rt not in ORDERED else None
-            if bad is not None:
-                self._type_error(f"'+' adds numbers or joins strings, but one side is {describe_type(bad)}", n.span)
-                return None
-            if lt is not None and rt is not None and lt != rt:
-                self._type_error(f"'+' adds two numbers or joins two strings, but this mixes {describe_type(lt)} "
-                                 f"and {describe_type(rt)}", n.span)
-                return None
-            return lt if lt is not None else rt
-        # - * /
-        bad = lt if lt is not None and lt is not NUMBER else rt if rt is not None and rt is not NUMBER else None
+            return self._plus(n, lt, rt)
+        return self._arith(n, op, lt, rt)  # - * /
+
+    def _ordering(self, n: ast.Binary, op: str, lt, rt) -> None:
+        bad = _outside(lt, rt, ORDERED)
+        if bad is not None:
+            self._type_error(f"'{op}' compares two numbers or two strings, but one side is "
+                             f"{describe_type(bad)}", n.span)
+        elif lt is not None and rt is not None and lt != rt:
+            self._type_error(f"'{op}' compares two numbers or two strings, but this compares "
+                             f"{describe_type(lt)} with {describe_type(rt)}; convert one side or fix the "
+                             f"operand", n.span)
+
+    def _membership(self, n: ast.Binary, op: str, lt, rt) -> None:
+        if rt is None:
+            return
+        if rt is STRING:
+            if lt is not None and lt is not STRING:
+                self._type_error(f"'{op}' a string tests for a substring and needs a string on the left, "
+                                 f"but this is {describe_type(lt)}", n.left.span)
+        elif not is_list(rt):
+            self._type_error(f"'{op}' needs a list (or a string) on the right, but this is "
+                             f"{describe_type(rt)}", n.right.span)
+
+    def _plus(self, n: ast.Binary, lt, rt):
+        bad = _outside(lt, rt, ORDERED)
+        if bad is not None:
+            self._type_error(f"'+' adds numbers or joins strings, but one side is {describe_type(bad)}", n.span)
+            return None
+        if lt is not None and rt is not None and lt != rt:
+            self._type_error(f"'+' adds two numbers or joins two strings, but this mixes {describe_type(lt)} "
+                             f"and {describe_type(rt)}", n.span)
+            return None
+        return lt if lt is not None else rt
+
+    def _arith(self, n: ast.Binary, op: str, lt, rt):
+        bad = _outside(lt, rt, (NUMBER,))
         if bad is not None:
             self._type_error(f"'{op}' needs two numbers, but one side is {describe_type(bad)}", n.span)
             return None
