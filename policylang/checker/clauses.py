@@ -16,6 +16,11 @@ _CLAUSE_WORD = {ast.Grant: "grant", ast.By: "by", ast.Because: "because"}
 
 
 def stage_clauses(ctx: CheckContext) -> None:
+    _clauses_and_ids(ctx)
+    _cidr_networks(ctx)
+
+
+def _clauses_and_ids(ctx: CheckContext) -> None:
     max_ttl = ctx.options.max_ttl
     for info in ctx.rules:
         rule = info.rule
@@ -51,6 +56,9 @@ def stage_clauses(ctx: CheckContext) -> None:
             ids = [a for a in rule.annotations if a.name == "id"]
             for extra in ids[1:]:
                 ctx.report("E006", "a second @id on one rule; a rule has one id, keep one", extra.span)
+
+
+def _cidr_networks(ctx: CheckContext) -> None:
     for info in ctx.rules:
         rule = info.rule
         for c in rule.conditions:

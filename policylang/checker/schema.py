@@ -14,14 +14,26 @@ def stage_schema(ctx: CheckContext) -> None:
     sch = ctx.schema
     if sch.empty:
         return
-    # an action declared on a resource type the schema does not declare
     if sch.resources:
-        for _f, decl in ctx.statements(ast.ActionDecl):
-            for t in decl.on:
-                if t not in sch.resources:
-                    ctx.report("E003", f"action {quoted_list(decl.names)} is declared on resource type '{t}', "
-                                       f"which is not declared{did_you_mean(t, sch.resources)}; add "
-                                       f"`resource {t} {{ … }}` or fix the name", decl.span)
+        _actions_on_undeclared_types(ctx)
+    _targets(ctx)
+    ctx.diagnostics.extend(facts(ctx).schema)
+
+
+def _actions_on_undeclared_types(ctx: CheckContext) -> None:
+    """An action declared on a resource type the schema does not declare."""
+    sch = ctx.schema
+    for _f, decl in ctx.statements(ast.ActionDecl):
+        for t in decl.on:
+            if t not in sch.resources:
+                ctx.report("E003", f"action {quoted_list(decl.names)} is declared on resource type '{t}', "
+                                   f"which is not declared{did_you_mean(t, sch.resources)}; add "
+                                   f"`resource {t} {{ … }}` or fix the name", decl.span)
+
+
+def _targets(ctx: CheckContext) -> None:
+    """Target kinds, types and actions the schema does not declare."""
+    sch = ctx.schema
     for info in ctx.rules:
         t = info.rule.target
         if sch.principals and t.subjects is not None:
@@ -51,5 +63,4 @@ def stage_schema(ctx: CheckContext) -> None:
                             ctx.report("E003", f"action '{name}' is not declared on resource type '{ref.name}' "
                                                f"(only on {quoted_list(sorted(action.on))}); add '{ref.name}' to "
                                                f"its `action … on` declaration or change the target", span)
-    ctx.diagnostics.extend(facts(ctx).schema)
 
