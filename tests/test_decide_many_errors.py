@@ -1,0 +1,27 @@
+"""decide_many re-raises a bad item's RequestError under its index, with the same message
+(issue 12 item 10: the field comes from the error, not from parsing its text)."""
+
+import pytest
+
+import policylang
+
+POLICY = 'permit agent to read on doc\n'
+
+
+@pytest.mark.parametrize("bad", [
+    {"principal": {"id": "u"}, "action": "read", "resource": {"type": "doc", "id": "d"}},
+    {"principal": {"kind": "agent", "id": "u"}, "action": "read",
+     "resource": {"type": "doc", "id": "d"}, "context": "not: an object"},
+    "not a request",
+])
+def test_decide_many_names_the_index_and_keeps_the_message(bad):
+    engine = policylang.Engine(policylang.loads(POLICY), cache_size=0)
+    with pytest.raises(policylang.RequestError) as alone:
+        engine.decide(bad)
+    good = {"principal": {"kind": "agent", "id": "a"}, "action": "read", "resource": {"type": "doc", "id": "d"}}
+    with pytest.raises(policylang.RequestError) as many:
+        engine.decide_many([good, bad])
+    inner = alone.value
+    assert many.value.field == (f"[1].{inner.field}" if inner.field else "[1]")
+    message = str(inner)[len(inner.field) + 2:] if inner.field else str(inner)
+    assert str(many.value) == f"{many.value.field}: {message}"
