@@ -1,6 +1,9 @@
 """``policylang approvals``: list, approve and deny approval tickets (SPEC §11).
 
-``--as`` names the approver; it is not authentication. Whoever can write the store can
+Each ticket is shown with the request it is bound to (principal, action, resource and
+their attributes, context, delegation chain, intent: a redacted key shows
+``[redacted]``) and its digest; ``--format json`` gives the canonical ``request``,
+``summary`` and ``digest`` fields. ``--as`` names the approver; it is not authentication. Whoever can write the store can
 approve, so guard the store.
 """
 
@@ -67,8 +70,15 @@ def _line(t) -> str:
         parts.append("approved by " + ", ".join(a.get("approver", "?") for a in t.approvals))
     if t.denied_by:
         parts.append(f"denied by {t.denied_by}")
+    if t.single_use:
+        parts.append("single-use" + (f", used {_when(t.used_at)}" if t.used_at is not None else ""))
     parts.append(expiry)
-    return "  ".join(parts)
+    line = "  ".join(parts)
+    # what is approved: the whole request the ticket is bound to (redacted keys hidden)
+    if t.summary:
+        line += f"\n    request: {t.summary}"
+    line += f"\n    digest:  {t.digest}" if t.digest else "\n    digest:  none (an unbound ticket: it confirms nothing)"
+    return line
 
 
 _STORE = click.option("--store", "store_url", required=True,
