@@ -2,7 +2,7 @@
 
 Each adapter translates a :class:`~benchmarks.scenarios.Scenario` (its neutral
 :class:`~benchmarks.scenarios.Rule` list plus entity data) into one engine's own policy
-language at :meth:`Adapter.load` time, and decides a batch of SPEC §2 request dicts in
+language at :meth:`Adapter.load` time, and decides a batch of docs/requests.md#request request dicts in
 :meth:`Adapter.run`. ``run`` is the timed call: it starts from the plain request dicts,
 does whatever translation that engine needs, calls the engine, and ends with the
 engine's own decision objects (no post-processing). :meth:`Adapter.allowed` turns those

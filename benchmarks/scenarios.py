@@ -24,9 +24,9 @@ translate the same set into each peer engine's language, and so that
 :meth:`Scenario.expected` (a plain, obviously-correct evaluator of that form) can say
 what every engine must decide.
 
-Requests are SPEC §2 dicts that carry their attributes inline (principal and resource
+Requests are docs/requests.md#request dicts that carry their attributes inline (principal and resource
 attrs equal to the entity data), so an engine can decide from the request alone; the
-same attrs are also available as entity data (SPEC §4.3) in :attr:`Scenario.entities`.
+same attrs are also available as entity data (docs/language.md#entity-data) in :attr:`Scenario.entities`.
 """
 
 from __future__ import annotations
@@ -117,7 +117,7 @@ class Rule:
     owner_is_tenant: bool = False
 
     def holds(self, req: dict) -> bool:
-        """Plain evaluation against a §2 request (the oracle for every engine)."""
+        """Plain evaluation against a docs/requests.md#request request (the oracle for every engine)."""
         action = req["action"] if isinstance(req["action"], str) else req["action"]["name"]
         if self.actions is not None and action not in self.actions:
             return False
@@ -139,7 +139,7 @@ class Rule:
         return True
 
     def to_policy(self) -> str:
-        """The rule in policylang syntax (SPEC §4)."""
+        """The rule in policylang syntax (docs/language.md)."""
         acts = "*" if self.actions is None else ", ".join(self.actions)
         types = "*" if self.types is None else ", ".join(self.types)
         conds = []
@@ -173,9 +173,9 @@ class Scenario:
     name: str
     seed: int
     rules: tuple[Rule, ...]
-    #: {"agent": {id: attrs}, "<type>": {id: {"owner": ...}}} (SPEC §4.3)
+    #: {"agent": {id: attrs}, "<type>": {id: {"owner": ...}}} (docs/language.md#entity-data)
     entities: dict[str, dict[str, dict[str, Any]]]
-    #: SPEC §2 request dicts carrying attrs inline
+    #: docs/requests.md#request request dicts carrying attrs inline
     requests: list[dict]
     actions: tuple[str, ...]
     types: tuple[str, ...]
@@ -387,7 +387,7 @@ def issue3_set(n_rules: int, seed: int = DEFAULT_SEED, n_requests: int = 2_000) 
 
 
 def strip_attrs(requests: Iterable[dict]) -> list[dict]:
-    """The same requests carrying ids only (attrs come from entity data, SPEC §4.3)."""
+    """The same requests carrying ids only (attrs come from entity data, docs/language.md#entity-data)."""
     out = []
     for r in requests:
         r = dict(r)

@@ -69,7 +69,7 @@ def test_explain(benchmark, name):
 
 
 def test_decide_entity_lookup(benchmark):
-    """Scenario M with id-only requests: attributes come from entity data (SPEC §4.3)."""
+    """Scenario M with id-only requests: attributes come from entity data (docs/language.md#entity-data)."""
     engine = sup.engine("M", 0, pip=True)
     nxt = sup.cycler(strip_attrs(sup.scenario("M").requests))
     decide = engine.decide

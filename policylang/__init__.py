@@ -1,6 +1,6 @@
 """policylang: authorization policies for AI agents and other non-human identities.
 
-The public API (SPEC §9)::
+The public API (README.md#python-api)::
 
     import policylang
     policies = policylang.load("examples/coding-agent/policies")

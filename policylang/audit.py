@@ -1,8 +1,8 @@
-"""A tamper-evident audit trail (SPEC §11): one JSON line per event, hash-chained.
+"""A tamper-evident audit trail (docs/zero-standing-privilege.md): one JSON line per event, hash-chained.
 
 Each record holds ``event``, ``time``, ``id``, ``request`` (with the keys named in
 ``redact`` replaced by ``"[redacted]"`` at any depth, whatever their case: ``password``
-also hides ``Password`` and ``PASSWORD``), the decision's fields of §3,
+also hides ``Password`` and ``PASSWORD``), the decision's fields of docs/requests.md#decision,
 ``tokens``, ``latency_us``, ``prev`` (the previous record's ``hash``; 64 zeros for the
 first) and ``hash``: SHA-256 (hex) of the UTF-8 bytes of the record without ``hash``,
 serialised as ``json.dumps(rec, sort_keys=True, separators=(",", ":"),
@@ -43,7 +43,7 @@ __all__ = ["AuditLog", "AuditError", "VerifyResult", "verify_file", "record_hash
 
 GENESIS = "0" * 64
 REDACTED = "[redacted]"
-#: the decision fields of SPEC §3, copied onto a record
+#: the decision fields of docs/requests.md#decision, copied onto a record
 DECISION_FIELDS = ("decision", "rules", "reasons", "grants", "approvers", "errors",
                    "delegation_path", "policy_version")
 _RESERVED = {"event", "time", "id", "request", "tokens", "latency_us", "prev", "hash", *DECISION_FIELDS}
@@ -116,7 +116,7 @@ def _clean_str(s: str) -> str:
 
 
 def decision_fields(decision: Any) -> dict:
-    """The §3 fields of a decision: a ``Decision`` (``to_dict()``), a mapping or any
+    """The docs/requests.md#decision fields of a decision: a ``Decision`` (``to_dict()``), a mapping or any
     object with those attributes."""
     if decision is None:
         return {}

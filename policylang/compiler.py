@@ -1,4 +1,4 @@
-"""Checked policy set → compiled decision tree (SPEC §6; ARCHITECTURE "the house").
+"""Checked policy set → compiled decision tree (docs/language.md#combining-rules; ARCHITECTURE "the house").
 
 Two things happen here, both once per policy set:
 
@@ -20,7 +20,7 @@ Two things happen here, both once per policy set:
    and looked up by the request's value, so a plan of 10,000 rules costs about what one
    of 1,000 does. A rule's first test is safe to skip by index: it is a pure equality of
    a value that is present, and when the value is absent the rules of that group are
-   evaluated in full (so they raise, and their errors are listed, exactly as SPEC §7
+   evaluated in full (so they raise, and their errors are listed, exactly as docs/language.md#evaluation-errors-fail-closed
    says).
 
 Each plan also carries a cache-key function: the values of every attribute path that

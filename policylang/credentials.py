@@ -1,4 +1,4 @@
-"""Just-in-time credentials (SPEC §11): short-lived EdDSA JWTs minted from an ``allow``.
+"""Just-in-time credentials (docs/zero-standing-privilege.md): short-lived EdDSA JWTs minted from an ``allow``.
 
 The engine decides; the :class:`Issuer` mints a token carrying exactly what the decision
 granted, for this task only, and checks tokens for the tools that receive them::
@@ -316,7 +316,7 @@ def _opt_float(v: Any) -> Optional[float]:
 
 @dataclass(frozen=True)
 class _Subject:
-    """What a token is about, read from a request (SPEC §2)."""
+    """What a token is about, read from a request (docs/requests.md#request)."""
 
     principal: str
     chain: tuple[str, ...]
@@ -354,7 +354,7 @@ class _Subject:
 
 
 def _decision_dict(decision: Any) -> dict:
-    """The §3 fields of a Decision (``to_dict()``), a mapping, or an object with them."""
+    """The docs/requests.md#decision fields of a Decision (``to_dict()``), a mapping, or an object with them."""
     if hasattr(decision, "to_dict"):
         d = decision.to_dict()
     elif isinstance(decision, Mapping):

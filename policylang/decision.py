@@ -1,4 +1,4 @@
-"""The answer to one request (SPEC §3)."""
+"""The answer to one request (docs/requests.md#decision)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ REQUIRE_APPROVAL = "require_approval"
 
 
 class Decision:
-    """What :meth:`Engine.decide` returns. ``to_dict()`` is exactly the JSON of SPEC §3.
+    """What :meth:`Engine.decide` returns. ``to_dict()`` is exactly the JSON of docs/requests.md#decision.
 
     ``explain()`` renders the readable trace of ``policylang eval --explain``; it is
     computed on demand by the reference interpreter (so it costs nothing until asked).
@@ -65,17 +65,17 @@ class Decision:
 
 def combine(forbids: list, gates: list, permits: list, errors: list, path: list[str],
             policy_version: str, explainer=None, confirm: "Callable[[Any], bool] | None" = None) -> Decision:
-    """SPEC §6, the one combining algorithm (the engine, the reference interpreter and the
+    """docs/language.md#combining-rules, the one combining algorithm (the engine, the reference interpreter and the
     test runner's coverage all come here): forbid wins, then unconfirmed approval gates,
     then permits, else deny.
 
     The evaluators classify the outcomes of the rules whose target matched: ``forbids``
     and ``gates`` are the holding forbid and require_approval rules, ``permits`` the
     holding permits as ``(rule, scopes)`` (``scopes`` the evaluated grant, or ``None``),
-    each in source order; ``errors`` is the SPEC §7 error list. A rule is anything with
+    each in source order; ``errors`` is the docs/language.md#evaluation-errors-fail-closed error list. A rule is anything with
     ``id``, ``reason`` (its ``because`` or ``None``), ``approvers`` and ``ttl``: the
     engine's compiled rules, the interpreter's :class:`RuleView`. ``confirm(gate)`` says
-    whether the approval checker confirms a gate (SPEC §6.3); ``None``: nothing confirms.
+    whether the approval checker confirms a gate (docs/language.md#approvals); ``None``: nothing confirms.
     No evaluation happens here. (Plain loops: in Python 3.11 each comprehension is a
     function call, and this runs on every decision.)
     """
@@ -127,7 +127,7 @@ class RuleView:
 
 
 def confirmed(approvals, request, approvers) -> bool:
-    """SPEC §6.3: does the approval checker confirm a gate naming ``approvers``? A raising
+    """docs/language.md#approvals: does the approval checker confirm a gate naming ``approvers``? A raising
     checker confirms nothing."""
     if approvals is None or request.approval is None:
         return False
@@ -139,7 +139,7 @@ def confirmed(approvals, request, approvers) -> bool:
 
 def attenuate(decision: Decision, chain, allows: "Callable[[int], bool]", action: str,
               policy_version: str, explainer=None) -> Decision:
-    """SPEC §6.4, the one attenuation loop: an allow stands only if every delegator of the
+    """docs/language.md#delegation-attenuation, the one attenuation loop: an allow stands only if every delegator of the
     chain, deciding as itself with the part of the chain before it, is allowed too.
     ``allows(i)`` decides for ``chain[i]`` (called in chain order, stopping at the first
     that is not allowed); the first refused delegator turns the allow into a deny."""
@@ -154,6 +154,6 @@ def attenuate(decision: Decision, chain, allows: "Callable[[int], bool]", action
 
 def attenuation_denial(delegator_id: str, action: str, policy_version: str, path: list[str],
                        errors: list[dict], explainer=None) -> Decision:
-    """SPEC §6.4: the allow needs every delegator's authority; this one lacked it."""
+    """docs/language.md#delegation-attenuation: the allow needs every delegator's authority; this one lacked it."""
     reason = f"delegator {delegator_id} is not allowed to {action} this resource (attenuate_delegation)"
     return Decision(DENY, [], [reason], [], [], errors, path, policy_version, explainer)

@@ -1,9 +1,9 @@
 """The engine: owns the compiled decision tree and the bounded decision cache, and
-answers requests (SPEC §6, §7, §9).
+answers requests (docs/language.md#combining-rules, docs/language.md#evaluation-errors-fail-closed, README.md#python-api).
 
 ``decide`` validates the request and merges entity data (:mod:`policylang.requests`),
 finds the request's plan in the compiled tree (:mod:`policylang.compiler`), evaluates
-the applicable rules, and combines their outcomes (SPEC §6). The cache can never change
+the applicable rules, and combines their outcomes (docs/language.md#combining-rules). The cache can never change
 a decision: its key is the plan plus the typed value of every attribute path that any
 rule of the plan reads, and decisions that consulted the approval checker are never
 cached.
@@ -90,7 +90,7 @@ class Engine:
     # ------------------------------------------------------------------ public API
 
     def decide(self, request: Mapping) -> Decision:
-        """The decision for one request (SPEC §2 dict). Raises :class:`RequestError`."""
+        """The decision for one request (docs/requests.md#request dict). Raises :class:`RequestError`."""
         audit = self.audit
         if audit is None:
             return self._decide(request)
@@ -237,7 +237,7 @@ class Engine:
         return combine(forbids, gates, permits, err_list, _path(P, CH), self._version, explainer, confirm)
 
     def _delegator_allows(self, parts: tuple, request: Mapping) -> Callable[[int], bool]:
-        """SPEC §6.4 for :func:`decision.attenuate`: delegator i decides with the chain
+        """docs/language.md#delegation-attenuation for :func:`decision.attenuate`: delegator i decides with the chain
         before it. One list grows as the loop goes (no slice per delegator, so the engine's
         own work is linear in the chain; the sub-decisions are dropped, nothing keeps it)."""
         P, A, R, C, K, CH, I, _approval = parts
@@ -256,7 +256,7 @@ class Engine:
 
 def _indexed_runs(plan, parts: tuple) -> list:
     """The plan's plain entries, then those of its index groups that the request's value
-    selects (the groups' first test is then already known to hold; SPEC §6 order is
+    selects (the groups' first test is then already known to hold; docs/language.md#combining-rules order is
     restored after evaluation)."""
     P, A, R, C, K, CH, I, _approval = parts
     runs = list(plan.plain)

@@ -1,6 +1,6 @@
 """Diagnostics and the exceptions of the public API.
 
-Codes are stable (see docs/diagnostics.md and SPEC §5). A diagnostic renders as::
+Codes are stable (see docs/diagnostics.md and docs/language.md#what-the-checker-verifies). A diagnostic renders as::
 
     path:line:col: severity[CODE]: message
     <the source line>

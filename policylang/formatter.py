@@ -78,7 +78,7 @@ def scan_comments(text: str) -> list[Comment]:
 
 # ------------------------------------------------------------------ expressions
 
-# Precedence levels, lowest first (SPEC §4.2).
+# Precedence levels, lowest first (docs/language.md#expressions).
 _QUANT, _OR, _AND, _NOT, _CMP, _ADD, _MUL, _NEG, _POSTFIX, _ATOM = range(10)
 
 

@@ -1,4 +1,4 @@
-"""Globs (SPEC §4.2): one automaton, used both to match (the runtime: ``matches`` and
+"""Globs (docs/language.md#expressions): one automaton, used both to match (the runtime: ``matches`` and
 the ``id`` globs of targets, via :func:`policylang.runtime.glob`) and to decide whether
 one glob covers another (the checker's W104/W105, :func:`covers`).
 
@@ -14,7 +14,7 @@ import re
 
 
 class Glob:
-    """A compiled glob (SPEC §4.2): ``*`` any run without ``/``, ``**`` any run,
+    """A compiled glob (docs/language.md#expressions): ``*`` any run without ``/``, ``**`` any run,
     ``?`` one character other than ``/``; everything else literal.
 
     Matching is linear in the input: a pattern with at most one wildcard run uses a

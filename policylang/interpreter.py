@@ -1,4 +1,4 @@
-"""The reference interpreter: a plain, direct reading of SPEC §4.2, §6 and §7 over the
+"""The reference interpreter: a plain, direct reading of docs/language.md#expressions, docs/language.md#combining-rules and docs/language.md#evaluation-errors-fail-closed over the
 AST. It is the oracle the compiled engine is tested against (same cases, generated
 policies and requests: the whole decision must agree), so it favours obviousness over
 speed: no index, no folding, no caching.
@@ -54,7 +54,7 @@ def describe(node: ast.Expr) -> str:
 
 
 def evaluate(node: ast.Expr, scope: Scope) -> Any:
-    """The value of ``node``; raises :class:`EvalError` as SPEC §7 says."""
+    """The value of ``node``; raises :class:`EvalError` as docs/language.md#evaluation-errors-fail-closed says."""
     if isinstance(node, ast.Literal):
         return node.value
     if isinstance(node, ast.ListExpr):
@@ -130,7 +130,7 @@ def evaluate(node: ast.Expr, scope: Scope) -> Any:
 # ------------------------------------------------------------------ rules and decisions
 
 def target_matches(target: ast.Target, req) -> bool:
-    """SPEC §4.1: kind, action, type and the id globs."""
+    """docs/language.md#rules: kind, action, type and the id globs."""
     p = req.principal
     if target.subjects is not None:
         if not any(s.name == p.kind and (s.glob is None or rt.glob(s.glob).match(p.id))
@@ -171,7 +171,7 @@ class RuleTrace:
 
 
 def evaluate_rule(info, scope: Scope, trace: bool = False) -> RuleTrace:
-    """SPEC §4.4 and §7: conditions in order, stopping at the first that does not hold;
+    """docs/language.md#tokens and docs/language.md#evaluation-errors-fail-closed: conditions in order, stopping at the first that does not hold;
     an error fails closed (a permit does not hold; a forbid or gate holds)."""
     rule: ast.Rule = info.rule
     out = RuleTrace(info, False, None, None)
@@ -235,7 +235,7 @@ def classify(ts):
 
 
 def combine_traces(policy_set, req, ts, approvals=None):
-    """The SPEC §6 decision from the rule traces of ``req`` (no §6.4 attenuation)."""
+    """The docs/language.md#combining-rules decision from the rule traces of ``req`` (no docs/language.md#delegation-attenuation attenuation)."""
     from .decision import combine, confirmed
 
     confirm = None
@@ -246,7 +246,7 @@ def combine_traces(policy_set, req, ts, approvals=None):
 
 
 def decide_request(policy_set, req, approvals=None, attenuate: bool = True):
-    """The reference decision for a validated request (SPEC §6, §6.3, §6.4)."""
+    """The reference decision for a validated request (docs/language.md#combining-rules, docs/language.md#approvals, docs/language.md#delegation-attenuation)."""
     from .decision import ALLOW
     from .decision import attenuate as attenuate_chain
 
@@ -333,7 +333,7 @@ def _render(node: ast.Expr, sources: Mapping[str, str]) -> str:
 
 
 def explain(policy_set, req, decision, candidates=None) -> str:
-    """The readable trace of ``policylang eval --explain`` (SPEC §8)."""
+    """The readable trace of ``policylang eval --explain`` (docs/cli.md)."""
     sources = policy_set.sources
     scope = request_scope(req, policy_set.constants)
     lines = [f"decision: {decision.decision}"]

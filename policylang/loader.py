@@ -1,4 +1,4 @@
-"""Files → parsed → checked :class:`~policylang.policyset.PolicySet` (SPEC §4, §4.3, §5).
+"""Files → parsed → checked :class:`~policylang.policyset.PolicySet` (docs/language.md, docs/language.md#entity-data, docs/language.md#what-the-checker-verifies).
 
 A policy set is one ``.policy`` file or a directory of them (recursive, sorted by path).
 A directory set also loads every ``*.entities.json`` below it. Paths in diagnostics are

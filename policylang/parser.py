@@ -21,7 +21,7 @@ from . import ast
 from .errors import Diagnostic, PolicyError
 from .source import Span, offset_of
 
-#: Deepest expression nesting accepted (SPEC §4.4 asks for at least 100).
+#: Deepest expression nesting accepted (docs/language.md#tokens asks for at least 100).
 MAX_DEPTH = 128
 
 KEYWORDS = frozenset(

@@ -1,4 +1,4 @@
-"""Request dicts (SPEC §2) → validated runtime values, with entity data merged (§4.3).
+"""Request dicts (docs/requests.md#request) → validated runtime values, with entity data merged (docs/language.md#entity-data).
 
 Validation is hand-written straight-line code rather than a pydantic model: it runs on
 every decision and must cost well under a microsecond or two. Every problem raises
@@ -19,7 +19,7 @@ EntityLookup = Callable[[str, str], "Mapping[str, Any] | None"]
 
 _EMPTY: dict = {}
 
-#: The longest delegation chain a request may carry (SPEC §2): a longer one is a
+#: The longest delegation chain a request may carry (docs/requests.md#request): a longer one is a
 #: RequestError naming ``delegation``. It matches the 64-level limit on a token's nested
 #: ``act`` claims; other modules import it rather than repeating the number.
 MAX_DELEGATION_DEPTH = 64
@@ -159,7 +159,7 @@ class Request:
         return (self.principal, self.action, self.resource, self.context, self.risk, self.chain, self.intent)
 
     def as_delegator(self, i: int) -> "Request":
-        """The request as delegator ``i`` of the chain would make it (SPEC §6.4)."""
+        """The request as delegator ``i`` of the chain would make it (docs/language.md#delegation-attenuation)."""
         return Request(self.chain[i], self.action, self.resource, self.context, self.risk,
                        self.chain[:i], self.intent, None, self.raw)
 
@@ -231,7 +231,7 @@ def _principal_like(value: Any, field: str, lookup: EntityLookup | None, authori
 
 
 def parse_request(raw: Any, lookup: EntityLookup | None = None, authority: Any = None) -> Request:
-    """Validate ``raw`` (SPEC §2) and merge entity data. Raises :class:`RequestError`.
+    """Validate ``raw`` (docs/requests.md#request) and merge entity data. Raises :class:`RequestError`.
 
     ``authority`` is the set's :attr:`~policylang.policyset.PolicySet.entity_authority`:
     which kinds and types have authoritative stored data (``None``: none)."""
@@ -347,7 +347,7 @@ def parse_parts(raw: Any, lookup: EntityLookup | None = None, authority: Any = N
 
 
 def task_binding(request: Any, *, strict: bool) -> dict:
-    """The identity fields a token or an approval ticket is bound to (SPEC §11): principal
+    """The identity fields a token or an approval ticket is bound to (docs/zero-standing-privilege.md): principal
     id, action name, resource type and id, the delegation ids, the task id and purpose.
 
     Raises :class:`RequestError` naming the field. ``strict`` (tokens) also refuses an

@@ -1,5 +1,5 @@
 """Runtime values and operations shared by the compiled evaluator and the reference
-interpreter (SPEC §4.2, §7).
+interpreter (docs/language.md#expressions, docs/language.md#evaluation-errors-fail-closed).
 
 Both evaluators call these functions, so they can only differ in *structure* (the
 compiled one resolves paths, folds constants and indexes rules at compile time), never

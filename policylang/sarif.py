@@ -29,7 +29,7 @@ SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 INFORMATION_URI = "https://github.com/policylang/policylang"
 HELP_URI = INFORMATION_URI + "/blob/main/docs/diagnostics.md"
 
-#: Longer texts for each code (SPEC §5), shown by code-scanning UIs next to a result.
+#: Longer texts for each code (docs/language.md#what-the-checker-verifies), shown by code-scanning UIs next to a result.
 FULL_DESCRIPTIONS: dict[str, str] = {
     "E001": "The file does not parse (the message says what was expected), cannot be read, is not UTF-8, "
             "or an entity data file is not JSON of the shape {\"<kind or type>\": {\"<id>\": {attrs}}}.",

@@ -1,4 +1,4 @@
-"""YAML test suites for policy sets: loading, running, coverage and JUnit XML (SPEC §8).
+"""YAML test suites for policy sets: loading, running, coverage and JUnit XML (docs/cli.md).
 
 A suite is a YAML file::
 
@@ -25,7 +25,7 @@ rejects, policies that do not load. The YAML is read with YAML 1.2-style scalars
 request means what it says as JSON would.
 
 Coverage: a rule *held* in a case when its target matched and its conditions held (or,
-for a forbid or gate, its condition raised, which counts as holding: SPEC §7). Under
+for a forbid or gate, its condition raised, which counts as holding: docs/language.md#evaluation-errors-fail-closed). Under
 ``option attenuate_delegation`` the evaluations of the delegators count too. Rules that
 held only through an evaluation error are listed separately.
 """
@@ -346,7 +346,7 @@ def parse_expect(value: Any) -> dict:
 
 
 def compare(expect: Mapping, actual: Mapping) -> list[Mismatch]:
-    """Mismatches of a decision dict (SPEC §3) against a parsed ``expect``."""
+    """Mismatches of a decision dict (docs/requests.md#decision) against a parsed ``expect``."""
     out = []
     for key in EXPECT_KEYS:
         if key not in expect:
@@ -578,7 +578,7 @@ def _record_coverage(cov: RuleCoverage, policy_set, request: Mapping, entities, 
     req = parse_request(request, entity_lookup(policy_set.entities, entities), policy_set.entity_authority)
     decision = record(req, checker)
     if policy_set.options.attenuate_delegation and req.chain:
-        # the delegators' rules count too, as far as the SPEC §6.4 loop evaluates them
+        # the delegators' rules count too, as far as the docs/language.md#delegation-attenuation loop evaluates them
         attenuate(decision, req.chain, lambda i: record(req.as_delegator(i), None).decision == ALLOW,
                   req.action.name, policy_set.version)
 

@@ -1,4 +1,4 @@
-"""Human approvals (SPEC §6.3, §11 Approvals), on both stores."""
+"""Human approvals (docs/language.md#approvals, docs/zero-standing-privilege.md Approvals), on both stores."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The tamper-evident audit trail (SPEC §11 Audit) and `policylang audit verify`."""
+"""The tamper-evident audit trail (docs/zero-standing-privilege.md Audit) and `policylang audit verify`."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def log_path(tmp_path):
 
 
 def spec_hash(rec: dict) -> str:
-    """The hash exactly as SPEC §11 words it."""
+    """The hash exactly as docs/zero-standing-privilege.md words it."""
     body = {k: v for k, v in rec.items() if k != "hash"}
     text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()

@@ -1,4 +1,4 @@
-"""Static checks (SPEC §5): every diagnostic code, what triggers it and what does not.
+"""Static checks (docs/language.md#what-the-checker-verifies): every diagnostic code, what triggers it and what does not.
 
 Each code has a policy that triggers it (code, line, column and the key words of the
 message are asserted: a user reads those) and a close variant that does not. Then the

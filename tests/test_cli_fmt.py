@@ -1,4 +1,4 @@
-"""``policylang fmt``: rewriting, --check, --diff, bad files and exit statuses (SPEC §8)."""
+"""``policylang fmt``: rewriting, --check, --diff, bad files and exit statuses (docs/cli.md)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Conformance cases as data (tests/conformance/*.yaml): one file per SPEC section,
 each case a policy, a request and the expected decision (or the request error). Every
 case runs against the compiled engine (uncached and cached, twice), and the reference
-interpreter; all must give the expected answer and the very same SPEC §3 object."""
+interpreter; all must give the expected answer and the very same docs/requests.md#decision object."""
 
 from __future__ import annotations
 

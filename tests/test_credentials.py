@@ -1,4 +1,4 @@
-"""Just-in-time credentials (SPEC §11 Tokens), on both stores."""
+"""Just-in-time credentials (docs/zero-standing-privilege.md Tokens), on both stores."""
 
 from __future__ import annotations
 

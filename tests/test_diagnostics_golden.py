@@ -1,4 +1,4 @@
-"""Golden files for how diagnostics render (SPEC §8 text output).
+"""Golden files for how diagnostics render (docs/cli.md text output).
 
 Each ``tests/golden/diagnostics/NAME.policy`` is checked on its own, as a set named
 ``NAME.policy``; every diagnostic is rendered (``path:line:col: severity[CODE]:

@@ -1,5 +1,5 @@
 """The compiled engine against the reference interpreter, and the cached engine against
-the uncached one, on generated policies and requests: the whole SPEC §3 object must
+the uncached one, on generated policies and requests: the whole docs/requests.md#decision object must
 agree (cel-python's discipline: one semantics, two evaluators)."""
 
 from __future__ import annotations

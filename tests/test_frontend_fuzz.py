@@ -1,4 +1,4 @@
-"""The front end never crashes (SPEC §5, §9): whatever text comes in, ``loads`` either
+"""The front end never crashes (docs/language.md#what-the-checker-verifies, README.md#python-api): whatever text comes in, ``loads`` either
 returns a policy set or raises :class:`PolicyError` with diagnostics, never another
 exception, and nesting beyond the parser's limit is an E001, not a RecursionError."""
 

@@ -1,4 +1,4 @@
-"""The parser (SPEC §4): every statement and expression form, precedence, spans, keywords
+"""The parser (docs/language.md): every statement and expression form, precedence, spans, keywords
 and the E001 messages a user sees."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""AuthZEN 1.0 over real HTTP (SPEC §10): the public Todo interop vectors and the four
+"""AuthZEN 1.0 over real HTTP (docs/server.md): the public Todo interop vectors and the four
 levels of the certification fixture (Basic, Batch, Search, Discovery), each against a
 live `policylang serve` on loopback."""
 

@@ -1,4 +1,4 @@
-"""Bad input never crashes the service (SPEC §10): 400 naming the problem for every
+"""Bad input never crashes the service (docs/server.md): 400 naming the problem for every
 malformed body, 413 above the body limit, JSON errors for unknown routes, and a
 schemathesis run over the service's own OpenAPI document that finds no 5xx."""
 

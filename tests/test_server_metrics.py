@@ -1,4 +1,4 @@
-"""/metrics and /healthz (SPEC §10): decisions by outcome, a latency histogram, cache
+"""/metrics and /healthz (docs/server.md): decisions by outcome, a latency histogram, cache
 hits and misses, reloads; the serving version and the last reload."""
 
 from __future__ import annotations

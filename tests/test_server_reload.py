@@ -1,4 +1,4 @@
-"""Hot reload (SPEC §10): files are watched and SIGHUP reloads; a valid change swaps
+"""Hot reload (docs/server.md): files are watched and SIGHUP reloads; a valid change swaps
 atomically, an invalid one keeps the old set serving and /healthz shows why, and no
 request fails while the set is being swapped under load."""
 

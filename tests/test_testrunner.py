@@ -136,7 +136,7 @@ def _req(principal_kind: str, team: str, secret=False, chain=True):
 
 
 def test_coverage_counts_delegator_evaluations(tmp_path):
-    # the human permit only ever holds while the agent's delegator is evaluated (SPEC §6.4)
+    # the human permit only ever holds while the agent's delegator is evaluated (docs/language.md#delegation-attenuation)
     path = _write_suite(tmp_path, [{"name": "agent reads via alice", "request": _req("agent", "x"),
                                     "expect": {"decision": "allow", "rules": ["agents-read"]}}])
     runner = tr.Runner(coverage=True)

@@ -1,4 +1,4 @@
-"""Parsed files → a checked policy set (SPEC §5).
+"""Parsed files → a checked policy set (docs/language.md#what-the-checker-verifies).
 
 The checker is a named, ordered list of stages (like OPA's compiler), one module each.
 Each stage reads the shared :class:`~.context.CheckContext` (what earlier stages

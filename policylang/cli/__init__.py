@@ -1,6 +1,6 @@
 """The ``policylang`` command line: one module per subcommand.
 
-Exit statuses (SPEC §8): 0 success, 1 a finding (errors, failures, a file that would
+Exit statuses (docs/cli.md): 0 success, 1 a finding (errors, failures, a file that would
 change), 2 usage. Heavy imports (the engine, the web server) happen inside the
 subcommands, so ``policylang check`` starts fast.
 """

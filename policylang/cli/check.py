@@ -1,4 +1,4 @@
-"""``policylang check PATH…``: every diagnostic of each policy set (SPEC §5, §8).
+"""``policylang check PATH…``: every diagnostic of each policy set (docs/language.md#what-the-checker-verifies, docs/cli.md).
 
 Each PATH (a ``.policy`` file or a directory, searched recursively) is checked as its
 own policy set; every diagnostic is printed, warnings included, even when there are

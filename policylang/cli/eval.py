@@ -1,6 +1,6 @@
-"""``policylang eval PATH --request FILE|- [--entities FILE] [--explain]`` (SPEC §8).
+"""``policylang eval PATH --request FILE|- [--entities FILE] [--explain]`` (docs/cli.md).
 
-Prints the decision JSON (SPEC §3, indented) or, with ``--explain``, the readable trace.
+Prints the decision JSON (docs/requests.md#decision, indented) or, with ``--explain``, the readable trace.
 Exit 0 whenever a decision is printed (``deny`` included); 1 with a one-line message for
 a request that is not JSON or is malformed, an entity file that is not valid, or a
 policy set with errors; 2 for usage errors (unknown option, missing PATH or
@@ -52,7 +52,7 @@ def _reject_constant(name: str):
 @click.argument("path", metavar="PATH", type=click.Path(exists=True))
 @click.option("--request", "request_path", metavar="FILE", required=True,
               type=click.Path(exists=True, dir_okay=False, allow_dash=True),
-              help="The request (SPEC §2 JSON); '-' for standard input.")
+              help="The request (docs/requests.md#request JSON); '-' for standard input.")
 @click.option("--entities", "entities_path", metavar="FILE", type=click.Path(exists=True, dir_okay=False),
               help="More entity data {kind_or_type: {id: attrs}}; wins over the set's *.entities.json.")
 @click.option("--explain", is_flag=True, help="Print a readable trace instead of the decision JSON.")

@@ -1,4 +1,4 @@
-"""``policylang fmt PATH…``: rewrite policy files in the canonical layout (SPEC §8).
+"""``policylang fmt PATH…``: rewrite policy files in the canonical layout (docs/cli.md).
 
 Exit 0 when every file is (now) formatted; 1 when a file does not parse, cannot be read
 or written, or, under ``--check``, would change; 2 for usage errors. A file that fails

@@ -1,4 +1,4 @@
-"""``policylang serve PATH``: the HTTP decision service (SPEC §10).
+"""``policylang serve PATH``: the HTTP decision service (docs/server.md).
 
 The set is loaded and checked before anything listens: a set with errors prints every
 diagnostic and exits 1. Then uvicorn serves it, in this process (``--workers 1``) or in

@@ -1,4 +1,4 @@
-"""``policylang test PATH…``: run YAML test suites against policy sets (SPEC §8).
+"""``policylang test PATH…``: run YAML test suites against policy sets (docs/cli.md).
 
 A PATH is a suite file or a directory searched recursively for ``*.yaml``/``*.yml``
 suites (the format is in :mod:`policylang.testrunner` and docs/cli.md). Each failure is

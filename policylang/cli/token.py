@@ -1,4 +1,4 @@
-"""``policylang token``: inspect and revoke task credentials (SPEC §11).
+"""``policylang token``: inspect and revoke task credentials (docs/zero-standing-privilege.md).
 
 ``verify JWT --keys FILE [--scope S] [--store URL]`` prints the claims of a valid token
 (exit 0) or why it was refused (exit 1). Without ``--store`` revocation is not checked,

@@ -1,4 +1,4 @@
-"""The HTTP decision service (``policylang serve``, SPEC §10). Needs the ``server`` extra
+"""The HTTP decision service (``policylang serve``, docs/server.md). Needs the ``server`` extra
 (``pip install policylang[server]``); ``import policylang`` never imports it.
 
     from policylang.server import create_app, ServiceConfig

@@ -1,4 +1,4 @@
-"""The HTTP decision service (SPEC §10): the app factory and its endpoints.
+"""The HTTP decision service (docs/server.md): the app factory and its endpoints.
 
 ``create_app(config)`` loads the policy set (raising :class:`~policylang.PolicyError`
 when it fails its checks), and returns a FastAPI app serving:
@@ -6,7 +6,7 @@ when it fails its checks), and returns a FastAPI app serving:
 * the OpenID AuthZEN Authorization API 1.0: ``POST /access/v1/evaluation``,
   ``/access/v1/evaluations``, ``/access/v1/search/{subject,resource,action}`` and
   ``GET /.well-known/authzen-configuration``;
-* ``POST /v1/decide`` (a SPEC §2 request in, the SPEC §3 decision out);
+* ``POST /v1/decide`` (a docs/requests.md#request request in, the docs/requests.md#decision decision out);
 * ``GET /healthz`` and ``GET /metrics``;
 * the approval and token routes of :mod:`policylang.server.zsp`, when that module is
   installed and a store is configured.
@@ -362,7 +362,7 @@ def create_app(config: ServiceConfig | str, *, service: PolicyService | None = N
     app = DecisionService(
         title="policylang decision service",
         version=_version(),
-        description="OpenID AuthZEN Authorization API 1.0 and the policylang decision API (SPEC §10).",
+        description="OpenID AuthZEN Authorization API 1.0 and the policylang decision API (docs/server.md).",
         lifespan=lifespan,
     )
     app.state.service = service
@@ -621,7 +621,7 @@ def create_app(config: ServiceConfig | str, *, service: PolicyService | None = N
     app.router.add_api_route("/.well-known/authzen-configuration", discovery, **get,
                       name="authzen_configuration", summary="AuthZEN PDP metadata",
                       responses=openapi.responses({"type": "object"}, post=False))
-    app.router.add_api_route("/v1/decide", decide_endpoint, name="decide", summary="A SPEC §2 request in, a §3 decision out",
+    app.router.add_api_route("/v1/decide", decide_endpoint, name="decide", summary="A docs/requests.md#request request in, a docs/requests.md#decision decision out",
                       openapi_extra=openapi.body(openapi.DECIDE_REQUEST),
                       responses=openapi.responses(openapi.DECISION), **post)
     app.router.add_api_route("/healthz", healthz, **get, name="healthz",

@@ -1,11 +1,11 @@
-"""The OpenID AuthZEN Authorization API 1.0 mapped onto policylang requests (SPEC §10).
+"""The OpenID AuthZEN Authorization API 1.0 mapped onto policylang requests (docs/server.md).
 
 Pure functions over parsed JSON: no web framework here, so the mapping is tested (and
 reused) on its own. Every problem raises :class:`BadRequest` whose message starts with
 the AuthZEN field it is about (``subject.id: required``,
 ``evaluations[2].resource.type: expected a string, got number``).
 
-Mapping (SPEC §10)::
+Mapping (docs/server.md)::
 
     subject.type / id / properties     -> principal.kind / id / attrs
     action.name / properties           -> action.name / attrs
@@ -14,7 +14,7 @@ Mapping (SPEC §10)::
     context.delegation [{type, id, properties}]  -> delegation [{kind, id, attrs}]
     context.risk / intent / approval   -> risk / intent / approval
 
-Unknown fields are ignored; a JSON ``null`` counts as absent (SPEC §2).
+Unknown fields are ignored; a JSON ``null`` counts as absent (docs/requests.md#request).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ __all__ = [
     "request_error", "decision_response", "item_error",
 ]
 
-#: the batch semantics of ``options.evaluations_semantic`` (SPEC §10)
+#: the batch semantics of ``options.evaluations_semantic`` (docs/server.md)
 SEMANTICS = ("execute_all", "deny_on_first_deny", "permit_on_first_permit")
 
 #: keys of ``context`` lifted into their own request fields
@@ -127,7 +127,7 @@ def _context(value: Any, field: str) -> tuple[dict, dict]:
 
 
 def to_request(body: Mapping, prefix: str = "", *, search: str | None = None) -> dict:
-    """An AuthZEN evaluation request -> a policylang request dict (SPEC §2).
+    """An AuthZEN evaluation request -> a policylang request dict (docs/requests.md#request).
 
     ``prefix`` names the place of ``body`` in the whole document (``evaluations[3].``) so
     that messages point at the field. ``search`` (``"subject"``/``"resource"``/
@@ -170,7 +170,7 @@ def _assemble(principal: dict, action: dict, resource: dict, context: tuple[dict
 
 
 def request_error(e: RequestError, prefix: str = "") -> BadRequest:
-    """The engine's :class:`RequestError` (named in SPEC §2 terms) renamed to the AuthZEN
+    """The engine's :class:`RequestError` (named in docs/requests.md#request terms) renamed to the AuthZEN
     field the caller sent (``risk.score`` -> ``context.risk.score``)."""
     field = e.field or ""
     text = str(e)
@@ -179,7 +179,7 @@ def request_error(e: RequestError, prefix: str = "") -> BadRequest:
 
 
 def authzen_field(field: str) -> str:
-    """Rename a SPEC §2 field path to the AuthZEN one it came from."""
+    """Rename a docs/requests.md#request field path to the AuthZEN one it came from."""
     head, sep, rest = field.partition(".")
     base = head.split("[", 1)[0]
     if base == "principal":
@@ -204,7 +204,7 @@ def _rename_leaf(rest: str) -> str:
 # ------------------------------------------------------------------------------- responses
 
 def decision_response(decision) -> dict:
-    """``{"decision": <true only for allow>, "context": {…the fields of SPEC §3…}}``.
+    """``{"decision": <true only for allow>, "context": {…the fields of docs/requests.md#decision…}}``.
 
     The context is exactly ``Decision.to_dict()``, built without copying the decision's
     lists of strings: the answer is serialised at once and never changed."""

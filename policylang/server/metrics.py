@@ -1,4 +1,4 @@
-"""Prometheus metrics of the decision service (SPEC §10 ``GET /metrics``).
+"""Prometheus metrics of the decision service (docs/server.md ``GET /metrics``).
 
 Each app has its own registry (several apps can live in one process, as in tests). With
 several worker processes (``serve --workers N``) the values are kept in

@@ -29,7 +29,7 @@ ACTION = {
 CONTEXT = {
     "type": "object",
     "description": "Context of the request. `delegation`, `risk`, `intent` and `approval` are "
-                   "lifted into the policylang request's own fields (SPEC §10).",
+                   "lifted into the policylang request's own fields (docs/server.md).",
     "properties": {
         "delegation": {"type": "array", "items": SUBJECT,
                        "description": "the delegation chain, root first, without the subject"},
@@ -92,7 +92,7 @@ _ENTITY = {"type": "object", "required": ["id", "kind"],
            "properties": {"id": {"type": "string"}, "kind": {"type": "string"}, "attrs": _PROPS}}
 DECIDE_REQUEST = {
     "type": "object",
-    "description": "A request of SPEC §2.",
+    "description": "A request of docs/requests.md#request.",
     "required": ["principal", "action", "resource"],
     "properties": {
         "principal": _ENTITY,
@@ -111,7 +111,7 @@ DECIDE_REQUEST = {
 
 DECISION = {
     "type": "object",
-    "description": "A decision of SPEC §3.",
+    "description": "A decision of docs/requests.md#decision.",
     "required": ["decision", "rules", "reasons", "grants", "approvers", "errors", "delegation_path",
                  "policy_version"],
     "properties": {
@@ -129,7 +129,7 @@ EVALUATION_RESPONSE = {
     "type": "object",
     "required": ["decision"],
     "properties": {"decision": {"type": "boolean", "description": "true only for allow"},
-                   "context": {"type": "object", "description": "the fields of SPEC §3, or {error}"}},
+                   "context": {"type": "object", "description": "the fields of docs/requests.md#decision, or {error}"}},
 }
 EVALUATIONS_RESPONSE = {
     "type": "object",

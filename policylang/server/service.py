@@ -1,4 +1,4 @@
-"""The served policy set: load, check, swap, watch (SPEC §10 hot reload).
+"""The served policy set: load, check, swap, watch (docs/server.md hot reload).
 
 A :class:`PolicyService` owns one reference, ``current``, to an immutable
 :class:`Snapshot` (the checked set, its compiled :class:`~policylang.Engine`, the entity

@@ -1,4 +1,4 @@
-"""The shared state of the zero-standing-privilege pieces (SPEC §11).
+"""The shared state of the zero-standing-privilege pieces (docs/zero-standing-privilege.md).
 
 Revoked token ids, issued tokens per task, task lifetimes and approval tickets live in
 a store, so that several replicas of a decision service agree on them. One interface,
