@@ -1,4 +1,4 @@
-"""Human approvals for gated actions (SPEC §6.3, §11).
+"""Human approvals for gated actions (docs/language.md#approvals, docs/zero-standing-privilege.md).
 
 A ``require approval`` decision opens a ticket; a person approves (or denies) it; the
 agent retries with ``"approval": ticket.id`` and the engine asks
@@ -11,7 +11,7 @@ agent retries with ``"approval": ticket.id`` and the engine asks
     approvals.approve(ticket.id, approver="user:bob")
     engine.decide({**request, "approval": ticket.id})   # the gate is confirmed
 
-Rules (SPEC §11):
+Rules (docs/zero-standing-privilege.md):
 
 * an approver is looked up as kind ``human`` in the entity data, and its ``groups``
   attribute must include one of the gate's ``by`` names;
@@ -244,7 +244,7 @@ class Approval:
 
 
 def _binding(request: Any) -> dict:
-    """The fields a ticket is bound to, read from a request (SPEC §2); ApprovalError
+    """The fields a ticket is bound to, read from a request (docs/requests.md#request); ApprovalError
     ("invalid") when the request is malformed."""
     try:
         return task_binding(request, strict=False)
@@ -580,7 +580,7 @@ class Approvals:
     # -- the engine's approval checker ---------------------------------------------------------
 
     def checker(self, approval_id: Any, request: Any, approvers: Any) -> bool:
-        """SPEC §6.3: True when ticket ``approval_id`` was approved, for this very
+        """docs/language.md#approvals: True when ticket ``approval_id`` was approved, for this very
         request (its digest), by a human currently in one of ``approvers`` (the gate's
         ``by`` list) who is neither the principal nor a delegator of this request, and
         has neither expired nor been denied (nor, single-use, been used by another

@@ -1,4 +1,4 @@
-"""``policylang approvals``: list, approve and deny approval tickets (SPEC §11).
+"""``policylang approvals``: list, approve and deny approval tickets (docs/zero-standing-privilege.md).
 
 Each ticket is shown with the request it is bound to (principal, action, resource and
 their attributes, context, delegation chain, intent: a redacted key shows

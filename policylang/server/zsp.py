@@ -1,4 +1,4 @@
-"""HTTP routes for credentials and approvals (SPEC §11), mounted by the decision service.
+"""HTTP routes for credentials and approvals (docs/zero-standing-privilege.md), mounted by the decision service.
 
 ``make_router(approvals=…, issuer=…, engine_getter=…)`` returns a FastAPI router; only
 the routes whose component is given are added. All bodies are JSON; every error is
