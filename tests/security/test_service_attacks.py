@@ -168,3 +168,29 @@ def test_a_too_large_body_is_answered_413_not_reset():
         r = httpx.post(server.url + "/v1/decide", content=gen(), headers={"Content-Type": "application/json"},
                        timeout=20)
         assert r.status_code == 413
+
+
+def test_a_client_still_sending_a_too_large_body_reads_the_413_instead_of_a_reset():
+    """The attack on finding 22 at the socket level: the client declares 8 MiB and keeps
+    sending it in pieces while the server has already decided to refuse it. A server that
+    answers and closes at once leaves unread data behind, so the kernel resets the
+    connection: the client's next send fails (EPIPE/ECONNRESET) and the 413 is lost."""
+    with LiveServer(CERT) as server:
+        size = 8 << 20
+        with socket.create_connection(("127.0.0.1", server.port), timeout=20) as s:
+            s.sendall(b"POST /v1/decide HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: %d\r\n\r\n" % size)
+            piece = b" " * (256 << 10)
+            sent = 0
+            while sent < size:
+                s.sendall(piece)  # raises ConnectionResetError/BrokenPipeError if reset
+                sent += len(piece)
+                if sent == 1 << 20:
+                    time.sleep(0.3)  # the server has long seen the head and refused it by now
+            out = b""
+            while b"\r\n\r\n" not in out or len(out) < 40:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                out += chunk
+        assert out.startswith(b"HTTP/1.1 413"), out[:200]
