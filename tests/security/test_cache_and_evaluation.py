@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import enum
 import json
+import sys
 import time
+from pathlib import Path
 from collections import UserDict, UserList
-from collections.abc import Mapping, Sequence
 
 import pytest
 
 import policylang
 from policylang import RequestError, interpreter
 from policylang.requests import MAX_DELEGATION_DEPTH, MAX_VALUE_DEPTH
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from policygen import GenMap, GenSeq  # noqa: E402
 
 
 def _both(text: str):
@@ -112,29 +116,7 @@ class MyFloat(float):
     pass
 
 
-class FrozenMap(Mapping):
-    def __init__(self, data):
-        self._d = dict(data)
-
-    def __getitem__(self, k):
-        return self._d[k]
-
-    def __iter__(self):
-        return iter(self._d)
-
-    def __len__(self):
-        return len(self._d)
-
-
-class Seq(Sequence):
-    def __init__(self, items):
-        self._items = list(items)
-
-    def __getitem__(self, i):
-        return self._items[i]
-
-    def __len__(self):
-        return len(self._items)
+FrozenMap, Seq = GenMap, GenSeq  # a Mapping and a Sequence that are not dict/list
 
 
 SUBCLASS_POLICY = """
