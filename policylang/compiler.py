@@ -7,7 +7,7 @@ Two things happen here, both once per policy set:
    namespace* that holds only the runtime helpers and the policy's own constants.
    Nothing from a request is ever spliced into code: requests only flow in as the
    functions' arguments. Policy strings enter the source through ``repr()`` only, and no
-   policy text appears in comments (``line_map`` ties each function back to its rule).
+   policy text appears in comments.
    Constants are folded, attribute paths become direct dict reads, and comparisons with
    a literal get an inline fast path; everything else calls :mod:`policylang.runtime`,
    the very functions the reference interpreter uses, so both agree on every value
@@ -160,8 +160,7 @@ for _fname in rt.FUNCTIONS:
 class _Gen:
     """Generates the Python expression for one AST expression."""
 
-    def __init__(self, module: "_Module", constants: dict[str, Any]):
-        self.module = module
+    def __init__(self, constants: dict[str, Any]):
         self.constants = constants
         self.temps = 0
         #: literal values of the function being generated, in order: the code refers to
@@ -373,11 +372,10 @@ class CompiledRule:
 
 
 class _Module:
-    """Accumulates the generated source; ``line_map`` ties each factory to a rule."""
+    """Accumulates the generated source."""
 
     def __init__(self):
         self.lines: list[str] = []
-        self.line_map: dict[str, RuleInfo] = {}
 
 
 def _tests(rule: ast.Rule) -> list[tuple[str, ast.Expr, str]]:
@@ -481,19 +479,18 @@ def _test_lines(gen: _Gen, tests, instrument: bool, indent: str) -> list[str]:
 
 
 def compile_rules(policy_set: PolicySet, instrument: bool = False,
-                  counter: list | None = None) -> tuple[list[CompiledRule], str, dict[str, RuleInfo]]:
+                  counter: list | None = None) -> tuple[list[CompiledRule], str]:
     """Generate, compile and load the functions of every rule.
 
     Each rule is generated as a *shape*: a factory whose literals are parameters
     (``_p0``, ``_p1`` …) returning the rule's check, its check without the indexed first
     test, and its grant. Rules that differ only in literals (the common case in large
     sets) share one factory, so the module Python compiles stays small. Returns the
-    compiled rules, the generated source (kept for debugging and tests) and the line
-    map: each factory's name -> the first rule generated with it.
+    compiled rules and the generated source (kept for debugging and tests).
     """
     mod = _Module()
     constants = dict(policy_set.constants)
-    gen = _Gen(mod, constants)
+    gen = _Gen(constants)
     shapes: dict[str, str] = {}
     pending = []
     I2 = " " * 8
@@ -523,7 +520,6 @@ def compile_rules(policy_set: PolicySet, instrument: bool = False,
             name = shapes[shape_key] = f"_shape_{len(shapes)}"
             mod.lines.append(f"def {name}({params}):")
             mod.lines.append(text)
-        mod.line_map.setdefault(name, info)
         pending.append((n, info, name, list(gen.params), key))
     source = "\n".join(mod.lines) + "\n"
     namespace: dict[str, Any] = dict(HELPERS)
@@ -546,7 +542,7 @@ def compile_rules(policy_set: PolicySet, instrument: bool = False,
             reason=rule.because,
             approvers=rule.by.approvers if rule.by is not None else (),
         ))
-    return out, source, mod.line_map
+    return out, source
 
 
 # ------------------------------------------------------------------ plans (the tree)
@@ -573,7 +569,6 @@ class Plan:
     groups: tuple
     has_gates: bool
     key: Callable | None
-    size: int = 0
     #: with attenuate_delegation, the key of what this plan reads outside the principal
     #: and the delegation (action, resource, context, risk, intent), for the plans of
     #: the delegators (whose principal and chain the main key already holds in full)
@@ -590,7 +585,7 @@ class CompiledSet:
     def __init__(self, policy_set: PolicySet, instrument: bool = False):
         self.policy_set = policy_set
         self.counter = [0]
-        self.rules, self.source, self.line_map = compile_rules(policy_set, instrument, self.counter)
+        self.rules, self.source = compile_rules(policy_set, instrument, self.counter)
         self.kinds: set[str] = set()
         self.actions: set[str] = set()
         self.types: set[str] = set()
@@ -665,8 +660,7 @@ class CompiledSet:
         env_key = None
         if self.attenuate:
             env_key = _key_function({r for r in reads if r[0] not in ("principal", "delegation")}, False)
-        return Plan(plain, tuple(groups), has_gates, _key_function(reads, self.attenuate), len(entries),
-                    env_key)
+        return Plan(plain, tuple(groups), has_gates, _key_function(reads, self.attenuate), env_key)
 
 
 _ROOT_ARG = {"principal": 0, "action": 1, "resource": 2, "context": 3, "risk": 4, "delegation": 5, "intent": 6}

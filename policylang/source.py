@@ -30,24 +30,6 @@ class Span:
                     first.start, last.end)
 
 
-@dataclass(frozen=True, slots=True)
-class Source:
-    """A policy file's text and the path shown to users."""
-
-    path: str
-    text: str
-
-    def line_text(self, line: int) -> str:
-        lines = self.text.splitlines()
-        if 1 <= line <= len(lines):
-            return lines[line - 1]
-        return ""
-
-    def span_at(self, line: int, column: int, length: int = 1) -> Span:
-        return Span(self.path, line, column, line, column + length,
-                    offset_of(self.text, line, column), offset_of(self.text, line, column) + length)
-
-
 def offset_of(text: str, line: int, column: int) -> int:
     """Character offset of a 1-based line/column in ``text`` (clamped)."""
     pos = 0
