@@ -154,10 +154,6 @@ class Request:
     def delegation_path(self) -> list[str]:
         return [e.id for e in self.chain] + [self.principal.id]
 
-    def parts(self) -> tuple:
-        """The roots as the compiled functions take them: (P, A, R, C, K, chain, I)."""
-        return (self.principal, self.action, self.resource, self.context, self.risk, self.chain, self.intent)
-
     def as_delegator(self, i: int) -> "Request":
         """The request as delegator ``i`` of the chain would make it (docs/language.md#delegation-attenuation)."""
         return Request(self.chain[i], self.action, self.resource, self.context, self.risk,

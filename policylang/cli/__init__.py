@@ -28,17 +28,13 @@ class _LazyGroup(click.Group):
     """Imports a subcommand's module only when that subcommand runs."""
 
     def list_commands(self, ctx):
-        return [name for name, mod in SUBCOMMANDS.items() if _module_exists(mod)]
+        return list(SUBCOMMANDS)
 
     def get_command(self, ctx, name):
         mod = SUBCOMMANDS.get(name)
-        if mod is None or not _module_exists(mod):
+        if mod is None:
             return None
         return importlib.import_module(f"policylang.cli.{mod}").command
-
-
-def _module_exists(mod: str) -> bool:
-    return importlib.util.find_spec(f"policylang.cli.{mod}") is not None
 
 
 @click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -60,6 +56,3 @@ def _tune_gc_for_this_process() -> None:
 
     gen0, gen1, gen2 = gc.get_threshold()
     gc.set_threshold(max(gen0, 50_000), gen1, gen2)
-
-
-import importlib.util  # noqa: E402  (used by _module_exists)

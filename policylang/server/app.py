@@ -24,7 +24,6 @@ message that names the field; a body over ``max_body`` bytes 413. Every answer c
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import logging
 import math
@@ -632,7 +631,7 @@ def create_app(config: ServiceConfig | str, *, service: PolicyService | None = N
                       responses={200: {"description": "Prometheus text", "content": {"text/plain": {}}}})
 
     approvals, issuer = extras.get("approvals"), extras.get("issuer")
-    if (approvals is not None or issuer is not None) and importlib.util.find_spec("policylang.server.zsp"):
+    if approvals is not None or issuer is not None:
         from .zsp import make_router
         app.include_router(make_router(approvals=approvals, issuer=issuer,
                                        engine_getter=lambda: service.current.engine if service.current else None))
