@@ -14,12 +14,30 @@ import re
 import threading
 from pathlib import Path
 
-from lark.parsers.lalr_analysis import Shift
+import lark
 from lark import Lark, UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+from lark.parsers.lalr_analysis import Shift
 
 from . import ast
 from .errors import Diagnostic, PolicyError
 from .source import Span, offset_of
+
+#: The Lark versions the driver (:class:`_Engine`) is tested with (tests/test_parser_driver.py
+#: compares it with ``Lark.parse``). It reads Lark's private LALR tables, so any other
+#: version is refused; keep this in step with the ``lark`` line of pyproject.toml.
+LARK_VERSIONS = ((1, 2), (1, 4))  # lower bound inclusive, upper exclusive
+
+
+def check_lark_version(version: str) -> None:
+    """Raise :class:`RuntimeError` unless ``version`` is within :data:`LARK_VERSIONS`."""
+    (lo, hi) = LARK_VERSIONS
+    parts = tuple(int(m) for m in re.findall(r"\d+", version)[:2])
+    if not (lo <= parts < hi):
+        raise RuntimeError(
+            f"policylang's parser reads Lark's private LALR tables and is tested with "
+            f"lark>={lo[0]}.{lo[1]},<{hi[0]}.{hi[1]}; lark {version} is installed"
+        )
+
 
 #: Deepest expression nesting accepted (docs/language.md#tokens asks for at least 100).
 MAX_DEPTH = 128
@@ -451,9 +469,18 @@ class _Engine:
     callbacks; this class only runs them, about twice as fast as ``Lark.parse`` on large
     files because (1) the lexer scans with a single compiled alternation of the grammar's
     own terminal patterns and only asks the parser state whether an identifier is a
-    keyword *here* (all that the contextual lexer does for this grammar), and (2) the
+    keyword *here* (what the contextual lexer does for this grammar), and (2) the
     unit reductions of the precedence chain (``?expr: or_expr`` …) skip Lark's callback
     wrappers. Errors are Lark's own ``UnexpectedToken`` / ``UnexpectedCharacters``.
+
+    It reads Lark's *private* internals (``lark.parser.parser.parser``: ``parse_table``,
+    ``callbacks``; ``lalr_analysis.Shift``; ``rule.options.expand1``), hence
+    :data:`LARK_VERSIONS`. tests/test_parser_driver.py checks that it accepts the same
+    texts as ``Lark(..., lexer="contextual").parse`` and builds the same trees, with one
+    known difference: where a state takes a keyword but not a NAME, Lark's contextual
+    lexer splits the keyword off the front of a longer identifier (``require approval
+    format …`` → FOR + NAME ``mat``) and this scanner does not (NAME ``format``: an error).
+    A new regexp terminal in the grammar must be added to ``regex_order`` below.
     """
 
     def __init__(self, lark: Lark) -> None:
@@ -563,7 +590,8 @@ _engine: _Engine | None = None
 def _get_parser() -> _Engine:
     global _engine
     if _engine is None:
-        lark = Lark(
+        check_lark_version(lark.__version__)
+        lark_parser = Lark(
             grammar_path().read_text(encoding="utf-8"),
             parser="lalr",
             lexer="basic",
@@ -571,7 +599,7 @@ def _get_parser() -> _Engine:
             maybe_placeholders=False,
             cache=True,  # Lark keeps the grammar analysis in the temp dir: faster start-up
         )
-        _engine = _Engine(lark)
+        _engine = _Engine(lark_parser)
     return _engine
 
 

@@ -190,3 +190,18 @@ def test_keywords_where_a_name_fits_are_names_in_both():
     d_ok, d_val = run(DRIVER.parse, text)
     assert s_ok and d_ok and norm(s_val) == norm(d_val)
     assert re.search(r"'NAME', 'for'", repr(norm(d_val)))
+
+
+def test_installed_lark_is_in_the_pinned_range_and_others_are_refused():
+    import lark
+
+    P.check_lark_version(lark.__version__)
+    pin = re.search(r'"lark>=([0-9.]+),<([0-9.]+)"', (ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    assert pin, "pyproject.toml pins lark with a lower and an upper bound"
+    lo, hi = (tuple(int(x) for x in v.split(".")[:2]) for v in pin.groups())
+    assert (lo, hi) == P.LARK_VERSIONS, "pyproject.toml and parser.LARK_VERSIONS disagree"
+    for ok in ("1.2.1", "1.2.2", "1.3.0", "1.3.1"):
+        P.check_lark_version(ok)
+    for bad in ("1.1.9", "1.4.0", "2.0.0", "0.12.0"):
+        with pytest.raises(RuntimeError, match=f"lark {re.escape(bad)} is installed"):
+            P.check_lark_version(bad)
