@@ -289,12 +289,6 @@ class KeySet:
     def public_jwks(self, now: float, keep: float) -> dict:
         return {"keys": [k.jwk() for k in self._keys if self._live(k, now, keep)]}
 
-    def prune(self, now: float, keep: float) -> list[str]:
-        """Forget retired keys whose tokens have all expired; returns their kids."""
-        dead = [k.kid for k in self._keys if not self._live(k, now, keep)]
-        self._keys = [k for k in self._keys if self._live(k, now, keep)]
-        return dead
-
     def kids(self) -> list[str]:
         return [k.kid for k in self._keys]
 
