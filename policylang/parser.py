@@ -477,9 +477,10 @@ class _Engine:
     ``callbacks``; ``lalr_analysis.Shift``; ``rule.options.expand1``), hence
     :data:`LARK_VERSIONS`. tests/test_parser_driver.py checks that it accepts the same
     texts as ``Lark(..., lexer="contextual").parse`` and builds the same trees, with one
-    known difference: where a state takes a keyword but not a NAME, Lark's contextual
-    lexer splits the keyword off the front of a longer identifier (``require approval
-    format …`` → FOR + NAME ``mat``) and this scanner does not (NAME ``format``: an error).
+    known difference: this scanner always takes the longest token, so where a state takes
+    a keyword (or ``=``) but not a NAME (or ``==``), Lark's contextual lexer splits the
+    literal off the front of the longer token (``require approval format …`` → FOR + NAME
+    ``mat``, accepted) and this scanner does not (NAME ``format``: an error).
     A new regexp terminal in the grammar must be added to ``regex_order`` below.
     """
 
