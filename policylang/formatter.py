@@ -31,6 +31,7 @@ from decimal import Decimal
 
 from . import ast
 from .parser import parse
+from .words import format_duration
 
 __all__ = ["format_source", "format_tree", "scan_comments", "Comment", "FormatterError", "WIDTH",
            "string_literal", "decimal_literal", "duration_literal", "expr"]
@@ -122,19 +123,8 @@ def decimal_literal(f: float) -> str:
     return r
 
 
-_UNITS = (("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
-
-
-def duration_literal(seconds: int) -> str:
-    """``5400`` -> ``1h30m``; ``0`` -> ``0s``."""
-    if seconds == 0:
-        return "0s"
-    parts = []
-    for unit, size in _UNITS:
-        q, seconds = divmod(seconds, size)
-        if q:
-            parts.append(f"{q}{unit}")
-    return "".join(parts)
+#: ``5400`` -> ``1h30m``; ``0`` -> ``0s`` (the one duration table is in words.py)
+duration_literal = format_duration
 
 
 def _literal(e: ast.Literal) -> str:

@@ -21,6 +21,7 @@ from lark.parsers.lalr_analysis import Shift
 from . import ast
 from .errors import Diagnostic, PolicyError
 from .source import Span, offset_of
+from .words import parse_duration
 
 #: The Lark versions the driver (:class:`_Engine`) is tested with (tests/test_parser_driver.py
 #: compares it with ``Lark.parse``). It reads Lark's private LALR tables, so any other
@@ -48,9 +49,6 @@ KEYWORDS = frozenset(
 )
 ROOTS = frozenset(["principal", "action", "resource", "context", "risk", "delegation", "intent"])
 
-_UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
-
-
 def grammar_path() -> Path:
     """The grammar file: inside the installed package, or the checkout's ``grammar/``."""
     here = Path(__file__).resolve().parent
@@ -58,17 +56,6 @@ def grammar_path() -> Path:
         if candidate.is_file():
             return candidate
     raise FileNotFoundError("policylang grammar (policy.lark) not found next to the package")
-
-
-def parse_duration(text: str) -> int:
-    total, num = 0, ""
-    for ch in text:
-        if ch.isdigit():
-            num += ch
-        else:
-            total += int(num) * _UNITS[ch]
-            num = ""
-    return total
 
 
 class Tok:

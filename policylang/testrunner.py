@@ -32,7 +32,6 @@ held only through an evaluation error are listed separately.
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 import re
@@ -43,6 +42,7 @@ from typing import Any, Callable, Iterable, Mapping
 import yaml
 
 from .errors import PolicyError, RequestError
+from .words import did_you_mean, parse_duration
 
 SUITE_KEYS = ("policies", "entities", "approved", "cases", "description")
 CASE_KEYS = ("name", "request", "expect", "description")
@@ -52,7 +52,6 @@ GRANT_KEYS = ("rule", "scopes", "ttl")
 ERROR_KEYS = ("rule", "message")
 
 _DURATION = re.compile(r"^(?:[0-9]+[dhms])+$")
-_UNIT = {"d": 86400, "h": 3600, "m": 60, "s": 1}
 
 
 # ---------------------------------------------------------------------------- YAML
@@ -232,15 +231,10 @@ def find_suites(paths: Iterable[str]) -> tuple[list[str], list[SuiteResult]]:
 
 # ---------------------------------------------------------------------------- validation helpers
 
-def _suggest(key: str, known: Iterable[str]) -> str:
-    close = difflib.get_close_matches(str(key), list(known), n=1)
-    return f" (did you mean '{close[0]}'?)" if close else ""
-
-
 def _unknown_keys(mapping: Mapping, known: tuple[str, ...], where: str) -> str | None:
     for key in mapping:
         if key not in known:
-            return f"unknown key '{key}' in {where}{_suggest(key, known)}; known keys: {', '.join(known)}"
+            return f"unknown key '{key}' in {where}{did_you_mean(key, known)}; known keys: {', '.join(known)}"
     return None
 
 
@@ -292,7 +286,7 @@ def _ttl(value: Any, where: str) -> int:
         return value
     if not _DURATION.match(value):
         raise SuiteError(f"{where} {value!r} is not a duration such as 10m or 1h30m")
-    return sum(int(n) * _UNIT[u] for n, u in re.findall(r"([0-9]+)([dhms])", value))
+    return parse_duration(value)
 
 
 def _partial_list(value: Any, keys: tuple[str, ...], where: str) -> list[dict]:

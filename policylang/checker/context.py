@@ -4,7 +4,6 @@ helpers every stage uses to word and place a diagnostic."""
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
@@ -12,6 +11,7 @@ from .. import ast
 from ..errors import Diagnostic
 from ..policyset import Options, RuleInfo, Schema
 from ..source import Span
+from ..words import did_you_mean, did_you_mean_clause, format_duration  # noqa: F401  (re-exported for the stages)
 
 if TYPE_CHECKING:
     from .expressions import ExprFacts
@@ -55,10 +55,8 @@ class CheckResult:
     diagnostics: tuple[Diagnostic, ...]
 
 
-def suggest(name: str, candidates: Iterable[str]) -> str:
-    """``"; did you mean 'x'?"`` for the closest candidate, or ``""``."""
-    close = difflib.get_close_matches(name, sorted(set(candidates)), n=1, cutoff=0.6)
-    return f"; did you mean '{close[0]}'?" if close else ""
+#: ``"; did you mean 'x'?"`` (end of a message) — the one suggestion search is in words.py
+suggest = did_you_mean_clause
 
 
 # ------------------------------------------------------------------ spans and words
@@ -73,24 +71,6 @@ def tail_span(span: Span, length: int) -> Span:
     """The last ``length`` characters of ``span`` (a name that ends a node)."""
     return Span(span.path, span.end_line, max(1, span.end_column - length), span.end_line, span.end_column,
                 max(0, span.end - length), span.end)
-
-
-def format_duration(seconds: int) -> str:
-    """``5400`` → ``1h30m`` (the policy language's own duration form)."""
-    if seconds <= 0:
-        return "0s"
-    out = []
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
-        if seconds >= size:
-            out.append(f"{seconds // size}{unit}")
-            seconds %= size
-    return "".join(out)
-
-
-def did_you_mean(name: str, candidates: Iterable[str]) -> str:
-    """`` (did you mean 'x'?)`` for the closest candidate, or ``""`` (mid-sentence form)."""
-    close = difflib.get_close_matches(name, sorted(set(candidates) - {name}), n=1, cutoff=0.6)
-    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 def quoted_list(names: Iterable[str]) -> str:
