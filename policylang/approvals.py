@@ -54,6 +54,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional
 
+from .decision import decision_fields
 from .errors import RequestError
 from .requests import parse_parts, task_binding
 from .store import Store, StoreError, open_store
@@ -253,13 +254,10 @@ def _binding(request: Any) -> dict:
 
 
 def _decision_dict(decision: Any) -> dict:
-    if hasattr(decision, "to_dict"):
-        return dict(decision.to_dict())
-    if isinstance(decision, Mapping):
-        return dict(decision)
-    return {f: getattr(decision, f) for f in ("decision", "rules", "reasons", "approvers",
-                                              "delegation_path", "policy_version")
-            if hasattr(decision, f)}
+    try:
+        return decision_fields(decision)
+    except TypeError:
+        raise ApprovalError("not a decision", "invalid") from None
 
 
 def _is_policy_set(obj: Any) -> bool:

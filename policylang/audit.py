@@ -39,13 +39,13 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Iterable, Optional
 
+from .decision import DECISION_FIELDS, decision_fields  # noqa: F401  (decision_fields is re-exported)
+
 __all__ = ["AuditLog", "AuditError", "VerifyResult", "verify_file", "record_hash", "GENESIS"]
 
 GENESIS = "0" * 64
 REDACTED = "[redacted]"
 #: the decision fields of docs/requests.md#decision, copied onto a record
-DECISION_FIELDS = ("decision", "rules", "reasons", "grants", "approvers", "errors",
-                   "delegation_path", "policy_version")
 _RESERVED = {"event", "time", "id", "request", "tokens", "latency_us", "prev", "hash", *DECISION_FIELDS}
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -113,21 +113,6 @@ def _clean_str(s: str) -> str:
         return s
     except UnicodeEncodeError:
         return s.encode("utf-8", "replace").decode("utf-8")
-
-
-def decision_fields(decision: Any) -> dict:
-    """The docs/requests.md#decision fields of a decision: a ``Decision`` (``to_dict()``), a mapping or any
-    object with those attributes."""
-    if decision is None:
-        return {}
-    data = None
-    if hasattr(decision, "to_dict"):
-        data = decision.to_dict()
-    elif isinstance(decision, dict):
-        data = decision
-    if data is None:
-        data = {f: getattr(decision, f) for f in DECISION_FIELDS if hasattr(decision, f)}
-    return {f: data.get(f) for f in DECISION_FIELDS if f in data}
 
 
 def _now_iso() -> str:

@@ -37,6 +37,7 @@ import jwt as pyjwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from .decision import decision_fields
 from .errors import RequestError
 from .requests import MAX_DELEGATION_DEPTH, task_binding
 from .store import Store, StoreError, open_store
@@ -348,18 +349,10 @@ class _Subject:
 
 
 def _decision_dict(decision: Any) -> dict:
-    """The docs/requests.md#decision fields of a Decision (``to_dict()``), a mapping, or an object with them."""
-    if hasattr(decision, "to_dict"):
-        d = decision.to_dict()
-    elif isinstance(decision, Mapping):
-        d = decision
-    else:
-        d = {f: getattr(decision, f) for f in ("decision", "rules", "grants", "delegation_path",
-                                               "policy_version", "approvers", "reasons", "errors")
-             if hasattr(decision, f)}
-    if not isinstance(d, Mapping):
-        raise NotAllowed("not a decision")
-    return dict(d)
+    try:
+        return decision_fields(decision)
+    except TypeError:
+        raise NotAllowed("not a decision") from None
 
 
 def _grants(d: dict) -> tuple[list[str], int]:

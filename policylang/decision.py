@@ -2,11 +2,34 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 ALLOW = "allow"
 DENY = "deny"
 REQUIRE_APPROVAL = "require_approval"
+
+
+
+#: the fields of a decision (docs/requests.md#decision), in their documented order
+DECISION_FIELDS = ("decision", "rules", "reasons", "grants", "approvers", "errors",
+                   "delegation_path", "policy_version")
+
+
+def decision_fields(decision: Any) -> dict:
+    """The decision fields of a :class:`Decision` (``to_dict()``), a mapping, or any object
+    with those attributes; ``{}`` for ``None``. The one reader of a decision-like value, used
+    by the audit log, approvals and credentials. Raises ``TypeError`` for anything else."""
+    if decision is None:
+        return {}
+    if hasattr(decision, "to_dict"):
+        data = decision.to_dict()
+    elif isinstance(decision, Mapping):
+        data = decision
+    else:
+        data = {f: getattr(decision, f) for f in DECISION_FIELDS if hasattr(decision, f)}
+    if not isinstance(data, Mapping):
+        raise TypeError(f"not a decision: {type(decision).__name__}")
+    return {f: data[f] for f in DECISION_FIELDS if f in data}
 
 
 class Decision:
