@@ -27,7 +27,6 @@ import math
 import os
 import re
 import secrets
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -38,6 +37,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from .decision import decision_fields
+from .fileio import write_atomically
 from .errors import RequestError
 from .requests import MAX_DELEGATION_DEPTH, task_binding
 from .store import Store, StoreError, open_store
@@ -197,22 +197,7 @@ class KeySet:
                     serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
                     serialization.NoEncryption()))
             doc["keys"].append(entry)
-        directory = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(prefix=".keys-", dir=directory)
-        try:
-            os.fchmod(fd, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(doc, f, indent=2)
-                f.write("\n")
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        write_atomically(path, json.dumps(doc, indent=2) + "\n", mode=0o600)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "KeySet":

@@ -10,9 +10,10 @@ from __future__ import annotations
 import difflib
 import os
 import sys
-import tempfile
 
 import click
+
+from ..fileio import write_atomically
 
 DESCRIPTION = "Rewrite policy files in the canonical layout."
 
@@ -60,23 +61,7 @@ def _diff(path: str, old: str, new: str) -> str:
 
 def _write(path: str, text: str) -> None:
     """Replace the file's contents atomically, keeping its mode (and any symlink)."""
-    real = os.path.realpath(path)
-    directory = os.path.dirname(real) or "."
-    fd, tmp = tempfile.mkstemp(prefix=".fmt-", suffix=".policy.tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(text.encode("utf-8"))
-        try:
-            os.chmod(tmp, os.stat(real).st_mode & 0o7777)
-        except OSError:
-            pass
-        os.replace(tmp, real)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    write_atomically(path, text, keep_mode=True)
 
 
 @click.command(name="fmt", help=DESCRIPTION + " Directories are searched recursively for *.policy files; "
