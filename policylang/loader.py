@@ -11,13 +11,13 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable
 
 from . import ast
 from .checker import check
 from .errors import Diagnostic, PolicyError, sort_diagnostics
 from .parser import parse
-from .policyset import PolicySet
+from .policyset import PolicySet, merge_entities
 from .source import Span
 
 
@@ -66,13 +66,6 @@ def entities_shape_error(data: Any) -> str | None:
     return None
 
 
-def _merge_entities(target: dict, data: Mapping) -> None:
-    for kind, ids in data.items():
-        bucket = target.setdefault(kind, {})
-        for eid, attrs in ids.items():
-            bucket[eid] = attrs
-
-
 def build(sources: Iterable[tuple[str, str, str]], entity_sources: Iterable[tuple[str, str, str]],
           root: str, *, raise_errors: bool = True) -> tuple[PolicySet | None, list[Diagnostic]]:
     """Parse and check.
@@ -97,7 +90,7 @@ def build(sources: Iterable[tuple[str, str, str]], entity_sources: Iterable[tupl
         if problem:
             diags.append(problem)
         else:
-            _merge_entities(entities, data)
+            merge_entities(entities, data)
 
     result = None
     if not diags:

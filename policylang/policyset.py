@@ -140,3 +140,13 @@ class PolicySet:
     @property
     def errors(self) -> tuple[Diagnostic, ...]:
         return tuple(d for d in self.diagnostics if d.severity == "error")
+
+
+def merge_entities(target: dict, data: Mapping) -> dict:
+    """Merge the entity map ``data`` (``{kind: {id: attrs}}``) into ``target``, ``data``
+    winning per id (a record is replaced whole, never merged attribute by attribute), and
+    return ``target``. The one merge of entity maps: files of a set, ``--entities`` files,
+    suites' entity files and the engine's sources all combine this way."""
+    for kind, ids in data.items():
+        target.setdefault(kind, {}).update(ids)
+    return target

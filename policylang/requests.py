@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any, Callable, Mapping
 
 from .errors import RequestError
+from .policyset import merge_entities
 from .runtime import Action, Delegation, Entity, type_name
 
 #: (kind or type, id) -> stored attrs or None
@@ -399,8 +400,7 @@ def entity_lookup(*sources: Any) -> EntityLookup | None:
     if all(isinstance(s, Mapping) for s in sources):
         merged: dict[str, dict] = {}
         for s in sources:
-            for kind, ids in s.items():
-                merged.setdefault(kind, {}).update(ids)
+            merge_entities(merged, s)
         for kind, ids in merged.items():  # normalised once, here, not on every decision
             for eid, attrs in ids.items():
                 if isinstance(attrs, Mapping):

@@ -42,6 +42,7 @@ from typing import Any, Callable, Iterable, Mapping
 import yaml
 
 from .errors import PolicyError, RequestError
+from .policyset import merge_entities
 from .words import did_you_mean, parse_duration
 
 SUITE_KEYS = ("policies", "entities", "approved", "cases", "description")
@@ -468,8 +469,7 @@ class Runner:
             data, problem = parse_entities(text, p)
             if problem is not None:
                 raise SuiteError(problem.header())
-            for kind, ids in data.items():
-                merged.setdefault(kind, {}).update(ids)
+            merge_entities(merged, data)
         return merged
 
     def _policy_set(self, path: str):

@@ -16,6 +16,8 @@ import time
 
 import click
 
+from ..policyset import merge_entities
+
 
 def _fail(message: str) -> None:
     click.echo(f"error: {message}", err=True)
@@ -36,8 +38,7 @@ def _load_entities(paths: tuple[str, ...]) -> dict:
         data, diag = parse_entities(text, path)
         if diag is not None:
             _fail(diag.header())
-        for kind, ids in data.items():
-            merged.setdefault(kind, {}).update(ids)
+        merge_entities(merged, data)
     return merged
 
 

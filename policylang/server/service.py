@@ -28,7 +28,7 @@ from typing import Any, Callable, Mapping
 
 from ..errors import Diagnostic
 from ..loader import check_path, parse_entities
-from ..policyset import PolicySet
+from ..policyset import PolicySet, merge_entities
 
 log = logging.getLogger("policylang.server")
 
@@ -209,16 +209,14 @@ class PolicyService:
             if problem is not None:
                 diags = list(diags) + [problem]
                 continue
-            for kind, ids in data.items():
-                extra.setdefault(kind, {}).update(ids)
+            merge_entities(extra, data)
         if policies is None or any(d.severity == "error" for d in diags):
             return None, list(diags)
         engine = Engine(policies, entities=extra or None, approvals=self.approvals, audit=self.audit,
                         cache_size=self.config.cache_size, cache_ttl=self.config.cache_ttl)
         merged: dict = {}
         for source in (policies.entities, extra):
-            for kind, ids in source.items():
-                merged.setdefault(kind, {}).update(ids)
+            merge_entities(merged, source)
         candidates = {kind: sorted(ids) for kind, ids in merged.items()}
         actions = set()
         for info in policies.rules:

@@ -43,7 +43,6 @@ approve and revoke: put them behind the service's authentication.
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any, Callable, Optional
 
