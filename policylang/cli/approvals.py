@@ -43,8 +43,8 @@ def _load_entities(paths: tuple[str, ...]) -> dict:
 
 
 def _approvals(store_url: str, entity_paths: tuple[str, ...]):
-    from ..approvals import Approvals
-    from ..store import StoreError, open_store
+    from ..privilege.approvals import Approvals
+    from ..privilege.store import StoreError, open_store
 
     try:
         store = open_store(store_url, create=False)
@@ -99,7 +99,7 @@ def command() -> None:
 @click.option("--all", "show_all", is_flag=True, help="Include denied and expired tickets.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 def list_cmd(store_url, entity_paths, approver, show_all, fmt) -> None:
-    from ..store import StoreError
+    from ..privilege.store import StoreError
 
     if approver is not None and not entity_paths:
         raise click.UsageError("--as needs --entities (approvers are looked up in entity data)")
@@ -126,8 +126,8 @@ def _decide(verb: str):
                   type=click.Path(dir_okay=False), help="Entity file with the approvers. Repeatable.")
     @click.option("--as", "approver", required=True, help="The approver's id (kind human in the entity data).")
     def cmd(approval_id, store_url, entity_paths, approver) -> None:
-        from ..approvals import ApprovalError
-        from ..store import StoreError
+        from ..privilege.approvals import ApprovalError
+        from ..privilege.store import StoreError
 
         approvals = _approvals(store_url, entity_paths)
         try:

@@ -32,7 +32,7 @@ def command() -> None:
 @click.option("--head", default=None, callback=_head, metavar="HASH",
               help="A record hash anchored elsewhere; detects a cut-off tail.")
 def verify_cmd(path: str, head) -> None:
-    from ..audit import verify_file
+    from ..privilege.audit import verify_file
 
     try:
         result = verify_file(path, head=head)

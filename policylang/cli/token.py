@@ -21,7 +21,7 @@ def _fail(message: str) -> None:
 
 
 def _load_keys(path: str):
-    from ..credentials import KeySet
+    from ..privilege.credentials import KeySet
 
     try:
         return KeySet.load(path)
@@ -34,7 +34,7 @@ def _load_keys(path: str):
 def _open_store(url: str | None):
     if url is None:
         return None
-    from ..store import StoreError, open_store
+    from ..privilege.store import StoreError, open_store
 
     try:
         return open_store(url, create=False)
@@ -69,8 +69,8 @@ def command() -> None:
 @click.option("--leeway", default=0.0, type=click.FloatRange(min=0), show_default=True,
               help="Clock leeway in seconds (at most 300).")
 def verify_cmd(jwt_text: str, keys_path: str, scope, audience, issuer, store_url, leeway) -> None:
-    from ..credentials import Issuer, TokenError
-    from ..store import StoreError
+    from ..privilege.credentials import Issuer, TokenError
+    from ..privilege.store import StoreError
 
     if jwt_text == "-":
         jwt_text = click.get_text_stream("stdin").read()
@@ -109,9 +109,9 @@ def verify_cmd(jwt_text: str, keys_path: str, scope, audience, issuer, store_url
 @click.option("--max-task-lifetime", default=8 * 3600, type=click.IntRange(min=1), show_default=True,
               help="Seconds to keep a revocation of a jti the store never saw issued.")
 def revoke_cmd(jti, task_id, store_url, audit_path, max_task_lifetime) -> None:
-    from ..audit import AuditError, AuditLog
-    from ..credentials import Issuer
-    from ..store import StoreError
+    from ..privilege.audit import AuditError, AuditLog
+    from ..privilege.credentials import Issuer
+    from ..privilege.store import StoreError
 
     if (jti is None) == (task_id is None):
         raise click.UsageError("give exactly one of JTI or --task ID")
@@ -141,7 +141,7 @@ def revoke_cmd(jti, task_id, store_url, audit_path, max_task_lifetime) -> None:
 @click.argument("path", type=click.Path(dir_okay=False))
 @click.option("--force", is_flag=True, help="Overwrite an existing file.")
 def keygen_cmd(path: str, force: bool) -> None:
-    from ..credentials import KeySet
+    from ..privilege.credentials import KeySet
 
     if os.path.exists(path) and not force:
         _fail(f"{path} exists (pass --force to overwrite)")
@@ -175,7 +175,7 @@ def rotate_cmd(keys_path: str, keep: int) -> None:
 @command.command(name="jwks", help="Print the public keys (JWKS) of a key file.")
 @click.option("--keys", "keys_path", required=True, type=click.Path(dir_okay=False))
 def jwks_cmd(keys_path: str) -> None:
-    from ..credentials import Issuer
+    from ..privilege.credentials import Issuer
 
     keys = _load_keys(keys_path)
     click.echo(json.dumps(Issuer(keys, None, issuer="policylang-cli").jwks(), indent=2))

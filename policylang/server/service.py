@@ -378,13 +378,13 @@ def build_service(config: ServiceConfig, *, on_reload: Callable | None = None) -
     extras: dict = {"approvals": None, "issuer": None}
     audit = None
     if config.audit:
-        from ..audit import AuditLog
+        from ..privilege.audit import AuditLog
         audit = AuditLog(config.audit)
     holder: dict = {}
     approvals_checker = None
     if config.store:
-        from ..approvals import Approvals
-        from ..store import StoreError, open_store
+        from ..privilege.approvals import Approvals
+        from ..privilege.store import StoreError, open_store
         store = open_store(config.store, create=config.create_store)
         if not config.create_store:
             if not store.exists():
@@ -404,7 +404,7 @@ def build_service(config: ServiceConfig, *, on_reload: Callable | None = None) -
         extras["approvals"] = approvals
         approvals_checker = approvals.checker
         if config.keys:
-            from ..credentials import Issuer
+            from ..privilege.credentials import Issuer
             # given as a path: the issuer re-reads the key file when it changes (token rotate)
             extras["issuer"] = Issuer(config.keys, store, issuer=config.issuer or config.public_url or "policylang",
                                       audit=audit, require_open_tasks=config.require_open_tasks)

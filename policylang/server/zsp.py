@@ -102,10 +102,10 @@ def _field(body: dict, name: str, kind: type | tuple, required: bool = True, wha
 
 def make_router(*, approvals: Any = None, issuer: Any = None,
                 engine_getter: Optional[Callable[[], Any]] = None) -> APIRouter:
-    from ..approvals import ApprovalError
-    from ..audit import AuditError
-    from ..credentials import NotAllowed, TaskIdInUse, TokenError
-    from ..store import StoreError
+    from ..privilege.approvals import ApprovalError
+    from ..privilege.audit import AuditError
+    from ..privilege.credentials import NotAllowed, TaskIdInUse, TokenError
+    from ..privilege.store import StoreError
 
     router = APIRouter()
 
