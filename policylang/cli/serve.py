@@ -9,14 +9,7 @@ workers or replicas except what the optional ``--store`` holds (approvals, revoc
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import signal
-import socket
 import sys
-import tempfile
-import time
 
 import click
 
@@ -164,16 +157,18 @@ def command(path, entities, host, port, workers, max_body, cache_size, poll_inte
             common.update(ssl_ca_certs=client_ca, ssl_cert_reqs=int(ssl.CERT_REQUIRED))
     if workers == 1:
         from ..server.app import create_app
+        from ..server.supervisor import uvicorn_options
         app = create_app(config, service=service, extras=extras)
         try:
-            uvicorn.run(app, **_uvicorn_options(common))
+            uvicorn.run(app, **uvicorn_options(common))
         except SystemExit as e:  # uvicorn's start-up failure (3): it has logged why
             if e.code not in (None, 0):
                 _echo_err(f"policylang serve: could not start serving on {host}:{port}")
                 sys.exit(1)
             raise
         return
-    _run_workers(config, workers, common)
+    from ..server.supervisor import run_workers
+    run_workers(config, workers, common)
 
 
 def _check_auth(config) -> None:
@@ -189,179 +184,3 @@ def _check_auth(config) -> None:
         AdminGuard(config.admin_policies)
     except PolicyError as e:
         raise ValueError(f"--admin-policies {config.admin_policies}:\n{e}") from None
-
-
-def _uvicorn_options(common: dict) -> dict:
-    """``common`` as uvicorn.Config keywords: the head deadline becomes the protocol class."""
-    from ..server.protocol import protocol_class
-    options = dict(common)
-    options["http"] = protocol_class(options.pop("header_timeout", 10.0))
-    return options
-
-
-def _run_workers(config, workers: int, common: dict) -> None:
-    """N uvicorn worker processes. SIGHUP to this process reloads every worker in place;
-    /metrics aggregates all workers through a shared multiprocess directory.
-
-    Each worker listens on its own ``SO_REUSEPORT`` socket, so the kernel spreads the
-    connections evenly over the workers. (With one shared socket, the first worker to
-    wake accepts a whole burst of keep-alive connections and the others idle.) Where
-    ``SO_REUSEPORT`` is missing, uvicorn's own supervisor shares one socket instead."""
-    from ..server.app import CONFIG_ENV
-
-    os.environ[CONFIG_ENV] = json.dumps(config.to_dict())
-    own_dir = None
-    if not (os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get("prometheus_multiproc_dir")):
-        own_dir = tempfile.mkdtemp(prefix="policylang-metrics-")
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = own_dir
-    try:
-        if hasattr(socket, "SO_REUSEPORT") and sys.platform.startswith("linux"):
-            _supervise_reuseport(workers, common)
-        else:  # pragma: no cover - not Linux
-            _supervise_shared_socket(workers, common)
-    finally:
-        if own_dir:
-            shutil.rmtree(own_dir, ignore_errors=True)
-
-
-def _listen(host: str, port: int, *, listen: bool) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, port))
-    if listen:
-        sock.listen(2048)
-        sock.set_inheritable(True)
-    return sock
-
-
-def _answers(host: str, port: int) -> bool:
-    """Does something accept connections at host:port already?"""
-    target = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)
-    try:
-        with socket.create_connection((target, port), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
-def _worker_main(common: dict) -> None:
-    """One worker process: its own listening socket, then uvicorn until told to stop."""
-    import uvicorn
-    sock = _listen(common["host"], common["port"], listen=True)
-    config = uvicorn.Config("policylang.server.app:app_from_env", factory=True, **_uvicorn_options(common))
-    uvicorn.Server(config).run(sockets=[sock])
-
-
-def _supervise_reuseport(workers: int, common: dict) -> None:
-    import multiprocessing
-    import threading
-
-    # Fail here, not in N workers, when the address cannot be had; and fix port 0 to one
-    # port for all (the probe socket never listens, so it takes no connections).
-    # SO_REUSEPORT would also let this server join another one's port and split its
-    # traffic: refuse a port something already answers on.
-    if common["port"] and _answers(common["host"], common["port"]):
-        _echo_err(f"policylang serve: cannot listen on {common['host']}:{common['port']}: "
-                  "address already in use")
-        sys.exit(1)
-    try:
-        probe = _listen(common["host"], common["port"], listen=False)
-    except OSError as e:
-        _echo_err(f"policylang serve: cannot listen on {common['host']}:{common['port']}: {e.strerror or e}")
-        sys.exit(1)
-    common = dict(common, port=probe.getsockname()[1])
-    probe.close()
-    ctx = multiprocessing.get_context("spawn")
-    wake = threading.Event()
-    pending: list[int] = []
-
-    def on_signal(sig, _frame):
-        pending.append(sig)
-        wake.set()
-
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, on_signal)
-
-    def spawn():
-        proc = ctx.Process(target=_worker_main, args=(common,), daemon=False)
-        proc.start()
-        return proc, time.monotonic()
-
-    host = f"[{common['host']}]" if ":" in common["host"] else common["host"]
-    _echo_err(f"policylang serve: {workers} workers on http://{host}:{common['port']} (pid {os.getpid()})")
-    procs = [spawn() for _ in range(workers)]
-    quick_deaths = 0
-    stopping = False
-    while True:
-        wake.wait(0.5)
-        wake.clear()
-        while pending:
-            sig = pending.pop(0)
-            if sig == signal.SIGHUP:
-                for proc, _t in procs:
-                    if proc.is_alive():
-                        os.kill(proc.pid, signal.SIGHUP)
-            else:
-                stopping = True
-        if stopping:
-            break
-        for i, (proc, started) in enumerate(procs):
-            if proc.is_alive():
-                continue
-            proc.join()
-            # a worker that dies right after starting (it cannot load the set, or listen)
-            # would die again: give up rather than spin
-            quick_deaths = quick_deaths + 1 if time.monotonic() - started < 5 else 0
-            if quick_deaths >= 3:
-                _echo_err("policylang serve: workers keep failing at start-up; stopping")
-                stopping = True
-                break
-            _echo_err(f"policylang serve: worker {proc.pid} exited ({proc.exitcode}); starting another")
-            procs[i] = spawn()
-        if stopping:
-            break
-    for proc, _t in procs:
-        if proc.is_alive():
-            proc.terminate()
-    deadline = time.monotonic() + float(common.get("timeout_graceful_shutdown") or 10) + 5
-    for proc, _t in procs:
-        proc.join(max(0.1, deadline - time.monotonic()))
-        if proc.is_alive():
-            proc.kill()
-            proc.join()
-    if quick_deaths >= 3:
-        sys.exit(1)
-
-
-def _supervise_shared_socket(workers: int, common: dict) -> None:  # pragma: no cover - not Linux
-    import inspect
-
-    import uvicorn
-    from uvicorn.supervisors import Multiprocess
-
-    class Supervisor(Multiprocess):
-        def handle_hup(self) -> None:  # uvicorn queues signals and calls handle_<name>
-            self.forward_hup()
-
-        def forward_hup(self) -> None:
-            for proc in list(self.processes):
-                pid = getattr(proc, "pid", None)
-                if pid:
-                    try:
-                        os.kill(pid, signal.SIGHUP)
-                    except ProcessLookupError:
-                        pass
-
-    uconfig = uvicorn.Config("policylang.server.app:app_from_env", factory=True, workers=workers,
-                             **_uvicorn_options(common))
-    server = uvicorn.Server(uconfig)
-    sock = uconfig.bind_socket()
-    kwargs = {"sockets": [sock]}
-    if "target" in inspect.signature(Multiprocess.__init__).parameters:
-        kwargs["target"] = server.run
-    supervisor = Supervisor(uconfig, **kwargs)
-    if not hasattr(supervisor, "signal_queue") and hasattr(signal, "SIGHUP"):
-        signal.signal(signal.SIGHUP, lambda *_: supervisor.forward_hup())
-    supervisor.run()

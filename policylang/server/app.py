@@ -30,7 +30,6 @@ import math
 import os
 import signal
 import threading
-import time
 import uuid
 from contextlib import asynccontextmanager
 from typing import Any
@@ -38,14 +37,12 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from ..errors import PolicyError, RequestError
-from . import authzen, openapi
+from ..errors import PolicyError
 from .authzen import BadRequest
-from .metrics import CONTENT_TYPE_LATEST, Metrics
+from .metrics import Metrics
 from .service import PolicyService, Reloader, ServiceConfig, build_service
 
 log = logging.getLogger("policylang.server")
@@ -389,246 +386,10 @@ def create_app(config: ServiceConfig | str, *, service: PolicyService | None = N
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)
 
-    # -- helpers --------------------------------------------------------------------------
+    # -- routes (policylang/server/routes/) ------------------------------------------------
 
-    use_threads = service.approvals is not None or service.audit is not None
-
-    async def read_body(request: Request) -> dict:
-        raw = request.scope.get("policylang.body")
-        if raw is None:
-            raw = await request.body()
-        return parse_json_body(request.headers.get("content-type"), raw)
-
-    def decide_now(engine, req: dict, prefix: str, spec_names: bool):
-        try:
-            return engine.decide(req)
-        except RequestError as e:
-            if spec_names:
-                raise BadRequest(str(e)) from None
-            raise authzen.request_error(e, prefix) from None
-        except RecursionError:
-            raise BadRequest(f"{prefix}request: nested too deeply") from None
-        except Exception as e:
-            from ..privilege.audit import AuditError
-            if isinstance(e, AuditError):
-                raise Unavailable(f"the audit log cannot be written: {e}") from None
-            raise
-
-    async def decide(engine, req: dict, prefix: str = "", spec_names: bool = False):
-        if use_threads and (service.audit is not None or req.get("approval") is not None):
-            return await run_in_threadpool(decide_now, engine, req, prefix, spec_names)
-        return decide_now(engine, req, prefix, spec_names)
-
-    def item_failure(exc: Exception, i: int) -> dict:
-        """The answer for batch item ``i`` that could not be decided (only bugs re-raise)."""
-        if isinstance(exc, RequestError):
-            exc = authzen.request_error(exc, f"evaluations[{i}].")
-        elif isinstance(exc, RecursionError):
-            exc = BadRequest(f"evaluations[{i}]: nested too deeply")
-        elif not isinstance(exc, (BadRequest, Unavailable)):
-            from ..privilege.audit import AuditError
-            if not isinstance(exc, AuditError):
-                raise exc
-            exc = Unavailable(f"the audit log cannot be written: {exc}")
-        if isinstance(exc, Unavailable):
-            return authzen.item_error(str(exc), 503)
-        return authzen.item_error(exc.message)
-
-    def failure(endpoint: str, exc: Exception) -> Response:
-        if isinstance(exc, BadRequest):
-            metrics.decided(endpoint, "invalid")
-            return error_response(exc.status, exc.message)
-        if isinstance(exc, Unavailable):
-            return error_response(503, str(exc))
-        log.exception("internal error on %s", endpoint)
-        return error_response(500, "internal error")
-
-    # -- AuthZEN: evaluation ---------------------------------------------------------------
-
-    async def evaluation(request: Request):
-        t0 = time.perf_counter()
-        try:
-            body = await read_body(request)
-            engine = service.current.engine
-            d = await decide(engine, authzen.to_request(body))
-        except Exception as e:
-            return failure("evaluation", e)
-        metrics.decided("evaluation", d.decision)
-        response = _json(authzen.decision_response(d))
-        metrics.observe("evaluation", time.perf_counter() - t0)
-        return response
-
-    # -- AuthZEN: evaluations (batch) ------------------------------------------------------
-
-    async def evaluations(request: Request):
-        t0 = time.perf_counter()
-        counts: dict = {}
-        try:
-            body = await read_body(request)
-            batch = authzen.parse_batch(body)
-            engine = service.current.engine
-            if batch.items is None:  # no array: a single evaluation
-                d = await decide(engine, authzen.to_request(body))
-                metrics.decided("evaluations", d.decision)
-                response = _json(authzen.decision_response(d))
-                metrics.observe("evaluations", time.perf_counter() - t0)
-                return response
-            semantic = batch.semantic
-            deny_first = semantic == "deny_on_first_deny"
-            permit_first = semantic == "permit_on_first_permit"
-            direct = not use_threads
-            respond = authzen.decision_response
-            out: list = []
-            append = out.append
-            for i, item in enumerate(batch.items):
-                if i and not i % _YIELD_EVERY:
-                    await asyncio.sleep(0)
-                if item.__class__ is dict:
-                    try:
-                        d = engine.decide(item) if direct else await decide(engine, item, f"evaluations[{i}].")
-                        answer = respond(d)
-                        outcome = d.decision
-                    except Exception as e:
-                        answer = item_failure(e, i)
-                        outcome = "invalid"
-                else:  # a BadRequest found while parsing
-                    answer = authzen.item_error(item.message)
-                    outcome = "invalid"
-                counts[outcome] = counts.get(outcome, 0) + 1
-                append(answer)
-                if deny_first and not answer["decision"]:
-                    break
-                if permit_first and answer["decision"]:
-                    break
-        except Exception as e:
-            return failure("evaluations", e)
-        for outcome, n in counts.items():
-            metrics.decided("evaluations", outcome, n)
-        response = _json({"evaluations": out})
-        metrics.observe("evaluations", time.perf_counter() - t0)
-        return response
-
-    # -- AuthZEN: search -------------------------------------------------------------------
-
-    def make_search(what: str):
-        endpoint = f"search_{what}"
-
-        async def search(request: Request):
-            t0 = time.perf_counter()
-            counts: dict = {}
-            try:
-                body = await read_body(request)
-                query = authzen.parse_search(body, what)
-                snap = service.current
-                engine = snap.engine
-                if what == "action":
-                    names = snap.actions
-                else:
-                    names = snap.candidates.get(query.entity_type, [])
-                names = authzen.search_candidates(names, query.after)
-                template = query.request
-                results: list = []
-                more = False
-                last = None
-                for i, name in enumerate(names):
-                    if i and i % _YIELD_EVERY == 0:
-                        await asyncio.sleep(0)
-                    req = dict(template)
-                    if what == "subject":
-                        p = template["principal"]
-                        req["principal"] = {"id": name, "kind": p["kind"], "attrs": p["attrs"]}
-                    elif what == "resource":
-                        r = template["resource"]
-                        req["resource"] = {"type": r["type"], "id": name, "attrs": r["attrs"]}
-                    else:
-                        req["action"] = {"name": name, "attrs": {}}
-                    d = await decide(engine, req)
-                    counts[d.decision] = counts.get(d.decision, 0) + 1
-                    if d.decision != "allow":
-                        continue
-                    if len(results) == query.limit:
-                        more = True
-                        break
-                    last = name
-                    results.append({"name": name} if what == "action" else
-                                   {"type": query.entity_type, "id": name})
-            except Exception as e:
-                return failure(endpoint, e)
-            for outcome, n in counts.items():
-                metrics.decided(endpoint, outcome, n)
-            page = {"next_token": authzen.make_token(last, query.query_digest) if more else ""}
-            response = _json({"results": results, "page": page})
-            metrics.observe(endpoint, time.perf_counter() - t0)
-            return response
-
-        search.__name__ = f"search_{what}"
-        return search
-
-    # -- AuthZEN: discovery ----------------------------------------------------------------
-
-    async def discovery(request: Request):
-        base = (config.public_url or str(request.base_url)).rstrip("/")
-        doc = {
-            "policy_decision_point": base,
-            "access_evaluation_endpoint": base + "/access/v1/evaluation",
-            "access_evaluations_endpoint": base + "/access/v1/evaluations",
-            "search_subject_endpoint": base + "/access/v1/search/subject",
-            "search_resource_endpoint": base + "/access/v1/search/resource",
-            "search_action_endpoint": base + "/access/v1/search/action",
-        }
-        return _json(doc)
-
-    # -- policylang's own API ----------------------------------------------------------------
-
-    async def decide_endpoint(request: Request):
-        t0 = time.perf_counter()
-        try:
-            body = await read_body(request)
-            d = await decide(service.current.engine, body, spec_names=True)
-        except Exception as e:
-            return failure("decide", e)
-        metrics.decided("decide", d.decision)
-        response = _json(d.to_dict())
-        metrics.observe("decide", time.perf_counter() - t0)
-        return response
-
-    async def healthz(request: Request):
-        health = service.health()
-        return _json(health, 200 if service.current is not None else 503)
-
-    async def metrics_endpoint(request: Request):
-        snap = service.current
-        metrics.sync_cache(snap.engine if snap else None)
-        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
-
-    # -- routes ------------------------------------------------------------------------------
-
-    post = dict(methods=["POST"], response_class=Response, route_class_override=DirectRoute)
-    get = dict(methods=["GET"], response_class=Response, route_class_override=DirectRoute)
-    app.router.add_api_route("/access/v1/evaluation", evaluation, name="evaluation", summary="AuthZEN access evaluation",
-                      openapi_extra=openapi.body(openapi.EVALUATION_REQUEST),
-                      responses=openapi.responses(openapi.EVALUATION_RESPONSE), **post)
-    app.router.add_api_route("/access/v1/evaluations", evaluations, name="evaluations",
-                      summary="AuthZEN access evaluations (batch)",
-                      openapi_extra=openapi.body(openapi.EVALUATIONS_REQUEST),
-                      responses=openapi.responses(openapi.EVALUATIONS_RESPONSE), **post)
-    for what, schema in (("subject", openapi.SEARCH_SUBJECT_REQUEST), ("resource", openapi.SEARCH_RESOURCE_REQUEST),
-                         ("action", openapi.SEARCH_ACTION_REQUEST)):
-        app.router.add_api_route(f"/access/v1/search/{what}", make_search(what), name=f"search_{what}",
-                          summary=f"AuthZEN {what} search", openapi_extra=openapi.body(schema),
-                          responses=openapi.responses(openapi.SEARCH_RESPONSE), **post)
-    app.router.add_api_route("/.well-known/authzen-configuration", discovery, **get,
-                      name="authzen_configuration", summary="AuthZEN PDP metadata",
-                      responses=openapi.responses({"type": "object"}, post=False))
-    app.router.add_api_route("/v1/decide", decide_endpoint, name="decide", summary="A docs/requests.md#request request in, a docs/requests.md#decision decision out",
-                      openapi_extra=openapi.body(openapi.DECIDE_REQUEST),
-                      responses=openapi.responses(openapi.DECISION), **post)
-    app.router.add_api_route("/healthz", healthz, **get, name="healthz",
-                      summary="Serving state, policy version and the last reload",
-                      responses=openapi.responses({"type": "object"}, post=False))
-    app.router.add_api_route("/metrics", metrics_endpoint, **get, name="metrics",
-                      summary="Prometheus metrics",
-                      responses={200: {"description": "Prometheus text", "content": {"text/plain": {}}}})
+    from .routes import RouteContext, register_all
+    register_all(app, RouteContext(service, metrics, config))
 
     approvals, issuer = extras.get("approvals"), extras.get("issuer")
     if approvals is not None or issuer is not None:

@@ -1,0 +1,196 @@
+"""The OpenID AuthZEN Authorization API 1.0 routes: ``POST /access/v1/evaluation``,
+``/access/v1/evaluations``, ``/access/v1/search/{subject,resource,action}`` and
+``GET /.well-known/authzen-configuration`` (docs/server.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from fastapi import Request
+
+from .. import authzen, openapi
+from ..app import _YIELD_EVERY, _json
+from . import RouteContext, get_options, post_options
+
+
+def make_evaluation(ctx: RouteContext):
+    service, metrics = ctx.service, ctx.metrics
+    read_body, decide, failure = ctx.read_body, ctx.decide, ctx.failure
+
+    async def evaluation(request: Request):
+        t0 = time.perf_counter()
+        try:
+            body = await read_body(request)
+            engine = service.current.engine
+            d = await decide(engine, authzen.to_request(body))
+        except Exception as e:
+            return failure("evaluation", e)
+        metrics.decided("evaluation", d.decision)
+        response = _json(authzen.decision_response(d))
+        metrics.observe("evaluation", time.perf_counter() - t0)
+        return response
+
+    return evaluation
+
+
+def make_evaluations(ctx: RouteContext):
+    service, metrics = ctx.service, ctx.metrics
+    read_body, decide, failure, item_failure = ctx.read_body, ctx.decide, ctx.failure, ctx.item_failure
+    use_threads = ctx.use_threads
+
+    async def evaluations(request: Request):
+        t0 = time.perf_counter()
+        counts: dict = {}
+        try:
+            body = await read_body(request)
+            batch = authzen.parse_batch(body)
+            engine = service.current.engine
+            if batch.items is None:  # no array: a single evaluation
+                d = await decide(engine, authzen.to_request(body))
+                metrics.decided("evaluations", d.decision)
+                response = _json(authzen.decision_response(d))
+                metrics.observe("evaluations", time.perf_counter() - t0)
+                return response
+            out = await _run_batch(batch, engine, counts, decide, item_failure, direct=not use_threads)
+        except Exception as e:
+            return failure("evaluations", e)
+        for outcome, n in counts.items():
+            metrics.decided("evaluations", outcome, n)
+        response = _json({"evaluations": out})
+        metrics.observe("evaluations", time.perf_counter() - t0)
+        return response
+
+    return evaluations
+
+
+async def _run_batch(batch, engine, counts: dict, decide, item_failure, *, direct: bool) -> list:
+    """The answers for ``batch.items`` in order, stopping early per ``batch.semantic``;
+    ``counts`` gets the number of each outcome."""
+    semantic = batch.semantic
+    deny_first = semantic == "deny_on_first_deny"
+    permit_first = semantic == "permit_on_first_permit"
+    respond = authzen.decision_response
+    out: list = []
+    append = out.append
+    for i, item in enumerate(batch.items):
+        if i and not i % _YIELD_EVERY:
+            await asyncio.sleep(0)
+        if item.__class__ is dict:
+            try:
+                d = engine.decide(item) if direct else await decide(engine, item, f"evaluations[{i}].")
+                answer = respond(d)
+                outcome = d.decision
+            except Exception as e:
+                answer = item_failure(e, i)
+                outcome = "invalid"
+        else:  # a BadRequest found while parsing
+            answer = authzen.item_error(item.message)
+            outcome = "invalid"
+        counts[outcome] = counts.get(outcome, 0) + 1
+        append(answer)
+        if deny_first and not answer["decision"]:
+            break
+        if permit_first and answer["decision"]:
+            break
+    return out
+
+
+def _search_request(template: dict, what: str, name: str) -> dict:
+    """The search's request ``template`` with the candidate ``name`` filled in."""
+    req = dict(template)
+    if what == "subject":
+        p = template["principal"]
+        req["principal"] = {"id": name, "kind": p["kind"], "attrs": p["attrs"]}
+    elif what == "resource":
+        r = template["resource"]
+        req["resource"] = {"type": r["type"], "id": name, "attrs": r["attrs"]}
+    else:
+        req["action"] = {"name": name, "attrs": {}}
+    return req
+
+
+def make_search(ctx: RouteContext, what: str):
+    service, metrics = ctx.service, ctx.metrics
+    read_body, decide, failure = ctx.read_body, ctx.decide, ctx.failure
+    endpoint = f"search_{what}"
+
+    async def search(request: Request):
+        t0 = time.perf_counter()
+        counts: dict = {}
+        try:
+            body = await read_body(request)
+            query = authzen.parse_search(body, what)
+            snap = service.current
+            engine = snap.engine
+            if what == "action":
+                names = snap.actions
+            else:
+                names = snap.candidates.get(query.entity_type, [])
+            names = authzen.search_candidates(names, query.after)
+            results: list = []
+            more = False
+            last = None
+            for i, name in enumerate(names):
+                if i and i % _YIELD_EVERY == 0:
+                    await asyncio.sleep(0)
+                d = await decide(engine, _search_request(query.request, what, name))
+                counts[d.decision] = counts.get(d.decision, 0) + 1
+                if d.decision != "allow":
+                    continue
+                if len(results) == query.limit:
+                    more = True
+                    break
+                last = name
+                results.append({"name": name} if what == "action" else
+                               {"type": query.entity_type, "id": name})
+        except Exception as e:
+            return failure(endpoint, e)
+        for outcome, n in counts.items():
+            metrics.decided(endpoint, outcome, n)
+        page = {"next_token": authzen.make_token(last, query.query_digest) if more else ""}
+        response = _json({"results": results, "page": page})
+        metrics.observe(endpoint, time.perf_counter() - t0)
+        return response
+
+    search.__name__ = f"search_{what}"
+    return search
+
+
+def make_discovery(ctx: RouteContext):
+    config = ctx.config
+
+    async def discovery(request: Request):
+        base = (config.public_url or str(request.base_url)).rstrip("/")
+        doc = {
+            "policy_decision_point": base,
+            "access_evaluation_endpoint": base + "/access/v1/evaluation",
+            "access_evaluations_endpoint": base + "/access/v1/evaluations",
+            "search_subject_endpoint": base + "/access/v1/search/subject",
+            "search_resource_endpoint": base + "/access/v1/search/resource",
+            "search_action_endpoint": base + "/access/v1/search/action",
+        }
+        return _json(doc)
+
+    return discovery
+
+
+def register(app, ctx: RouteContext) -> None:
+    """Mount the AuthZEN routes on ``app``."""
+    post, get = post_options(), get_options()
+    app.router.add_api_route("/access/v1/evaluation", make_evaluation(ctx), name="evaluation",
+                             summary="AuthZEN access evaluation",
+                             openapi_extra=openapi.body(openapi.EVALUATION_REQUEST),
+                             responses=openapi.responses(openapi.EVALUATION_RESPONSE), **post)
+    app.router.add_api_route("/access/v1/evaluations", make_evaluations(ctx), name="evaluations",
+                             summary="AuthZEN access evaluations (batch)",
+                             openapi_extra=openapi.body(openapi.EVALUATIONS_REQUEST),
+                             responses=openapi.responses(openapi.EVALUATIONS_RESPONSE), **post)
+    for what, schema in (("subject", openapi.SEARCH_SUBJECT_REQUEST), ("resource", openapi.SEARCH_RESOURCE_REQUEST),
+                         ("action", openapi.SEARCH_ACTION_REQUEST)):
+        app.router.add_api_route(f"/access/v1/search/{what}", make_search(ctx, what), name=f"search_{what}",
+                                 summary=f"AuthZEN {what} search", openapi_extra=openapi.body(schema),
+                                 responses=openapi.responses(openapi.SEARCH_RESPONSE), **post)
+    app.router.add_api_route("/.well-known/authzen-configuration", make_discovery(ctx), **get,
+                             name="authzen_configuration", summary="AuthZEN PDP metadata",
+                             responses=openapi.responses({"type": "object"}, post=False))
