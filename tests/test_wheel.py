@@ -79,6 +79,12 @@ def test_wheel_contains_the_package_and_its_grammar(wheel):
     names = zipfile.ZipFile(wheel).namelist()
     assert "policylang/__init__.py" in names
     assert "policylang/grammar/policy.lark" in names
+    # the zero-standing-privilege package and the aliases at its documented import paths
+    for module in ("privilege/__init__.py", "privilege/credentials.py", "privilege/approvals.py",
+                   "privilege/audit.py", "privilege/store/__init__.py", "privilege/store/sqlite_store.py",
+                   "privilege/store/redis_store.py", "credentials.py", "approvals.py", "audit.py",
+                   "store/__init__.py"):
+        assert f"policylang/{module}" in names, module
     assert not any(n.startswith("tests/") for n in names)
     entry = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
     assert "policylang = policylang.cli:main" in zipfile.ZipFile(wheel).read(entry).decode()
