@@ -58,7 +58,7 @@ class RouteContext:
         except RecursionError:
             raise BadRequest(f"{prefix}request: nested too deeply") from None
         except Exception as e:
-            from ...audit import AuditError
+            from ...privilege.audit import AuditError
             if isinstance(e, AuditError):
                 raise Unavailable(f"the audit log cannot be written: {e}") from None
             raise
@@ -77,7 +77,7 @@ class RouteContext:
         elif isinstance(exc, RecursionError):
             exc = BadRequest(f"evaluations[{i}]: nested too deeply")
         elif not isinstance(exc, (BadRequest, Unavailable)):
-            from ...audit import AuditError
+            from ...privilege.audit import AuditError
             if not isinstance(exc, AuditError):
                 raise exc
             exc = Unavailable(f"the audit log cannot be written: {exc}")
