@@ -306,30 +306,8 @@ class DirectRoute(APIRoute):
         return self.endpoint
 
 
-def create_app(config: ServiceConfig | str, *, service: PolicyService | None = None,
-               extras: dict | None = None, watch: bool = True, handle_sighup: bool = True) -> "DecisionService":
-    """The decision service for ``config`` (a :class:`ServiceConfig` or a policy path).
-
-    Loads the set now and raises :class:`PolicyError` (with every diagnostic) when it
-    fails its checks. ``service``/``extras`` reuse an already built service (``serve``
-    checks the set before it starts the server). ``watch``: start the reloader thread
-    (file polling and SIGHUP) with the app's lifespan.
-    """
-    if isinstance(config, (str, os.PathLike)):
-        config = ServiceConfig(path=os.fspath(config))
-    metrics = Metrics()
-    if service is None:
-        service, extras = build_service(config)
-    extras = extras or {}
-    service.on_reload = metrics.reloaded
-    if service.current is None:
-        result = service.load("startup")
-        if not result.ok:
-            raise PolicyError(result.diagnostics)
-    else:
-        metrics.reloaded(service.last_reload)
-
-    state: dict = {"reloader": None}
+def _lifespan(service: PolicyService, metrics: Metrics, state: dict, *, watch: bool, handle_sighup: bool):
+    """The app's lifespan: the reloader thread (file polling, SIGHUP) while it serves."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -355,48 +333,29 @@ def create_app(config: ServiceConfig | str, *, service: PolicyService | None = N
                 reloader.stop()
                 state["reloader"] = None
 
-    app = DecisionService(
-        title="policylang decision service",
-        version=_version(),
-        description="OpenID AuthZEN Authorization API 1.0 and the policylang decision API (docs/server.md).",
-        lifespan=lifespan,
-    )
-    app.state.service = service
-    app.state.metrics = metrics
-    app.state.config = config
-    app.state.reloader = state
+    return lifespan
 
-    # -- error shapes ---------------------------------------------------------------------
 
-    async def http_error(request: Request, exc: StarletteHTTPException):
-        detail = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
-        if exc.status_code == 404:
-            detail = f"no such endpoint: {request.method} {request.url.path}"
-        elif exc.status_code == 405:
-            detail = f"method {request.method} is not allowed on {request.url.path}"
-        return error_response(exc.status_code, detail, headers=getattr(exc, "headers", None))
+async def _http_error(request: Request, exc: StarletteHTTPException):
+    detail = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
+    if exc.status_code == 404:
+        detail = f"no such endpoint: {request.method} {request.url.path}"
+    elif exc.status_code == 405:
+        detail = f"method {request.method} is not allowed on {request.url.path}"
+    return error_response(exc.status_code, detail, headers=getattr(exc, "headers", None))
 
-    async def validation_error(request: Request, exc: RequestValidationError):
-        parts = []
-        for err in exc.errors()[:5]:
-            loc = ".".join(str(x) for x in err.get("loc", ()) if x != "body")
-            parts.append(f"{loc}: {err.get('msg')}" if loc else str(err.get("msg")))
-        return error_response(400, "; ".join(parts) or "malformed request")
 
-    app.add_exception_handler(StarletteHTTPException, http_error)
-    app.add_exception_handler(RequestValidationError, validation_error)
+async def _validation_error(request: Request, exc: RequestValidationError):
+    parts = []
+    for err in exc.errors()[:5]:
+        loc = ".".join(str(x) for x in err.get("loc", ()) if x != "body")
+        parts.append(f"{loc}: {err.get('msg')}" if loc else str(err.get("msg")))
+    return error_response(400, "; ".join(parts) or "malformed request")
 
-    # -- routes (policylang/server/routes/) ------------------------------------------------
 
-    from .routes import RouteContext, register_all
-    register_all(app, RouteContext(service, metrics, config))
-
-    approvals, issuer = extras.get("approvals"), extras.get("issuer")
-    if approvals is not None or issuer is not None:
-        from .zsp import make_router
-        app.include_router(make_router(approvals=approvals, issuer=issuer,
-                                       engine_getter=lambda: service.current.engine if service.current else None))
-
+def _install_front(app: "DecisionService", config: ServiceConfig) -> None:
+    """The front layers: request id, body limit, authentication, then the fast path over
+    every ``DirectRoute`` mounted so far."""
     fast = {}
     for route in app.router.routes:
         if isinstance(route, DirectRoute):
@@ -413,6 +372,60 @@ def create_app(config: ServiceConfig | str, *, service: PolicyService | None = N
     inner = AuthMiddleware(FastPathMiddleware(app.framework, fast), authenticator, guard)
     app.set_front(RequestIdMiddleware(BodyLimitMiddleware(inner, max_body=config.max_body,
                                                           body_timeout=config.body_timeout)))
+
+
+def create_app(config: ServiceConfig | str, *, service: PolicyService | None = None,
+               extras: dict | None = None, watch: bool = True, handle_sighup: bool = True) -> "DecisionService":
+    """The decision service for ``config`` (a :class:`ServiceConfig` or a policy path).
+
+    Loads the set now and raises :class:`PolicyError` (with every diagnostic) when it
+    fails its checks. ``service``/``extras`` reuse an already built service (``serve``
+    checks the set before it starts the server). ``watch``: start the reloader thread
+    (file polling and SIGHUP) with the app's lifespan.
+    """
+    if isinstance(config, (str, os.PathLike)):
+        config = ServiceConfig(path=os.fspath(config))
+    metrics = Metrics()
+    if service is None:
+        service, extras = build_service(config)
+    extras = extras or {}
+    service.on_reload = metrics.reloaded
+    if service.current is None:
+        result = service.load("startup")
+        if not result.ok:
+            raise PolicyError(result.diagnostics)
+    else:
+        metrics.reloaded(service.last_reload)
+
+    state: dict = {"reloader": None}
+    lifespan = _lifespan(service, metrics, state, watch=watch, handle_sighup=handle_sighup)
+
+    app = DecisionService(
+        title="policylang decision service",
+        version=_version(),
+        description="OpenID AuthZEN Authorization API 1.0 and the policylang decision API (docs/server.md).",
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    app.state.metrics = metrics
+    app.state.config = config
+    app.state.reloader = state
+
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+
+    # -- routes (policylang/server/routes/) ------------------------------------------------
+
+    from .routes import RouteContext, register_all
+    register_all(app, RouteContext(service, metrics, config))
+
+    approvals, issuer = extras.get("approvals"), extras.get("issuer")
+    if approvals is not None or issuer is not None:
+        from .zsp import make_router
+        app.include_router(make_router(approvals=approvals, issuer=issuer,
+                                       engine_getter=lambda: service.current.engine if service.current else None))
+
+    _install_front(app, config)
     return app
 
 
