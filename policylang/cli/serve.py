@@ -83,31 +83,10 @@ def command(path, entities, host, port, workers, max_body, cache_size, poll_inte
             keep_alive_timeout, max_connections, jwks, jwt_audience, jwt_issuer, jwt_algorithms,
             jwt_caller_claim, tls_cert, tls_key, client_ca, admin_policies, create_store=False,
             require_open_tasks=False):
-    if create_store and not store:
-        raise click.UsageError("--create-store needs --store")
-    if require_open_tasks and not keys:
-        raise click.UsageError("--require-open-tasks needs --keys")
-    if keys and not store:
-        raise click.UsageError("--keys needs --store (revocations and task lifetimes live there)")
-    if issuer and not keys:
-        raise click.UsageError("--issuer needs --keys")
-    if jwks and not jwt_audience:
-        raise click.UsageError("--jwks needs --jwt-audience (the aud every caller token must carry)")
-    if (jwt_audience or jwt_issuer or jwt_algorithms) and not jwks:
-        raise click.UsageError("--jwt-audience, --jwt-issuer and --jwt-algorithm need --jwks")
-    if bool(tls_cert) != bool(tls_key):
-        raise click.UsageError("--tls-cert and --tls-key go together")
-    if client_ca and not tls_cert:
-        raise click.UsageError("--client-ca needs --tls-cert and --tls-key (mutual TLS)")
-    if admin_policies and not (jwks or client_ca):
-        raise click.UsageError("--admin-policies needs authentication: --jwks or --client-ca")
-    from ..server.auth import is_loopback_host
-    if store and not (jwks or client_ca) and not is_loopback_host(host):
-        _echo_err(f"policylang serve: refusing to serve the approval and token routes on {host} without "
-                  "authentication: anyone who reaches the port could approve, mint and revoke. Configure "
-                  "--jwks FILE|URL --jwt-audience AUD (bearer JWTs) or --tls-cert/--tls-key/--client-ca "
-                  "(mutual TLS), optionally --admin-policies DIR; or listen on 127.0.0.1")
-        sys.exit(2)
+    _check_options(host=host, store=store, keys=keys, issuer=issuer, jwks=jwks, jwt_audience=jwt_audience,
+                   jwt_issuer=jwt_issuer, jwt_algorithms=jwt_algorithms, tls_cert=tls_cert, tls_key=tls_key,
+                   client_ca=client_ca, admin_policies=admin_policies, create_store=create_store,
+                   require_open_tasks=require_open_tasks)
     import importlib.util
     missing = [m for m in ("fastapi", "uvicorn", "prometheus_client") if importlib.util.find_spec(m) is None]
     if missing:
@@ -169,6 +148,37 @@ def command(path, entities, host, port, workers, max_body, cache_size, poll_inte
         return
     from ..server.supervisor import run_workers
     run_workers(config, workers, common)
+
+
+def _check_options(*, host, store, keys, issuer, jwks, jwt_audience, jwt_issuer, jwt_algorithms, tls_cert,
+                   tls_key, client_ca, admin_policies, create_store, require_open_tasks) -> None:
+    """Refuse option combinations that cannot work (usage error, exit 2), and the approval
+    and token routes unauthenticated on a non-loopback address (exit 2)."""
+    if create_store and not store:
+        raise click.UsageError("--create-store needs --store")
+    if require_open_tasks and not keys:
+        raise click.UsageError("--require-open-tasks needs --keys")
+    if keys and not store:
+        raise click.UsageError("--keys needs --store (revocations and task lifetimes live there)")
+    if issuer and not keys:
+        raise click.UsageError("--issuer needs --keys")
+    if jwks and not jwt_audience:
+        raise click.UsageError("--jwks needs --jwt-audience (the aud every caller token must carry)")
+    if (jwt_audience or jwt_issuer or jwt_algorithms) and not jwks:
+        raise click.UsageError("--jwt-audience, --jwt-issuer and --jwt-algorithm need --jwks")
+    if bool(tls_cert) != bool(tls_key):
+        raise click.UsageError("--tls-cert and --tls-key go together")
+    if client_ca and not tls_cert:
+        raise click.UsageError("--client-ca needs --tls-cert and --tls-key (mutual TLS)")
+    if admin_policies and not (jwks or client_ca):
+        raise click.UsageError("--admin-policies needs authentication: --jwks or --client-ca")
+    from ..server.auth import is_loopback_host
+    if store and not (jwks or client_ca) and not is_loopback_host(host):
+        _echo_err(f"policylang serve: refusing to serve the approval and token routes on {host} without "
+                  "authentication: anyone who reaches the port could approve, mint and revoke. Configure "
+                  "--jwks FILE|URL --jwt-audience AUD (bearer JWTs) or --tls-cert/--tls-key/--client-ca "
+                  "(mutual TLS), optionally --admin-policies DIR; or listen on 127.0.0.1")
+        sys.exit(2)
 
 
 def _check_auth(config) -> None:
