@@ -34,7 +34,6 @@ MAX_VALUE_DEPTH = 64
 #: other mappings become dicts, other sequences lists) or refused, naming the field.
 _PLAIN = frozenset((str, int, float, bool, type(None)))
 _NOT_LISTS = (str, bytes, bytearray, memoryview)
-_PLAIN_OR_LIST = _PLAIN | {list}
 
 
 class _Bad(Exception):
@@ -110,15 +109,16 @@ def _obj(value: dict, field: str) -> dict:
     a list of them: what JSON requests mostly are) only looks at classes and returns the
     very same dict; keys need no look there (a JSON object's keys are strings, and a
     str-subclass key reads like its string); anything else takes the careful walk."""
-    classes = set(map(type, value.values()))  # one C-level pass over the values
-    if classes <= _PLAIN:
-        return value
-    if classes <= _PLAIN_OR_LIST:
-        for v in value.values():
-            if v.__class__ is list and not set(map(type, v)) <= _PLAIN:
-                return _normalised(value, field)
-        return value
-    return _normalised(value, field)
+    for v in value.values():
+        c = v.__class__
+        if c not in _PLAIN:
+            if c is list:
+                for x in v:
+                    if x.__class__ not in _PLAIN:
+                        return _normalised(value, field)
+                continue
+            return _normalised(value, field)
+    return value
 
 
 class Request:
