@@ -1,12 +1,12 @@
-"""Formatter benchmarks (``policylang.formatter.format_source``) on scenarios M and L."""
+"""Formatter benchmarks (``policylang.language.formatter.format_source``) on scenarios M and L."""
 
 import pytest
 
 from . import _support as sup
 
-formatter = pytest.importorskip("policylang.formatter", reason="the formatter has not landed yet")
+formatter = pytest.importorskip("policylang.language.formatter", reason="the formatter has not landed yet")
 if not hasattr(formatter, "format_source"):  # pragma: no cover
-    pytest.skip("policylang.formatter.format_source does not exist yet", allow_module_level=True)
+    pytest.skip("policylang.language.formatter.format_source does not exist yet", allow_module_level=True)
 
 
 @pytest.mark.parametrize("name", ["M", "L"])

@@ -7,7 +7,7 @@ from . import _support as sup
 
 @pytest.mark.parametrize("name", ["M", "L"])
 def test_parse(benchmark, name):
-    from policylang.parser import parse
+    from policylang.language.parser import parse
 
     text = sup.scenario(name).text
     benchmark.group = "parse"

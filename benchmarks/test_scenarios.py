@@ -38,7 +38,7 @@ def test_about_half_allowed(name):
 
 
 def test_texts_parse():
-    from policylang.parser import parse
+    from policylang.language.parser import parse
 
     for name in ("S", "issue3-10"):
         assert len(parse(sup.scenario(name).text).statements) == len(sup.scenario(name).rules)

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .errors import Diagnostic, PolicyError, RequestError
-from .loader import load, loads
-from .policyset import PolicySet
+from .language.errors import Diagnostic, PolicyError, RequestError
+from .language.loader import load, loads
+from .language.policyset import PolicySet
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .decision import Decision
-    from .engine import Engine
+    from .evaluation.decision import Decision
+    from .evaluation.engine import Engine
 
 __all__ = ["load", "loads", "Engine", "Decision", "PolicySet", "PolicyError", "RequestError", "Diagnostic"]
 __version__ = "0.1.0"
@@ -31,9 +31,9 @@ __version__ = "0.1.0"
 def __getattr__(name: str):
     # The engine is imported on first use, so tools that only parse and check start fast.
     if name == "Engine":
-        from .engine import Engine
+        from .evaluation.engine import Engine
         return Engine
     if name == "Decision":
-        from .decision import Decision
+        from .evaluation.decision import Decision
         return Decision
     raise AttributeError(f"module 'policylang' has no attribute {name!r}")

@@ -257,7 +257,7 @@ def test_policy_strings_are_never_executed(sentinel):
             d = engine.decide(r)
             assert d.decision in ("allow", "deny")
         # and formatting them is harmless too
-        from policylang.formatter import format_source
+        from policylang.language.formatter import format_source
         again = policylang.Engine(policylang.loads(format_source(text), name=f"hostile{i}.policy"))
         r = {"principal": {"id": s, "kind": "agent"}, "action": s, "resource": {"type": "repo", "id": s},
              "context": {"s": s}}

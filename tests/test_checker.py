@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 
 import policylang
-from policylang import ast, checker
-from policylang.checker import STAGES, glob_covers
-from policylang.errors import CODES, PolicyError
-from policylang.loader import check_path
-from policylang.parser import parse
+from policylang.language import checker, nodes as ast
+from policylang.language.checker import STAGES, glob_covers
+from policylang.language.errors import CODES, PolicyError
+from policylang.language.loader import check_path
+from policylang.language.parser import parse
 
 SCHEMA = '''\
 principal agent { tenant: string, roles: set<string>, trust: number? }

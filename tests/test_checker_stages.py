@@ -1,7 +1,7 @@
-"""Each checker stage on its own (policylang/checker/): a parsed set is given a context
+"""Each checker stage on its own (policylang/language/checker/): a parsed set is given a context
 filled only by the stages it reads from, the stage under test runs alone, and its own
 diagnostics — and only those — are asserted. Then the typed static types and the one
-glob engine (policylang/globs.py) that matching and the checker's coverage share.
+glob engine (policylang/language/globs.py) that matching and the checker's coverage share.
 """
 
 from __future__ import annotations
@@ -10,19 +10,19 @@ import random
 
 import pytest
 
-from policylang.checker import STAGES, CheckContext
-from policylang.checker.clauses import stage_clauses
-from policylang.checker.collect import stage_collect
-from policylang.checker.constants import stage_constants
-from policylang.checker.expressions import ExprFacts
-from policylang.checker.lint import stage_lint
-from policylang.checker.names import stage_names
-from policylang.checker.schema import stage_schema
-from policylang.checker.typecheck import stage_types
-from policylang.checker.types import (BOOL, CHAIN, NUMBER, STRING, ActionType, EntityType, ListType, Simple,
+from policylang.language.checker import STAGES, CheckContext
+from policylang.language.checker.clauses import stage_clauses
+from policylang.language.checker.collect import stage_collect
+from policylang.language.checker.constants import stage_constants
+from policylang.language.checker.expressions import ExprFacts
+from policylang.language.checker.lint import stage_lint
+from policylang.language.checker.names import stage_names
+from policylang.language.checker.schema import stage_schema
+from policylang.language.checker.typecheck import stage_types
+from policylang.language.checker.types import (BOOL, CHAIN, NUMBER, STRING, ActionType, EntityType, ListType, Simple,
                                       common, describe_type, type_of_value)
-from policylang.globs import Glob, covers
-from policylang.parser import parse
+from policylang.language.globs import Glob, covers
+from policylang.language.parser import parse
 
 SCHEMA = '''\
 principal agent { tenant: string, trust: number? }
@@ -212,6 +212,6 @@ def test_covers_agrees_with_matching_on_samples():
 
 
 def test_the_runtime_matches_with_the_same_glob_class():
-    from policylang import runtime
+    from policylang.evaluation import runtime
     assert runtime.Glob is Glob
     assert runtime.glob("a/**") .match("a/b/c") and not runtime.glob("a/*").match("a/b/c")

@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from policylang.cli import main
-from policylang.errors import CODES
+from policylang.language.errors import CODES
 
 CLEAN = '''\
 @id("reads")
@@ -277,7 +277,7 @@ def test_check_does_not_import_the_engine(files):
             "    main(['check', '--format', 'sarif', 'clean.policy', 'broken.policy'])\n"
             "except SystemExit:\n"
             "    pass\n"
-            "heavy = [m for m in ('policylang.engine', 'policylang.compiler', 'yaml', 'fastapi', 'cryptography')\n"
+            "heavy = [m for m in ('policylang.evaluation.engine', 'policylang.evaluation.compiler', 'yaml', 'fastapi', 'cryptography')\n"
             "         if m in sys.modules]\n"
             "print('HEAVY', heavy, file=sys.stderr)\n")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

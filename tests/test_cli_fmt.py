@@ -168,7 +168,7 @@ def test_not_utf8_is_an_error_not_a_traceback(run, tmp_path):
 
 def test_unexpected_failure_is_reported_not_raised(run, tmp_path, monkeypatch):
     # anything the formatter did not expect is one line naming the file, never a traceback
-    import policylang.formatter as f
+    import policylang.language.formatter as f
 
     def boom(text, path="<policy>"):
         raise RuntimeError("unexpected")
@@ -193,7 +193,7 @@ def test_over_long_literal_is_a_syntax_error(run, tmp_path):
 
 
 def test_internal_error_leaves_file_unchanged(run, tmp_path, monkeypatch):
-    import policylang.formatter as f
+    import policylang.language.formatter as f
 
     monkeypatch.setattr(f, "format_tree", lambda tree, text: "const X = 2\n")
     write(tmp_path / "a.policy", "const X = 1\n")

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 import policylang
-from policylang import interpreter
+from policylang.evaluation import interpreter
 
 HERE = Path(__file__).parent / "conformance"
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from policylang.loader import build
+from policylang.language.loader import build
 
 GOLDEN = Path(__file__).resolve().parent / "golden" / "diagnostics"
 REGENERATE = os.environ.get("POLICYLANG_REGEN_GOLDEN") == "1"

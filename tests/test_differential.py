@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import policylang
-from policylang import interpreter
+from policylang.evaluation import interpreter
 
 from policygen import hostile_requests, policy_sets, requests
 

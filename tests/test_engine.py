@@ -8,7 +8,7 @@ import time
 import pytest
 
 import policylang
-from policylang import interpreter
+from policylang.evaluation import interpreter
 
 POLICY = """
 const PROD = ["prod", "prod-eu"]

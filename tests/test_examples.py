@@ -19,7 +19,7 @@ import yaml
 from click.testing import CliRunner
 
 import policylang
-from policylang import testrunner
+from policylang.tools import testrunner
 from policylang.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -19,8 +19,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from policylang.errors import PolicyError
-from policylang.formatter import (
+from policylang.language.errors import PolicyError
+from policylang.language.formatter import (
     WIDTH,
     FormatterError,
     decimal_literal,
@@ -29,7 +29,7 @@ from policylang.formatter import (
     scan_comments,
     string_literal,
 )
-from policylang.parser import KEYWORDS, parse
+from policylang.language.parser import KEYWORDS, parse
 
 GOLDEN = Path(__file__).parent / "golden" / "fmt"
 CASES = sorted(p.name[: -len(".input.policy")] for p in GOLDEN.glob("*.input.policy"))
@@ -237,7 +237,7 @@ def test_scan_comments_skips_strings():
 
 
 def test_self_check_refuses_a_wrong_result(monkeypatch):
-    import policylang.formatter as f
+    import policylang.language.formatter as f
 
     monkeypatch.setattr(f, "format_tree", lambda tree, text: "const X = 2\n")
     with pytest.raises(FormatterError):

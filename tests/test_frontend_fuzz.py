@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import policylang
-from policylang.errors import PolicyError
-from policylang.parser import KEYWORDS, MAX_DEPTH, ROOTS
+from policylang.language.errors import PolicyError
+from policylang.language.parser import KEYWORDS, MAX_DEPTH, ROOTS
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -24,7 +24,7 @@ def load_or_diagnose(text: str):
     except PolicyError as e:
         assert e.diagnostics, "a PolicyError always carries diagnostics"
         for d in e.diagnostics:
-            assert d.code in policylang.errors.CODES
+            assert d.code in policylang.language.errors.CODES
             assert d.line >= 1 and d.column >= 1
             assert d.render()
         assert any(d.severity == "error" for d in e.diagnostics)

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 import policylang
 from policylang import PolicyError, RequestError
-from policylang.formatter import format_source
+from policylang.language.formatter import format_source
 
 from policygen import policy_sets, requests
 

@@ -37,7 +37,7 @@ def test_the_core_imports_no_privilege_store_or_server_module():
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
     assert result["decision"] == "allow" and result["other"] != "allow"
-    assert "policylang.engine" in result["modules"]  # the check looks at a real decision's imports
+    assert "policylang.evaluation.engine" in result["modules"]  # the check looks at a real decision's imports
     leaked = [m for m in result["modules"] if m.startswith(FORBIDDEN)]
     assert leaked == []
 
@@ -81,3 +81,50 @@ def test_classes_and_monkeypatching_agree_through_either_name(tmp_path, monkeypa
     import policylang.store as old_store
     monkeypatch.setattr(old_store, "APPROVAL_RETENTION", 5)
     assert new_store.APPROVAL_RETENTION == 5
+
+
+def _imports_of(path):
+    """Every module a file imports, resolved to an absolute ``policylang...`` name."""
+    import ast
+    import pathlib
+    rel = pathlib.Path(path).resolve().relative_to(pathlib.Path(__file__).resolve().parent.parent)
+    package = list(rel.with_suffix("").parts[:-1])
+    found = set()
+    for node in ast.walk(ast.parse(pathlib.Path(path).read_text())):
+        if isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else []
+            mod = ".".join(base + ([node.module] if node.module else []))
+            found.add(mod)
+            found.update(f"{mod}.{a.name}" for a in node.names)
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+    return found
+
+
+def test_the_front_end_and_evaluation_import_no_outer_package():
+    import pathlib
+    root = pathlib.Path(__file__).resolve().parent.parent / "policylang"
+    outer = FORBIDDEN + ("policylang.tools", "policylang.cli")
+    offenders = {}
+    for sub in ("language", "evaluation"):
+        for path in sorted((root / sub).rglob("*.py")):
+            bad = sorted(m for m in _imports_of(path) if m.startswith(outer))
+            if bad:
+                offenders[str(path.relative_to(root))] = bad
+    assert offenders == {}
+
+
+def test_the_folders_are_the_ones_the_readme_draws():
+    import pathlib
+    here = pathlib.Path(__file__).resolve().parent.parent
+    readme = (here / "README.md").read_text()
+    packages = sorted(p.name for p in (here / "policylang").iterdir()
+                      if p.is_dir() and (p / "__init__.py").exists())
+    for name in packages:
+        if name == "store":  # the documented alias of privilege/store
+            continue
+        assert f"  {name}/" in readme, f"README's house diagram does not show policylang/{name}/"
+    for sub in ("language", "evaluation"):
+        for path in (here / "policylang" / sub).glob("*.py"):
+            if path.name != "__init__.py":
+                assert path.name in readme, f"README's house diagram does not show {sub}/{path.name}"

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from policylang import ast as _ast
-from policylang.errors import PolicyError
-from policylang.parser import KEYWORDS, MAX_DEPTH, parse
-from policylang.source import Span
+from policylang.language import nodes as _ast
+from policylang.language.errors import PolicyError
+from policylang.language.parser import KEYWORDS, MAX_DEPTH, parse
+from policylang.language.source import Span
 
 _S0 = Span("<test>", 1, 1, 1, 1)
 

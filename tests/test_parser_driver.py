@@ -1,4 +1,4 @@
-"""The parser's own LALR driver (policylang/parser.py ``_Engine``) against stock ``Lark.parse``.
+"""The parser's own LALR driver (policylang/language/parser.py ``_Engine``) against stock ``Lark.parse``.
 
 ``_Engine`` reads Lark's private LALR tables (``lark.parser.parser.parser.parse_table``,
 ``lalr_analysis.Shift``) and runs them with its own loop and its own one-regex lexer. This
@@ -40,8 +40,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from lark import Lark, Token, Tree, UnexpectedInput, UnexpectedToken
 
-from policylang import parser as P
-from policylang.errors import PolicyError
+from policylang.language import parser as P
+from policylang.language.errors import PolicyError
 
 sys.path.insert(0, str(Path(__file__).parent))
 from policygen import policy_sets  # noqa: E402

@@ -17,7 +17,7 @@ with warnings.catch_warnings():  # starlette suggests httpx2; the httpx client w
     from starlette.testclient import TestClient
 
 import policylang
-from policylang.errors import RequestError
+from policylang.language.errors import RequestError
 from policylang.server import ServiceConfig, authzen, create_app
 
 try:

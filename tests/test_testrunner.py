@@ -1,4 +1,4 @@
-"""policylang.testrunner as a library: expectations, comparison, discovery, coverage, JUnit."""
+"""policylang.tools.testrunner as a library: expectations, comparison, discovery, coverage, JUnit."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from policylang import testrunner as tr
+from policylang.tools import testrunner as tr
 
 
 # ------------------------------------------------------------------ expect / compare
@@ -171,7 +171,7 @@ def test_attenuation_denial_is_compared_like_any_decision(tmp_path):
 def test_policy_sets_are_loaded_once_per_run(tmp_path, monkeypatch):
     path = _write_suite(tmp_path, [{"name": "a", "request": _req("agent", "x"), "expect": {"decision": "allow"}}])
     (tmp_path / "t.yaml").write_text((tmp_path / "s.yaml").read_text())
-    import policylang.loader as loader
+    import policylang.language.loader as loader
 
     calls = []
     real = loader.load
@@ -183,7 +183,7 @@ def test_policy_sets_are_loaded_once_per_run(tmp_path, monkeypatch):
 
 def test_internal_errors_never_escape(tmp_path, monkeypatch):
     path = _write_suite(tmp_path, [{"name": "a", "request": _req("agent", "x"), "expect": {"decision": "allow"}}])
-    import policylang.engine as engine
+    import policylang.evaluation.engine as engine
 
     def boom(self, request):
         raise RuntimeError("kaput")

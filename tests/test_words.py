@@ -1,8 +1,8 @@
-"""The shared duration table and "did you mean" search (policylang.words)."""
+"""The shared duration table and "did you mean" search (policylang.language.words)."""
 
 import pytest
 
-from policylang.words import closest, did_you_mean, did_you_mean_clause, format_duration, parse_duration
+from policylang.language.words import closest, did_you_mean, did_you_mean_clause, format_duration, parse_duration
 
 
 @pytest.mark.parametrize("text, seconds", [("45s", 45), ("10m", 600), ("1h30m", 5400), ("30m1h", 5400),

@@ -16,7 +16,7 @@ import time
 
 import click
 
-from ..policyset import merge_entities
+from ..language.policyset import merge_entities
 
 
 def _fail(message: str) -> None:
@@ -26,7 +26,7 @@ def _fail(message: str) -> None:
 
 def _load_entities(paths: tuple[str, ...]) -> dict:
     """Merge entity files ``{"<kind>": {"<id>": {attrs}}}``; later files win per id."""
-    from ..loader import parse_entities
+    from ..language.loader import parse_entities
 
     merged: dict = {}
     for path in paths:

@@ -30,7 +30,7 @@ DESCRIPTION = "Check policy sets and print every diagnostic."
               show_default=True, help="Output format.")
 @click.option("--strict", is_flag=True, help="Warnings also make the exit status 1.")
 def command(paths: tuple[str, ...], fmt: str, strict: bool) -> None:
-    from ..loader import check_path
+    from ..language.loader import check_path
 
     diagnostics = []
     empty = []
@@ -51,7 +51,7 @@ def command(paths: tuple[str, ...], fmt: str, strict: bool) -> None:
         out = {"diagnostics": [d.to_dict() for d in diagnostics], "errors": errors, "warnings": warnings}
         click.echo(json.dumps(out, indent=2, ensure_ascii=False))
     elif fmt == "sarif":
-        from ..sarif import sarif_log
+        from ..tools.sarif import sarif_log
         click.echo(json.dumps(sarif_log(diagnostics), indent=2, ensure_ascii=False))
     else:
         for d in diagnostics:

@@ -57,8 +57,8 @@ def _reject_constant(name: str):
               help="More entity data {kind_or_type: {id: attrs}}; wins over the set's *.entities.json.")
 @click.option("--explain", is_flag=True, help="Print a readable trace instead of the decision JSON.")
 def command(path: str, request_path: str, entities_path: str | None, explain: bool) -> None:
-    from .. import loader
-    from ..errors import PolicyError, RequestError
+    from ..language import loader
+    from ..language.errors import PolicyError, RequestError
 
     text = _read(request_path, "request")
     try:
@@ -86,7 +86,7 @@ def command(path: str, request_path: str, entities_path: str | None, explain: bo
         more = f" (and {n - 1} more error{'s' if n > 2 else ''}; run 'policylang check {path}')" if n > 1 else ""
         _fail(f"policy set {path} does not load: {head}{more}")
 
-    from ..engine import Engine
+    from ..evaluation.engine import Engine
 
     engine = Engine(policies, entities=entities, cache_size=0)
     try:

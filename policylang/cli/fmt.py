@@ -71,8 +71,8 @@ def _write(path: str, text: str) -> None:
 @click.option("--check", is_flag=True, help="Change nothing; exit 1 if any file would change.")
 @click.option("--diff", "show_diff", is_flag=True, help="Print a unified diff instead of rewriting.")
 def command(paths: tuple[str, ...], check: bool, show_diff: bool) -> None:
-    from ..errors import PolicyError
-    from ..formatter import FormatterError, format_source
+    from ..language.errors import PolicyError
+    from ..language.formatter import FormatterError, format_source
 
     failed = changed = 0
     for path in _collect(paths):

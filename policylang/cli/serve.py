@@ -185,7 +185,7 @@ def _check_auth(config) -> None:
     """Fail before serving when the authentication settings cannot work."""
     if not config.auth_configured:
         return
-    from ..errors import PolicyError
+    from ..language.errors import PolicyError
     from ..server.auth import AdminGuard, Authenticator
     Authenticator(jwks=config.jwks, issuer=config.jwt_issuer, audience=config.jwt_audience,
                   algorithms=tuple(config.jwt_algorithms) or None, caller_claim=config.jwt_caller_claim,

@@ -1,7 +1,7 @@
 """``policylang test PATH…``: run YAML test suites against policy sets (docs/cli.md).
 
 A PATH is a suite file or a directory searched recursively for ``*.yaml``/``*.yml``
-suites (the format is in :mod:`policylang.testrunner` and docs/cli.md). Each failure is
+suites (the format is in :mod:`policylang.tools.testrunner` and docs/cli.md). Each failure is
 printed with the case, the expected and actual decision and the explain trace; the last
 line is ``N passed, M failed``. Exit 1 on any failure (a malformed suite is one), 0
 otherwise, 2 for usage errors.
@@ -24,7 +24,7 @@ DESCRIPTION = "Run YAML test suites against policy sets."
               help="Also write the results as JUnit XML to FILE.")
 @click.option("-v", "--verbose", is_flag=True, help="Also list the cases that passed.")
 def command(paths: tuple[str, ...], coverage: bool, junit_path: str | None, verbose: bool) -> None:
-    from .. import testrunner
+    from ..tools import testrunner
 
     runner = testrunner.Runner(coverage=coverage)
     results = runner.run(paths)

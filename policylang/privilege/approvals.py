@@ -54,9 +54,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional
 
-from ..decision import decision_fields
-from ..errors import RequestError
-from ..requests import parse_parts, task_binding
+from ..evaluation.decision import decision_fields
+from ..language.errors import RequestError
+from ..evaluation.request import parse_parts, task_binding
 from .store import Store, StoreError, open_store
 
 __all__ = ["Approvals", "Approval", "ApprovalError", "StoreError", "request_digest", "canonical_request",
@@ -118,7 +118,7 @@ def canonical_request(request: Any) -> dict:
     ``approval``, in one spelling (an action string is ``{"name": …, "attrs": {}}``,
     missing ``attrs``/``context`` are ``{}``, a missing delegation is ``[]``, integral
     floats are ints). Entity data is not merged in: this is what the caller sent.
-    Raises :class:`~policylang.errors.RequestError` naming the field."""
+    Raises :class:`~policylang.language.errors.RequestError` naming the field."""
     P, A, R, C, K, CH, I, _approval = parse_parts(request, None)
 
     def principal(e, where: str) -> dict:

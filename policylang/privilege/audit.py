@@ -39,7 +39,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Iterable, Optional
 
-from ..decision import DECISION_FIELDS, decision_fields  # noqa: F401  (decision_fields is re-exported)
+from ..evaluation.decision import DECISION_FIELDS, decision_fields  # noqa: F401  (decision_fields is re-exported)
 
 __all__ = ["AuditLog", "AuditError", "VerifyResult", "verify_file", "record_hash", "GENESIS"]
 

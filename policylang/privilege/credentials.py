@@ -36,10 +36,10 @@ import jwt as pyjwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from ..decision import decision_fields
+from ..evaluation.decision import decision_fields
 from ..fileio import write_atomically
-from ..errors import RequestError
-from ..requests import MAX_DELEGATION_DEPTH, task_binding
+from ..language.errors import RequestError
+from ..evaluation.request import MAX_DELEGATION_DEPTH, task_binding
 from .store import Store, StoreError, open_store
 
 __all__ = [

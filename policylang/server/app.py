@@ -40,7 +40,7 @@ from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from ..errors import PolicyError
+from ..language.errors import PolicyError
 from .authzen import BadRequest
 from .metrics import Metrics
 from .service import PolicyService, Reloader, ServiceConfig, build_service

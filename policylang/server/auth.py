@@ -376,8 +376,8 @@ class AdminGuard:
 
     def __init__(self, path: Optional[str] = None):
         import policylang
-        from ..errors import PolicyError
-        from ..loader import check_path
+        from ..language.errors import PolicyError
+        from ..language.loader import check_path
         self.path = path
         if path is None:
             policies = policylang.loads(DEFAULT_ADMIN_POLICY)

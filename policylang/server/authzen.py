@@ -24,8 +24,8 @@ import hashlib
 import json
 from typing import Any, Iterable, Mapping
 
-from ..errors import RequestError
-from ..runtime import type_name
+from ..language.errors import RequestError
+from ..evaluation.runtime import type_name
 
 __all__ = [
     "BadRequest", "to_request", "parse_batch", "Batch", "SEMANTICS", "parse_search", "Search",

@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from ..errors import Diagnostic
-from ..loader import check_path, parse_entities
-from ..policyset import PolicySet, merge_entities
+from ..language.errors import Diagnostic
+from ..language.loader import check_path, parse_entities
+from ..language.policyset import PolicySet, merge_entities
 
 log = logging.getLogger("policylang.server")
 
@@ -169,7 +169,7 @@ class PolicyService:
                 snapshot, diags = self._build()
             except Exception as e:  # a bug, or an unreadable file the loader did not expect
                 log.exception("reload failed")
-                from ..loader import _span
+                from ..language.loader import _span
                 snapshot, diags = None, [Diagnostic.make("E001", f"cannot load the policy set: {e}",
                                                          _span(self.config.path))]
             self.signature = signature
@@ -197,7 +197,7 @@ class PolicyService:
         return result
 
     def _build(self) -> tuple[Snapshot | None, list[Diagnostic]]:
-        from ..engine import Engine
+        from ..evaluation.engine import Engine
 
         policies, diags = check_path(self.config.path)
         extra: dict = {}
@@ -301,7 +301,7 @@ class PolicyService:
 
 
 def _read(path: str) -> tuple[str | None, Diagnostic | None]:
-    from ..loader import _read_text
+    from ..language.loader import _read_text
     return _read_text(Path(path), path)
 
 

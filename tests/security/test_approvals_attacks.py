@@ -320,7 +320,7 @@ def test_the_service_cap_lowers_the_policys(store):
 
 
 def test_a_bad_option_value_is_a_diagnostic():
-    from policylang.errors import PolicyError
+    from policylang.language.errors import PolicyError
 
     for bad in ('"forever"', "0s", "true"):
         with pytest.raises(PolicyError, match="option max_approval_ttl needs a positive duration"):

@@ -17,8 +17,9 @@ from collections import UserDict, UserList
 import pytest
 
 import policylang
-from policylang import RequestError, interpreter
-from policylang.requests import MAX_DELEGATION_DEPTH, MAX_VALUE_DEPTH
+from policylang import RequestError
+from policylang.evaluation import interpreter
+from policylang.evaluation.request import MAX_DELEGATION_DEPTH, MAX_VALUE_DEPTH
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from policygen import GenMap, GenSeq  # noqa: E402

@@ -18,11 +18,11 @@ import pytest
 from click.testing import CliRunner
 
 import policylang
-from policylang import interpreter
+from policylang.evaluation import interpreter
 from policylang.cli import main
-from policylang.formatter import format_source
-from policylang.loader import check_path
-from policylang.parser import parse
+from policylang.language.formatter import format_source
+from policylang.language.loader import check_path
+from policylang.language.parser import parse
 
 RULES = """\
 @id("no-classified")

@@ -20,8 +20,8 @@ from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from ...errors import RequestError
-from .. import authzen as _authzen  # the AuthZEN parsing (not .authzen, the routes)
+from ...language.errors import RequestError
+from .. import authzen as _authzen  # the AuthZEN parsing (not .authzen, the routes
 from ..app import Unavailable, error_response, parse_json_body
 from ..authzen import BadRequest
 

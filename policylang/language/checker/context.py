@@ -1,5 +1,5 @@
 """The checker's shared state: :class:`CheckContext` (what the stages read and
-write), :class:`CheckResult` (what :func:`policylang.checker.check` returns) and the
+write), :class:`CheckResult` (what :func:`policylang.language.checker.check` returns) and the
 helpers every stage uses to word and place a diagnostic."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
-from .. import ast
+from .. import nodes
 from ..errors import Diagnostic
 from ..policyset import Options, RuleInfo, Schema
 from ..source import Span
@@ -19,14 +19,14 @@ if TYPE_CHECKING:
 
 @dataclass
 class CheckContext:
-    files: Sequence[ast.PolicyFile]
+    files: Sequence[nodes.PolicyFile]
     #: display path -> path relative to the set root (for default rule ids)
     rel_paths: Mapping[str, str]
     diagnostics: list[Diagnostic] = field(default_factory=list)
     constants: dict[str, Any] = field(default_factory=dict)
-    const_decls: dict[str, ast.Const] = field(default_factory=dict)
+    const_decls: dict[str, nodes.Const] = field(default_factory=dict)
     options: Options = field(default_factory=Options)
-    option_decls: dict[str, ast.Option] = field(default_factory=dict)
+    option_decls: dict[str, nodes.Option] = field(default_factory=dict)
     schema: Schema = field(default_factory=Schema)
     rules: list[RuleInfo] = field(default_factory=list)
     #: constants some rule reads (filled by the names stage and the expression walk)
@@ -39,7 +39,7 @@ class CheckContext:
     def report(self, code: str, message: str, span: Span) -> None:
         self.diagnostics.append(Diagnostic.make(code, message, span))
 
-    def statements(self, kind: type | tuple[type, ...]) -> Iterable[tuple[ast.PolicyFile, Any]]:
+    def statements(self, kind: type | tuple[type, ...]) -> Iterable[tuple[nodes.PolicyFile, Any]]:
         for f in self.files:
             for s in f.statements:
                 if isinstance(s, kind):

@@ -1,5 +1,5 @@
 """Globs (docs/language.md#expressions): one automaton, used both to match (the runtime: ``matches`` and
-the ``id`` globs of targets, via :func:`policylang.runtime.glob`) and to decide whether
+the ``id`` globs of targets, via :func:`policylang.evaluation.runtime.glob`) and to decide whether
 one glob covers another (the checker's W104/W105, :func:`covers`).
 
 ``*`` is any run without ``/``, ``**`` any run, ``?`` one character other than ``/``;

@@ -62,7 +62,7 @@ from __future__ import annotations
 
 from typing import Callable, Iterable, Mapping, Sequence
 
-from .. import ast
+from .. import nodes
 from .clauses import stage_clauses
 from .collect import OPTION_NAMES, stage_collect
 from .constants import stage_constants
@@ -88,7 +88,7 @@ STAGES: list[tuple[str, Callable[[CheckContext], None]]] = [
 ]
 
 
-def check(files: Sequence[ast.PolicyFile], rel_paths: Mapping[str, str],
+def check(files: Sequence[nodes.PolicyFile], rel_paths: Mapping[str, str],
           entity_types: Iterable[str] = ()) -> CheckResult:
     """Check a parsed set. ``entity_types``: the kinds and types its entity data has
     records for (W108 warns only about those)."""

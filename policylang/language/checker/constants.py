@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import ast
-from ..interpreter import Scope, evaluate
+from .. import nodes
+from ...evaluation.interpreter import Scope, evaluate
 from ..parser import ROOTS
-from ..runtime import EvalError
+from ...evaluation.runtime import EvalError
 from .context import CheckContext, suggest
 
 def stage_constants(ctx: CheckContext) -> None:
@@ -21,8 +21,8 @@ def stage_constants(ctx: CheckContext) -> None:
     for i, name in enumerate(order):
         decl = ctx.const_decls[name]
         bad = False
-        for node in ast.walk(decl.value):
-            if isinstance(node, ast.Name) and node.name not in defined:
+        for node in nodes.walk(decl.value):
+            if isinstance(node, nodes.Name) and node.name not in defined:
                 bound = _bound_in(decl.value, node)
                 if bound:
                     continue
@@ -49,17 +49,17 @@ def stage_constants(ctx: CheckContext) -> None:
     ctx.constants = defined
 
 
-def _bound_in(root: ast.Expr, name_node: ast.Name) -> bool:
+def _bound_in(root: nodes.Expr, name_node: nodes.Name) -> bool:
     """True when ``name_node`` refers to a quantifier variable of an enclosing quantifier."""
-    stack: list[tuple[ast.Node, frozenset]] = [(root, frozenset())]
+    stack: list[tuple[nodes.Node, frozenset]] = [(root, frozenset())]
     while stack:
         node, bound = stack.pop()
         if node is name_node:
             return name_node.name in bound
-        if isinstance(node, ast.Quantifier):
+        if isinstance(node, nodes.Quantifier):
             stack.append((node.collection, bound))
             stack.append((node.body, bound | {node.var}))
         else:
-            stack.extend((c, bound) for c in ast.children(node))
+            stack.extend((c, bound) for c in nodes.children(node))
     return False
 

@@ -1,4 +1,4 @@
-"""Files → parsed → checked :class:`~policylang.policyset.PolicySet` (docs/language.md, docs/language.md#entity-data, docs/language.md#what-the-checker-verifies).
+"""Files → parsed → checked :class:`~policylang.language.policyset.PolicySet` (docs/language.md, docs/language.md#entity-data, docs/language.md#what-the-checker-verifies).
 
 A policy set is one ``.policy`` file or a directory of them (recursive, sorted by path).
 A directory set also loads every ``*.entities.json`` below it. Paths in diagnostics are
@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
-from . import ast
+from . import nodes
 from .checker import check
 from .errors import Diagnostic, PolicyError, sort_diagnostics
 from .parser import parse
@@ -77,7 +77,7 @@ def build(sources: Iterable[tuple[str, str, str]], entity_sources: Iterable[tupl
     sources = list(sources)
     entity_sources = list(entity_sources)
     diags: list[Diagnostic] = []
-    files: list[ast.PolicyFile] = []
+    files: list[nodes.PolicyFile] = []
     texts = {display: text for display, _rel, text in sources}
     for display, _rel, text in sources:
         try:

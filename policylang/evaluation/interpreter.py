@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from . import ast
+from ..language import nodes
 from . import runtime as rt
 from .runtime import EvalError
 
@@ -40,47 +40,47 @@ class Scope:
         return Scope(self.roots, self.constants, {**self.vars, name: value})
 
 
-def describe(node: ast.Expr) -> str:
+def describe(node: nodes.Expr) -> str:
     """A short source-like rendering of an attribute path (for messages)."""
-    if isinstance(node, ast.Name):
+    if isinstance(node, nodes.Name):
         return node.name
-    if isinstance(node, ast.Attr):
+    if isinstance(node, nodes.Attr):
         return f"{describe(node.obj)}.{node.name}"
-    if isinstance(node, ast.Index):
+    if isinstance(node, nodes.Index):
         return f"{describe(node.obj)}[…]"
-    if isinstance(node, ast.Call):
+    if isinstance(node, nodes.Call):
         return f"{node.func}(…)"
     return "value"
 
 
-def evaluate(node: ast.Expr, scope: Scope) -> Any:
+def evaluate(node: nodes.Expr, scope: Scope) -> Any:
     """The value of ``node``; raises :class:`EvalError` as docs/language.md#evaluation-errors-fail-closed says."""
-    if isinstance(node, ast.Literal):
+    if isinstance(node, nodes.Literal):
         return node.value
-    if isinstance(node, ast.ListExpr):
+    if isinstance(node, nodes.ListExpr):
         return [evaluate(i, scope) for i in node.items]
-    if isinstance(node, ast.Name):
+    if isinstance(node, nodes.Name):
         return scope.lookup(node.name)
-    if isinstance(node, ast.Attr):
+    if isinstance(node, nodes.Attr):
         obj = evaluate(node.obj, scope)
         return rt.get_attr(obj, node.name, describe(node.obj))
-    if isinstance(node, ast.Index):
+    if isinstance(node, nodes.Index):
         obj = evaluate(node.obj, scope)
         key = evaluate(node.index, scope)
         return rt.index(obj, key)
-    if isinstance(node, ast.Call):
+    if isinstance(node, nodes.Call):
         fn, arity, _ = rt.FUNCTIONS[node.func] if node.func in rt.FUNCTIONS else (None, 0, "")
         if fn is None:
             raise EvalError(f"unknown function '{node.func}'")
         if len(node.args) != arity:
             raise EvalError(f"{node.func}() takes {arity} argument(s), got {len(node.args)}")
         return fn(*[evaluate(a, scope) for a in node.args])
-    if isinstance(node, ast.Unary):
+    if isinstance(node, nodes.Unary):
         v = evaluate(node.operand, scope)
         if node.op == "not":
             return not rt.boolean(v, "operand of 'not'")
         return rt.negate(v)
-    if isinstance(node, ast.BoolOp):
+    if isinstance(node, nodes.BoolOp):
         if node.op == "and":
             for item in node.items:
                 if not rt.boolean(evaluate(item, scope), "operand of 'and'"):
@@ -90,7 +90,7 @@ def evaluate(node: ast.Expr, scope: Scope) -> Any:
             if rt.boolean(evaluate(item, scope), "operand of 'or'"):
                 return True
         return False
-    if isinstance(node, ast.Binary):
+    if isinstance(node, nodes.Binary):
         a = evaluate(node.left, scope)
         b = evaluate(node.right, scope)
         op = node.op
@@ -105,15 +105,15 @@ def evaluate(node: ast.Expr, scope: Scope) -> Any:
         if op == "not in":
             return not rt.contains(a, b)
         return rt.arith(op, a, b)
-    if isinstance(node, ast.Matches):
+    if isinstance(node, nodes.Matches):
         return rt.matches(evaluate(node.operand, scope), node.pattern)
-    if isinstance(node, ast.Has):
+    if isinstance(node, nodes.Has):
         try:
             obj = evaluate(node.operand, scope)
         except EvalError:
             return False
         return rt.has_attr(obj, node.name)
-    if isinstance(node, ast.Quantifier):
+    if isinstance(node, nodes.Quantifier):
         coll = rt.iterable(evaluate(node.collection, scope))
         if node.kind == "any":
             for item in coll:
@@ -129,7 +129,7 @@ def evaluate(node: ast.Expr, scope: Scope) -> Any:
 
 # ------------------------------------------------------------------ rules and decisions
 
-def target_matches(target: ast.Target, req) -> bool:
+def target_matches(target: nodes.Target, req) -> bool:
     """docs/language.md#rules: kind, action, type and the id globs."""
     p = req.principal
     if target.subjects is not None:
@@ -155,7 +155,7 @@ def scope_value(v: Any) -> str:
 @dataclass
 class ConditionTrace:
     kind: str  # when / unless
-    expr: ast.Expr
+    expr: nodes.Expr
     result: Any = None  # True / False, or None when it raised or was not reached
     error: str | None = None
     detail: str | None = None  # "stops" for the condition that stopped the rule
@@ -173,7 +173,7 @@ class RuleTrace:
 def evaluate_rule(info, scope: Scope, trace: bool = False) -> RuleTrace:
     """docs/language.md#tokens and docs/language.md#evaluation-errors-fail-closed: conditions in order, stopping at the first that does not hold;
     an error fails closed (a permit does not hold; a forbid or gate holds)."""
-    rule: ast.Rule = info.rule
+    rule: nodes.Rule = info.rule
     out = RuleTrace(info, False, None, None)
     fail_closed = rule.effect != "permit"
     for cond in rule.conditions:
@@ -262,7 +262,7 @@ def decide_request(policy_set, req, approvals=None, attenuate: bool = True):
 
 def decide(policy_set, request: Any, *, entities: Any = None, approvals: Callable | None = None):
     """Reference ``decide``: validate, merge entity data, evaluate every rule plainly."""
-    from .requests import entity_lookup, parse_request
+    from .request import entity_lookup, parse_request
 
     req = parse_request(request, entity_lookup(policy_set.entities, entities), policy_set.entity_authority)
     return decide_request(policy_set, req, approvals)
@@ -270,12 +270,12 @@ def decide(policy_set, request: Any, *, entities: Any = None, approvals: Callabl
 
 # ------------------------------------------------------------------ explanations
 
-def why(expr: ast.Expr, scope: Scope, sources: Mapping[str, str]) -> str:
+def why(expr: nodes.Expr, scope: Scope, sources: Mapping[str, str]) -> str:
     """Which part of a condition made it come out ``value``, with the values compared."""
     node = expr
     # descend into the part of an and/or chain that decided the result
     while True:
-        if isinstance(node, ast.BoolOp):
+        if isinstance(node, nodes.BoolOp):
             target = (node.op == "or")  # an `or` is decided by a true item, an `and` by a false one
             nxt = None
             for item in node.items:
@@ -290,24 +290,24 @@ def why(expr: ast.Expr, scope: Scope, sources: Mapping[str, str]) -> str:
                 nxt = node.items[-1]
             node = nxt
             continue
-        if isinstance(node, ast.Unary) and node.op == "not":
+        if isinstance(node, nodes.Unary) and node.op == "not":
             node = node.operand
             continue
         break
-    if isinstance(node, ast.Binary) and node.op in ("==", "!=", "<", "<=", ">", ">=", "in", "not in"):
+    if isinstance(node, nodes.Binary) and node.op in ("==", "!=", "<", "<=", ">", ">=", "in", "not in"):
         try:
             left = evaluate(node.left, scope)
             right = evaluate(node.right, scope)
         except EvalError as e:
             return f"{_render(node, sources)}: {e}"
         return f"{_render(node, sources)}: {rt.show(left)} {node.op} {rt.show(right)} is {_tf(_safe_eval(node, scope))}"
-    if isinstance(node, ast.Matches):
+    if isinstance(node, nodes.Matches):
         try:
             v = evaluate(node.operand, scope)
         except EvalError as e:
             return f"{_render(node, sources)}: {e}"
         return f"{_render(node, sources)}: {rt.show(v)} matches {rt.show(node.pattern)} is {_tf(_safe_eval(node, scope))}"
-    if isinstance(node, ast.Has):
+    if isinstance(node, nodes.Has):
         return f"{_render(node, sources)} is {_tf(_safe_eval(node, scope))}"
     return f"{_render(node, sources)} is {_tf(_safe_eval(node, scope))}"
 
@@ -323,7 +323,7 @@ def _tf(v: Any) -> str:
     return rt.show(v) if not isinstance(v, str) else v
 
 
-def _render(node: ast.Expr, sources: Mapping[str, str]) -> str:
+def _render(node: nodes.Expr, sources: Mapping[str, str]) -> str:
     """The expression's own source text (whitespace folded), or a short rendering."""
     text = sources.get(node.span.path)
     if text is not None and 0 <= node.span.start < node.span.end <= len(text):

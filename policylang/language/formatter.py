@@ -29,7 +29,7 @@ from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from . import ast
+from . import nodes
 from .parser import parse
 from .words import format_duration
 
@@ -50,7 +50,7 @@ _SCAN = re.compile(r'"(?:[^"\\\n]|\\.)*"?|#[^\n]*|\{')
 class FormatterError(RuntimeError):
     """An internal error: the formatted text would not mean the same as the input.
 
-    Never raised for bad input (that is a :class:`~policylang.errors.PolicyError`); it
+    Never raised for bad input (that is a :class:`~policylang.language.errors.PolicyError`); it
     means a bug in the formatter, and the file must be left as it was.
     """
 
@@ -127,7 +127,7 @@ def decimal_literal(f: float) -> str:
 duration_literal = format_duration
 
 
-def _literal(e: ast.Literal) -> str:
+def _literal(e: nodes.Literal) -> str:
     kind, v = e.kind, e.value
     if kind == "string":
         return string_literal(v)
@@ -147,7 +147,7 @@ def _word(s: str) -> str:
     return s if _IDENT.fullmatch(s) else string_literal(s)
 
 
-def expr(e: ast.Expr, need: int = _QUANT) -> str:
+def expr(e: nodes.Expr, need: int = _QUANT) -> str:
     """``e`` on one line, parenthesised when its precedence is below ``need``."""
     printer = _PRINTERS.get(type(e))
     if printer is None:
@@ -159,10 +159,10 @@ def expr(e: ast.Expr, need: int = _QUANT) -> str:
 # Each printer returns the text and the precedence level of the node it printed.
 
 
-def _p_unary(e: ast.Unary) -> tuple[str, int]:
+def _p_unary(e: nodes.Unary) -> tuple[str, int]:
     if e.op == "not":
         return "not " + expr(e.operand, _NOT), _NOT
-    if isinstance(e.operand, ast.Unary) and e.operand.op == "-":
+    if isinstance(e.operand, nodes.Unary) and e.operand.op == "-":
         return f"-({expr(e.operand)})", _NEG  # not "--1"
     return "-" + expr(e.operand, _NEG), _NEG
 
@@ -173,12 +173,12 @@ _BINARY = {"+": (_ADD, _ADD, _MUL), "-": (_ADD, _ADD, _MUL), "*": (_MUL, _MUL, _
 _COMPARISON = (_CMP, _ADD, _ADD)
 
 
-def _p_binary(e: ast.Binary) -> tuple[str, int]:
+def _p_binary(e: nodes.Binary) -> tuple[str, int]:
     prec, left, right = _BINARY.get(e.op, _COMPARISON)
     return f"{expr(e.left, left)} {e.op} {expr(e.right, right)}", prec
 
 
-def _p_boolop(e: ast.BoolOp) -> tuple[str, int]:
+def _p_boolop(e: nodes.BoolOp) -> tuple[str, int]:
     # an item that is itself a chain (even of the same operator: the author grouped it,
     # and it is a node of its own) gets parentheses
     prec, need = (_OR, _AND) if e.op == "or" else (_AND, _NOT)
@@ -186,18 +186,18 @@ def _p_boolop(e: ast.BoolOp) -> tuple[str, int]:
 
 
 _PRINTERS = {
-    ast.Literal: lambda e: (_literal(e), _ATOM),
-    ast.Name: lambda e: (e.name, _ATOM),
-    ast.ListExpr: lambda e: ("[" + ", ".join([expr(i) for i in e.items]) + "]", _ATOM),
-    ast.Attr: lambda e: (f"{expr(e.obj, _POSTFIX)}.{e.name}", _POSTFIX),
-    ast.Index: lambda e: (f"{expr(e.obj, _POSTFIX)}[{expr(e.index)}]", _POSTFIX),
-    ast.Call: lambda e: (f"{e.func}(" + ", ".join([expr(a) for a in e.args]) + ")", _POSTFIX),
-    ast.Unary: _p_unary,
-    ast.Binary: _p_binary,
-    ast.BoolOp: _p_boolop,
-    ast.Matches: lambda e: (f"{expr(e.operand, _ADD)} matches {string_literal(e.pattern)}", _CMP),
-    ast.Has: lambda e: (f"{expr(e.operand, _ADD)} has {_word(e.name)}", _CMP),
-    ast.Quantifier: lambda e: (f"{e.kind} {e.var} in {expr(e.collection, _OR)}: {expr(e.body)}", _QUANT),
+    nodes.Literal: lambda e: (_literal(e), _ATOM),
+    nodes.Name: lambda e: (e.name, _ATOM),
+    nodes.ListExpr: lambda e: ("[" + ", ".join([expr(i) for i in e.items]) + "]", _ATOM),
+    nodes.Attr: lambda e: (f"{expr(e.obj, _POSTFIX)}.{e.name}", _POSTFIX),
+    nodes.Index: lambda e: (f"{expr(e.obj, _POSTFIX)}[{expr(e.index)}]", _POSTFIX),
+    nodes.Call: lambda e: (f"{e.func}(" + ", ".join([expr(a) for a in e.args]) + ")", _POSTFIX),
+    nodes.Unary: _p_unary,
+    nodes.Binary: _p_binary,
+    nodes.BoolOp: _p_boolop,
+    nodes.Matches: lambda e: (f"{expr(e.operand, _ADD)} matches {string_literal(e.pattern)}", _CMP),
+    nodes.Has: lambda e: (f"{expr(e.operand, _ADD)} has {_word(e.name)}", _CMP),
+    nodes.Quantifier: lambda e: (f"{e.kind} {e.var} in {expr(e.collection, _OR)}: {expr(e.body)}", _QUANT),
 }
 
 
@@ -241,29 +241,29 @@ class _Printer:
         raise FormatterError("no '{' found in a declaration with fields")
 
     # -- statements ----------------------------------------------------------------
-    def statement(self, st: ast.Statement) -> None:
-        if isinstance(st, ast.Rule):
+    def statement(self, st: nodes.Statement) -> None:
+        if isinstance(st, nodes.Rule):
             self.rule(st)
-        elif isinstance(st, ast.Const):
+        elif isinstance(st, nodes.Const):
             self.assignment(st, f"const {st.name} = ", st.value)
-        elif isinstance(st, ast.Option):
+        elif isinstance(st, nodes.Option):
             self.assignment(st, f"option {st.name} = ", st.value)
-        elif isinstance(st, ast.EntityDecl):
+        elif isinstance(st, nodes.EntityDecl):
             self.declaration(st, f"{st.category} {st.name}" + (" authoritative" if st.authoritative else ""),
                              st.fields)
-        elif isinstance(st, ast.ActionDecl):
+        elif isinstance(st, nodes.ActionDecl):
             head = ("high_impact " if st.high_impact else "") + "action "
             head += ", ".join(_word(n) for n in st.names) + " on " + ", ".join(st.on)
             self.declaration(st, head, st.fields)
-        elif isinstance(st, ast.ContextDecl):
+        elif isinstance(st, nodes.ContextDecl):
             self.declaration(st, "context", st.fields)
         else:
             raise FormatterError(f"cannot print {type(st).__name__}")
 
-    def assignment(self, st, head: str, value: ast.Expr) -> None:
+    def assignment(self, st, head: str, value: nodes.Expr) -> None:
         s, e = st.span.start, st.span.end
         flat = head + expr(value)
-        if isinstance(value, ast.ListExpr) and value.items and (
+        if isinstance(value, nodes.ListExpr) and value.items and (
             len(flat) > WIDTH or self.has_comment(value.span.start + 1, value.span.end)
         ):
             # one item a line, with a trailing comma
@@ -294,7 +294,7 @@ class _Printer:
             self.unit(INDENT, t + ",", f.span.start, f.span.end)
         self.unit(0, "}", e - 1, e, comment_indent=INDENT)
 
-    def rule(self, r: ast.Rule) -> None:
+    def rule(self, r: nodes.Rule) -> None:
         first = True
         for a in r.annotations:
             text = f"@{a.name}" if a.value is None else f"@{a.name}({string_literal(a.value)})"
@@ -311,23 +311,23 @@ class _Printer:
         for c in r.conditions:
             self.condition(c)
         for c in r.clauses:
-            if isinstance(c, ast.Grant):
+            if isinstance(c, nodes.Grant):
                 text = "grant " + ", ".join(expr(x) for x in c.scopes) + " for " + duration_literal(c.ttl)
-            elif isinstance(c, ast.By):
+            elif isinstance(c, nodes.By):
                 text = "by " + ", ".join(string_literal(x) for x in c.approvers)
-            elif isinstance(c, ast.Because):
+            elif isinstance(c, nodes.Because):
                 text = "because " + string_literal(c.text)
             else:
                 raise FormatterError(f"cannot print {type(c).__name__}")
             self.unit(INDENT, text, c.span.start, c.span.end)
 
-    def condition(self, c: ast.Condition) -> None:
+    def condition(self, c: nodes.Condition) -> None:
         e = c.expr
         flat = f"{c.kind} {expr(e)}"
         # A comment between the first and the last operand keeps the chain broken, so it
         # stays between them. (Not up to the condition's end: that may be a closing
         # parenthesis, and a comment before it ends up after the last operand.)
-        if isinstance(e, ast.BoolOp) and (
+        if isinstance(e, nodes.BoolOp) and (
             INDENT + len(flat) > WIDTH or self.has_comment(e.items[0].span.end, e.items[-1].span.end)
         ):
             # one operand a line, the operator first
@@ -437,7 +437,7 @@ def _render(entries) -> str:
     return "\n".join(lines) + "\n" if lines else ""
 
 
-def _type(t: ast.TypeRef) -> str:
+def _type(t: nodes.TypeRef) -> str:
     s = t.name
     if t.arg is not None:
         s += f"<{_type(t.arg)}>"
@@ -453,7 +453,7 @@ def _refs(refs) -> str:
 # ------------------------------------------------------------------ entry points
 
 
-def format_tree(tree: ast.PolicyFile, text: str) -> str:
+def format_tree(tree: nodes.PolicyFile, text: str) -> str:
     """Print ``tree`` (parsed from ``text``) in the canonical layout, with ``text``'s comments.
 
     No checks: :func:`format_source` is the safe entry point.
@@ -467,7 +467,7 @@ def format_tree(tree: ast.PolicyFile, text: str) -> str:
 def format_source(text: str, path: str = "<policy>") -> str:
     """``text`` in the canonical layout.
 
-    Raises :class:`~policylang.errors.PolicyError` (one E001) when ``text`` does not
+    Raises :class:`~policylang.language.errors.PolicyError` (one E001) when ``text`` does not
     parse, and :class:`FormatterError` if the result would not be equivalent (a bug).
     """
     from .errors import PolicyError

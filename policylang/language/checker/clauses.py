@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import json
 
-from .. import ast
-from ..runtime import cidr_is_valid
+from .. import nodes
+from ...evaluation.runtime import cidr_is_valid
 from .context import CheckContext, format_duration
 
-_CLAUSE_WORD = {ast.Grant: "grant", ast.By: "by", ast.Because: "because"}
+_CLAUSE_WORD = {nodes.Grant: "grant", nodes.By: "by", nodes.Because: "because"}
 
 
 def stage_clauses(ctx: CheckContext) -> None:
@@ -34,7 +34,7 @@ def _clauses_and_ids(ctx: CheckContext) -> None:
                                    f"`{word}` (join them into one)", clause.span)
                 continue
             seen.add(kind)
-            if kind is ast.Grant:
+            if kind is nodes.Grant:
                 if effect != "permit":
                     what = "a forbid" if effect == "forbid" else "a require approval rule"
                     ctx.report("E007", f"`grant` is only allowed on permit rules, not on {what}; "
@@ -46,10 +46,10 @@ def _clauses_and_ids(ctx: CheckContext) -> None:
                     ctx.report("E007", f"grant ttl {format_duration(clause.ttl)} is longer than the set's max_ttl "
                                        f"({format_duration(max_ttl)}); shorten it or raise `option max_ttl`",
                                clause.span)
-            elif kind is ast.By and effect != "require_approval":
+            elif kind is nodes.By and effect != "require_approval":
                 ctx.report("E007", f"`by` names approvers and is only allowed on `require approval` rules, "
                                    f"not on a {effect}; remove it", clause.span)
-        if effect == "require_approval" and ast.By not in seen:
+        if effect == "require_approval" and nodes.By not in seen:
             ctx.report("E007", "`require approval` needs a `by` clause naming who may approve, "
                                "e.g. by \"sre-oncall\"", rule.head_span)
         if len(rule.annotations) > 1:
@@ -64,30 +64,30 @@ def _cidr_networks(ctx: CheckContext) -> None:
         for c in rule.conditions:
             _cidrs(ctx, c.expr, frozenset())
         for clause in rule.clauses:
-            if clause.__class__ is ast.Grant:
+            if clause.__class__ is nodes.Grant:
                 for scope in clause.scopes:
                     _cidrs(ctx, scope, frozenset())
 
 
-def _cidrs(ctx: CheckContext, n: ast.Expr, bound: frozenset) -> None:
+def _cidrs(ctx: CheckContext, n: nodes.Expr, bound: frozenset) -> None:
     """E007 for each ``in_cidr`` whose network is a literal, or a constant (not shadowed
     by a quantifier variable), that does not parse; sub-expressions first."""
-    if n.__class__ is ast.Quantifier:
+    if n.__class__ is nodes.Quantifier:
         _cidrs(ctx, n.collection, bound)
         _cidrs(ctx, n.body, bound | {n.var})
         return
-    for child in ast.children(n):
+    for child in nodes.children(n):
         _cidrs(ctx, child, bound)
-    if n.__class__ is not ast.Call or n.func != "in_cidr" or len(n.args) != 2:
+    if n.__class__ is not nodes.Call or n.func != "in_cidr" or len(n.args) != 2:
         return
     net = n.args[1]
     text = None
-    if net.__class__ is ast.Literal and net.kind == "string":
+    if net.__class__ is nodes.Literal and net.kind == "string":
         text = net.value
-    elif net.__class__ is ast.Name and net.name not in bound and isinstance(ctx.constants.get(net.name), str):
+    elif net.__class__ is nodes.Name and net.name not in bound and isinstance(ctx.constants.get(net.name), str):
         text = ctx.constants[net.name]
     if text is not None and not cidr_is_valid(text):
-        via = "" if net.__class__ is ast.Literal else f" (the value of constant '{net.name}')"
+        via = "" if net.__class__ is nodes.Literal else f" (the value of constant '{net.name}')"
         ctx.report("E007", f"{json.dumps(text)}{via} is not a CIDR network; write an IPv4 or "
                            f"IPv6 network such as \"10.0.0.0/8\" or \"fd00::/8\"", net.span)
 

@@ -20,7 +20,7 @@ import enum
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence, Union
 
-from .. import ast
+from .. import nodes
 
 SCALAR_TYPES = frozenset(["string", "number", "bool", "duration"])
 COLLECTION_TYPES = frozenset(["set", "list"])
@@ -97,7 +97,7 @@ def common(types: Sequence[StaticType | None]) -> StaticType | None:
     return first
 
 
-def type_of_ref(t: ast.TypeRef | None) -> StaticType | None:
+def type_of_ref(t: nodes.TypeRef | None) -> StaticType | None:
     """The static type of a schema type reference (``set<string>`` → a list of strings)."""
     if t is None:
         return None

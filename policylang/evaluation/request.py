@@ -2,7 +2,7 @@
 
 Validation is hand-written straight-line code rather than a pydantic model: it runs on
 every decision and must cost well under a microsecond or two. Every problem raises
-:class:`~policylang.errors.RequestError` naming the field (``principal.id``,
+:class:`~policylang.language.errors.RequestError` naming the field (``principal.id``,
 ``delegation[2].kind`` …); nothing malformed ever becomes a decision.
 """
 
@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Callable, Mapping
 
-from .errors import RequestError
-from .policyset import merge_entities
+from ..language.errors import RequestError
+from ..language.policyset import merge_entities
 from .runtime import Action, Delegation, Entity, type_name
 
 #: (kind or type, id) -> stored attrs or None
@@ -230,7 +230,7 @@ def _principal_like(value: Any, field: str, lookup: EntityLookup | None, authori
 def parse_request(raw: Any, lookup: EntityLookup | None = None, authority: Any = None) -> Request:
     """Validate ``raw`` (docs/requests.md#request) and merge entity data. Raises :class:`RequestError`.
 
-    ``authority`` is the set's :attr:`~policylang.policyset.PolicySet.entity_authority`:
+    ``authority`` is the set's :attr:`~policylang.language.policyset.PolicySet.entity_authority`:
     which kinds and types have authoritative stored data (``None``: none)."""
     return Request(*parse_parts(raw, lookup, authority), raw)
 

@@ -12,9 +12,9 @@ reports that one (see :mod:`.expressions`)."""
 
 from __future__ import annotations
 
-from .. import ast
+from .. import nodes
 from ..parser import ROOTS
-from ..runtime import FUNCTIONS
+from ...evaluation.runtime import FUNCTIONS
 from .context import CheckContext, did_you_mean, head_span, suggest, tail_span
 
 DELEGATION_FIELDS = ("chain", "depth", "root")
@@ -26,37 +26,37 @@ def stage_names(ctx: CheckContext) -> None:
         for c in rule.conditions:
             _resolve(ctx, c.expr, ())
         for clause in rule.clauses:
-            if clause.__class__ is ast.Grant:
+            if clause.__class__ is nodes.Grant:
                 for scope in clause.scopes:
                     _resolve(ctx, scope, ())
 
 
-def _is_delegation(n: ast.Expr, bound: tuple[str, ...]) -> bool:
-    return n.__class__ is ast.Name and n.name == "delegation" and n.name not in bound
+def _is_delegation(n: nodes.Expr, bound: tuple[str, ...]) -> bool:
+    return n.__class__ is nodes.Name and n.name == "delegation" and n.name not in bound
 
 
-def _resolve(ctx: CheckContext, n: ast.Expr, bound: tuple[str, ...]) -> None:
+def _resolve(ctx: CheckContext, n: nodes.Expr, bound: tuple[str, ...]) -> None:
     """Sub-expressions first, then ``n`` itself (the order the diagnostics come in)."""
     cls = n.__class__
-    if cls is ast.Name:
+    if cls is nodes.Name:
         _name(ctx, n, bound)
         return
-    if cls is ast.Quantifier:
+    if cls is nodes.Quantifier:
         _resolve(ctx, n.collection, bound)
         _resolve(ctx, n.body, bound + (n.var,))
         return
-    for child in ast.children(n):
+    for child in nodes.children(n):
         _resolve(ctx, child, bound)
-    if cls is ast.Call:
+    if cls is nodes.Call:
         _call(ctx, n)
-    elif cls is ast.Attr and _is_delegation(n.obj, bound):
+    elif cls is nodes.Attr and _is_delegation(n.obj, bound):
         _delegation_field(ctx, n.name, tail_span(n.span, len(n.name)))
-    elif (cls is ast.Index and _is_delegation(n.obj, bound) and n.index.__class__ is ast.Literal
+    elif (cls is nodes.Index and _is_delegation(n.obj, bound) and n.index.__class__ is nodes.Literal
           and n.index.kind == "string"):
         _delegation_field(ctx, n.index.value, n.index.span)
 
 
-def _name(ctx: CheckContext, n: ast.Name, bound: tuple[str, ...]) -> None:
+def _name(ctx: CheckContext, n: nodes.Name, bound: tuple[str, ...]) -> None:
     name = n.name
     if name in bound:
         return
@@ -71,7 +71,7 @@ def _name(ctx: CheckContext, n: ast.Name, bound: tuple[str, ...]) -> None:
     ctx.report("E002", f"unknown name '{name}'{hint}", n.span)
 
 
-def _call(ctx: CheckContext, n: ast.Call) -> None:
+def _call(ctx: CheckContext, n: nodes.Call) -> None:
     spec = FUNCTIONS.get(n.func)
     if spec is None:
         hint = suggest(n.func, FUNCTIONS)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from .. import ast
+from .. import nodes
 from ..parser import ROOTS
 from ..policyset import ActionInfo, Options, RuleInfo, Schema
 from .context import CheckContext, suggest
@@ -16,7 +16,7 @@ from .types import COLLECTION_TYPES, SCALAR_TYPES
 
 OPTION_NAMES = ("max_ttl", "max_approval_ttl", "attenuate_delegation", "authoritative_entities")
 
-def _type_errors(t: ast.TypeRef, ctx: CheckContext) -> None:
+def _type_errors(t: nodes.TypeRef, ctx: CheckContext) -> None:
     if t.name in COLLECTION_TYPES:
         if t.arg is None:
             ctx.report("E005", f"'{t.name}' needs an element type, e.g. {t.name}<string>", t.span)
@@ -30,7 +30,7 @@ def _type_errors(t: ast.TypeRef, ctx: CheckContext) -> None:
         ctx.report("E005", f"unknown type '{t.name}'{suggest(t.name, known)}", t.span)
 
 
-def _fields(decl_fields: Sequence[ast.FieldDecl] | None, ctx: CheckContext, into: dict) -> None:
+def _fields(decl_fields: Sequence[nodes.FieldDecl] | None, ctx: CheckContext, into: dict) -> None:
     for f in decl_fields or ():
         _type_errors(f.type, ctx)
         into[f.name] = f.type
@@ -46,7 +46,7 @@ _OPTION_VALUES: dict[str, tuple[tuple[str, ...], bool, str]] = {
 }
 
 
-def _collect_const(ctx: CheckContext, s: ast.Const) -> None:
+def _collect_const(ctx: CheckContext, s: nodes.Const) -> None:
     if s.name in ROOTS:
         ctx.report("E006", f"constant '{s.name}' has the name of a root", s.name_span)
     elif s.name in ctx.const_decls:
@@ -56,7 +56,7 @@ def _collect_const(ctx: CheckContext, s: ast.Const) -> None:
         ctx.const_decls[s.name] = s
 
 
-def _collect_option(ctx: CheckContext, s: ast.Option, options: dict[str, Any]) -> None:
+def _collect_option(ctx: CheckContext, s: nodes.Option, options: dict[str, Any]) -> None:
     if s.name not in OPTION_NAMES:
         ctx.report("E007", f"unknown option '{s.name}'{suggest(s.name, OPTION_NAMES)}", s.name_span)
         return
@@ -67,7 +67,7 @@ def _collect_option(ctx: CheckContext, s: ast.Option, options: dict[str, Any]) -
     ctx.option_decls[s.name] = s
     kinds, positive, message = _OPTION_VALUES[s.name]
     value = s.value
-    if isinstance(value, ast.Literal) and value.kind in kinds and (not positive or value.value > 0):
+    if isinstance(value, nodes.Literal) and value.kind in kinds and (not positive or value.value > 0):
         options[s.name] = value.value
     else:
         ctx.report("E007", message, value.span)
@@ -84,16 +84,16 @@ def stage_collect(ctx: CheckContext) -> None:
 
     for f in ctx.files:
         for s in f.statements:
-            if isinstance(s, ast.Const):
+            if isinstance(s, nodes.Const):
                 _collect_const(ctx, s)
-            elif isinstance(s, ast.Option):
+            elif isinstance(s, nodes.Option):
                 _collect_option(ctx, s, options)
-            elif isinstance(s, ast.EntityDecl):
+            elif isinstance(s, nodes.EntityDecl):
                 target = principals if s.category == "principal" else resources
                 _fields(s.fields, ctx, target.setdefault(s.name, {}))
                 if s.authoritative:
                     (auth_principals if s.category == "principal" else auth_resources).add(s.name)
-            elif isinstance(s, ast.ActionDecl):
+            elif isinstance(s, nodes.ActionDecl):
                 attrs: dict = {}
                 _fields(s.fields, ctx, attrs)
                 for name in s.names:
@@ -103,10 +103,10 @@ def stage_collect(ctx: CheckContext) -> None:
                     else:
                         actions[name] = ActionInfo(name, prev.on | frozenset(s.on), {**prev.attrs, **attrs},
                                                    prev.high_impact or s.high_impact, prev.decl)
-            elif isinstance(s, ast.ContextDecl):
+            elif isinstance(s, nodes.ContextDecl):
                 context = {} if context is None else context
                 _fields(s.fields, ctx, context)
-            elif isinstance(s, ast.Rule):
+            elif isinstance(s, nodes.Rule):
                 explicit = s.annotation("id")
                 rid = explicit if explicit is not None else f"{ctx.rel_paths.get(f.path, f.path)}:{s.span.line}"
                 ctx.rules.append(RuleInfo(rid, s, len(ctx.rules), f.path, explicit is not None))

@@ -1,8 +1,8 @@
 """The engine: owns the compiled decision tree and the bounded decision cache, and
 answers requests (docs/language.md#combining-rules, docs/language.md#evaluation-errors-fail-closed, README.md#python-api).
 
-``decide`` validates the request and merges entity data (:mod:`policylang.requests`),
-finds the request's plan in the compiled tree (:mod:`policylang.compiler`), evaluates
+``decide`` validates the request and merges entity data (:mod:`policylang.evaluation.request`),
+finds the request's plan in the compiled tree (:mod:`policylang.evaluation.compiler`), evaluates
 the applicable rules, and combines their outcomes (docs/language.md#combining-rules). The cache can never change
 a decision: its key is the plan plus the typed value of every attribute path that any
 rule of the plan reads, and decisions that consulted the approval checker are never
@@ -20,9 +20,9 @@ from cachetools import LRUCache, TTLCache
 from . import interpreter
 from .compiler import CompiledSet
 from .decision import ALLOW, DENY, Decision, attenuate, combine, confirmed
-from .policyset import PolicySet
-from .requests import Request, entity_lookup, parse_parts
-from .errors import RequestError
+from ..language.policyset import PolicySet
+from .request import Request, entity_lookup, parse_parts
+from ..language.errors import RequestError
 from .runtime import EvalError
 
 ApprovalChecker = Callable[[str, Mapping, list], bool]
@@ -67,7 +67,7 @@ class Engine:
         if entities is not None and not (callable(entities) or isinstance(entities, Mapping)):
             raise TypeError("entities must be a mapping {kind: {id: attrs}} or a callable (kind, id) -> attrs")
         if isinstance(entities, Mapping):
-            from .loader import entities_shape_error
+            from ..language.loader import entities_shape_error
             problem = entities_shape_error(entities)
             if problem:
                 raise ValueError(f"entities: {problem}")

@@ -4,7 +4,7 @@ The LALR parser is built once per process (Lark's grammar analysis is cached on 
 too) and runs with an inline transformer, so no intermediate parse tree is built and
 no step recurses over the input: a 20,000-deep expression costs a diagnostic, not a
 ``RecursionError``. The first syntax error stops the parse and becomes an E001
-:class:`~policylang.errors.Diagnostic` inside a :class:`~policylang.errors.PolicyError`.
+:class:`~policylang.language.errors.Diagnostic` inside a :class:`~policylang.language.errors.PolicyError`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import lark
 from lark import Lark, UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 from lark.parsers.lalr_analysis import Shift
 
-from . import ast
+from . import nodes
 from .errors import Diagnostic, PolicyError
 from .source import Span, offset_of
 from .words import parse_duration
@@ -51,8 +51,8 @@ ROOTS = frozenset(["principal", "action", "resource", "context", "risk", "delega
 
 def grammar_path() -> Path:
     """The grammar file: inside the installed package, or the checkout's ``grammar/``."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "grammar" / "policy.lark", here.parent / "grammar" / "policy.lark"):
+    package = Path(__file__).resolve().parent.parent  # policylang/
+    for candidate in (package / "grammar" / "policy.lark", package.parent / "grammar" / "policy.lark"):
         if candidate.is_file():
             return candidate
     raise FileNotFoundError("policylang grammar (policy.lark) not found next to the package")
@@ -139,7 +139,7 @@ class _Builder:
         span = Span(self.path, 1, 1, 1, 1, 0, 0)
         if statements:
             span = Span.join(statements[0].span, statements[-1].span)
-        return ast.PolicyFile(self.path, tuple(statements), span=span)
+        return nodes.PolicyFile(self.path, tuple(statements), span=span)
 
     def statements(self, kids):
         if len(kids) == 1:
@@ -152,11 +152,11 @@ class _Builder:
     def const_decl(self, kids):
         kw, name, _eq, value = kids
         self._check_not_keyword(name, "constant")
-        return ast.Const(name.value, value, span=self._span(kw, value), name_span=self._tok_span(name))
+        return nodes.Const(name.value, value, span=self._span(kw, value), name_span=self._tok_span(name))
 
     def option_decl(self, kids):
         kw, name, _eq, value = kids
-        return ast.Option(name.value, value, span=self._span(kw, value), name_span=self._tok_span(name))
+        return nodes.Option(name.value, value, span=self._span(kw, value), name_span=self._tok_span(name))
 
     def _expect_word(self, t: Tok, allowed: tuple[str, ...]) -> None:
         if t.value not in allowed:
@@ -170,7 +170,7 @@ class _Builder:
         if marker and marker[0].value != "authoritative":
             raise _SyntaxProblem(f"expected '{{' or 'authoritative' after {cat.value} {name.value}, "
                                  f"found '{marker[0].value}'", self._tok_span(marker[0]))
-        return ast.EntityDecl(cat.value, name.value, block.fields, bool(marker),
+        return nodes.EntityDecl(cat.value, name.value, block.fields, bool(marker),
                               span=self._span(cat, block.close))
 
     def _action_decl(self, kids, high_impact):
@@ -182,7 +182,7 @@ class _Builder:
         types = [k for k in rest if isinstance(k, Tok) and k.type == "NAME"]
         block = rest[-1] if isinstance(rest[-1], _Block) else None
         last = block.close if block else types[-1]
-        return ast.ActionDecl(tuple(names), tuple(t.value for t in types), block.fields if block else None,
+        return nodes.ActionDecl(tuple(names), tuple(t.value for t in types), block.fields if block else None,
                               high_impact, span=self._span(first, last))
 
     def action_decl(self, kids):
@@ -194,29 +194,29 @@ class _Builder:
     def context_decl(self, kids):
         word, block = kids
         self._expect_word(word, ("context",))
-        return ast.ContextDecl(block.fields, span=self._span(word, block.close))
+        return nodes.ContextDecl(block.fields, span=self._span(word, block.close))
 
     def type_name(self, kids):
         return kids[0]
 
     def field_block(self, kids):
-        return _Block(tuple(k for k in kids if isinstance(k, ast.FieldDecl)), kids[-1])
+        return _Block(tuple(k for k in kids if isinstance(k, nodes.FieldDecl)), kids[-1])
 
     def field(self, kids):
         name, typ = kids
-        return ast.FieldDecl(name.value, typ, span=self._span(name, typ))
+        return nodes.FieldDecl(name.value, typ, span=self._span(name, typ))
 
     def type_ref(self, kids):
         name = kids[0]
-        arg = next((k for k in kids[1:] if isinstance(k, ast.TypeRef)), None)
+        arg = next((k for k in kids[1:] if isinstance(k, nodes.TypeRef)), None)
         optional = any(isinstance(k, Tok) and k.type == "QMARK" for k in kids)
-        return ast.TypeRef(name.value, arg, optional, span=self._span(name, kids[-1]))
+        return nodes.TypeRef(name.value, arg, optional, span=self._span(name, kids[-1]))
 
     # -- rules --------------------------------------------------------------------
     def annotation(self, kids):
         at, name = kids[0], kids[1]
         value = self._string(kids[3]) if len(kids) > 3 else None
-        return ast.Annotation(name.value, value, span=self._span(at, kids[-1]))
+        return nodes.Annotation(name.value, value, span=self._span(at, kids[-1]))
 
     def permit(self, kids):
         return ("permit", self._span(kids[0]))
@@ -230,23 +230,23 @@ class _Builder:
     def rule(self, kids):
         i = 0
         annotations = []
-        while isinstance(kids[i], ast.Annotation):
+        while isinstance(kids[i], nodes.Annotation):
             annotations.append(kids[i])
             i += 1
         effect, head_span = kids[i]
         target = kids[i + 1]
         rest = kids[i + 2:]
-        conditions = tuple(k for k in rest if isinstance(k, ast.Condition))
-        clauses = tuple(k for k in rest if not isinstance(k, ast.Condition))
+        conditions = tuple(k for k in rest if isinstance(k, nodes.Condition))
+        clauses = tuple(k for k in rest if not isinstance(k, nodes.Condition))
         first = annotations[0].span if annotations else head_span
         last = rest[-1].span if rest else target.span
-        return ast.Rule(effect, tuple(annotations), target, conditions, clauses,
+        return nodes.Rule(effect, tuple(annotations), target, conditions, clauses,
                         span=Span.join(first, last), head_span=head_span)
 
     def target(self, kids):
         subjects, _to, actions, _on, resources = kids
         acts, act_spans, _first, _last = actions
-        return ast.Target(subjects[0], acts, resources[0], span=Span.join(subjects[2], resources[3]),
+        return nodes.Target(subjects[0], acts, resources[0], span=Span.join(subjects[2], resources[3]),
                           action_spans=act_spans)
 
     def _refs(self, kids):
@@ -264,7 +264,7 @@ class _Builder:
     def entity_ref(self, kids):
         name = kids[0]
         glob = self._string(kids[1]) if len(kids) > 1 else None
-        return ast.EntityRef(name.value, glob, span=self._span(name, kids[-1]))
+        return nodes.EntityRef(name.value, glob, span=self._span(name, kids[-1]))
 
     def actions(self, kids):
         if len(kids) == 1 and isinstance(kids[0], Tok) and kids[0].type == "STAR":
@@ -280,28 +280,28 @@ class _Builder:
         return (value, self._tok_span(t))
 
     def when(self, kids):
-        return ast.Condition("when", kids[1], span=self._span(kids[0], kids[1]))
+        return nodes.Condition("when", kids[1], span=self._span(kids[0], kids[1]))
 
     def unless(self, kids):
-        return ast.Condition("unless", kids[1], span=self._span(kids[0], kids[1]))
+        return nodes.Condition("unless", kids[1], span=self._span(kids[0], kids[1]))
 
     def grant_clause(self, kids):
         kw, scopes, _for, dur = kids
-        return ast.Grant(tuple(scopes), parse_duration(dur.value), span=self._span(kw, dur))
+        return nodes.Grant(tuple(scopes), parse_duration(dur.value), span=self._span(kw, dur))
 
     def by_clause(self, kids):
         kw, *names = kids
-        return ast.By(tuple(self._string(n) for n in names), span=self._span(kw, names[-1]))
+        return nodes.By(tuple(self._string(n) for n in names), span=self._span(kw, names[-1]))
 
     def because_clause(self, kids):
         kw, text = kids
-        return ast.Because(self._string(text), span=self._span(kw, text))
+        return nodes.Because(self._string(text), span=self._span(kw, text))
 
     # -- expressions --------------------------------------------------------------
     def quantifier(self, kids):
         kw, var, _in, coll, body = kids
         self._check_not_keyword(var, "variable")
-        return self._expr(ast.Quantifier(kw.value, var.value, coll, body, span=self._span(kw, body)), coll, body)
+        return self._expr(nodes.Quantifier(kw.value, var.value, coll, body, span=self._span(kw, body)), coll, body)
 
     def or_op(self, kids):
         return self._boolop("or", kids[0], kids[2])
@@ -314,13 +314,13 @@ class _Builder:
         # parentheses or the end of the parse) it grows in place, so a chain of n terms
         # costs O(n), not O(n^2).
         rdepth = self.depth.get(id(right), 1)
-        if isinstance(left, ast.BoolOp) and left.op == op and id(left) in self._open:
+        if isinstance(left, nodes.BoolOp) and left.op == op and id(left) in self._open:
             self._open[id(left)][1].append(right)
             object.__setattr__(left, "span", Span.join(left.span, right.span))
             node = left
             d = max(self.depth[id(node)], rdepth + 1)
         else:
-            node = ast.BoolOp(op, (), span=Span.join(left.span, right.span))
+            node = nodes.BoolOp(op, (), span=Span.join(left.span, right.span))
             self._open[id(node)] = (node, [left, right])
             d = 1 + max(self.depth.get(id(left), 1), rdepth)
         self.depth[id(node)] = d
@@ -339,69 +339,69 @@ class _Builder:
         self._open.clear()
 
     def not_op(self, kids):
-        return self._expr(ast.Unary("not", kids[1], span=self._span(kids[0], kids[1])), kids[1])
+        return self._expr(nodes.Unary("not", kids[1], span=self._span(kids[0], kids[1])), kids[1])
 
     def neg(self, kids):
-        return self._expr(ast.Unary("-", kids[1], span=self._span(kids[0], kids[1])), kids[1])
+        return self._expr(nodes.Unary("-", kids[1], span=self._span(kids[0], kids[1])), kids[1])
 
     def compare(self, kids):
         left, op, right = kids
-        return self._expr(ast.Binary(op.value, left, right, span=self._span(left, right)), left, right)
+        return self._expr(nodes.Binary(op.value, left, right, span=self._span(left, right)), left, right)
 
     arith = compare
 
     def in_op(self, kids):
         left, _in, right = kids
-        return self._expr(ast.Binary("in", left, right, span=self._span(left, right)), left, right)
+        return self._expr(nodes.Binary("in", left, right, span=self._span(left, right)), left, right)
 
     def not_in_op(self, kids):
         left, _not, _in, right = kids
-        return self._expr(ast.Binary("not in", left, right, span=self._span(left, right)), left, right)
+        return self._expr(nodes.Binary("not in", left, right, span=self._span(left, right)), left, right)
 
     def matches(self, kids):
         left, _kw, pat = kids
-        return self._expr(ast.Matches(left, self._string(pat), span=self._span(left, pat)), left)
+        return self._expr(nodes.Matches(left, self._string(pat), span=self._span(left, pat)), left)
 
     def has(self, kids):
         left, _kw, name = kids
         value = self._string(name) if name.type == "STRING" else name.value
-        return self._expr(ast.Has(left, value, span=self._span(left, name)), left)
+        return self._expr(nodes.Has(left, value, span=self._span(left, name)), left)
 
     def attr(self, kids):
         obj, name = kids
-        return self._expr(ast.Attr(obj, name.value, span=self._span(obj, name)), obj)
+        return self._expr(nodes.Attr(obj, name.value, span=self._span(obj, name)), obj)
 
     def index(self, kids):
         obj, _l, idx, r = kids
-        return self._expr(ast.Index(obj, idx, span=self._span(obj, r)), obj, idx)
+        return self._expr(nodes.Index(obj, idx, span=self._span(obj, r)), obj, idx)
 
     def string(self, kids):
-        return ast.Literal(self._string(kids[0]), "string", span=self._span(kids[0]))
+        return nodes.Literal(self._string(kids[0]), "string", span=self._span(kids[0]))
 
     def integer(self, kids):
         t = kids[0]
         if len(t.value) > 300:
             raise _SyntaxProblem("integer literal is too long (more than 300 digits)", self._span(t))
-        return ast.Literal(int(t.value), "int", span=self._span(t))
+        return nodes.Literal(int(t.value), "int", span=self._span(t))
 
     def decimal(self, kids):
         t = kids[0]
         value = float(t.value)
         if value == float("inf"):
             raise _SyntaxProblem("decimal literal is out of range", self._span(t))
-        return ast.Literal(value, "decimal", span=self._span(t))
+        return nodes.Literal(value, "decimal", span=self._span(t))
 
     def duration(self, kids):
         t = kids[0]
         if len(t.value) > 300:
             raise _SyntaxProblem("duration literal is too long", self._span(t))
-        return ast.Literal(parse_duration(t.value), "duration", span=self._span(t))
+        return nodes.Literal(parse_duration(t.value), "duration", span=self._span(t))
 
     def true(self, kids):
-        return ast.Literal(True, "bool", span=self._span(kids[0]))
+        return nodes.Literal(True, "bool", span=self._span(kids[0]))
 
     def false(self, kids):
-        return ast.Literal(False, "bool", span=self._span(kids[0]))
+        return nodes.Literal(False, "bool", span=self._span(kids[0]))
 
     def name(self, kids):
         # The contextual lexer hands a keyword over as a NAME where the keyword itself
@@ -413,13 +413,13 @@ class _Builder:
         if word in KEYWORDS:
             raise _SyntaxProblem(f"'{word}' is a reserved keyword and cannot be used as a name",
                                  self._tok_span(kids[0]))
-        return ast.Name(kids[0].value, span=self._span(kids[0]))
+        return nodes.Name(kids[0].value, span=self._span(kids[0]))
 
     def call(self, kids):
         name, r = kids[0], kids[-1]
         self._check_not_keyword(name, "function")
         args = tuple(kids[2]) if len(kids) == 4 else ()
-        return self._expr(ast.Call(name.value, tuple(args), span=self._span(name, r)), *args)
+        return self._expr(nodes.Call(name.value, tuple(args), span=self._span(name, r)), *args)
 
     def paren(self, kids):
         inner = kids[1]
@@ -431,12 +431,12 @@ class _Builder:
 
     def list(self, kids):
         items = tuple(kids[1]) if len(kids) == 3 else ()
-        return self._expr(ast.ListExpr(items, span=self._span(kids[0], kids[-1])), *items)
+        return self._expr(nodes.ListExpr(items, span=self._span(kids[0], kids[-1])), *items)
 
     def reset(self, path: str) -> None:
         self.path = path
         self.depth = {}
-        self._open: dict[int, tuple[ast.BoolOp, list]] = {}
+        self._open: dict[int, tuple[nodes.BoolOp, list]] = {}
 
 
 class _Block:
@@ -706,7 +706,7 @@ def _end_position(text: str) -> tuple[int, int]:
     return len(lines), len(lines[-1]) + 1
 
 
-def parse(text: str, path: str = "<policy>") -> ast.PolicyFile:
+def parse(text: str, path: str = "<policy>") -> nodes.PolicyFile:
     """Parse one policy file. Raises :class:`PolicyError` holding a single E001."""
     with _lock:
         parser = _get_parser()

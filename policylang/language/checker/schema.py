@@ -6,7 +6,7 @@ attribute read that is not declared for the targeted kinds/types/actions)."""
 
 from __future__ import annotations
 
-from .. import ast
+from .. import nodes
 from .context import CheckContext, did_you_mean, head_span, quoted_list
 from .expressions import facts
 
@@ -23,7 +23,7 @@ def stage_schema(ctx: CheckContext) -> None:
 def _actions_on_undeclared_types(ctx: CheckContext) -> None:
     """An action declared on a resource type the schema does not declare."""
     sch = ctx.schema
-    for _f, decl in ctx.statements(ast.ActionDecl):
+    for _f, decl in ctx.statements(nodes.ActionDecl):
         for t in decl.on:
             if t not in sch.resources:
                 ctx.report("E003", f"action {quoted_list(decl.names)} is declared on resource type '{t}', "

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .. import ast
+from .. import nodes
 from ..errors import Diagnostic
 from ..parser import ROOTS
 from ..policyset import RuleInfo
-from ..runtime import FUNCTIONS
+from ...evaluation.runtime import FUNCTIONS
 from ..source import Span
 from .context import CheckContext, did_you_mean, quoted_list, tail_span
 from .types import (ANY_PRINCIPAL, BOOL, CHAIN, CONTEXT, DELEGATION, LITERAL_TYPES, NUMBER, OBJECT, ORDERED,
@@ -45,7 +45,7 @@ class EntityRead:
     """An entity attribute read by a forbid or approval gate's condition (for W108)."""
 
     info: RuleInfo
-    node: ast.Expr
+    node: nodes.Expr
     span: Span
     category: str
     #: the kinds/types the rule targets, or None for any
@@ -70,17 +70,17 @@ class ExprFacts:
     used_constants: set[str] = field(default_factory=set)
 
 
-def attr_path(node: ast.Expr) -> str | None:
+def attr_path(node: nodes.Expr) -> str | None:
     """``principal.trust`` for an attribute path (W103 matches reads with guards)."""
     parts = []
     while True:
-        if isinstance(node, ast.Name):
+        if isinstance(node, nodes.Name):
             parts.append(node.name)
             return ".".join(reversed(parts))
-        if isinstance(node, ast.Attr):
+        if isinstance(node, nodes.Attr):
             parts.append(node.name)
             node = node.obj
-        elif isinstance(node, ast.Index) and isinstance(node.index, ast.Literal) and node.index.kind == "string":
+        elif isinstance(node, nodes.Index) and isinstance(node.index, nodes.Literal) and node.index.kind == "string":
             parts.append(node.index.value)
             node = node.obj
         else:
@@ -130,10 +130,10 @@ class ExpressionWalk:
         self.entity_reads = self.facts.entity_reads
         self.gate = None
         self._d = {
-            ast.Literal: self._literal, ast.Name: self._name, ast.Attr: self._attr, ast.Index: self._index,
-            ast.Call: self._call, ast.Unary: self._unary, ast.Binary: self._binary, ast.BoolOp: self._boolop,
-            ast.Matches: self._matches, ast.Has: self._has, ast.Quantifier: self._quantifier,
-            ast.ListExpr: self._list,
+            nodes.Literal: self._literal, nodes.Name: self._name, nodes.Attr: self._attr, nodes.Index: self._index,
+            nodes.Call: self._call, nodes.Unary: self._unary, nodes.Binary: self._binary, nodes.BoolOp: self._boolop,
+            nodes.Matches: self._matches, nodes.Has: self._has, nodes.Quantifier: self._quantifier,
+            nodes.ListExpr: self._list,
         }
 
     def _report(self, stage: str, code: str, message: str, span: Span) -> None:
@@ -163,7 +163,7 @@ class ExpressionWalk:
             self.gate = None
             self.reads = []
             for clause in rule.clauses:
-                if clause.__class__ is ast.Grant:
+                if clause.__class__ is nodes.Grant:
                     for scope in clause.scopes:
                         t = d[scope.__class__](scope, empty)
                         if t is not None and t is not STRING:
@@ -172,7 +172,7 @@ class ExpressionWalk:
                                              scope.span)
             self.reads = []
 
-    def _unguarded(self, c: ast.Condition) -> None:
+    def _unguarded(self, c: nodes.Condition) -> None:
         for node, path, name in self.reads:
             if path is None or path not in self.guards:
                 shown = path or name
@@ -181,7 +181,7 @@ class ExpressionWalk:
                                              f"guard in this `{c.kind}`, so a request without it makes the rule "
                                              f"raise; guard it: `{base} has {name} and …`", node.span)
 
-    def enter_rule(self, target: ast.Target) -> None:
+    def enter_rule(self, target: nodes.Target) -> None:
         sch = self.sch
         self.principal = EntityType("principal", targeted(target.subjects, sch.principals))
         self.resource = EntityType("resource", targeted(target.resources, sch.resources))
@@ -192,10 +192,10 @@ class ExpressionWalk:
             self.action = ActionType(tuple(dict.fromkeys(a for a in acts if a in sch.actions)))
 
     # -- expressions --------------------------------------------------------------
-    def _literal(self, n: ast.Literal, env):
+    def _literal(self, n: nodes.Literal, env):
         return LITERAL_TYPES.get(n.kind)
 
-    def _name(self, n: ast.Name, env):
+    def _name(self, n: nodes.Name, env):
         name = n.name
         if env and name in env:
             return env[name]
@@ -212,7 +212,7 @@ class ExpressionWalk:
             return ROOT_TYPES[name]
         return None  # unknown: the names stage reports it
 
-    def _attr(self, n: ast.Attr, env):
+    def _attr(self, n: nodes.Attr, env):
         o = n.obj
         obj = self._d[o.__class__](o, env)
         if obj is None:
@@ -251,7 +251,7 @@ class ExpressionWalk:
             if name == "root":
                 return ANY_PRINCIPAL
             base = node.obj
-            if base.__class__ is not ast.Name or base.name != "delegation" or base.name in env:
+            if base.__class__ is not nodes.Name or base.name != "delegation" or base.name in env:
                 # the delegation object reached other than by its root name (``[delegation][0]``):
                 # only its type says so, so this walk reports it; the names stage reports the rest
                 self._report("types", "E002", f"'delegation' has no attribute '{name}'"
@@ -327,14 +327,14 @@ class ExpressionWalk:
             return (None, False, problem)
         return (common([type_of_ref(r) for r in refs]), any(r.optional for r in refs), problem)
 
-    def _index(self, n: ast.Index, env):
+    def _index(self, n: nodes.Index, env):
         d = self._d
         obj = d[n.obj.__class__](n.obj, env)
         idx = n.index
         key = d[idx.__class__](idx, env)
         if obj is None:
             return None
-        lit = idx if idx.__class__ is ast.Literal else None
+        lit = idx if idx.__class__ is nodes.Literal else None
         if is_list(obj):
             if key is not None and key is not NUMBER:
                 self._type_error(f"a list index must be an integer, but this is {describe_type(key)}", idx.span)
@@ -351,7 +351,7 @@ class ExpressionWalk:
             self._type_error(f"an attribute key must be a string, but this is {describe_type(key)}", idx.span)
         return None
 
-    def _call(self, n: ast.Call, env):
+    def _call(self, n: nodes.Call, env):
         d = self._d
         arg_types = [d[a.__class__](a, env) for a in n.args]
         spec = FUNCTIONS.get(n.func)
@@ -370,7 +370,7 @@ class ExpressionWalk:
                 self._type_error(f"{n.func}() needs {what}, but this is {describe_type(t)}", arg.span)
         return SCHEMA_TYPES.get(result)
 
-    def _unary(self, n: ast.Unary, env):
+    def _unary(self, n: nodes.Unary, env):
         o = n.operand
         t = self._d[o.__class__](o, env)
         if n.op == "not":
@@ -382,7 +382,7 @@ class ExpressionWalk:
             return None
         return NUMBER
 
-    def _boolop(self, n: ast.BoolOp, env):
+    def _boolop(self, n: nodes.BoolOp, env):
         d = self._d
         for item in n.items:
             t = d[item.__class__](item, env)
@@ -391,14 +391,14 @@ class ExpressionWalk:
                                  f"compare it to something to get a boolean", item.span)
         return BOOL
 
-    def _matches(self, n: ast.Matches, env):
+    def _matches(self, n: nodes.Matches, env):
         o = n.operand
         t = self._d[o.__class__](o, env)
         if t is not None and t is not STRING:
             self._type_error(f"'matches' needs a string on the left, but this is {describe_type(t)}", o.span)
         return BOOL
 
-    def _has(self, n: ast.Has, env):
+    def _has(self, n: nodes.Has, env):
         o = n.operand
         self.in_has += 1  # `has` never raises: reads inside it need no guard
         try:
@@ -413,11 +413,11 @@ class ExpressionWalk:
             self.guards.add(f"{p}.{n.name}")
         return BOOL
 
-    def _list(self, n: ast.ListExpr, env):
+    def _list(self, n: nodes.ListExpr, env):
         d = self._d
         return ListType(common([d[i.__class__](i, env) for i in n.items]))
 
-    def _quantifier(self, n: ast.Quantifier, env):
+    def _quantifier(self, n: nodes.Quantifier, env):
         d = self._d
         c = n.collection
         coll = d[c.__class__](c, env)
@@ -430,7 +430,7 @@ class ExpressionWalk:
             self._type_error(f"the body of '{n.kind}' must be a boolean, but it is {describe_type(body)}", b.span)
         return BOOL
 
-    def _binary(self, n: ast.Binary, env):
+    def _binary(self, n: nodes.Binary, env):
         d = self._d
         left, right = n.left, n.right
         lt = d[left.__class__](left, env)
@@ -448,7 +448,7 @@ class ExpressionWalk:
             return self._plus(n, lt, rt)
         return self._arith(n, op, lt, rt)  # - * /
 
-    def _ordering(self, n: ast.Binary, op: str, lt, rt) -> None:
+    def _ordering(self, n: nodes.Binary, op: str, lt, rt) -> None:
         bad = _outside(lt, rt, ORDERED)
         if bad is not None:
             self._type_error(f"'{op}' compares two numbers or two strings, but one side is "
@@ -458,7 +458,7 @@ class ExpressionWalk:
                              f"{describe_type(lt)} with {describe_type(rt)}; convert one side or fix the "
                              f"operand", n.span)
 
-    def _membership(self, n: ast.Binary, op: str, lt, rt) -> None:
+    def _membership(self, n: nodes.Binary, op: str, lt, rt) -> None:
         if rt is None:
             return
         if rt is STRING:
@@ -469,7 +469,7 @@ class ExpressionWalk:
             self._type_error(f"'{op}' needs a list (or a string) on the right, but this is "
                              f"{describe_type(rt)}", n.right.span)
 
-    def _plus(self, n: ast.Binary, lt, rt):
+    def _plus(self, n: nodes.Binary, lt, rt):
         bad = _outside(lt, rt, ORDERED)
         if bad is not None:
             self._type_error(f"'+' adds numbers or joins strings, but one side is {describe_type(bad)}", n.span)
@@ -480,7 +480,7 @@ class ExpressionWalk:
             return None
         return lt if lt is not None else rt
 
-    def _arith(self, n: ast.Binary, op: str, lt, rt):
+    def _arith(self, n: nodes.Binary, op: str, lt, rt):
         bad = _outside(lt, rt, (NUMBER,))
         if bad is not None:
             self._type_error(f"'{op}' needs two numbers, but one side is {describe_type(bad)}", n.span)

@@ -11,7 +11,7 @@ The two cross-rule lints (W104, W105) look rules up in indexes built in one pass
 
 from __future__ import annotations
 
-from .. import ast
+from .. import nodes
 from ..globs import covers as glob_covers
 from ..policyset import RuleInfo
 from .context import CheckContext, quoted_list
@@ -22,7 +22,7 @@ __all__ = ["glob_covers", "stage_lint"]
 
 # ------------------------------------------------------------------ target coverage
 
-def _ref_covers(outer: ast.EntityRef, inner: ast.EntityRef | None, category: str, kind: str | None = None) -> bool:
+def _ref_covers(outer: nodes.EntityRef, inner: nodes.EntityRef | None, category: str, kind: str | None = None) -> bool:
     """Does target entry ``outer`` match every request that ``inner`` matches?
 
     ``inner`` None stands for a ``*`` target restricted to ``kind``. A glob-less resource
@@ -47,7 +47,7 @@ def _refs_cover(outer, inner, category: str) -> bool:
     return all(any(_ref_covers(o, i, category) for o in outer) for i in inner)
 
 
-def _target_covers(outer: ast.Target, inner: ast.Target) -> bool:
+def _target_covers(outer: nodes.Target, inner: nodes.Target) -> bool:
     if outer.actions is not None and (inner.actions is None or not set(inner.actions) <= set(outer.actions)):
         return False
     return (_refs_cover(outer.subjects, inner.subjects, "principal")
@@ -59,7 +59,7 @@ def _lint_w104(ctx: CheckContext) -> None:
     by_subject: dict[str, list[RuleInfo]] = {}
     by_action: dict[str, list[RuleInfo]] = {}
     by_resource: dict[str, list[RuleInfo]] = {}
-    seen_targets: set[ast.Target] = set()
+    seen_targets: set[nodes.Target] = set()
     for info in ctx.rules:
         rule = info.rule
         if rule.effect != "forbid" or rule.conditions or rule.target in seen_targets:
@@ -107,8 +107,8 @@ def _lint_w105(ctx: CheckContext) -> None:
     high = {name: a for name, a in ctx.schema.actions.items() if a.high_impact}
     if not high:
         return
-    gates: dict[str, list[ast.Target]] = {}
-    seen: set[ast.Target] = set()
+    gates: dict[str, list[nodes.Target]] = {}
+    seen: set[nodes.Target] = set()
     for info in ctx.rules:
         t = info.rule.target
         if info.rule.effect != "require_approval" or t in seen:
@@ -175,7 +175,7 @@ def _lint_w108(ctx: CheckContext) -> None:
         exposed = [k for k in candidates if k in data and k not in authoritative]
         if not exposed:
             continue
-        if isinstance(node, ast.Has):
+        if isinstance(node, nodes.Has):
             base = attr_path(node.operand)
             shown = f"{base}.{name}" if base else name
         else:
@@ -216,8 +216,8 @@ def stage_lint(ctx: CheckContext) -> None:
     # W107: constants that no rule (see stage names) and no other constant uses
     used = set(ctx.used_constants) | facts(ctx).used_constants
     for name, decl in ctx.const_decls.items():
-        for node in ast.walk(decl.value):
-            if isinstance(node, ast.Name) and node.name != name:
+        for node in nodes.walk(decl.value):
+            if isinstance(node, nodes.Name) and node.name != name:
                 used.add(node.name)
     for name, decl in ctx.const_decls.items():
         if name not in used:

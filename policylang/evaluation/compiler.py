@@ -9,7 +9,7 @@ Two things happen here, both once per policy set:
    functions' arguments. Policy strings enter the source through ``repr()`` only, and no
    policy text appears in comments.
    Constants are folded, attribute paths become direct dict reads, and comparisons with
-   a literal get an inline fast path; everything else calls :mod:`policylang.runtime`,
+   a literal get an inline fast path; everything else calls :mod:`policylang.evaluation.runtime`,
    the very functions the reference interpreter uses, so both agree on every value
    and every error message.
 
@@ -34,10 +34,10 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from . import ast
+from ..language import nodes
 from . import runtime as rt
 from .interpreter import Scope, describe, evaluate
-from .policyset import PolicySet, RuleInfo
+from ..language.policyset import PolicySet, RuleInfo
 from .runtime import EvalError
 
 #: the arguments of every generated function, in order: principal, action, resource,
@@ -176,34 +176,34 @@ class _Gen:
         self.temps += 1
         return f"_t{self.temps}"
 
-    def _free(self, node: ast.Expr, bound: frozenset) -> bool:
+    def _free(self, node: nodes.Expr, bound: frozenset) -> bool:
         """Does the expression depend on the request (a root or a quantifier variable)?
         Memoised per node, so generating a rule stays linear in its size."""
         key = (id(node), bound) if bound else id(node)
         found = self._memo.get(key)
         if found is None:
-            if isinstance(node, ast.Name):
+            if isinstance(node, nodes.Name):
                 found = node.name in bound or node.name not in self.constants
-            elif isinstance(node, ast.Quantifier):
+            elif isinstance(node, nodes.Quantifier):
                 found = self._free(node.collection, bound) or self._free(node.body, bound | {node.var})
             else:
-                found = any(self._free(c, bound) for c in ast.children(node))
+                found = any(self._free(c, bound) for c in nodes.children(node))
             self._memo[key] = found
         return found
 
-    def expr(self, node: ast.Expr, bound: frozenset = frozenset()) -> tuple[str, str | None]:
+    def expr(self, node: nodes.Expr, bound: frozenset = frozenset()) -> tuple[str, str | None]:
         """(python source, static kind): kind is "bool" when always a boolean, "str" for
         a string literal, "num" for a number literal, else None."""
-        if not isinstance(node, ast.Literal) and not self._free(node, bound):
+        if not isinstance(node, nodes.Literal) and not self._free(node, bound):
             # constant subexpression: fold it now (an error becomes a runtime raise)
             try:
                 value = evaluate(node, Scope({}, self.constants))
             except EvalError as e:
                 return f"_raise({str(e)!r})", None
             return self.value(value)
-        if isinstance(node, ast.Literal):
+        if isinstance(node, nodes.Literal):
             return self.value(node.value)
-        if isinstance(node, ast.Name):
+        if isinstance(node, nodes.Name):
             if node.name in bound:
                 return f"v_{node.name}", None
             if node.name in ROOT_VARS:
@@ -212,52 +212,52 @@ class _Gen:
                     return f"({var} if {var} is not None else _noroot({node.name!r}))", None
                 return var, None
             return f"_raise({f'unknown name {node.name!r}'!r})", None
-        if isinstance(node, ast.Attr):
+        if isinstance(node, nodes.Attr):
             return self.attr(node, bound), None
-        if isinstance(node, ast.Index):
+        if isinstance(node, nodes.Index):
             o, _ = self.expr(node.obj, bound)
             i, _ = self.expr(node.index, bound)
             return f"_index({o}, {i})", None
-        if isinstance(node, ast.Call):
+        if isinstance(node, nodes.Call):
             if node.func not in rt.FUNCTIONS:
                 return f"_raise({f'unknown function {node.func!r}'!r})", None
             args = [self.expr(a, bound)[0] for a in node.args]
-            if node.func == "in_cidr" and len(node.args) == 2 and isinstance(node.args[1], ast.Literal):
+            if node.func == "in_cidr" and len(node.args) == 2 and isinstance(node.args[1], nodes.Literal):
                 cidr = node.args[1].value
                 if isinstance(cidr, str) and rt.cidr_is_valid(cidr):
                     args[1] = self.param(rt.parse_cidr(cidr))
             kind = "bool" if rt.FUNCTIONS[node.func][2] == "bool" else None
             return f"_f_{node.func}({', '.join(args)})", kind
-        if isinstance(node, ast.Unary):
+        if isinstance(node, nodes.Unary):
             x, k = self.expr(node.operand, bound)
             if node.op == "not":
                 return (f"(not {x})" if k == "bool" else f"(not _b({x}, \"operand of 'not'\"))"), "bool"
             return f"_neg({x})", None
-        if isinstance(node, ast.BoolOp):
+        if isinstance(node, nodes.BoolOp):
             what = f"operand of '{node.op}'"
             parts = []
             for item in node.items:
                 x, k = self.expr(item, bound)
                 parts.append(x if k == "bool" else f"_b({x}, {what!r})")
             return "(" + f" {node.op} ".join(parts) + ")", "bool"
-        if isinstance(node, ast.Binary):
+        if isinstance(node, nodes.Binary):
             return self.binary(node, bound)
-        if isinstance(node, ast.Matches):
+        if isinstance(node, nodes.Matches):
             x, _ = self.expr(node.operand, bound)
             return f"_match({x}, {self.param(rt.glob(node.pattern))})", "bool"
-        if isinstance(node, ast.Has):
-            if isinstance(node.operand, ast.Name) and node.operand.name in ("principal", "action", "resource",
+        if isinstance(node, nodes.Has):
+            if isinstance(node.operand, nodes.Name) and node.operand.name in ("principal", "action", "resource",
                                                                           "context", "delegation") \
                     and node.operand.name not in bound:
                 return f"_has({ROOT_VARS[node.operand.name]}, {node.name!r})", "bool"
             x, _ = self.expr(node.operand, bound)
             return f"_has_safe(lambda: {x}, {node.name!r})", "bool"
-        if isinstance(node, ast.Quantifier):
+        if isinstance(node, nodes.Quantifier):
             coll, _ = self.expr(node.collection, bound)
             body, _ = self.expr(node.body, bound | {node.var})
             fn = "_any" if node.kind == "any" else "_all"
             return f"{fn}({coll}, lambda v_{node.var}: {body})", "bool"
-        if isinstance(node, ast.ListExpr):
+        if isinstance(node, nodes.ListExpr):
             return "[" + ", ".join(self.expr(i, bound)[0] for i in node.items) + "]", None
         raise TypeError(f"cannot compile {type(node).__name__}")  # pragma: no cover
 
@@ -270,9 +270,9 @@ class _Gen:
             return self.param(v), "num"
         return self.param(v), None
 
-    def attr(self, node: ast.Attr, bound: frozenset) -> str:
+    def attr(self, node: nodes.Attr, bound: frozenset) -> str:
         obj, name = node.obj, node.name
-        if isinstance(obj, ast.Name) and obj.name in ROOT_VARS and obj.name not in bound:
+        if isinstance(obj, nodes.Name) and obj.name in ROOT_VARS and obj.name not in bound:
             root = obj.name
             var = ROOT_VARS[root]
             t = self.temp()
@@ -304,7 +304,7 @@ class _Gen:
         o, _ = self.expr(obj, bound)
         return f"_attr({o}, {name!r}, {describe(obj)!r})"
 
-    def binary(self, node: ast.Binary, bound: frozenset) -> tuple[str, str | None]:
+    def binary(self, node: nodes.Binary, bound: frozenset) -> tuple[str, str | None]:
         op = node.op
         left, lk = self.expr(node.left, bound)
         right, rk = self.expr(node.right, bound)
@@ -318,7 +318,7 @@ class _Gen:
                 slow = f"_eq({t1}, {t2})" if op == "==" else f"not _eq({t1}, {t2})"
                 return (f"({t1} {op} {t2} if ({t1} := {left}).__class__ is ({t2} := {right}).__class__ is str "
                         f"else {slow})"), "bool"
-            if rk == "bool" and isinstance(node.right, ast.Literal):
+            if rk == "bool" and isinstance(node.right, nodes.Literal):
                 return (f"({left} is {right})" if op == "==" else f"({left} is not {right})"), "bool"
             return (f"_eq({left}, {right})" if op == "==" else f"(not _eq({left}, {right}))"), "bool"
         if op in ("<", "<=", ">", ">="):
@@ -333,7 +333,7 @@ class _Gen:
             return f"_cmp({op!r}, {left}, {right})", "bool"
         if op in ("in", "not in"):
             neg = "not " if op == "not in" else ""
-            if isinstance(node.right, (ast.ListExpr, ast.Name)) and not self._free(node.right, bound):
+            if isinstance(node.right, (nodes.ListExpr, nodes.Name)) and not self._free(node.right, bound):
                 try:
                     coll = evaluate(node.right, Scope({}, self.constants))
                 except EvalError:
@@ -378,39 +378,39 @@ class _Module:
         self.lines: list[str] = []
 
 
-def _tests(rule: ast.Rule) -> list[tuple[str, ast.Expr, str]]:
+def _tests(rule: nodes.Rule) -> list[tuple[str, nodes.Expr, str]]:
     """(kind, expr, what) in evaluation order; a `when a and b` splits into two tests
     (same order, same short-circuit, same error messages)."""
     out = []
     for cond in rule.conditions:
-        if cond.kind == "when" and isinstance(cond.expr, ast.BoolOp) and cond.expr.op == "and":
+        if cond.kind == "when" and isinstance(cond.expr, nodes.BoolOp) and cond.expr.op == "and":
             out.extend(("when", item, "operand of 'and'") for item in cond.expr.items)
         else:
             out.append((cond.kind, cond.expr, "condition"))
     return out
 
 
-def _static_path(node: ast.Expr, constants) -> tuple[str, ...] | None:
+def _static_path(node: nodes.Expr, constants) -> tuple[str, ...] | None:
     names = []
-    while isinstance(node, ast.Attr):
+    while isinstance(node, nodes.Attr):
         names.append(node.name)
         node = node.obj
-    if isinstance(node, ast.Name) and node.name in ROOT_VARS and node.name not in constants:
+    if isinstance(node, nodes.Name) and node.name in ROOT_VARS and node.name not in constants:
         return (node.name, *reversed(names))
     return None
 
 
 def _index_key(test, constants) -> tuple | None:
     kind, expr, _what = test
-    if kind != "when" or not isinstance(expr, ast.Binary) or expr.op != "==":
+    if kind != "when" or not isinstance(expr, nodes.Binary) or expr.op != "==":
         return None
     for path_side, lit_side in ((expr.left, expr.right), (expr.right, expr.left)):
         path = _static_path(path_side, constants)
         if path is None or len(path) < 2:
             continue
-        if isinstance(lit_side, ast.Literal):
+        if isinstance(lit_side, nodes.Literal):
             value = lit_side.value
-        elif isinstance(lit_side, ast.Name) and lit_side.name in constants:
+        elif isinstance(lit_side, nodes.Name) and lit_side.name in constants:
             value = constants[lit_side.name]
         else:
             continue
@@ -420,27 +420,27 @@ def _index_key(test, constants) -> tuple | None:
     return None
 
 
-def _reads(rule: ast.Rule, constants) -> frozenset:
+def _reads(rule: nodes.Rule, constants) -> frozenset:
     """Every attribute path the rule's conditions and grant read."""
     reads: set[tuple[str, ...]] = set()
     exprs = [c.expr for c in rule.conditions]
     if rule.grant is not None:
         exprs.extend(rule.grant.scopes)
     for e in exprs:
-        stack: list[ast.Expr] = [e]
+        stack: list[nodes.Expr] = [e]
         while stack:
             node = stack.pop()
-            if isinstance(node, ast.Attr):
+            if isinstance(node, nodes.Attr):
                 path = _static_path(node, constants)
                 if path is not None:
                     reads.add(path)
                     continue
                 stack.append(node.obj)
-            elif isinstance(node, ast.Name):
+            elif isinstance(node, nodes.Name):
                 if node.name in ROOT_VARS and node.name not in constants:
                     reads.add((node.name,))
             else:
-                stack.extend(ast.children(node))
+                stack.extend(nodes.children(node))
     for s in rule.target.subjects or ():
         if s.glob is not None:
             reads.add(("principal", "id"))

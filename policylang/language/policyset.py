@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from . import ast
+from . import nodes
 from .errors import Diagnostic
 
 
@@ -15,7 +15,7 @@ class RuleInfo:
     """A rule with its resolved identity and place in the set."""
 
     id: str
-    rule: ast.Rule
+    rule: nodes.Rule
     #: position in source order across the whole set (files in sorted path order)
     index: int
     #: the path shown to users (as given + relative path inside a directory set)
@@ -43,19 +43,19 @@ class RuleInfo:
 class ActionInfo:
     name: str
     on: frozenset[str]
-    attrs: Mapping[str, ast.TypeRef]
+    attrs: Mapping[str, nodes.TypeRef]
     high_impact: bool
-    decl: ast.ActionDecl
+    decl: nodes.ActionDecl
 
 
 @dataclass(frozen=True)
 class Schema:
     """Declared kinds, types, actions and context attributes (empty when undeclared)."""
 
-    principals: Mapping[str, Mapping[str, ast.TypeRef]] = field(default_factory=dict)
-    resources: Mapping[str, Mapping[str, ast.TypeRef]] = field(default_factory=dict)
+    principals: Mapping[str, Mapping[str, nodes.TypeRef]] = field(default_factory=dict)
+    resources: Mapping[str, Mapping[str, nodes.TypeRef]] = field(default_factory=dict)
     actions: Mapping[str, ActionInfo] = field(default_factory=dict)
-    context: Mapping[str, ast.TypeRef] | None = None
+    context: Mapping[str, nodes.TypeRef] | None = None
     #: principal kinds / resource types declared ``authoritative``
     authoritative_principals: frozenset[str] = frozenset()
     authoritative_resources: frozenset[str] = frozenset()
@@ -102,7 +102,7 @@ class PolicySet:
     """What :func:`policylang.load` returns."""
 
     root: str
-    files: tuple[ast.PolicyFile, ...]
+    files: tuple[nodes.PolicyFile, ...]
     #: display path -> source text (policy files)
     sources: Mapping[str, str]
     rules: tuple[RuleInfo, ...]
@@ -118,7 +118,7 @@ class PolicySet:
 
     @property
     def entity_authority(self) -> EntityAuthority | None:
-        """What :func:`policylang.requests.parse_parts` needs to know about authoritative
+        """What :func:`policylang.evaluation.request.parse_parts` needs to know about authoritative
         entity data; ``None`` when nothing is authoritative (the request's attributes win)."""
         sch = self.schema
         if not (self.options.authoritative_entities or sch.authoritative_principals

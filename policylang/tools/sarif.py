@@ -19,7 +19,7 @@ import posixpath
 from typing import Iterable
 from urllib.parse import quote
 
-from .errors import CODES, Diagnostic
+from ..language.errors import CODES, Diagnostic
 
 SARIF_VERSION = "2.1.0"
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
@@ -141,7 +141,7 @@ def _result(d: Diagnostic, rule_index: dict[str, int]) -> dict:
 def sarif_log(diagnostics: Iterable[Diagnostic], version: str | None = None) -> dict:
     """The SARIF 2.1.0 log (a JSON-ready dict) for ``diagnostics``."""
     if version is None:
-        from . import __version__ as version
+        from .. import __version__ as version
     codes = list(CODES)
     rule_index = {code: i for i, code in enumerate(codes)}
     return {

@@ -1,6 +1,6 @@
 """The typed, immutable syntax tree.
 
-Every node carries a :class:`~policylang.source.Span` as the keyword-only ``span``
+Every node carries a :class:`~policylang.language.source.Span` as the keyword-only ``span``
 field. Spans are excluded from equality, hashing and repr: two policies that differ only
 in layout have equal trees (the formatter's round-trip tests rely on it).
 """

@@ -13,7 +13,7 @@ import ipaddress
 from functools import lru_cache
 from typing import Any
 
-from .globs import Glob
+from ..language.globs import Glob
 
 
 class EvalError(Exception):
@@ -336,7 +336,7 @@ FUNCTIONS: dict[str, tuple[Any, int, str]] = {
 }
 
 
-# ------------------------------------------------------------------ globs (policylang/globs.py)
+# ------------------------------------------------------------------ globs (policylang/language/globs.py)
 
 @lru_cache(maxsize=4096)
 def glob(pattern: str) -> Glob:

@@ -41,9 +41,9 @@ from typing import Any, Callable, Iterable, Mapping
 
 import yaml
 
-from .errors import PolicyError, RequestError
-from .policyset import merge_entities
-from .words import did_you_mean, parse_duration
+from ..language.errors import PolicyError, RequestError
+from ..language.policyset import merge_entities
+from ..language.words import did_you_mean, parse_duration
 
 SUITE_KEYS = ("policies", "entities", "approved", "cases", "description")
 CASE_KEYS = ("name", "request", "expect", "description")
@@ -441,7 +441,7 @@ class Runner:
             raise SuiteError("cases is empty: a suite needs at least one case")
 
         policy_set = self._policy_set(policies_path)
-        from .engine import Engine
+        from ..evaluation.engine import Engine
 
         checker = _approval_checker(approved) if approved is not None else None
         engine = Engine(policy_set, entities=entities, approvals=checker)
@@ -455,7 +455,7 @@ class Runner:
     def _entities(self, paths: list[str]) -> dict | None:
         if not paths:
             return None
-        from .loader import parse_entities
+        from ..language.loader import parse_entities
 
         merged: dict = {}
         for p in paths:
@@ -475,7 +475,7 @@ class Runner:
     def _policy_set(self, path: str):
         key = os.path.realpath(path)
         if key not in self._sets:
-            from .loader import load
+            from ..language.loader import load
 
             try:
                 ps = load(path)
@@ -558,9 +558,9 @@ def _safe_explain(decision) -> str:
 
 
 def _record_coverage(cov: RuleCoverage, policy_set, request: Mapping, entities, checker) -> None:
-    from . import interpreter
-    from .decision import ALLOW, attenuate
-    from .requests import entity_lookup, parse_request
+    from ..evaluation import interpreter
+    from ..evaluation.decision import ALLOW, attenuate
+    from ..evaluation.request import entity_lookup, parse_request
 
     def record(req, approvals):
         ts = interpreter.traces(policy_set, req)
