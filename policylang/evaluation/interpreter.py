@@ -54,77 +54,127 @@ def describe(node: nodes.Expr) -> str:
 
 
 def evaluate(node: nodes.Expr, scope: Scope) -> Any:
-    """The value of ``node``; raises :class:`EvalError` as docs/language.md#evaluation-errors-fail-closed says."""
-    if isinstance(node, nodes.Literal):
-        return node.value
-    if isinstance(node, nodes.ListExpr):
-        return [evaluate(i, scope) for i in node.items]
-    if isinstance(node, nodes.Name):
-        return scope.lookup(node.name)
-    if isinstance(node, nodes.Attr):
-        obj = evaluate(node.obj, scope)
-        return rt.get_attr(obj, node.name, describe(node.obj))
-    if isinstance(node, nodes.Index):
-        obj = evaluate(node.obj, scope)
-        key = evaluate(node.index, scope)
-        return rt.index(obj, key)
-    if isinstance(node, nodes.Call):
-        fn, arity, _ = rt.FUNCTIONS[node.func] if node.func in rt.FUNCTIONS else (None, 0, "")
-        if fn is None:
-            raise EvalError(f"unknown function '{node.func}'")
-        if len(node.args) != arity:
-            raise EvalError(f"{node.func}() takes {arity} argument(s), got {len(node.args)}")
-        return fn(*[evaluate(a, scope) for a in node.args])
-    if isinstance(node, nodes.Unary):
-        v = evaluate(node.operand, scope)
-        if node.op == "not":
-            return not rt.boolean(v, "operand of 'not'")
-        return rt.negate(v)
-    if isinstance(node, nodes.BoolOp):
-        if node.op == "and":
-            for item in node.items:
-                if not rt.boolean(evaluate(item, scope), "operand of 'and'"):
-                    return False
-            return True
+    """The value of ``node``; raises :class:`EvalError` as docs/language.md#evaluation-errors-fail-closed says.
+
+    One small function per node kind (``_EVALUATORS``, keyed on the node's class), each
+    a direct reading of its section of the language reference."""
+    evaluator = _EVALUATORS.get(type(node))
+    if evaluator is None:
+        raise EvalError(f"cannot evaluate {type(node).__name__}")  # pragma: no cover
+    return evaluator(node, scope)
+
+
+def _eval_literal(node: nodes.Literal, scope: Scope) -> Any:
+    return node.value
+
+
+def _eval_list(node: nodes.ListExpr, scope: Scope) -> Any:
+    return [evaluate(i, scope) for i in node.items]
+
+
+def _eval_name(node: nodes.Name, scope: Scope) -> Any:
+    return scope.lookup(node.name)
+
+
+def _eval_attr(node: nodes.Attr, scope: Scope) -> Any:
+    obj = evaluate(node.obj, scope)
+    return rt.get_attr(obj, node.name, describe(node.obj))
+
+
+def _eval_index(node: nodes.Index, scope: Scope) -> Any:
+    obj = evaluate(node.obj, scope)
+    key = evaluate(node.index, scope)
+    return rt.index(obj, key)
+
+
+def _eval_call(node: nodes.Call, scope: Scope) -> Any:
+    fn, arity, _ = rt.FUNCTIONS[node.func] if node.func in rt.FUNCTIONS else (None, 0, "")
+    if fn is None:
+        raise EvalError(f"unknown function '{node.func}'")
+    if len(node.args) != arity:
+        raise EvalError(f"{node.func}() takes {arity} argument(s), got {len(node.args)}")
+    return fn(*[evaluate(a, scope) for a in node.args])
+
+
+def _eval_unary(node: nodes.Unary, scope: Scope) -> Any:
+    v = evaluate(node.operand, scope)
+    if node.op == "not":
+        return not rt.boolean(v, "operand of 'not'")
+    return rt.negate(v)
+
+
+def _eval_boolop(node: nodes.BoolOp, scope: Scope) -> Any:
+    """``and`` stops at the first false item, ``or`` at the first true one."""
+    if node.op == "and":
         for item in node.items:
-            if rt.boolean(evaluate(item, scope), "operand of 'or'"):
-                return True
-        return False
-    if isinstance(node, nodes.Binary):
-        a = evaluate(node.left, scope)
-        b = evaluate(node.right, scope)
-        op = node.op
-        if op == "==":
-            return rt.equals(a, b)
-        if op == "!=":
-            return not rt.equals(a, b)
-        if op in ("<", "<=", ">", ">="):
-            return rt.compare(op, a, b)
-        if op == "in":
-            return rt.contains(a, b)
-        if op == "not in":
-            return not rt.contains(a, b)
-        return rt.arith(op, a, b)
-    if isinstance(node, nodes.Matches):
-        return rt.matches(evaluate(node.operand, scope), node.pattern)
-    if isinstance(node, nodes.Has):
-        try:
-            obj = evaluate(node.operand, scope)
-        except EvalError:
-            return False
-        return rt.has_attr(obj, node.name)
-    if isinstance(node, nodes.Quantifier):
-        coll = rt.iterable(evaluate(node.collection, scope))
-        if node.kind == "any":
-            for item in coll:
-                if rt.boolean(evaluate(node.body, scope.bind(node.var, item)), "quantifier body"):
-                    return True
-            return False
-        for item in coll:
-            if not rt.boolean(evaluate(node.body, scope.bind(node.var, item)), "quantifier body"):
+            if not rt.boolean(evaluate(item, scope), "operand of 'and'"):
                 return False
         return True
-    raise EvalError(f"cannot evaluate {type(node).__name__}")  # pragma: no cover
+    for item in node.items:
+        if rt.boolean(evaluate(item, scope), "operand of 'or'"):
+            return True
+    return False
+
+
+def _eval_binary(node: nodes.Binary, scope: Scope) -> Any:
+    """Both operands, left then right, then the operator."""
+    a = evaluate(node.left, scope)
+    b = evaluate(node.right, scope)
+    op = node.op
+    if op == "==":
+        return rt.equals(a, b)
+    if op == "!=":
+        return not rt.equals(a, b)
+    if op in ("<", "<=", ">", ">="):
+        return rt.compare(op, a, b)
+    if op == "in":
+        return rt.contains(a, b)
+    if op == "not in":
+        return not rt.contains(a, b)
+    return rt.arith(op, a, b)
+
+
+def _eval_matches(node: nodes.Matches, scope: Scope) -> Any:
+    return rt.matches(evaluate(node.operand, scope), node.pattern)
+
+
+def _eval_has(node: nodes.Has, scope: Scope) -> Any:
+    """False, not an error, when the operand itself cannot be evaluated."""
+    try:
+        obj = evaluate(node.operand, scope)
+    except EvalError:
+        return False
+    return rt.has_attr(obj, node.name)
+
+
+def _eval_quantifier(node: nodes.Quantifier, scope: Scope) -> Any:
+    """``any`` stops at the first item whose body holds, ``all`` at the first that does not."""
+    coll = rt.iterable(evaluate(node.collection, scope))
+    if node.kind == "any":
+        for item in coll:
+            if rt.boolean(evaluate(node.body, scope.bind(node.var, item)), "quantifier body"):
+                return True
+        return False
+    for item in coll:
+        if not rt.boolean(evaluate(node.body, scope.bind(node.var, item)), "quantifier body"):
+            return False
+    return True
+
+
+_EVALUATORS: dict[type, Callable[[Any, Scope], Any]] = {
+    nodes.Literal: _eval_literal,
+    nodes.ListExpr: _eval_list,
+    nodes.Name: _eval_name,
+    nodes.Attr: _eval_attr,
+    nodes.Index: _eval_index,
+    nodes.Call: _eval_call,
+    nodes.Unary: _eval_unary,
+    nodes.BoolOp: _eval_boolop,
+    nodes.Binary: _eval_binary,
+    nodes.Matches: _eval_matches,
+    nodes.Has: _eval_has,
+    nodes.Quantifier: _eval_quantifier,
+}
 
 
 # ------------------------------------------------------------------ rules and decisions
