@@ -54,8 +54,19 @@ def _target_covers(outer: nodes.Target, inner: nodes.Target) -> bool:
             and _refs_cover(outer.resources, inner.resources, "resource"))
 
 
-def _lint_w104(ctx: CheckContext) -> None:
-    """Permits and gates whose target an unconditional forbid covers."""
+def _ref_keys(refs) -> set[str]:
+    """The index keys of a target's subjects or resources: their kind/type names, or ``*``."""
+    return {"*"} if refs is None else {r.name for r in refs}
+
+
+def _action_keys(t: nodes.Target) -> set[str]:
+    """The index keys of a target's actions: their names, or ``*``."""
+    return {"*"} if t.actions is None else set(t.actions)
+
+
+def _index_forbids(ctx: CheckContext):
+    """The unconditional forbids (one per distinct target), indexed by subject kind, action
+    and resource type (``*`` for a wildcard); None when there are none."""
     by_subject: dict[str, list[RuleInfo]] = {}
     by_action: dict[str, list[RuleInfo]] = {}
     by_resource: dict[str, list[RuleInfo]] = {}
@@ -66,30 +77,40 @@ def _lint_w104(ctx: CheckContext) -> None:
             continue
         seen_targets.add(rule.target)
         t = rule.target
-        for key in ({"*"} if t.subjects is None else {r.name for r in t.subjects}):
+        for key in _ref_keys(t.subjects):
             by_subject.setdefault(key, []).append(info)
-        for key in ({"*"} if t.actions is None else set(t.actions)):
+        for key in _action_keys(t):
             by_action.setdefault(key, []).append(info)
-        for key in ({"*"} if t.resources is None else {r.name for r in t.resources}):
+        for key in _ref_keys(t.resources):
             by_resource.setdefault(key, []).append(info)
     if not seen_targets:
+        return None
+    return by_subject, by_action, by_resource
+
+
+def _bucket(index: dict[str, list], first: str | None) -> list:
+    """The indexed rules that may cover a target whose first entry is ``first`` (None: ``*``)."""
+    out = index.get("*", [])
+    if first is not None:
+        out = out + index.get(first, [])
+    return out
+
+
+def _lint_w104(ctx: CheckContext) -> None:
+    """Permits and gates whose target an unconditional forbid covers."""
+    indexes = _index_forbids(ctx)
+    if indexes is None:
         return
-
-    def bucket(index, refs_first):
-        out = index.get("*", [])
-        if refs_first is not None:
-            out = out + index.get(refs_first, [])
-        return out
-
+    by_subject, by_action, by_resource = indexes
     for info in ctx.rules:
         rule = info.rule
         if rule.effect == "forbid":
             continue
         t = rule.target
         candidates = min(
-            bucket(by_subject, None if t.subjects is None else t.subjects[0].name),
-            bucket(by_action, None if t.actions is None else t.actions[0]),
-            bucket(by_resource, None if t.resources is None else t.resources[0].name),
+            _bucket(by_subject, None if t.subjects is None else t.subjects[0].name),
+            _bucket(by_action, None if t.actions is None else t.actions[0]),
+            _bucket(by_resource, None if t.resources is None else t.resources[0].name),
             key=len,
         )
         covering = [f for f in candidates if _target_covers(f.rule.target, t)]
