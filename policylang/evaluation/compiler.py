@@ -35,16 +35,12 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from ..language import nodes
+from ..language.roots import ARGS, BY_NAME, NAMES, POSITION
 from . import runtime as rt
 from .interpreter import Scope, describe, evaluate
 from ..language.policyset import PolicySet, RuleInfo
 from .runtime import EvalError
 
-#: the arguments of every generated function, in order: principal, action, resource,
-#: context, risk, the delegation chain (a list of entities), intent
-ARGS = "P, A, R, C, K, CH, I"
-ROOT_VARS = {"principal": "P", "action": "A", "resource": "R", "context": "C", "risk": "K",
-             "delegation": "_deleg(CH, P)", "intent": "I"}
 _NUM = frozenset([int, float])
 MISSING = object()
 
@@ -61,7 +57,7 @@ def _raise(message: str):
     raise EvalError(message)
 
 
-def _b(v, what: str):
+def _truth(v, what: str):
     if v is True or v is False:
         return v
     return rt.boolean(v, what)
@@ -99,7 +95,7 @@ def _call(name: str):
     return call
 
 
-def _rd(obj, name: str):
+def _read(obj, name: str):
     """Read for cache keys and index lookups: never raises; MISSING when unreadable."""
     if obj is MISSING:
         return MISSING
@@ -134,11 +130,11 @@ def freeze(v):
 
 #: the names every generated module starts with (its fresh namespace)
 HELPERS: dict[str, Any] = {
-    "_missing": _missing, "_noroot": _noroot, "_raise": _raise, "_b": _b,
+    "_missing": _missing, "_noroot": _noroot, "_raise": _raise, "_truth": _truth,
     "_has": rt.has_attr, "_has_safe": _has_safe, "_any": _any, "_all": _all,
     "_attr": rt.get_attr, "_index": rt.index, "_eq": rt.equals, "_cmp": rt.compare,
     "_arith": rt.arith, "_neg": rt.negate, "_in": rt.contains, "_match": rt.matches,
-    "_NUM": _NUM, "_rd": _rd, "_fz": freeze, "_MISSING": MISSING, "EvalError": EvalError,
+    "_NUM": _NUM, "_read": _read, "_freeze": freeze, "_MISSING": MISSING, "EvalError": EvalError,
     "_deleg": rt.Delegation,
     "_scope": None,  # set below
 }
@@ -206,11 +202,11 @@ class _Gen:
         if isinstance(node, nodes.Name):
             if node.name in bound:
                 return f"v_{node.name}", None
-            if node.name in ROOT_VARS:
-                var = ROOT_VARS[node.name]
-                if node.name in ("risk", "intent"):
-                    return f"({var} if {var} is not None else _noroot({node.name!r}))", None
-                return var, None
+            root = BY_NAME.get(node.name)
+            if root is not None:
+                if root.optional:
+                    return f"({root.value} if {root.value} is not None else _noroot({root.name!r}))", None
+                return root.value, None
             return f"_raise({f'unknown name {node.name!r}'!r})", None
         if isinstance(node, nodes.Attr):
             return self.attr(node, bound), None
@@ -231,14 +227,14 @@ class _Gen:
         if isinstance(node, nodes.Unary):
             x, k = self.expr(node.operand, bound)
             if node.op == "not":
-                return (f"(not {x})" if k == "bool" else f"(not _b({x}, \"operand of 'not'\"))"), "bool"
+                return (f"(not {x})" if k == "bool" else f"(not _truth({x}, \"operand of 'not'\"))"), "bool"
             return f"_neg({x})", None
         if isinstance(node, nodes.BoolOp):
             what = f"operand of '{node.op}'"
             parts = []
             for item in node.items:
                 x, k = self.expr(item, bound)
-                parts.append(x if k == "bool" else f"_b({x}, {what!r})")
+                parts.append(x if k == "bool" else f"_truth({x}, {what!r})")
             return "(" + f" {node.op} ".join(parts) + ")", "bool"
         if isinstance(node, nodes.Binary):
             return self.binary(node, bound)
@@ -246,10 +242,9 @@ class _Gen:
             x, _ = self.expr(node.operand, bound)
             return f"_match({x}, {self.param(rt.glob(node.pattern))})", "bool"
         if isinstance(node, nodes.Has):
-            if isinstance(node.operand, nodes.Name) and node.operand.name in ("principal", "action", "resource",
-                                                                          "context", "delegation") \
-                    and node.operand.name not in bound:
-                return f"_has({ROOT_VARS[node.operand.name]}, {node.name!r})", "bool"
+            root = BY_NAME.get(node.operand.name) if isinstance(node.operand, nodes.Name) else None
+            if root is not None and not root.optional and node.operand.name not in bound:
+                return f"_has({root.value}, {node.name!r})", "bool"
             x, _ = self.expr(node.operand, bound)
             return f"_has_safe(lambda: {x}, {node.name!r})", "bool"
         if isinstance(node, nodes.Quantifier):
@@ -272,35 +267,23 @@ class _Gen:
 
     def attr(self, node: nodes.Attr, bound: frozenset) -> str:
         obj, name = node.obj, node.name
-        if isinstance(obj, nodes.Name) and obj.name in ROOT_VARS and obj.name not in bound:
-            root = obj.name
-            var = ROOT_VARS[root]
+        root = BY_NAME.get(obj.name) if isinstance(obj, nodes.Name) and obj.name not in bound else None
+        if root is not None:
+            builtin = root.builtins.get(name)
+            if builtin is not None and builtin.always:
+                return builtin.expr
             t = self.temp()
-            if root in ("principal", "resource"):
-                builtin = "kind" if root == "principal" else "type"
-                if name == builtin:
-                    return f"{var}.kind"
-                if name == "id":
-                    if root == "principal":
-                        return f"{var}.id"
-                    return f"({t} if ({t} := {var}.id) is not None else _missing({root!r}, 'id'))"
-                return f"({t} if ({t} := {var}.attrs.get({name!r})) is not None else _missing({root!r}, {name!r}))"
-            if root == "action":
-                if name == "name":
-                    return "A.name"
-                return f"({t} if ({t} := A.attrs.get({name!r})) is not None else _missing('action', {name!r}))"
-            if root == "context":
-                return f"({t} if ({t} := C.get({name!r})) is not None else _missing('context', {name!r}))"
-            if root in ("risk", "intent"):
-                return (f"({t} if ({t} := ({var} if {var} is not None else _noroot({root!r})).get({name!r})) "
-                        f"is not None else _missing({root!r}, {name!r}))")
-            if root == "delegation":
-                if name == "depth":
-                    return "len(CH)"
-                if name == "chain":
-                    return "CH"
-                if name == "root":
-                    return "(CH[0] if CH else P)"
+            if builtin is not None:
+                read = builtin.expr
+            elif root.attrs is not None:
+                mapping = root.attrs
+                if root.optional:
+                    mapping = f"({mapping} if {root.arg} is not None else _noroot({root.name!r}))"
+                read = f"{mapping}.get({name!r})"
+            else:
+                read = None  # not an attribute the root has: the general path says so
+            if read is not None:
+                return f"({t} if ({t} := {read}) is not None else _missing({root.name!r}, {name!r}))"
         o, _ = self.expr(obj, bound)
         return f"_attr({o}, {name!r}, {describe(obj)!r})"
 
@@ -395,7 +378,7 @@ def _static_path(node: nodes.Expr, constants) -> tuple[str, ...] | None:
     while isinstance(node, nodes.Attr):
         names.append(node.name)
         node = node.obj
-    if isinstance(node, nodes.Name) and node.name in ROOT_VARS and node.name not in constants:
+    if isinstance(node, nodes.Name) and node.name in NAMES and node.name not in constants:
         return (node.name, *reversed(names))
     return None
 
@@ -437,7 +420,7 @@ def _reads(rule: nodes.Rule, constants) -> frozenset:
                     continue
                 stack.append(node.obj)
             elif isinstance(node, nodes.Name):
-                if node.name in ROOT_VARS and node.name not in constants:
+                if node.name in NAMES and node.name not in constants:
                     reads.add((node.name,))
             else:
                 stack.extend(nodes.children(node))
@@ -472,7 +455,7 @@ def _test_lines(gen: _Gen, tests, instrument: bool, indent: str) -> list[str]:
         if instrument:
             lines.append(f"{indent}_n[0] += 1")
         if k != "bool":
-            code = f"_b({code}, {what!r})"
+            code = f"_truth({code}, {what!r})"
         lines.append(f"{indent}if not {code}: return False" if kind == "when" else f"{indent}if {code}: return False")
     lines.append(f"{indent}return True")
     return lines
@@ -575,12 +558,22 @@ class Plan:
     env_key: Callable | None = None
 
 
-OTHER = "\x00other"
+class _Unnamed:
+    """The plan-key slot shared by every kind, action or type no rule names (one plan
+    serves them all). Not a string, so no request value can ever equal it."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<not named by any rule>"
+
+
+UNNAMED = _Unnamed()
 
 
 class CompiledSet:
     """The decision tree of a policy set: plans by (kind, action, type), built lazily and
-    memoised (bounded by the names the policies mention, plus one "other" slot each)."""
+    memoised (bounded by the names the policies mention, plus one UNNAMED slot each)."""
 
     def __init__(self, policy_set: PolicySet, instrument: bool = False):
         self.policy_set = policy_set
@@ -601,13 +594,13 @@ class CompiledSet:
                 if a != "*":
                     self.actions.add(a)
         self.attenuate = policy_set.options.attenuate_delegation
-        self._plans: dict[tuple[str, str, str], Plan] = {}
+        self._plans: dict[tuple, Plan] = {}
         self._lock = threading.Lock()
 
     def plan(self, kind: str, action: str, rtype: str) -> Plan:
-        key = (kind if kind in self.kinds else OTHER,
-               action if action in self.actions else OTHER,
-               rtype if rtype in self.types else OTHER)
+        key = (kind if kind in self.kinds else UNNAMED,
+               action if action in self.actions else UNNAMED,
+               rtype if rtype in self.types else UNNAMED)
         plan = self._plans.get(key)
         if plan is None:
             with self._lock:
@@ -618,7 +611,7 @@ class CompiledSet:
         return plan
 
     def _build(self, kind: str, action: str, rtype: str) -> Plan:
-        candidates = list(self.by_action.get(action, ())) if action != OTHER else []
+        candidates = list(self.by_action.get(action, ())) if action != UNNAMED else []
         candidates += self.by_action.get("*", ())
         entries = []
         for cr in sorted(candidates, key=lambda c: c.order):
@@ -663,31 +656,24 @@ class CompiledSet:
         return Plan(plain, tuple(groups), has_gates, _key_function(reads, self.attenuate), env_key)
 
 
-_ROOT_ARG = {"principal": 0, "action": 1, "resource": 2, "context": 3, "risk": 4, "delegation": 5, "intent": 6}
-
-
 def _reader(path: tuple[str, ...]) -> Callable:
     """A function of the roots returning the value at ``path``, or None when it is absent
-    or cannot be read (it never raises). The common one-step paths are direct reads."""
+    or cannot be read (it never raises). One-step paths are the root table's direct read."""
     root, *names = path
-    if len(names) == 1:
-        name = names[0]
-        if root == "principal" and name not in ("id", "kind"):
-            return lambda P, A, R, C, K, CH, I: P.attrs.get(name)
-        if root == "resource" and name not in ("id", "type"):
-            return lambda P, A, R, C, K, CH, I: R.attrs.get(name)
-        if root == "context":
-            return lambda P, A, R, C, K, CH, I: C.get(name)
-        if root == "action" and name != "name":
-            return lambda P, A, R, C, K, CH, I: A.attrs.get(name)
-    i = _ROOT_ARG[root]
+    direct = BY_NAME[root].read(names[0]) if len(names) == 1 else None
+    if direct is not None:
+        ns = dict(HELPERS)
+        exec(compile(f"def _reader({ARGS}):\n    return {direct}\n",  # noqa: S102 - names come from the AST
+                     "<policylang:reader>", "exec"), ns)
+        return ns["_reader"]
+    i = POSITION[root]
 
     def read(*roots):
-        v = roots[i] if root != "delegation" else rt.Delegation(roots[5], roots[0])
+        v = roots[i] if root != "delegation" else rt.Delegation(roots[i], roots[0])
         if v is None:
             return None
         for name in names:
-            v = _rd(v, name)
+            v = _read(v, name)
             if v is MISSING:
                 return None
         return v
@@ -706,45 +692,22 @@ def _key_function(reads: set, attenuate: bool) -> Callable:
     paths = sorted(p for p in reads if len(p) == 1 or p[0] not in whole)
     parts = []
     for n, path in enumerate(paths):
-        root, *names = path
-        if not names:
-            # the whole delegation root is its chain and its root, which is the principal
-            # when the chain is empty
-            parts.append("_fz(CH), _fz(CH[0] if CH else P)" if root == "delegation" else f"_fz({ROOT_VARS[root]})")
+        root, names = BY_NAME[path[0]], path[1:]
+        expr = root.read(names[0]) if names else None
+        if expr is None:
+            # the root read whole, or an attribute it has no direct read for: all of it
+            parts.append(root.whole_key)
             continue
-        if root == "principal" and len(names) == 1:
-            expr = {"id": "P.id", "kind": "P.kind"}.get(names[0], f"P.attrs.get({names[0]!r})")
-        elif root == "resource" and len(names) == 1:
-            expr = {"id": "R.id", "type": "R.kind"}.get(names[0], f"R.attrs.get({names[0]!r})")
-        elif root == "action" and len(names) == 1:
-            expr = "A.name" if names[0] == "name" else f"A.attrs.get({names[0]!r})"
-        elif root == "context" and len(names) == 1:
-            expr = f"C.get({names[0]!r})"
-        elif root == "delegation":
-            if names[0] == "depth":
-                expr = "len(CH)"
-            elif names[0] == "root" and len(names) == 1:
-                # the root entity read whole (`delegation.root has admin`): with an empty
-                # chain it is the principal, so the key holds that entity in full
-                parts.append("_fz(CH[0] if CH else P)")
-                continue
-            elif names[0] == "root":
-                expr = "(CH[0] if CH else P)"
-                for name in names[1:]:
-                    expr = f"_rd({expr}, {name!r})"
-            else:  # the chain itself, or an attribute of the Delegation object
-                parts.append("_fz(CH)")
-                continue
-        else:
-            expr = ROOT_VARS[root]
-            for name in names:
-                expr = f"_rd({expr}, {name!r})"
-            if root in ("risk", "intent"):
-                expr = f"(None if {ROOT_VARS[root]} is None else {expr})"
+        builtin = root.builtins.get(names[0])
+        if len(names) == 1 and builtin is not None and not builtin.scalar:
+            parts.append(f"_freeze({expr})")  # the chain or the root entity, in full
+            continue
+        for name in names[1:]:
+            expr = f"_read({expr}, {name!r})"
         t = f"_k{n}"
         parts.append(f"({t} := {expr}).__class__, {t}")
     if attenuate:
-        parts.append("_fz(CH)")
+        parts.append("_freeze(CH)")
     src = f"def _key({ARGS}):\n    return ({', '.join(parts)}{',' if len(parts) == 1 else ''})\n"
     ns = dict(HELPERS)
     exec(compile(src, "<policylang:key>", "exec"), ns)  # noqa: S102 - paths come from the policy AST

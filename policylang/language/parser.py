@@ -47,7 +47,7 @@ KEYWORDS = frozenset(
     "permit forbid require approval for to on when unless grant by because const option "
     "high_impact and or not in matches has any all true false".split()
 )
-ROOTS = frozenset(["principal", "action", "resource", "context", "risk", "delegation", "intent"])
+
 
 def grammar_path() -> Path:
     """The grammar file: inside the installed package, or the checkout's ``grammar/``."""

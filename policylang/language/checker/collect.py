@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from .. import nodes
-from ..parser import ROOTS
+from ..roots import NAMES as ROOTS
 from ..policyset import ActionInfo, Options, RuleInfo, Schema
 from .context import CheckContext, suggest
 from .types import COLLECTION_TYPES, SCALAR_TYPES

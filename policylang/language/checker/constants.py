@@ -9,7 +9,7 @@ from typing import Any
 
 from .. import nodes
 from ...evaluation.interpreter import Scope, evaluate
-from ..parser import ROOTS
+from ..roots import NAMES as ROOTS
 from ...evaluation.runtime import EvalError
 from .context import CheckContext, suggest
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from .. import nodes
 from ..errors import Diagnostic
-from ..parser import ROOTS
+from ..roots import NAMES as ROOTS
 from ..policyset import RuleInfo
 from ...evaluation.runtime import FUNCTIONS
 from ..source import Span

@@ -13,7 +13,7 @@ reports that one (see :mod:`.expressions`)."""
 from __future__ import annotations
 
 from .. import nodes
-from ..parser import ROOTS
+from ..roots import NAMES as ROOTS
 from ...evaluation.runtime import FUNCTIONS
 from .context import CheckContext, did_you_mean, head_span, suggest, tail_span
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Optional, Sequence, Union
 
 from .. import nodes
+from ..roots import ROOTS
 
 SCALAR_TYPES = frozenset(["string", "number", "bool", "duration"])
 COLLECTION_TYPES = frozenset(["set", "list"])
@@ -64,7 +65,11 @@ ORDERED = (STRING, NUMBER)
 ANY_PRINCIPAL = EntityType("principal", None)
 CHAIN = ListType(ANY_PRINCIPAL)
 SIGNALS = ListType(STRING)
-ROOT_TYPES: dict[str, StaticType] = {"context": CONTEXT, "risk": RISK, "delegation": DELEGATION, "intent": OBJECT}
+#: the static type of each root the roots table types by name (policylang/language/roots.py:
+#: ``static_type``); "entity" and "action" roots are typed from the schema and the target
+_NAMED_TYPES: dict[str, StaticType] = {"context": CONTEXT, "risk": RISK, "delegation": DELEGATION, "object": OBJECT}
+ROOT_TYPES: dict[str, StaticType] = {r.name: _NAMED_TYPES[r.static_type] for r in ROOTS
+                                     if r.static_type in _NAMED_TYPES}
 LITERAL_TYPES = {"string": STRING, "int": NUMBER, "decimal": NUMBER, "duration": NUMBER, "bool": BOOL}
 SCHEMA_TYPES = {"string": STRING, "number": NUMBER, "duration": NUMBER, "bool": BOOL}
 
