@@ -123,11 +123,9 @@ def _lint_w104(ctx: CheckContext) -> None:
                                f"forbid with a condition, or remove this rule", rule.head_span)
 
 
-def _lint_w105(ctx: CheckContext) -> None:
-    """High-impact actions permitted to agents (or to anyone) with no covering gate."""
-    high = {name: a for name, a in ctx.schema.actions.items() if a.high_impact}
-    if not high:
-        return
+def _index_gates(ctx: CheckContext) -> dict[str, list[nodes.Target]]:
+    """The targets of the approval gates (each distinct target once), by action (``*``
+    for a wildcard)."""
     gates: dict[str, list[nodes.Target]] = {}
     seen: set[nodes.Target] = set()
     for info in ctx.rules:
@@ -135,41 +133,66 @@ def _lint_w105(ctx: CheckContext) -> None:
         if info.rule.effect != "require_approval" or t in seen:
             continue
         seen.add(t)
-        for key in (["*"] if t.actions is None else t.actions):
+        for key in _action_keys(t):
             gates.setdefault(key, []).append(t)
+    return gates
 
-    def gated(agent_ref, action: str, res_ref, res_type: str) -> bool:
-        for g in gates.get("*", []) + gates.get(action, []):
-            if g.subjects is not None and not any(_ref_covers(s, agent_ref, "principal", "agent") for s in g.subjects):
-                continue
-            if g.resources is not None and not any(_ref_covers(r, res_ref, "resource", res_type)
-                                                   for r in g.resources):
-                continue
-            return True
-        return False
 
+def _gated(gates: dict[str, list[nodes.Target]], agent_ref, action: str, res_ref, res_type: str) -> bool:
+    """Does some gate match every request of an agent (``agent_ref``, None: any agent) to
+    ``action`` on ``res_ref`` (None: any resource of ``res_type``)?"""
+    for g in gates.get("*", []) + gates.get(action, []):
+        if g.subjects is not None and not any(_ref_covers(s, agent_ref, "principal", "agent") for s in g.subjects):
+            continue
+        if g.resources is not None and not any(_ref_covers(r, res_ref, "resource", res_type)
+                                               for r in g.resources):
+            continue
+        return True
+    return False
+
+
+def _permitted_agents(t: nodes.Target) -> list | None:
+    """The entries of a permit's target that let agents in (``[None]`` for ``*``); None
+    when it permits no agent."""
+    if t.subjects is None:
+        return [None]
+    agents = [r for r in t.subjects if r.name == "agent"]
+    return agents or None
+
+
+def _high_actions(t: nodes.Target, high: dict) -> list:
+    """The high-impact actions a target names, each with the span to report it at."""
+    if t.actions is None:
+        return [(name, t.span) for name in high]
+    return [(name, span) for name, span in zip(t.actions, t.action_spans) if name in high]
+
+
+def _resource_refs(t: nodes.Target, on) -> list:
+    """``(entry, type)`` for each resource type in ``on`` the target matches (entry None
+    for a ``*`` target, one per type in sorted order)."""
+    if t.resources is None:
+        return [(None, typ) for typ in sorted(on)]
+    return [(r, r.name) for r in t.resources if r.name in on]
+
+
+def _lint_w105(ctx: CheckContext) -> None:
+    """High-impact actions permitted to agents (or to anyone) with no covering gate."""
+    high = {name: a for name, a in ctx.schema.actions.items() if a.high_impact}
+    if not high:
+        return
+    gates = _index_gates(ctx)
     for info in ctx.rules:
         rule = info.rule
         t = rule.target
         if rule.effect != "permit":
             continue
-        if t.subjects is None:
-            agents: list = [None]
-        else:
-            agents = [r for r in t.subjects if r.name == "agent"]
-            if not agents:
-                continue
-        if t.actions is None:
-            acts = [(name, t.span) for name in high]
-        else:
-            acts = [(name, span) for name, span in zip(t.actions, t.action_spans) if name in high]
-        for name, span in acts:
-            on = high[name].on
-            if t.resources is None:
-                res = [(None, typ) for typ in sorted(on)]
-            else:
-                res = [(r, r.name) for r in t.resources if r.name in on]
-            missing = sorted({typ for agent in agents for ref, typ in res if not gated(agent, name, ref, typ)})
+        agents = _permitted_agents(t)
+        if agents is None:
+            continue
+        for name, span in _high_actions(t, high):
+            res = _resource_refs(t, high[name].on)
+            missing = sorted({typ for agent in agents for ref, typ in res
+                              if not _gated(gates, agent, name, ref, typ)})
             if missing:
                 ctx.report("W105", f"high-impact action '{name}' is permitted to "
                                    f"{'any principal' if t.subjects is None else 'agents'} on "
