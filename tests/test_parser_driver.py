@@ -1,6 +1,6 @@
-"""The parser's own LALR driver (policylang/language/parser.py ``_Engine``) against stock ``Lark.parse``.
+"""The parser's own LALR driver (policylang/language/parser.py ``LalrDriver``) against stock ``Lark.parse``.
 
-``_Engine`` reads Lark's private LALR tables (``lark.parser.parser.parser.parse_table``,
+``LalrDriver`` reads Lark's private LALR tables (``lark.parser.parser.parser.parse_table``,
 ``lalr_analysis.Shift``) and runs them with its own loop and its own one-regex lexer. This
 test builds, from the same grammar file,
 
@@ -50,7 +50,7 @@ ROOT = Path(__file__).resolve().parent.parent
 GRAMMAR = P.grammar_path().read_text(encoding="utf-8")
 
 STOCK = Lark(GRAMMAR, parser="lalr", lexer="contextual", maybe_placeholders=False)
-DRIVER = P._Engine(Lark(GRAMMAR, parser="lalr", lexer="basic", maybe_placeholders=False))
+DRIVER = P.LalrDriver(Lark(GRAMMAR, parser="lalr", lexer="basic", maybe_placeholders=False))
 
 
 def corpus() -> list[tuple[str, str]]:
@@ -91,10 +91,10 @@ def mutate(rnd: random.Random, text: str) -> str:
 
 
 def norm(node):
-    """A comparable form of a parse tree: Lark's ``Tree``/``Token`` or the driver's ``Tok``."""
+    """A comparable form of a parse tree: Lark's ``Tree``/``Token`` or the driver's ``LexToken``."""
     if isinstance(node, Tree):
         return (node.data, tuple(norm(c) for c in node.children))
-    if isinstance(node, (Token, P.Tok)):
+    if isinstance(node, (Token, P.LexToken)):
         return (node.type, node.value, node.start_pos, node.end_pos, node.line, node.column)
     raise AssertionError(f"unexpected node {node!r}")
 

@@ -153,7 +153,7 @@ for _fname in rt.FUNCTIONS:
 
 # ------------------------------------------------------------------ expressions → Python
 
-class _Gen:
+class ExpressionCodegen:
     """Generates the Python expression for one AST expression."""
 
     def __init__(self, constants: dict[str, Any]):
@@ -190,71 +190,84 @@ class _Gen:
     def expr(self, node: nodes.Expr, bound: frozenset = frozenset()) -> tuple[str, str | None]:
         """(python source, static kind): kind is "bool" when always a boolean, "str" for
         a string literal, "num" for a number literal, else None."""
-        if not isinstance(node, nodes.Literal) and not self._free(node, bound):
+        if node.__class__ is not nodes.Literal and not self._free(node, bound):
             # constant subexpression: fold it now (an error becomes a runtime raise)
             try:
                 value = evaluate(node, Scope({}, self.constants))
             except EvalError as e:
                 return f"_raise({str(e)!r})", None
             return self.value(value)
-        if isinstance(node, nodes.Literal):
-            return self.value(node.value)
-        if isinstance(node, nodes.Name):
-            if node.name in bound:
-                return f"v_{node.name}", None
-            root = BY_NAME.get(node.name)
-            if root is not None:
-                if root.optional:
-                    return f"({root.value} if {root.value} is not None else _noroot({root.name!r}))", None
-                return root.value, None
+        method = self._BY_NODE.get(node.__class__)
+        if method is None:  # pragma: no cover - the checker admits no other node
+            raise TypeError(f"cannot compile {type(node).__name__}")
+        return method(self, node, bound)
+
+    # one method per expression node, in the order of docs/language.md#expressions
+    def _literal(self, node: nodes.Literal, bound: frozenset) -> tuple[str, str | None]:
+        return self.value(node.value)
+
+    def _name(self, node: nodes.Name, bound: frozenset) -> tuple[str, str | None]:
+        if node.name in bound:
+            return f"v_{node.name}", None
+        root = BY_NAME.get(node.name)
+        if root is None:
             return f"_raise({f'unknown name {node.name!r}'!r})", None
-        if isinstance(node, nodes.Attr):
-            return self.attr(node, bound), None
-        if isinstance(node, nodes.Index):
-            o, _ = self.expr(node.obj, bound)
-            i, _ = self.expr(node.index, bound)
-            return f"_index({o}, {i})", None
-        if isinstance(node, nodes.Call):
-            if node.func not in rt.FUNCTIONS:
-                return f"_raise({f'unknown function {node.func!r}'!r})", None
-            args = [self.expr(a, bound)[0] for a in node.args]
-            if node.func == "in_cidr" and len(node.args) == 2 and isinstance(node.args[1], nodes.Literal):
-                cidr = node.args[1].value
-                if isinstance(cidr, str) and rt.cidr_is_valid(cidr):
-                    args[1] = self.param(rt.parse_cidr(cidr))
-            kind = "bool" if rt.FUNCTIONS[node.func][2] == "bool" else None
-            return f"_f_{node.func}({', '.join(args)})", kind
-        if isinstance(node, nodes.Unary):
-            x, k = self.expr(node.operand, bound)
-            if node.op == "not":
-                return (f"(not {x})" if k == "bool" else f"(not _truth({x}, \"operand of 'not'\"))"), "bool"
-            return f"_neg({x})", None
-        if isinstance(node, nodes.BoolOp):
-            what = f"operand of '{node.op}'"
-            parts = []
-            for item in node.items:
-                x, k = self.expr(item, bound)
-                parts.append(x if k == "bool" else f"_truth({x}, {what!r})")
-            return "(" + f" {node.op} ".join(parts) + ")", "bool"
-        if isinstance(node, nodes.Binary):
-            return self.binary(node, bound)
-        if isinstance(node, nodes.Matches):
-            x, _ = self.expr(node.operand, bound)
-            return f"_match({x}, {self.param(rt.glob(node.pattern))})", "bool"
-        if isinstance(node, nodes.Has):
-            root = BY_NAME.get(node.operand.name) if isinstance(node.operand, nodes.Name) else None
-            if root is not None and not root.optional and node.operand.name not in bound:
-                return f"_has({root.value}, {node.name!r})", "bool"
-            x, _ = self.expr(node.operand, bound)
-            return f"_has_safe(lambda: {x}, {node.name!r})", "bool"
-        if isinstance(node, nodes.Quantifier):
-            coll, _ = self.expr(node.collection, bound)
-            body, _ = self.expr(node.body, bound | {node.var})
-            fn = "_any" if node.kind == "any" else "_all"
-            return f"{fn}({coll}, lambda v_{node.var}: {body})", "bool"
-        if isinstance(node, nodes.ListExpr):
-            return "[" + ", ".join(self.expr(i, bound)[0] for i in node.items) + "]", None
-        raise TypeError(f"cannot compile {type(node).__name__}")  # pragma: no cover
+        if root.optional:
+            return f"({root.value} if {root.value} is not None else _noroot({root.name!r}))", None
+        return root.value, None
+
+    def _attr(self, node: nodes.Attr, bound: frozenset) -> tuple[str, str | None]:
+        return self.attr(node, bound), None
+
+    def _index(self, node: nodes.Index, bound: frozenset) -> tuple[str, str | None]:
+        o, _ = self.expr(node.obj, bound)
+        i, _ = self.expr(node.index, bound)
+        return f"_index({o}, {i})", None
+
+    def _call(self, node: nodes.Call, bound: frozenset) -> tuple[str, str | None]:
+        if node.func not in rt.FUNCTIONS:
+            return f"_raise({f'unknown function {node.func!r}'!r})", None
+        args = [self.expr(a, bound)[0] for a in node.args]
+        if node.func == "in_cidr" and len(node.args) == 2 and isinstance(node.args[1], nodes.Literal):
+            cidr = node.args[1].value
+            if isinstance(cidr, str) and rt.cidr_is_valid(cidr):
+                args[1] = self.param(rt.parse_cidr(cidr))  # parsed once, at compile time
+        kind = "bool" if rt.FUNCTIONS[node.func][2] == "bool" else None
+        return f"_f_{node.func}({', '.join(args)})", kind
+
+    def _unary(self, node: nodes.Unary, bound: frozenset) -> tuple[str, str | None]:
+        x, k = self.expr(node.operand, bound)
+        if node.op == "not":
+            return (f"(not {x})" if k == "bool" else f"(not _truth({x}, \"operand of 'not'\"))"), "bool"
+        return f"_neg({x})", None
+
+    def _boolop(self, node: nodes.BoolOp, bound: frozenset) -> tuple[str, str | None]:
+        what = f"operand of '{node.op}'"
+        parts = []
+        for item in node.items:
+            x, k = self.expr(item, bound)
+            parts.append(x if k == "bool" else f"_truth({x}, {what!r})")
+        return "(" + f" {node.op} ".join(parts) + ")", "bool"
+
+    def _matches(self, node: nodes.Matches, bound: frozenset) -> tuple[str, str | None]:
+        x, _ = self.expr(node.operand, bound)
+        return f"_match({x}, {self.param(rt.glob(node.pattern))})", "bool"
+
+    def _has(self, node: nodes.Has, bound: frozenset) -> tuple[str, str | None]:
+        root = BY_NAME.get(node.operand.name) if isinstance(node.operand, nodes.Name) else None
+        if root is not None and not root.optional and node.operand.name not in bound:
+            return f"_has({root.value}, {node.name!r})", "bool"
+        x, _ = self.expr(node.operand, bound)
+        return f"_has_safe(lambda: {x}, {node.name!r})", "bool"
+
+    def _quantifier(self, node: nodes.Quantifier, bound: frozenset) -> tuple[str, str | None]:
+        coll, _ = self.expr(node.collection, bound)
+        body, _ = self.expr(node.body, bound | {node.var})
+        fn = "_any" if node.kind == "any" else "_all"
+        return f"{fn}({coll}, lambda v_{node.var}: {body})", "bool"
+
+    def _list(self, node: nodes.ListExpr, bound: frozenset) -> tuple[str, str | None]:
+        return "[" + ", ".join(self.expr(i, bound)[0] for i in node.items) + "]", None
 
     def value(self, v: Any) -> tuple[str, str | None]:
         if v is True or v is False:
@@ -329,6 +342,16 @@ class _Gen:
         return f"_arith({op!r}, {left}, {right})", None
 
 
+
+ExpressionCodegen._BY_NODE = {
+    nodes.Literal: ExpressionCodegen._literal, nodes.Name: ExpressionCodegen._name,
+    nodes.Attr: ExpressionCodegen._attr, nodes.Index: ExpressionCodegen._index,
+    nodes.Call: ExpressionCodegen._call, nodes.Unary: ExpressionCodegen._unary,
+    nodes.BoolOp: ExpressionCodegen._boolop, nodes.Binary: ExpressionCodegen.binary,
+    nodes.Matches: ExpressionCodegen._matches, nodes.Has: ExpressionCodegen._has,
+    nodes.Quantifier: ExpressionCodegen._quantifier, nodes.ListExpr: ExpressionCodegen._list,
+}
+
 # ------------------------------------------------------------------ rules
 
 @dataclass(eq=False, slots=True)
@@ -352,13 +375,6 @@ class CompiledRule:
     id: str = ""
     reason: str | None = None
     approvers: tuple[str, ...] = ()
-
-
-class _Module:
-    """Accumulates the generated source."""
-
-    def __init__(self):
-        self.lines: list[str] = []
 
 
 def _tests(rule: nodes.Rule) -> list[tuple[str, nodes.Expr, str]]:
@@ -447,7 +463,7 @@ def _globs(refs) -> dict | None:
     return out
 
 
-def _test_lines(gen: _Gen, tests, instrument: bool, indent: str) -> list[str]:
+def _test_lines(gen: ExpressionCodegen, tests, instrument: bool, indent: str) -> list[str]:
     lines = []
     for kind, expr, what in tests:
         gen.temps = 0
@@ -471,9 +487,9 @@ def compile_rules(policy_set: PolicySet, instrument: bool = False,
     sets) share one factory, so the module Python compiles stays small. Returns the
     compiled rules and the generated source (kept for debugging and tests).
     """
-    mod = _Module()
+    lines: list[str] = []
     constants = dict(policy_set.constants)
-    gen = _Gen(constants)
+    gen = ExpressionCodegen(constants)
     shapes: dict[str, str] = {}
     pending = []
     I2 = " " * 8
@@ -501,10 +517,10 @@ def compile_rules(policy_set: PolicySet, instrument: bool = False,
         name = shapes.get(shape_key)
         if name is None:
             name = shapes[shape_key] = f"_shape_{len(shapes)}"
-            mod.lines.append(f"def {name}({params}):")
-            mod.lines.append(text)
+            lines.append(f"def {name}({params}):")
+            lines.append(text)
         pending.append((n, info, name, list(gen.params), key))
-    source = "\n".join(mod.lines) + "\n"
+    source = "\n".join(lines) + "\n"
     namespace: dict[str, Any] = dict(HELPERS)
     namespace["_n"] = counter if counter is not None else [0]
     code = compile(source, f"<policylang:{policy_set.root}>", "exec")

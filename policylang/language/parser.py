@@ -23,7 +23,7 @@ from .errors import Diagnostic, PolicyError
 from .source import Span, offset_of
 from .words import parse_duration
 
-#: The Lark versions the driver (:class:`_Engine`) is tested with (tests/test_parser_driver.py
+#: The Lark versions the driver (:class:`LalrDriver`) is tested with (tests/test_parser_driver.py
 #: compares it with ``Lark.parse``). It reads Lark's private LALR tables, so any other
 #: version is refused; keep this in step with the ``lark`` line of pyproject.toml.
 LARK_VERSIONS = ((1, 2), (1, 4))  # lower bound inclusive, upper exclusive
@@ -58,7 +58,7 @@ def grammar_path() -> Path:
     raise FileNotFoundError("policylang grammar (policy.lark) not found next to the package")
 
 
-class Tok:
+class LexToken:
     """A token: lighter than ``lark.Token`` (not a ``str`` subclass), same attributes."""
 
     __slots__ = ("type", "value", "start_pos", "line", "column", "end_line", "end_column", "end_pos")
@@ -74,7 +74,7 @@ class Tok:
         self.end_pos = end_pos
 
     def __repr__(self) -> str:
-        return f"Tok({self.type}, {self.value!r})"
+        return f"LexToken({self.type}, {self.value!r})"
 
 
 class _SyntaxProblem(Exception):
@@ -94,19 +94,19 @@ class _Builder:
         self.depth: dict[int, int] = {}
 
     # -- helpers ---------------------------------------------------------------
-    def _tok_span(self, t: Tok) -> Span:
+    def _tok_span(self, t: LexToken) -> Span:
         return Span(self.path, t.line, t.column, t.end_line, t.end_column, t.start_pos, t.end_pos)
 
     def _span(self, first, last=None) -> Span:
         """The span from the start of ``first`` to the end of ``last`` (tokens or nodes)."""
         if last is None:
             last = first
-        if first.__class__ is Tok:
+        if first.__class__ is LexToken:
             line, col, start = first.line, first.column, first.start_pos
         else:
             sp = first.span
             line, col, start = sp.line, sp.column, sp.start
-        if last.__class__ is Tok:
+        if last.__class__ is LexToken:
             return Span(self.path, line, col, last.end_line, last.end_column, start, last.end_pos)
         sp = last.span
         return Span(self.path, line, col, sp.end_line, sp.end_column, start, sp.end)
@@ -123,13 +123,13 @@ class _Builder:
         depth[id(node)] = d
         return node
 
-    def _string(self, t: Tok) -> str:
+    def _string(self, t: LexToken) -> str:
         value = json.loads(t.value)
         if any(0xD800 <= ord(c) <= 0xDFFF for c in value):
             raise _SyntaxProblem("string contains an unpaired \\u surrogate escape", self._tok_span(t))
         return value
 
-    def _check_not_keyword(self, t: Tok, what: str) -> None:
+    def _check_not_keyword(self, t: LexToken, what: str) -> None:
         if t.value in KEYWORDS:
             raise _SyntaxProblem(f"'{t.value}' is a reserved keyword and cannot name a {what}", self._tok_span(t))
 
@@ -158,7 +158,7 @@ class _Builder:
         kw, name, _eq, value = kids
         return nodes.Option(name.value, value, span=self._span(kw, value), name_span=self._tok_span(name))
 
-    def _expect_word(self, t: Tok, allowed: tuple[str, ...]) -> None:
+    def _expect_word(self, t: LexToken, allowed: tuple[str, ...]) -> None:
         if t.value not in allowed:
             want = " or ".join(f"'{a}'" for a in allowed)
             raise _SyntaxProblem(f"expected {want} to start a schema declaration, found '{t.value}'",
@@ -179,7 +179,7 @@ class _Builder:
         self._expect_word(word, ("action",))
         rest = kids[2:] if high_impact else kids[1:]
         names = [k[0] for k in rest if isinstance(k, tuple)]
-        types = [k for k in rest if isinstance(k, Tok) and k.type == "NAME"]
+        types = [k for k in rest if isinstance(k, LexToken) and k.type == "NAME"]
         block = rest[-1] if isinstance(rest[-1], _Block) else None
         last = block.close if block else types[-1]
         return nodes.ActionDecl(tuple(names), tuple(t.value for t in types), block.fields if block else None,
@@ -209,7 +209,7 @@ class _Builder:
     def type_ref(self, kids):
         name = kids[0]
         arg = next((k for k in kids[1:] if isinstance(k, nodes.TypeRef)), None)
-        optional = any(isinstance(k, Tok) and k.type == "QMARK" for k in kids)
+        optional = any(isinstance(k, LexToken) and k.type == "QMARK" for k in kids)
         return nodes.TypeRef(name.value, arg, optional, span=self._span(name, kids[-1]))
 
     # -- rules --------------------------------------------------------------------
@@ -250,7 +250,7 @@ class _Builder:
                           action_spans=act_spans)
 
     def _refs(self, kids):
-        if len(kids) == 1 and isinstance(kids[0], Tok) and kids[0].type == "STAR":
+        if len(kids) == 1 and isinstance(kids[0], LexToken) and kids[0].type == "STAR":
             s = self._span(kids[0])
             return (None, None, s, s)
         return (tuple(kids), kids[0], kids[0].span, kids[-1].span)
@@ -267,7 +267,7 @@ class _Builder:
         return nodes.EntityRef(name.value, glob, span=self._span(name, kids[-1]))
 
     def actions(self, kids):
-        if len(kids) == 1 and isinstance(kids[0], Tok) and kids[0].type == "STAR":
+        if len(kids) == 1 and isinstance(kids[0], LexToken) and kids[0].type == "STAR":
             s = self._span(kids[0])
             return (None, (), s, s)
         names = tuple(k[0] for k in kids)
@@ -449,7 +449,7 @@ class _Block:
         self.close = close
 
 
-class _Engine:
+class LalrDriver:
     """Lark's LALR tables driven by a tight loop, with a one-regex contextual lexer.
 
     Lark compiles the grammar (grammar/policy.lark) into LALR(1) tables and the rule
@@ -534,11 +534,11 @@ class _Engine:
                     if kw is not None and kw in states[state_stack[-1]]:
                         kind = kw
                 col = pos - line_start + 1
-                token = Tok(kind, value, pos, line, col, line, col + (end - pos), end)
+                token = LexToken(kind, value, pos, line, col, line, col + (end - pos), end)
                 pos = end
             else:
                 col = pos - line_start + 1
-                token = Tok("$END", "", pos, line, col, line, col, pos)
+                token = LexToken("$END", "", pos, line, col, line, col, pos)
             # ---- feed it
             ttype = token.type
             while True:
@@ -572,12 +572,12 @@ class _Engine:
 
 _lock = threading.Lock()
 _builder = _Builder()
-_engine: _Engine | None = None
+_driver: LalrDriver | None = None
 
 
-def _get_parser() -> _Engine:
-    global _engine
-    if _engine is None:
+def _get_parser() -> LalrDriver:
+    global _driver
+    if _driver is None:
         check_lark_version(lark.__version__)
         lark_parser = Lark(
             grammar_path().read_text(encoding="utf-8"),
@@ -587,8 +587,8 @@ def _get_parser() -> _Engine:
             maybe_placeholders=False,
             cache=True,  # Lark keeps the grammar analysis in the temp dir: faster start-up
         )
-        _engine = _Engine(lark_parser)
-    return _engine
+        _driver = LalrDriver(lark_parser)
+    return _driver
 
 
 # ----------------------------------------------------------------------- errors
