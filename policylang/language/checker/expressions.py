@@ -28,6 +28,9 @@ from .types import (ANY_PRINCIPAL, BOOL, CHAIN, CONTEXT, DELEGATION, LITERAL_TYP
 
 _BUILTIN_ATTRS = {"principal": ("id", "kind"), "resource": ("id", "type")}
 _DELEGATION_FIELDS = ("chain", "depth", "root")
+#: the types of the delegation object's fields and of the risk object's
+_DELEGATION_TYPES = {"chain": CHAIN, "depth": NUMBER, "root": ANY_PRINCIPAL}
+_RISK_TYPES = {"score": NUMBER, "signals": SIGNALS}
 _ORDER_OPS = frozenset(["<", "<=", ">", ">="])
 
 
@@ -227,60 +230,67 @@ class ExpressionWalk:
     def attribute(self, node, obj, name: str, is_index: bool, env):
         """The type of ``obj.name`` (or ``obj["name"]``)."""
         cls = obj.__class__
-        if cls is EntityType or cls is ActionType or cls is ListType:
-            if cls is ListType:
-                self._type_error(f"cannot read attribute '{name}' of a list", self._name_span(node, is_index))
-                return None
-            key = (obj, name)
-            hit = self._attr_cache.get(key)
-            if hit is None:
-                hit = self._attr_cache[key] = self._entity_attr(obj, name)
-            t, optional, problem = hit
-            if self.gate is not None and cls is EntityType and name not in _BUILTIN_ATTRS[obj.category]:
-                self._entity_read(node, self._name_span(node, is_index), obj, name)
-            if problem is not None:
-                self._report("schema", "E004", problem, self._name_span(node, is_index))
-            if optional and not self.in_has:
-                self.reads.append((node, attr_path(node), name))
-            return t
+        if cls is ListType:
+            self._type_error(f"cannot read attribute '{name}' of a list", self._name_span(node, is_index))
+            return None
+        if cls is EntityType or cls is ActionType:
+            return self._schema_attribute(node, obj, name, is_index)
         if obj is DELEGATION:
-            if name == "chain":
-                return CHAIN
-            if name == "depth":
-                return NUMBER
-            if name == "root":
-                return ANY_PRINCIPAL
-            base = node.obj
-            if base.__class__ is not nodes.Name or base.name != "delegation" or base.name in env:
-                # the delegation object reached other than by its root name (``[delegation][0]``):
-                # only its type says so, so this walk reports it; the names stage reports the rest
-                self._report("types", "E002", f"'delegation' has no attribute '{name}'"
-                                              f"{did_you_mean(name, _DELEGATION_FIELDS)}; it has only chain, "
-                                              f"depth and root", self._name_span(node, is_index))
-            return None
+            return self._delegation_attribute(node, name, is_index, env)
         if obj is RISK:
-            if name == "score":
-                return NUMBER
-            if name == "signals":
-                return SIGNALS
-            return None
+            return _RISK_TYPES.get(name)
         if obj is OBJECT:
             return None
         if obj is CONTEXT:
-            declared = self.sch.context
-            if declared is None:
-                return None
-            ref = declared.get(name)
-            if ref is None:
-                self._report("schema", "E004", f"context attribute '{name}' is not declared in the schema"
-                                               f"{did_you_mean(name, declared)}; add it to the `context {{ … }}` "
-                                               f"declaration or fix the name", self._name_span(node, is_index))
-                return None
-            if ref.optional and not self.in_has:
-                self.reads.append((node, attr_path(node), name))
-            return type_of_ref(ref)
+            return self._context_attribute(node, name, is_index)
         self._type_error(f"cannot read attribute '{name}' of {describe_type(obj)}", self._name_span(node, is_index))
         return None
+
+    def _schema_attribute(self, node, obj: EntityType | ActionType, name: str, is_index: bool):
+        """An attribute of an entity or action: typed by the schema (E004 when undeclared),
+        noted for W108 in a gate and for W103 when optional."""
+        key = (obj, name)
+        hit = self._attr_cache.get(key)
+        if hit is None:
+            hit = self._attr_cache[key] = self._entity_attr(obj, name)
+        t, optional, problem = hit
+        if self.gate is not None and obj.__class__ is EntityType and name not in _BUILTIN_ATTRS[obj.category]:
+            self._entity_read(node, self._name_span(node, is_index), obj, name)
+        if problem is not None:
+            self._report("schema", "E004", problem, self._name_span(node, is_index))
+        if optional and not self.in_has:
+            self.reads.append((node, attr_path(node), name))
+        return t
+
+    def _delegation_attribute(self, node, name: str, is_index: bool, env):
+        """A field of the delegation object (E002 here for a name it lacks, when only its
+        type shows it is the delegation object)."""
+        t = _DELEGATION_TYPES.get(name)
+        if t is not None:
+            return t
+        base = node.obj
+        if base.__class__ is not nodes.Name or base.name != "delegation" or base.name in env:
+            # the delegation object reached other than by its root name (``[delegation][0]``):
+            # only its type says so, so this walk reports it; the names stage reports the rest
+            self._report("types", "E002", f"'delegation' has no attribute '{name}'"
+                                          f"{did_you_mean(name, _DELEGATION_FIELDS)}; it has only chain, "
+                                          f"depth and root", self._name_span(node, is_index))
+        return None
+
+    def _context_attribute(self, node, name: str, is_index: bool):
+        """A context attribute: typed by the schema's ``context`` declaration, if any."""
+        declared = self.sch.context
+        if declared is None:
+            return None
+        ref = declared.get(name)
+        if ref is None:
+            self._report("schema", "E004", f"context attribute '{name}' is not declared in the schema"
+                                           f"{did_you_mean(name, declared)}; add it to the `context {{ … }}` "
+                                           f"declaration or fix the name", self._name_span(node, is_index))
+            return None
+        if ref.optional and not self.in_has:
+            self.reads.append((node, attr_path(node), name))
+        return type_of_ref(ref)
 
     def _entity_read(self, node, span: Span, obj: EntityType, name: str) -> None:
         """Note a read of an entity attribute in a forbid or gate (W108)."""
