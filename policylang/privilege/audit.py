@@ -292,81 +292,104 @@ class VerifyResult:
     torn_line: Optional[int] = None
 
 
+def _check_head(head: Optional[str]) -> Optional[str]:
+    """``head`` normalised (stripped, lower case); ValueError when it is not a hash."""
+    if head is not None:
+        head = head.strip().lower()
+        if not _HEX64.match(head):
+            raise ValueError("head must be a SHA-256 hash: 64 hexadecimal digits")
+    return head
+
+
+def _whole_last_line(raw: bytes, prev: str) -> bool:
+    """Is an unterminated last line nevertheless a whole, chained, canonical record (and
+    so not an interrupted write)?"""
+    try:
+        rec = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
+        return (isinstance(rec, dict) and rec.get("prev") == prev
+                and rec.get("hash") == record_hash(rec)
+                and canonical(rec).encode("utf-8") == raw)
+    except (ValueError, TypeError, UnicodeDecodeError, RecursionError):
+        return False
+
+
+def _parse_line(raw: bytes) -> tuple[Any, Optional[str]]:
+    """``(value, None)`` for a line that is JSON, else ``(None, what is wrong)``."""
+    try:
+        return json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates), None
+    except UnicodeDecodeError:
+        return None, "not UTF-8"
+    except _DuplicateKey as e:
+        return None, f"record has a duplicate key {e.key!r}: readers would disagree on its value"
+    except ValueError as e:
+        return None, "empty line" if not raw.strip() else f"not a JSON record ({e})"
+    except RecursionError:
+        return None, "not a JSON record (nested too deeply)"
+
+
+def _record_problem(rec: Any, raw: bytes, prev: str, n: int) -> Optional[str]:
+    """What is wrong with the parsed line ``n`` (``raw``, without its newline) as the
+    record after the one hashed ``prev``; None when it is intact and chained."""
+    if not isinstance(rec, dict):
+        return "not a JSON object"
+    h = rec.get("hash")
+    if not isinstance(h, str) or not _HEX64.match(h):
+        return "record has no valid hash"
+    try:
+        actual = record_hash(rec)
+    except (ValueError, TypeError, RecursionError) as e:
+        return f"record cannot be serialised ({e})"
+    if actual != h:
+        return "record altered: its hash does not match its content"
+    try:
+        spelled = canonical(rec).encode("utf-8")
+    except (ValueError, TypeError, UnicodeEncodeError, RecursionError):
+        spelled = None
+    if spelled != raw:
+        return ("record is not in its canonical form (sorted keys, no whitespace, no "
+                "escapes beyond JSON's): the line was rewritten")
+    if rec.get("prev") != prev:
+        if n == 1:
+            return ("chain does not start at the beginning (prev is not 64 zeros): "
+                    "records before it were removed")
+        return (f"chain broken: prev does not match the hash of line {n - 1} "
+                "(a record was removed, inserted or reordered)")
+    return None
+
+
+def _missing_head(head: str, count: int) -> str:
+    """The failure message when no record of ``count`` has the anchored ``head``."""
+    if count:
+        return f"no record has the anchored head hash {head}: the log was cut off after line {count}"
+    return f"no record has the anchored head hash {head}: the log is empty"
+
+
 def verify_file(path: str | os.PathLike, head: Optional[str] = None) -> VerifyResult:
     """Check the chain of ``path``. With ``head``, also require a record with that hash
     (an anchor kept elsewhere) to be in the chain, which detects a cut-off tail.
 
     Raises OSError when the file cannot be read, ValueError for a malformed ``head``.
     """
-    if head is not None:
-        head = head.strip().lower()
-        if not _HEX64.match(head):
-            raise ValueError("head must be a SHA-256 hash: 64 hexadecimal digits")
+    head = _check_head(head)
     prev = GENESIS
     seen_head = head is None
     count = 0
     torn_line = None
-
-    def fail(n: int, msg: str) -> VerifyResult:
-        return VerifyResult(False, count, prev, n, msg, torn_line)
-
     with open(path, "rb") as f:
         for n, raw in enumerate(f, start=1):
-            if not raw.endswith(b"\n"):
-                # the last line has no newline: an interrupted write, unless it is whole
-                try:
-                    rec = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
-                    whole = (isinstance(rec, dict) and rec.get("prev") == prev
-                             and rec.get("hash") == record_hash(rec)
-                             and canonical(rec).encode("utf-8") == raw)
-                except (ValueError, TypeError, UnicodeDecodeError, RecursionError):
-                    whole = False
-                if not whole:
-                    torn_line = n
-                    break
+            if not raw.endswith(b"\n") and not _whole_last_line(raw, prev):
+                torn_line = n
+                break
             raw = raw.rstrip(b"\n")
-            try:
-                rec = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
-            except UnicodeDecodeError:
-                return fail(n, "not UTF-8")
-            except _DuplicateKey as e:
-                return fail(n, f"record has a duplicate key {e.key!r}: readers would disagree on its value")
-            except ValueError as e:
-                return fail(n, "empty line" if not raw.strip() else f"not a JSON record ({e})")
-            except RecursionError:
-                return fail(n, "not a JSON record (nested too deeply)")
-            if not isinstance(rec, dict):
-                return fail(n, "not a JSON object")
-            h = rec.get("hash")
-            if not isinstance(h, str) or not _HEX64.match(h):
-                return fail(n, "record has no valid hash")
-            try:
-                actual = record_hash(rec)
-            except (ValueError, TypeError, RecursionError) as e:
-                return fail(n, f"record cannot be serialised ({e})")
-            if actual != h:
-                return fail(n, "record altered: its hash does not match its content")
-            try:
-                spelled = canonical(rec).encode("utf-8")
-            except (ValueError, TypeError, UnicodeEncodeError, RecursionError):
-                spelled = None
-            if spelled != raw:
-                return fail(n, "record is not in its canonical form (sorted keys, no whitespace, no "
-                               "escapes beyond JSON's): the line was rewritten")
-            if rec.get("prev") != prev:
-                if n == 1:
-                    return fail(n, "chain does not start at the beginning (prev is not 64 zeros): "
-                                   "records before it were removed")
-                return fail(n, f"chain broken: prev does not match the hash of line {n - 1} "
-                               "(a record was removed, inserted or reordered)")
-            prev = h
+            rec, problem = _parse_line(raw)
+            if problem is None:
+                problem = _record_problem(rec, raw, prev, n)
+            if problem is not None:
+                return VerifyResult(False, count, prev, n, problem, torn_line)
+            prev = rec["hash"]
             count += 1
-            if not seen_head and h == head:
+            if not seen_head and prev == head:
                 seen_head = True
     if not seen_head:
-        return VerifyResult(False, count, prev, count + 1,
-                            f"no record has the anchored head hash {head}: the log was cut off "
-                            f"after line {count}" if count else
-                            f"no record has the anchored head hash {head}: the log is empty",
-                            torn_line)
+        return VerifyResult(False, count, prev, count + 1, _missing_head(head, count), torn_line)
     return VerifyResult(True, count, prev, None, "", torn_line)
