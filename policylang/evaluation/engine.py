@@ -108,9 +108,7 @@ class Engine:
             try:
                 out.append(decide(request))
             except RequestError as e:
-                # the error's own field, and its message without the "field: " prefix
-                message = str(e)[len(e.field) + 2:] if e.field else str(e)
-                raise RequestError(f"[{i}].{e.field}" if e.field else f"[{i}]", message) from None
+                raise RequestError(f"[{i}].{e.field}" if e.field else f"[{i}]", e.reason) from None
         return out
 
     def explain_request(self, ctx, decision: Decision) -> str:

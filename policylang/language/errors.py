@@ -125,8 +125,11 @@ class PolicyError(ValueError):
 
 
 class RequestError(ValueError):
-    """A malformed request. The message names the offending field; ``.field`` holds it."""
+    """A malformed request. The message names the offending field; ``.field`` holds the
+    field (a path such as ``context.a[2]``, or ``""`` for the request itself) and
+    ``.reason`` what is wrong with it, so callers never parse the message."""
 
     def __init__(self, field: str, message: str):
         self.field = field
+        self.reason = message
         super().__init__(f"{field}: {message}" if field else message)

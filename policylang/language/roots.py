@@ -97,6 +97,3 @@ NAMES: frozenset[str] = frozenset(BY_NAME)
 ARGS: str = ", ".join(r.arg for r in ROOTS)
 #: a root's position among the arguments
 POSITION: dict[str, int] = {r.name: i for i, r in enumerate(ROOTS)}
-#: the roots whose kind or type selects the rules that can apply (the target's
-#: ``agent``, ``repo``), with the built-in attribute that holds it
-TARGETED: dict[str, str] = {"principal": "kind", "resource": "type"}

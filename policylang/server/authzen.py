@@ -173,9 +173,7 @@ def request_error(e: RequestError, prefix: str = "") -> BadRequest:
     """The engine's :class:`RequestError` (named in docs/requests.md#request terms) renamed to the AuthZEN
     field the caller sent (``risk.score`` -> ``context.risk.score``)."""
     field = e.field or ""
-    text = str(e)
-    message = text[len(field) + 2:] if field and text.startswith(field + ": ") else text
-    return _bad(prefix + authzen_field(field) if field else prefix.rstrip("."), message)
+    return _bad(prefix + authzen_field(field) if field else prefix.rstrip("."), e.reason)
 
 
 def authzen_field(field: str) -> str:
