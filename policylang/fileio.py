@@ -38,3 +38,13 @@ def write_atomically(path: str | os.PathLike, text: str, *, mode: int | None = N
         except OSError:
             pass
         raise
+
+
+def read_input(path: str) -> bytes:
+    """The bytes of ``path``, or of standard input when ``path`` is ``-`` (the CLI's
+    convention). Raises OSError as ``open`` does."""
+    if path == "-":
+        import sys
+        return sys.stdin.buffer.read()
+    with open(path, "rb") as f:
+        return f.read()

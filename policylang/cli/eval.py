@@ -14,6 +14,8 @@ import sys
 
 import click
 
+from ..fileio import read_input
+
 DESCRIPTION = "Decide one request against a policy set."
 
 
@@ -25,11 +27,7 @@ def _fail(message: str) -> None:
 
 def _read(path: str, what: str) -> str:
     try:
-        if path == "-":
-            data = click.get_binary_stream("stdin").read()
-        else:
-            with open(path, "rb") as f:
-                data = f.read()
+        data = read_input(path)
     except OSError as e:
         _fail(f"{what} {path}: cannot read: {e.strerror or e}")
     try:

@@ -13,7 +13,7 @@ import sys
 
 import click
 
-from ..fileio import write_atomically
+from ..fileio import read_input, write_atomically
 
 DESCRIPTION = "Rewrite policy files in the canonical layout."
 
@@ -78,11 +78,7 @@ def command(paths: tuple[str, ...], check: bool, show_diff: bool) -> None:
     for path in _collect(paths):
         display = "<stdin>" if path == "-" else path
         try:
-            if path == "-":
-                data = click.get_binary_stream("stdin").read()
-            else:
-                with open(path, "rb") as f:
-                    data = f.read()
+            data = read_input(path)
         except OSError as e:
             click.echo(f"{display}: error: cannot read: {e.strerror or e}", err=True)
             failed += 1

@@ -73,7 +73,7 @@ def verify_cmd(jwt_text: str, keys_path: str, scope, audience, issuer, store_url
     from ..privilege.store import StoreError
 
     if jwt_text == "-":
-        jwt_text = click.get_text_stream("stdin").read()
+        jwt_text = sys.stdin.read()
     jwt_text = jwt_text.strip()
     keys = _load_keys(keys_path)
     store = _open_store(store_url)
