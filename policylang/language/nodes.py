@@ -8,7 +8,6 @@ in layout have equal trees (the formatter's round-trip tests rely on it).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Union
 
 from .source import Span
 
@@ -107,7 +106,7 @@ class Quantifier(Node):
     body: "Expr"
 
 
-Expr = Union[Literal, ListExpr, Name, Attr, Index, Call, Unary, Binary, BoolOp, Matches, Has, Quantifier]
+Expr = Literal | ListExpr | Name | Attr | Index | Call | Unary | Binary | BoolOp | Matches | Has | Quantifier
 
 # ------------------------------------------------------------------ schema
 
@@ -220,7 +219,7 @@ class Because(Node):
     text: str
 
 
-Clause = Union[Grant, By, Because]
+Clause = Grant | By | Because
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,7 +251,7 @@ class Rule(Node):
         return next((c.text for c in self.clauses if isinstance(c, Because)), None)
 
 
-Statement = Union[Const, Option, EntityDecl, ActionDecl, ContextDecl, Rule]
+Statement = Const | Option | EntityDecl | ActionDecl | ContextDecl | Rule
 
 
 @dataclass(frozen=True, slots=True)

@@ -52,7 +52,7 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Mapping
 
 from ..evaluation.decision import decision_fields
 from ..language.errors import RequestError
@@ -187,8 +187,8 @@ class Approval:
     principal: str
     action: str
     resource_type: str
-    resource_id: Optional[str]
-    task: Optional[str]
+    resource_id: str | None
+    task: str | None
     delegation: tuple[str, ...]
     rules: tuple[str, ...]
     reasons: tuple[str, ...]
@@ -196,18 +196,18 @@ class Approval:
     created_at: float
     expires_at: float
     approvals: tuple[dict, ...] = ()
-    denied_by: Optional[str] = None
-    denied_at: Optional[float] = None
-    purpose: Optional[str] = None
-    policy_version: Optional[str] = None
+    denied_by: str | None = None
+    denied_at: float | None = None
+    purpose: str | None = None
+    policy_version: str | None = None
     #: "sha256:<hex>" of the canonical request (None on a ticket from before binding:
     #: such a ticket confirms nothing)
-    digest: Optional[str] = None
+    digest: str | None = None
     #: the canonical request, redacted: what the approver approves
-    request: Optional[dict] = field(default=None, compare=False)
-    summary: Optional[str] = None
+    request: dict | None = field(default=None, compare=False)
+    summary: str | None = None
     single_use: bool = False
-    used_at: Optional[float] = None
+    used_at: float | None = None
     data: dict = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
@@ -264,7 +264,7 @@ def _is_policy_set(obj: Any) -> bool:
     return callable(getattr(obj, "rule", None)) and hasattr(obj, "options")
 
 
-def _policy_cap(policies: Any) -> Optional[float]:
+def _policy_cap(policies: Any) -> float | None:
     cap = getattr(getattr(policies, "options", None), "max_approval_ttl", None)
     return float(cap) if isinstance(cap, (int, float)) and not isinstance(cap, bool) and cap > 0 else None
 
@@ -295,7 +295,7 @@ class Approvals:
     """
 
     def __init__(self, store: Store | str, entities: Any = None, *, audit: Any = None,
-                 clock: Callable[[], float] = time.time, max_ttl: Optional[float] = None,
+                 clock: Callable[[], float] = time.time, max_ttl: float | None = None,
                  redact: Any = None):
         self.store = open_store(store) if isinstance(store, str) else store
         if entities is not None and not (isinstance(entities, Mapping) or callable(entities)
@@ -321,7 +321,7 @@ class Approvals:
 
     # -- entity data -----------------------------------------------------------------------
 
-    def _lookup(self, kind: str, ident: str) -> Optional[Mapping]:
+    def _lookup(self, kind: str, ident: str) -> Mapping | None:
         src = self.entities
         if src is None:
             return None
@@ -334,7 +334,7 @@ class Approvals:
             attrs = src(kind, ident)
         return attrs if isinstance(attrs, Mapping) else None
 
-    def groups_of(self, approver: str) -> Optional[set[str]]:
+    def groups_of(self, approver: str) -> set[str] | None:
         """The ``groups`` of a known human, or None when ``approver`` is not one."""
         attrs = self._lookup("human", approver)
         if attrs is None:
@@ -385,7 +385,7 @@ class Approvals:
                 return found
         return self.entities if _is_policy_set(self.entities) else None
 
-    def open(self, decision: Any, request: Any, ttl: Optional[float] = None, *, single_use: bool = False,
+    def open(self, decision: Any, request: Any, ttl: float | None = None, *, single_use: bool = False,
              policies: Any = None) -> Approval:
         """Open a ticket from a ``require_approval`` decision for ``request``.
 
@@ -452,7 +452,7 @@ class Approvals:
         return ticket
 
     @staticmethod
-    def _gates(rules: list[str], approvers: list[str], policies: Any) -> Optional[list[list[str]]]:
+    def _gates(rules: list[str], approvers: list[str], policies: Any) -> list[list[str]] | None:
         """Each gate's ``by`` list, in rule order; None when they cannot be known."""
         if _is_policy_set(policies) and rules:
             out = []
@@ -476,7 +476,7 @@ class Approvals:
             raise ApprovalError(f"no approval {approval_id}", "not_found")
         return Approval.from_data(data, self._clock())
 
-    def list(self, *, approver: Optional[str] = None, include_closed: bool = False) -> list[Approval]:
+    def list(self, *, approver: str | None = None, include_closed: bool = False) -> list[Approval]:
         """Tickets, oldest first. By default only open ones (pending or approved, not
         expired nor used); with ``approver``, only those that person may decide on."""
         now = self._clock()

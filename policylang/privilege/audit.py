@@ -37,7 +37,7 @@ import re
 import threading
 import uuid
 from dataclasses import dataclass
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable
 
 from ..evaluation.decision import DECISION_FIELDS, decision_fields  # noqa: F401  (decision_fields is re-exported)
 
@@ -139,13 +139,13 @@ class AuditLog:
         self.fsync = bool(fsync)
         self._lock = threading.Lock()
         #: (file size after our last append, that record's hash): skips re-reading the tail
-        self._tail: Optional[tuple[int, str]] = None
+        self._tail: tuple[int, str] | None = None
 
     def __repr__(self) -> str:
         return f"<AuditLog {self.path}>"
 
     def record(self, event: str, *, request: Any = None, decision: Any = None,
-               tokens: Iterable[str] = (), latency_us: Optional[int] = None, **extra: Any) -> dict:
+               tokens: Iterable[str] = (), latency_us: int | None = None, **extra: Any) -> dict:
         """Append one record and return it (with its ``hash``). Raises AuditError."""
         try:
             rec = self._build(event, request, decision, tokens, latency_us, extra)
@@ -286,13 +286,13 @@ class VerifyResult:
     #: hash of the last intact record (GENESIS for an empty log)
     head: str
     #: the first bad line (1-based) when not ok
-    line: Optional[int] = None
+    line: int | None = None
     message: str = ""
     #: an unterminated last line (an interrupted write), ignored
-    torn_line: Optional[int] = None
+    torn_line: int | None = None
 
 
-def _check_head(head: Optional[str]) -> Optional[str]:
+def _check_head(head: str | None) -> str | None:
     """``head`` normalised (stripped, lower case); ValueError when it is not a hash."""
     if head is not None:
         head = head.strip().lower()
@@ -313,7 +313,7 @@ def _whole_last_line(raw: bytes, prev: str) -> bool:
         return False
 
 
-def _parse_line(raw: bytes) -> tuple[Any, Optional[str]]:
+def _parse_line(raw: bytes) -> tuple[Any, str | None]:
     """``(value, None)`` for a line that is JSON, else ``(None, what is wrong)``."""
     try:
         return json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates), None
@@ -327,7 +327,7 @@ def _parse_line(raw: bytes) -> tuple[Any, Optional[str]]:
         return None, "not a JSON record (nested too deeply)"
 
 
-def _record_problem(rec: Any, raw: bytes, prev: str, n: int) -> Optional[str]:
+def _record_problem(rec: Any, raw: bytes, prev: str, n: int) -> str | None:
     """What is wrong with the parsed line ``n`` (``raw``, without its newline) as the
     record after the one hashed ``prev``; None when it is intact and chained."""
     if not isinstance(rec, dict):
@@ -364,7 +364,7 @@ def _missing_head(head: str, count: int) -> str:
     return f"no record has the anchored head hash {head}: the log is empty"
 
 
-def verify_file(path: str | os.PathLike, head: Optional[str] = None) -> VerifyResult:
+def verify_file(path: str | os.PathLike, head: str | None = None) -> VerifyResult:
     """Check the chain of ``path``. With ``head``, also require a record with that hash
     (an anchor kept elsewhere) to be in the chain, which detects a cut-off tail.
 

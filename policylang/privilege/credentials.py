@@ -30,7 +30,7 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Mapping
 
 import jwt as pyjwt
 from cryptography.hazmat.primitives import serialization
@@ -131,12 +131,12 @@ def _thumbprint(pub: Ed25519PublicKey) -> str:
 class _Key:
     kid: str
     public: Ed25519PublicKey
-    private: Optional[Ed25519PrivateKey]
+    private: Ed25519PrivateKey | None
     created_at: float
     #: when rotate() retired it (None while it is the signing key or a published key)
-    retired_at: Optional[float] = None
+    retired_at: float | None = None
     #: the latest ``exp`` of a token it signed, as far as this key set knows
-    last_exp: Optional[float] = None
+    last_exp: float | None = None
 
     def jwk(self) -> dict:
         return {"kty": "OKP", "crv": "Ed25519", "x": _b64u(_raw_public(self.public)),
@@ -158,7 +158,7 @@ class KeySet:
     # construction and persistence -----------------------------------------------------
 
     @classmethod
-    def generate(cls, *, now: Optional[float] = None) -> "KeySet":
+    def generate(cls, *, now: float | None = None) -> "KeySet":
         ks = cls()
         ks._add_new(time.time() if now is None else now)
         return ks
@@ -169,7 +169,7 @@ class KeySet:
         self._keys.append(key)
         return key
 
-    def rotate(self, *, now: Optional[float] = None, keep_for: float = 0) -> str:
+    def rotate(self, *, now: float | None = None, keep_for: float = 0) -> str:
         """Start signing with a new key; returns its ``kid``. The old signing key loses
         its private part and stays for verification until the last token it signed
         expires (as far as this key set saw it sign). When other processes may have
@@ -250,12 +250,12 @@ class KeySet:
     # queries ---------------------------------------------------------------------------
 
     @property
-    def kid(self) -> Optional[str]:
+    def kid(self) -> str | None:
         """The signing key's kid (None for a verification-only key set)."""
         k = self._signing()
         return k.kid if k else None
 
-    def _signing(self) -> Optional[_Key]:
+    def _signing(self) -> _Key | None:
         for k in reversed(self._keys):
             if k.private is not None and k.retired_at is None:
                 return k
@@ -266,7 +266,7 @@ class KeySet:
             return True
         return k.last_exp is not None and now <= k.last_exp + keep
 
-    def verification_key(self, kid: str, now: float, keep: float) -> Optional[Ed25519PublicKey]:
+    def verification_key(self, kid: str, now: float, keep: float) -> Ed25519PublicKey | None:
         for k in self._keys:
             if k.kid == kid and self._live(k, now, keep):
                 return k.public
@@ -287,7 +287,7 @@ class KeySet:
         return f"<KeySet signing={self.kid} keys={len(self._keys)}>"
 
 
-def _opt_float(v: Any) -> Optional[float]:
+def _opt_float(v: Any) -> float | None:
     return None if v is None else float(v)
 
 
@@ -301,14 +301,14 @@ class _Subject:
     principal: str
     chain: tuple[str, ...]
     aud: str
-    task: Optional[str]
+    task: str | None
 
     @property
     def sub(self) -> str:
         return self.chain[0] if self.chain else self.principal
 
     @property
-    def act(self) -> Optional[dict]:
+    def act(self) -> dict | None:
         if not self.chain:
             return None
         act: dict = {"sub": self.principal}
@@ -445,7 +445,7 @@ class Issuer:
 
     def __init__(self, keys: KeySet | str | os.PathLike | None, store: Store | str | None, *, issuer: str,
                  max_task_lifetime: float = 8 * 3600, audit: Any = None, max_leeway: float = 300,
-                 max_ttl: Optional[float] = None, clock: Callable[[], float] = time.time,
+                 max_ttl: float | None = None, clock: Callable[[], float] = time.time,
                  require_open_tasks: bool = False):
         if not isinstance(issuer, str) or not issuer:
             raise ValueError("issuer must be a non-empty string (the iss claim)")
@@ -456,10 +456,10 @@ class Issuer:
         if max_ttl is not None and (not _is_num(max_ttl) or max_ttl <= 0):
             raise ValueError("max_ttl must be a positive number of seconds")
         #: the key file re-read on change (None when the keys were given as a KeySet)
-        self.keys_path: Optional[str] = None
+        self.keys_path: str | None = None
         #: why the last reload of the key file failed (the previous keys stay in use)
-        self.keys_error: Optional[str] = None
-        self._keys_sig: Optional[tuple] = None
+        self.keys_error: str | None = None
+        self._keys_sig: tuple | None = None
         self._keys_lock = threading.Lock()
         if isinstance(keys, (str, os.PathLike)):
             self.keys_path = os.fspath(keys)
@@ -555,7 +555,7 @@ class Issuer:
         self.keys._note_signed(key.kid, exp)
         return Token(encoded, jti, exp, tuple(scopes), claims)
 
-    def _record(self, event: str, token: Optional[Token], **kw) -> None:
+    def _record(self, event: str, token: Token | None, **kw) -> None:
         if self.audit is None:
             return
         try:
@@ -570,7 +570,7 @@ class Issuer:
 
     # -- verifying ---------------------------------------------------------------------------
 
-    def verify(self, token: str, scope: Optional[str] = None, audience: Optional[str] = None,
+    def verify(self, token: str, scope: str | None = None, audience: str | None = None,
                leeway: float = 0) -> dict:
         """The claims of a valid token, or a TokenError subclass naming why not.
         StoreError when revocation could not be checked; ValueError for a leeway above
@@ -683,8 +683,8 @@ class Issuer:
                      revoked=[old["jti"]])
         return new
 
-    def open_task(self, task_id: str, principal: str, root: Optional[str] = None, *, opened_by: str,
-                  ttl: Optional[float] = None) -> Any:
+    def open_task(self, task_id: str, principal: str, root: str | None = None, *, opened_by: str,
+                  ttl: float | None = None) -> Any:
         """Open a task for ``principal`` (the agent that will get its tokens) under the
         delegation root ``root`` (the principal itself when None), on behalf of
         ``opened_by`` (the authenticated delegator; not the agent). Returns its
@@ -741,7 +741,7 @@ class Issuer:
 
     # -- key file reload ---------------------------------------------------------------
 
-    def _key_file_signature(self) -> Optional[tuple]:
+    def _key_file_signature(self) -> tuple | None:
         try:
             st = os.stat(self.keys_path)
         except OSError:

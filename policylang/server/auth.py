@@ -52,7 +52,7 @@ import os
 import re
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping
 
 log = logging.getLogger("policylang.server")
 
@@ -103,7 +103,7 @@ _COMPILED = [(m, re.compile("^" + re.escape(p).replace(re.escape("{id}"), "(?P<i
              for m, p, a, t in ROUTE_ACTIONS]
 
 
-def route_action(method: str, path: str, body: Optional[bytes] = None) -> tuple[str, str, str]:
+def route_action(method: str, path: str, body: bytes | None = None) -> tuple[str, str, str]:
     """``(action, resource type, resource id)`` of a guarded request. A guarded path that
     no entry of :data:`ROUTE_ACTIONS` names is ``("other", <first path segment after /v1>, "")``
     (the default policy does not allow it: name it in an admin policy to allow it)."""
@@ -215,7 +215,7 @@ class _FileJWKS:
         self._keys = {k.key_id: k for k in keyset.keys}
         self._sig = sig
 
-    def key_for(self, kid: Optional[str]):
+    def key_for(self, kid: str | None):
         with self._lock:
             self._reload()
             if kid not in self._keys:
@@ -256,8 +256,8 @@ class Authenticator:
     the TLS layer (``--client-ca``) and name the caller by their URI SAN.
     """
 
-    def __init__(self, *, jwks: Optional[str] = None, issuer: Optional[str] = None,
-                 audience: Optional[str] = None, algorithms: tuple[str, ...] = DEFAULT_ALGORITHMS,
+    def __init__(self, *, jwks: str | None = None, issuer: str | None = None,
+                 audience: str | None = None, algorithms: tuple[str, ...] = DEFAULT_ALGORITHMS,
                  caller_claim: str = "sub", mtls: bool = False, leeway: float = 30.0):
         self.mtls = mtls
         self.issuer = issuer
@@ -374,7 +374,7 @@ class AdminGuard:
     """Which caller may use which guarded route: the operator's policy set, or
     :data:`DEFAULT_ADMIN_POLICY` when none is given."""
 
-    def __init__(self, path: Optional[str] = None):
+    def __init__(self, path: str | None = None):
         import policylang
         from ..language.errors import PolicyError
         from ..language.loader import check_path
@@ -419,7 +419,7 @@ class AuthMiddleware:
     ``authenticator`` None (or not configured): every caller is :data:`ANONYMOUS` and the
     guard is not consulted (``serve`` allows this on loopback only)."""
 
-    def __init__(self, app, authenticator: Optional[Authenticator], guard: Optional[AdminGuard]):
+    def __init__(self, app, authenticator: Authenticator | None, guard: AdminGuard | None):
         self.app = app
         self.authenticator = authenticator if authenticator is not None and authenticator.configured else None
         self.guard = guard or (AdminGuard() if self.authenticator is not None else None)

@@ -44,7 +44,7 @@ approve and revoke: put them behind the service's authentication.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
@@ -101,7 +101,7 @@ def _field(body: dict, name: str, kind: type | tuple, required: bool = True, wha
 
 
 def make_router(*, approvals: Any = None, issuer: Any = None,
-                engine_getter: Optional[Callable[[], Any]] = None) -> APIRouter:
+                engine_getter: Callable[[], Any] | None = None) -> APIRouter:
     from ..privilege.approvals import ApprovalError
     from ..privilege.audit import AuditError
     from ..privilege.credentials import NotAllowed, TaskIdInUse, TokenError

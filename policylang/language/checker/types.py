@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Sequence
 
 from .. import nodes
 from ..roots import ROOTS
@@ -41,7 +41,7 @@ class Simple(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class ListType:
-    elem: Optional["StaticType"]
+    elem: "StaticType" | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +55,7 @@ class ActionType:
     names: tuple[str, ...] | None
 
 
-StaticType = Union[Simple, ListType, EntityType, ActionType]
+StaticType = Simple | ListType | EntityType | ActionType
 
 STRING, NUMBER, BOOL = Simple.STRING, Simple.NUMBER, Simple.BOOL
 CONTEXT, RISK, OBJECT, DELEGATION = Simple.CONTEXT, Simple.RISK, Simple.OBJECT, Simple.DELEGATION

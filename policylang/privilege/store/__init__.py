@@ -27,7 +27,7 @@ import abc
 import json
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 __all__ = ["StoreError", "Store", "TaskState", "open_store", "APPROVAL_RETENTION"]
 
@@ -47,14 +47,14 @@ class TaskState:
     task_id: str
     started_at: float
     ends_at: float
-    revoked_at: Optional[float] = None
+    revoked_at: float | None = None
     #: the principal the task is bound to (the agent that gets its tokens); None for a
     #: task recorded before tasks were bound, or only revoked
-    principal: Optional[str] = None
+    principal: str | None = None
     #: the root of the delegation chain it is bound to (the principal when there is none)
-    root: Optional[str] = None
+    root: str | None = None
     #: who opened it (Issuer.open_task, POST /v1/tasks); None when its first issue bound it
-    opened_by: Optional[str] = None
+    opened_by: str | None = None
 
     @property
     def revoked(self) -> bool:
@@ -75,16 +75,16 @@ class Store(abc.ABC):
         return its state. A task id is never forgotten, so it cannot be reused."""
 
     @abc.abstractmethod
-    def get_task(self, task_id: str) -> Optional[TaskState]:
+    def get_task(self, task_id: str) -> TaskState | None:
         """The state of a task, or None if it never started nor was revoked."""
 
     @abc.abstractmethod
-    def record_token(self, jti: str, task_id: Optional[str], keep_until: float, now: float) -> None:
+    def record_token(self, jti: str, task_id: str | None, keep_until: float, now: float) -> None:
         """Remember an issued token (for revoke_task and for how long to keep a
         revocation) until ``keep_until``."""
 
     @abc.abstractmethod
-    def token_keep_until(self, jti: str) -> Optional[float]:
+    def token_keep_until(self, jti: str) -> float | None:
         """When a recorded token may be forgotten (its expiry plus leeway), or None."""
 
     @abc.abstractmethod
@@ -97,14 +97,14 @@ class Store(abc.ABC):
         issue) and revoke every token recorded for it. Returns those jtis."""
 
     @abc.abstractmethod
-    def is_revoked(self, jti: str, task_id: Optional[str] = None) -> bool:
+    def is_revoked(self, jti: str, task_id: str | None = None) -> bool:
         """True when ``jti`` was revoked, or ``task_id`` (when given) was."""
 
     # -- allow-listed tokens, bound tasks, compare-and-revoke (issue 11) -----------------
     # Not abstract, so that a third-party Store still instantiates; both stores here
     # implement them, and the issuer needs them.
 
-    def token_status(self, jti: str, task_id: Optional[str] = None) -> str:
+    def token_status(self, jti: str, task_id: str | None = None) -> str:
         """``"revoked"`` (the token or its task was revoked), ``"unknown"`` (this store
         never recorded it as issued, or forgot it after its expiry) or ``"live"``. A
         token verifies only when it is live: the store is an allow-list, so a store that
@@ -115,7 +115,7 @@ class Store(abc.ABC):
         return "unknown" if self.token_keep_until(jti) is None else "live"
 
     def claim_task(self, task_id: str, now: float, ends_at: float, *, principal: str, root: str,
-                   create: bool = True) -> Optional[TaskState]:
+                   create: bool = True) -> TaskState | None:
         """Atomically: when ``task_id`` is unknown, record it bound to ``principal`` and
         ``root`` (if ``create``; else return None); when it is known but unbound (a
         record from before binding), bind it. Returns the task's state; the caller
@@ -123,12 +123,12 @@ class Store(abc.ABC):
         raise NotImplementedError(f"{type(self).__name__} does not implement claim_task")
 
     def open_task(self, task_id: str, now: float, ends_at: float, *, principal: str, root: str,
-                  opened_by: str) -> Optional[TaskState]:
+                  opened_by: str) -> TaskState | None:
         """Record a new task opened by ``opened_by``, bound to ``principal`` and ``root``.
         Returns its state, or None (nothing written) when the id was ever used."""
         raise NotImplementedError(f"{type(self).__name__} does not implement open_task")
 
-    def revoke_if_live(self, jti: str, task_id: Optional[str], keep_until: float, now: float) -> bool:
+    def revoke_if_live(self, jti: str, task_id: str | None, keep_until: float, now: float) -> bool:
         """Atomically: if ``jti`` is live (recorded, not revoked, its task not revoked),
         revoke it until ``keep_until`` and return True; otherwise change nothing and
         return False. Refresh uses it so that one token is replaced at most once."""
@@ -151,11 +151,11 @@ class Store(abc.ABC):
         """Store a new ticket; StoreError if the id exists."""
 
     @abc.abstractmethod
-    def get_approval(self, approval_id: str) -> Optional[dict]:
+    def get_approval(self, approval_id: str) -> dict | None:
         """A ticket's data, or None."""
 
     @abc.abstractmethod
-    def update_approval(self, approval_id: str, change: Callable[[dict], dict]) -> Optional[dict]:
+    def update_approval(self, approval_id: str, change: Callable[[dict], dict]) -> dict | None:
         """Atomically replace a ticket's data with ``change(data)``; returns the new
         data, or None when there is no such ticket. ``change`` may raise to abort
         (the exception propagates and nothing is written)."""

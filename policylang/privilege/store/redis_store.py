@@ -21,7 +21,7 @@ server's need not agree. Durability is the server's: run it with ``appendonly ye
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional
+from typing import Callable
 
 from . import APPROVAL_RETENTION, Store, StoreError, TaskState, _dumps, _loads
 
@@ -120,7 +120,7 @@ class RedisStore(Store):
     # -- tasks and tokens ----------------------------------------------------------------
 
     @staticmethod
-    def _task(task_id: str, h: dict) -> Optional[TaskState]:
+    def _task(task_id: str, h: dict) -> TaskState | None:
         if not h or "started_at" not in h:
             return None
         try:
@@ -143,10 +143,10 @@ class RedisStore(Store):
 
         return self._task(task_id, self._call(fn))
 
-    def get_task(self, task_id: str) -> Optional[TaskState]:
+    def get_task(self, task_id: str) -> TaskState | None:
         return self._task(task_id, self._call(lambda r: r.hgetall(self._k("task", task_id))))
 
-    def record_token(self, jti: str, task_id: Optional[str], keep_until: float, now: float) -> None:
+    def record_token(self, jti: str, task_id: str | None, keep_until: float, now: float) -> None:
         if keep_until <= now:
             return
 
@@ -161,7 +161,7 @@ class RedisStore(Store):
 
         self._call(fn)
 
-    def token_keep_until(self, jti: str) -> Optional[float]:
+    def token_keep_until(self, jti: str) -> float | None:
         raw = self._call(lambda r: r.get(self._k("token", jti)))
         if raw is None:
             return None
@@ -205,7 +205,7 @@ class RedisStore(Store):
 
         return self._call(fn)
 
-    def is_revoked(self, jti: str, task_id: Optional[str] = None) -> bool:
+    def is_revoked(self, jti: str, task_id: str | None = None) -> bool:
         def fn(r):
             pipe = r.pipeline(transaction=False)
             pipe.exists(self._k("revoked", jti))
@@ -217,7 +217,7 @@ class RedisStore(Store):
 
     # -- allow-list, task binding, compare-and-revoke -----------------------------------
 
-    def token_status(self, jti: str, task_id: Optional[str] = None) -> str:
+    def token_status(self, jti: str, task_id: str | None = None) -> str:
         def fn(r):
             pipe = r.pipeline(transaction=True)
             pipe.exists(self._k("revoked", jti))
@@ -232,18 +232,18 @@ class RedisStore(Store):
         return "live" if out[1] else "unknown"
 
     def claim_task(self, task_id: str, now: float, ends_at: float, *, principal: str, root: str,
-                   create: bool = True) -> Optional[TaskState]:
+                   create: bool = True) -> TaskState | None:
         flat = self._call(lambda r: r.eval(_CLAIM_TASK, 1, self._k("task", task_id), repr(float(now)),
                                            repr(float(ends_at)), principal, root, "1" if create else "0"))
         return self._task(task_id, _pairs(flat or []))
 
     def open_task(self, task_id: str, now: float, ends_at: float, *, principal: str, root: str,
-                  opened_by: str) -> Optional[TaskState]:
+                  opened_by: str) -> TaskState | None:
         flat = self._call(lambda r: r.eval(_OPEN_TASK, 1, self._k("task", task_id), repr(float(now)),
                                            repr(float(ends_at)), principal, root, opened_by))
         return self._task(task_id, _pairs(flat or []))
 
-    def revoke_if_live(self, jti: str, task_id: Optional[str], keep_until: float, now: float) -> bool:
+    def revoke_if_live(self, jti: str, task_id: str | None, keep_until: float, now: float) -> bool:
         keys = (self._k("revoked", jti), self._k("task", task_id if task_id is not None else ""),
                 self._k("token", jti))
         done = self._call(lambda r: r.eval(_REVOKE_IF_LIVE, 3, *keys, _ms(keep_until - now),
@@ -271,11 +271,11 @@ class RedisStore(Store):
 
         self._call(fn)
 
-    def get_approval(self, approval_id: str) -> Optional[dict]:
+    def get_approval(self, approval_id: str) -> dict | None:
         raw = self._call(lambda r: r.get(self._k("approval", approval_id)))
         return None if raw is None else _loads(raw)
 
-    def update_approval(self, approval_id: str, change: Callable[[dict], dict]) -> Optional[dict]:
+    def update_approval(self, approval_id: str, change: Callable[[dict], dict]) -> dict | None:
         key = self._k("approval", approval_id)
         WatchError = self._redis.exceptions.WatchError
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from typing import Callable, Optional
+from typing import Callable
 
 from . import APPROVAL_RETENTION, Store, StoreError, TaskState, _dumps, _loads
 
@@ -61,7 +61,7 @@ def _migrate_tasks(conn: sqlite3.Connection) -> None:
 
 
 class SQLiteStore(Store):
-    def __init__(self, path: str, *, url: Optional[str] = None, timeout: float = 5.0,
+    def __init__(self, path: str, *, url: str | None = None, timeout: float = 5.0,
                  synchronous: str = "full", create: bool = True):
         if not path:
             raise StoreError("SQLite store needs a file path")
@@ -74,7 +74,7 @@ class SQLiteStore(Store):
         self.path = path
         self.url = url or f"sqlite:///{path}"
         self.timeout = float(timeout)
-        self._conn: Optional[sqlite3.Connection] = None
+        self._conn: sqlite3.Connection | None = None
         self._lock = threading.RLock()
         self._last_purge = float("-inf")
 
@@ -134,7 +134,7 @@ class SQLiteStore(Store):
     # -- tasks and tokens ----------------------------------------------------------------
 
     @staticmethod
-    def _task(row) -> Optional[TaskState]:
+    def _task(row) -> TaskState | None:
         if row is None:
             return None
         return TaskState(*row)
@@ -148,11 +148,11 @@ class SQLiteStore(Store):
 
         return self._run(fn, write=True)
 
-    def get_task(self, task_id: str) -> Optional[TaskState]:
+    def get_task(self, task_id: str) -> TaskState | None:
         return self._run(lambda conn: self._task(conn.execute(
             _TASK_SELECT, (task_id,)).fetchone()))
 
-    def record_token(self, jti: str, task_id: Optional[str], keep_until: float, now: float) -> None:
+    def record_token(self, jti: str, task_id: str | None, keep_until: float, now: float) -> None:
         def fn(conn):
             self._maybe_purge(conn, now)
             conn.execute("INSERT OR REPLACE INTO tokens (jti, task, keep_until) VALUES (?, ?, ?)",
@@ -160,7 +160,7 @@ class SQLiteStore(Store):
 
         self._run(fn, write=True)
 
-    def token_keep_until(self, jti: str) -> Optional[float]:
+    def token_keep_until(self, jti: str) -> float | None:
         row = self._run(lambda conn: conn.execute(
             "SELECT keep_until FROM tokens WHERE jti = ?", (jti,)).fetchone())
         return None if row is None else row[0]
@@ -190,7 +190,7 @@ class SQLiteStore(Store):
 
         return self._run(fn, write=True)
 
-    def is_revoked(self, jti: str, task_id: Optional[str] = None) -> bool:
+    def is_revoked(self, jti: str, task_id: str | None = None) -> bool:
         def fn(conn):
             if conn.execute("SELECT 1 FROM revoked WHERE jti = ?", (jti,)).fetchone():
                 return True
@@ -204,7 +204,7 @@ class SQLiteStore(Store):
     # -- allow-list, task binding, compare-and-revoke -----------------------------------
 
     @staticmethod
-    def _status(conn, jti: str, task_id: Optional[str]) -> str:
+    def _status(conn, jti: str, task_id: str | None) -> str:
         if conn.execute("SELECT 1 FROM revoked WHERE jti = ?", (jti,)).fetchone():
             return "revoked"
         if task_id is not None:
@@ -215,11 +215,11 @@ class SQLiteStore(Store):
             return "unknown"
         return "live"
 
-    def token_status(self, jti: str, task_id: Optional[str] = None) -> str:
+    def token_status(self, jti: str, task_id: str | None = None) -> str:
         return self._run(lambda conn: self._status(conn, jti, task_id))
 
     def claim_task(self, task_id: str, now: float, ends_at: float, *, principal: str, root: str,
-                   create: bool = True) -> Optional[TaskState]:
+                   create: bool = True) -> TaskState | None:
         def fn(conn):
             if create:
                 conn.execute("INSERT OR IGNORE INTO tasks (id, started_at, ends_at, principal, root) "
@@ -231,7 +231,7 @@ class SQLiteStore(Store):
         return self._run(fn, write=True)
 
     def open_task(self, task_id: str, now: float, ends_at: float, *, principal: str, root: str,
-                  opened_by: str) -> Optional[TaskState]:
+                  opened_by: str) -> TaskState | None:
         def fn(conn):
             cur = conn.execute("INSERT OR IGNORE INTO tasks (id, started_at, ends_at, principal, root, opened_by) "
                                "VALUES (?, ?, ?, ?, ?, ?)", (task_id, now, ends_at, principal, root, opened_by))
@@ -241,7 +241,7 @@ class SQLiteStore(Store):
 
         return self._run(fn, write=True)
 
-    def revoke_if_live(self, jti: str, task_id: Optional[str], keep_until: float, now: float) -> bool:
+    def revoke_if_live(self, jti: str, task_id: str | None, keep_until: float, now: float) -> bool:
         def fn(conn):
             if self._status(conn, jti, task_id) != "live":
                 return False
@@ -276,12 +276,12 @@ class SQLiteStore(Store):
 
         self._run(fn, write=True)
 
-    def get_approval(self, approval_id: str) -> Optional[dict]:
+    def get_approval(self, approval_id: str) -> dict | None:
         row = self._run(lambda conn: conn.execute(
             "SELECT data FROM approvals WHERE id = ?", (approval_id,)).fetchone())
         return None if row is None else _loads(row[0])
 
-    def update_approval(self, approval_id: str, change: Callable[[dict], dict]) -> Optional[dict]:
+    def update_approval(self, approval_id: str, change: Callable[[dict], dict]) -> dict | None:
         def fn(conn):
             row = conn.execute("SELECT data FROM approvals WHERE id = ?", (approval_id,)).fetchone()
             if row is None:
