@@ -611,6 +611,10 @@ class CompiledSet:
                     self.actions.add(a)
         self.attenuate = policy_set.options.attenuate_delegation
         self._plans: dict[tuple, Plan] = {}
+        #: generated readers and key functions, shared by the plans that need the same
+        #: one (bounded by the paths the rules read); filled under _lock
+        self._readers: dict[tuple, Callable] = {}
+        self._keys: dict[tuple, Callable] = {}
         self._lock = threading.Lock()
 
     def plan(self, kind: str, action: str, rtype: str) -> Plan:
@@ -653,7 +657,10 @@ class CompiledSet:
         for path, members in groups_by_path.items():
             if len(members) < 2:
                 continue
-            g = IndexGroup(path, _reader(path), {}, {}, {}, tuple(members))
+            reader = self._readers.get(path)
+            if reader is None:
+                reader = self._readers[path] = _reader(path)
+            g = IndexGroup(path, reader, {}, {}, {}, tuple(members))
             for e in members:
                 _p, tag, value = e[0].index_key
                 table = g.by_str if tag == "s" else g.by_num if tag == "n" else g.by_bool
@@ -668,8 +675,15 @@ class CompiledSet:
         has_gates = any(e[0].effect == "require_approval" for e in entries)
         env_key = None
         if self.attenuate:
-            env_key = _key_function({r for r in reads if r[0] not in ("principal", "delegation")}, False)
-        return Plan(plain, tuple(groups), has_gates, _key_function(reads, self.attenuate), env_key)
+            env_key = self._key({r for r in reads if r[0] not in ("principal", "delegation")}, False)
+        return Plan(plain, tuple(groups), has_gates, self._key(reads, self.attenuate), env_key)
+
+    def _key(self, reads: set, attenuate: bool) -> Callable:
+        memo = (frozenset(reads), attenuate)
+        fn = self._keys.get(memo)
+        if fn is None:
+            fn = self._keys[memo] = _key_function(reads, attenuate)
+        return fn
 
 
 def _reader(path: tuple[str, ...]) -> Callable:
