@@ -50,28 +50,7 @@ def _norm(v: Any, depth: int) -> Any:
     if c in _PLAIN:
         return v
     if c is dict or (c is not list and isinstance(v, Mapping)):
-        if depth > MAX_VALUE_DEPTH:
-            raise _Bad(f"nested deeper than {MAX_VALUE_DEPTH} levels")
-        changed = c is not dict
-        fixes: dict = {}
-        for k, x in v.items():
-            if k.__class__ is not str:
-                if isinstance(k, str):
-                    changed = True
-                elif depth > 1:  # a top-level key no rule can name is left alone, as on the fast path
-                    raise _Bad(f"object keys must be strings, got {type_name(k)}")
-            if x.__class__ not in _PLAIN:
-                try:
-                    y = _norm(x, depth + 1)
-                except _Bad as e:
-                    e.path.append(f".{k}")
-                    raise
-                if y is not x:
-                    fixes[k] = y
-        if not changed and not fixes:
-            return v
-        return {(str.__str__(k) if k.__class__ is not str and isinstance(k, str) else k):
-                (fixes[k] if k in fixes else x) for k, x in v.items()}
+        return _norm_object(v, c is not dict, depth)
     if isinstance(v, str):
         return str.__str__(v)
     if isinstance(v, int):  # bool cannot be subclassed: these are IntEnum and the like
@@ -79,22 +58,52 @@ def _norm(v: Any, depth: int) -> Any:
     if isinstance(v, float):
         return float.__float__(v)
     if c is list or (isinstance(v, Sequence) and not isinstance(v, _NOT_LISTS)):
-        if depth > MAX_VALUE_DEPTH:
-            raise _Bad(f"nested deeper than {MAX_VALUE_DEPTH} levels")
-        fixed: dict = {}
-        for i, x in enumerate(v):
-            if x.__class__ not in _PLAIN:
-                try:
-                    y = _norm(x, depth + 1)
-                except _Bad as e:
-                    e.path.append(f"[{i}]")
-                    raise
-                if y is not x:
-                    fixed[i] = y
-        if c is list and not fixed:
-            return v
-        return [fixed[i] if i in fixed else x for i, x in enumerate(v)] if fixed else list(v)
+        return _norm_list(v, c is list, depth)
     raise _Bad(f"expected a JSON value (string, number, boolean, null, list or object), got {type(v).__name__}")
+
+
+def _norm_object(v: Mapping, changed: bool, depth: int) -> dict:
+    """:func:`_norm` of a mapping (``changed``: it is not an exact dict)."""
+    if depth > MAX_VALUE_DEPTH:
+        raise _Bad(f"nested deeper than {MAX_VALUE_DEPTH} levels")
+    fixes: dict = {}
+    for k, x in v.items():
+        if k.__class__ is not str:
+            if isinstance(k, str):
+                changed = True
+            elif depth > 1:  # a top-level key no rule can name is left alone, as on the fast path
+                raise _Bad(f"object keys must be strings, got {type_name(k)}")
+        if x.__class__ not in _PLAIN:
+            try:
+                y = _norm(x, depth + 1)
+            except _Bad as e:
+                e.path.append(f".{k}")
+                raise
+            if y is not x:
+                fixes[k] = y
+    if not changed and not fixes:
+        return v
+    return {(str.__str__(k) if k.__class__ is not str and isinstance(k, str) else k):
+            (fixes[k] if k in fixes else x) for k, x in v.items()}
+
+
+def _norm_list(v: Sequence, exact: bool, depth: int) -> list:
+    """:func:`_norm` of a sequence (``exact``: it is a list)."""
+    if depth > MAX_VALUE_DEPTH:
+        raise _Bad(f"nested deeper than {MAX_VALUE_DEPTH} levels")
+    fixed: dict = {}
+    for i, x in enumerate(v):
+        if x.__class__ not in _PLAIN:
+            try:
+                y = _norm(x, depth + 1)
+            except _Bad as e:
+                e.path.append(f"[{i}]")
+                raise
+            if y is not x:
+                fixed[i] = y
+    if exact and not fixed:
+        return v
+    return [fixed[i] if i in fixed else x for i, x in enumerate(v)] if fixed else list(v)
 
 
 def _normalised(value: Any, field: str) -> Any:
