@@ -13,6 +13,7 @@ Mapping (docs/server.md)::
     context                            -> context, except that
     context.delegation [{type, id, properties}]  -> delegation [{kind, id, attrs}]
     context.risk / intent / approval   -> risk / intent / approval
+    context.agent (a COAZ request)     -> principal; subject -> delegation root (coaz.py)
 
 Unknown fields are ignored; a JSON ``null`` counts as absent (docs/requests.md#request).
 """
@@ -26,6 +27,7 @@ from typing import Any, Iterable, Mapping
 
 from ..language.errors import RequestError
 from ..evaluation.runtime import type_name
+from . import coaz
 
 __all__ = [
     "BadRequest", "to_request", "parse_batch", "Batch", "SEMANTICS", "parse_search", "Search",
@@ -37,6 +39,8 @@ SEMANTICS = ("execute_all", "deny_on_first_deny", "permit_on_first_permit")
 
 #: keys of ``context`` lifted into their own request fields
 LIFTED = ("delegation", "risk", "intent", "approval")
+#: ... and the COAZ agent (docs/server.md#coaz), which turns the request around
+_RESERVED = LIFTED + ("agent",)
 
 #: the largest page a search answers (a bigger ``page.limit`` is clamped to it)
 MAX_PAGE = 1000
@@ -103,9 +107,9 @@ def _context(value: Any, field: str) -> tuple[dict, dict]:
     ctx = _object(value, field, False)
     if not ctx:
         return {}, {}
-    if not any(k in ctx for k in LIFTED):
+    if not any(k in ctx for k in _RESERVED):
         return ctx, {}
-    plain = {k: v for k, v in ctx.items() if k not in LIFTED}
+    plain = {k: v for k, v in ctx.items() if k not in _RESERVED}
     lifted: dict = {}
     chain = ctx.get("delegation")
     if chain is not None:
@@ -123,6 +127,18 @@ def _context(value: Any, field: str) -> tuple[dict, dict]:
         v = ctx.get(key)
         if v is not None:
             lifted[key] = v
+    agent = ctx.get("agent")
+    if agent is not None:  # a COAZ request (docs/server.md#coaz)
+        if chain is not None:
+            raise _bad(field + ".delegation", "not allowed with context.agent (a COAZ request: "
+                                              "the subject delegates to the agent)")
+        if plain.get(coaz.SUBJECT_TYPE) is not None:
+            raise _bad(f"{field}.{coaz.SUBJECT_TYPE}", "not allowed with context.agent (a COAZ request: "
+                                                       "it carries subject.type)")
+        try:
+            lifted["agent"] = coaz.agent_entity(agent, field + ".agent")
+        except coaz.CoazError as e:
+            raise _bad(e.field, e.reason) from None
     return plain, lifted
 
 
@@ -139,7 +155,11 @@ def to_request(body: Mapping, prefix: str = "", *, search: str | None = None) ->
     else:
         action = _action_part(body.get("action"), prefix)
     resource = _resource_part(body.get("resource"), prefix, search == "resource")
-    return _assemble(principal, action, resource, _context_part(body.get("context"), prefix))
+    context = _context_part(body.get("context"), prefix)
+    if search == "subject" and "agent" in context[1]:
+        raise _bad(prefix + "context.agent", "a subject search cannot take a COAZ agent: its candidates "
+                                             "would stand for the agent, not the user")
+    return _assemble(principal, action, resource, context, prefix)
 
 
 def _subject_part(value: Any, prefix: str, searched: bool = False) -> dict:
@@ -161,8 +181,14 @@ def _context_part(value: Any, prefix: str) -> tuple[dict, dict]:
     return _context(value, prefix + "context")
 
 
-def _assemble(principal: dict, action: dict, resource: dict, context: tuple[dict, dict]) -> dict:
+def _assemble(principal: dict, action: dict, resource: dict, context: tuple[dict, dict],
+              prefix: str = "") -> dict:
     plain, lifted = context
+    if "agent" in lifted:
+        try:
+            return coaz.assemble(principal, action, resource, plain, lifted, prefix)
+        except coaz.CoazError as e:
+            raise _bad(e.field, e.reason) from None
     req = {"principal": principal, "action": action, "resource": resource, "context": plain}
     if lifted:
         req.update(lifted)
@@ -273,6 +299,7 @@ def parse_batch(body: Mapping) -> Batch:
         defaults.append((key, convert, v, part))
     out: list = []
     append = out.append
+    coaz_subject = body.get("subject") is not None  # an entry may not replace it under a COAZ context
     for i, item in enumerate(items):
         if item.__class__ is not dict:
             append(_bad(f"evaluations[{i}]", f"expected an object, got {type_name(item)}"))
@@ -288,7 +315,10 @@ def parse_batch(body: Mapping) -> Batch:
                     parts.append(converted)
                 else:  # absent here and absent (or invalid) at the top: name the item's field
                     parts.append(convert(default, prefix))
-            append(_assemble(*parts))
+            if coaz_subject and "agent" in parts[3][1] and item.get("subject") is not None:
+                raise _bad(prefix + "subject", "not allowed under a COAZ context.agent: the top-level "
+                                               "subject is the user of every evaluation")
+            append(_assemble(*parts, prefix))
         except BadRequest as e:
             append(e)
     return Batch(out, semantic)
