@@ -78,15 +78,25 @@ def _echo_err(text: str) -> None:
 @click.option("--admin-policies", default=None, type=click.Path(dir_okay=True, file_okay=True),
               help="A policy set deciding which caller may use which approval/token/task route "
                    "(default: any authenticated caller).")
+# -- Approvals over AuthZEN (docs/server.md#aarp) --------------------------------------------
+@click.option("--binding-keys", default=None, type=click.Path(dir_okay=False),
+              help="Ed25519 keys (policylang token keygen) signing AARP binding tokens and approval states; "
+                   "turns on requestable denials and /access/v1/requests. Needs --store. Re-read when the "
+                   "file changes.")
+@click.option("--binding-ttl", default=600, show_default=True, type=click.IntRange(1, 86400),
+              help="Seconds a requestable denial can be submitted as an access request (its expires_at).")
 def command(path, entities, host, port, workers, max_body, cache_size, poll_interval, public_url,
             store, keys, issuer, audit, log_level, access_log, header_timeout, body_timeout,
             keep_alive_timeout, max_connections, jwks, jwt_audience, jwt_issuer, jwt_algorithms,
             jwt_caller_claim, tls_cert, tls_key, client_ca, admin_policies, create_store=False,
-            require_open_tasks=False):
+            require_open_tasks=False, binding_keys=None, binding_ttl=600):
     _check_options(host=host, store=store, keys=keys, issuer=issuer, jwks=jwks, jwt_audience=jwt_audience,
                    jwt_issuer=jwt_issuer, jwt_algorithms=jwt_algorithms, tls_cert=tls_cert, tls_key=tls_key,
                    client_ca=client_ca, admin_policies=admin_policies, create_store=create_store,
                    require_open_tasks=require_open_tasks)
+    if binding_keys and not store:
+        raise click.UsageError("--binding-keys needs --store (the approval tickets live there)")
+    aarp = {"binding_keys": binding_keys, "binding_ttl": binding_ttl} if binding_keys else None
     import importlib.util
     missing = [m for m in ("fastapi", "uvicorn", "prometheus_client") if importlib.util.find_spec(m) is None]
     if missing:
@@ -122,6 +132,14 @@ def command(path, entities, host, port, workers, max_body, cache_size, poll_inte
         sys.exit(1)
     snap = service.current
     _echo_err(f"policylang serve: {path}: {len(snap.policies.rules)} rules, {snap.version}")
+    if aarp:  # fail before serving when the binding keys cannot sign
+        try:
+            from ..server.aarp import from_settings
+            from_settings(aarp, approvals=extras.get("approvals"), audit=None, engine_getter=None,
+                          public_url=public_url)
+        except Exception as e:
+            _echo_err(f"policylang serve: --binding-keys {binding_keys}: {e}")
+            sys.exit(1)
 
     import uvicorn
 
@@ -137,7 +155,7 @@ def command(path, entities, host, port, workers, max_body, cache_size, poll_inte
     if workers == 1:
         from ..server.app import create_app
         from ..server.supervisor import uvicorn_options
-        app = create_app(config, service=service, extras=extras)
+        app = create_app(config, service=service, extras=extras, aarp=aarp)
         try:
             uvicorn.run(app, **uvicorn_options(common))
         except SystemExit as e:  # uvicorn's start-up failure (3): it has logged why
@@ -146,6 +164,11 @@ def command(path, entities, host, port, workers, max_body, cache_size, poll_inte
                 sys.exit(1)
             raise
         return
+    if aarp:  # each worker builds its access request service from these (app_from_env)
+        import json
+        import os
+        from ..server.aarp import AARP_ENV
+        os.environ[AARP_ENV] = json.dumps(aarp)
     from ..server.supervisor import run_workers
     run_workers(config, workers, common)
 

@@ -63,6 +63,8 @@ __all__ = ["Approvals", "Approval", "ApprovalError", "StoreError", "request_dige
            "DEFAULT_MAX_TTL", "DEFAULT_TTL"]
 
 PENDING, APPROVED, DENIED, EXPIRED, USED = "pending", "approved", "denied", "expired", "used"
+#: closed by the requester (an AARP task cancellation, docs/server.md#aarp): final, like a deny
+CANCELLED = "cancelled"
 
 #: the lifetime cap when neither the policy set nor the caller sets one (seconds)
 DEFAULT_MAX_TTL = 24 * 3600
@@ -75,8 +77,10 @@ _DIGEST_PREFIX = "sha256:"
 class ApprovalError(Exception):
     """An approval operation was refused. ``code`` says why: ``not_found``,
     ``expired``, ``denied`` (the ticket was denied: final), ``used`` (a single-use
-    ticket was consumed), ``forbidden`` (this approver may not act on it) or
-    ``invalid`` (bad input, or a decision that is not ``require_approval``)."""
+    ticket was consumed), ``forbidden`` (this approver may not act on it),
+    ``cancelled`` (the requester cancelled it: final), ``exists`` (a ticket with the
+    asked id exists already) or ``invalid`` (bad input, or a decision that is not
+    ``require_approval``)."""
 
     def __init__(self, message: str, code: str = "invalid"):
         super().__init__(message)
@@ -214,9 +218,9 @@ class Approval:
     def from_data(cls, data: dict, now: float) -> "Approval":
         status = data.get("status", PENDING)
         uses = data.get("uses") or ()
-        if status != DENIED and data.get("single_use") and uses:
+        if status not in (DENIED, CANCELLED) and data.get("single_use") and uses:
             status = USED
-        elif status != DENIED and now >= data["expires_at"]:
+        elif status not in (DENIED, CANCELLED) and now >= data["expires_at"]:
             status = EXPIRED
         return cls(
             id=data["id"], status=status, principal=data["principal"], action=data["action"],
@@ -231,8 +235,17 @@ class Approval:
             single_use=bool(data.get("single_use")),
             used_at=uses[0].get("at") if uses and isinstance(uses[0], dict) else None, data=data)
 
+    @property
+    def meta(self) -> dict:
+        """What the opener attached (``open(…, meta=…)``): for a ticket opened by an AARP
+        access request its ``evaluation_id``, task, requester and justification."""
+        meta = self.data.get("meta")
+        return meta if isinstance(meta, dict) else {}
+
     def to_dict(self) -> dict:
+        extra = {"meta": self.meta} if self.meta else {}
         return {
+            **extra,
             "id": self.id, "status": self.status, "principal": self.principal, "action": self.action,
             "resource": {"type": self.resource_type, "id": self.resource_id}, "task": self.task,
             "delegation": list(self.delegation), "rules": list(self.rules), "reasons": list(self.reasons),
@@ -273,6 +286,15 @@ def _valid_seconds(value: Any, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
         raise ApprovalError(f"{name} must be a positive number of seconds", "invalid")
     return float(value)
+
+
+def _links(data: dict) -> dict:
+    """The audit fields that tie a ticket's records to what opened it: the AARP
+    ``evaluation_id`` and ``access_request`` (the task id; docs/server.md#aarp), when present."""
+    meta = data.get("meta")
+    if not isinstance(meta, dict):
+        return {}
+    return {k: meta[k] for k in ("evaluation_id", "access_request", "requester") if isinstance(meta.get(k), str)}
 
 
 class _Refused(Exception):
@@ -354,6 +376,10 @@ class Approvals:
         if approver == data["principal"] or approver in (data.get("delegation") or ()):
             raise ApprovalError(f"{approver} may not decide on a request they made or delegated",
                                 "forbidden")
+        meta = data.get("meta")
+        if isinstance(meta, dict) and meta.get("requester") and approver == meta.get("requester"):
+            raise ApprovalError(f"{approver} submitted this access request and may not decide on it",
+                                "forbidden")
         groups = self.groups_of(approver)
         if groups is None:
             raise ApprovalError(f"{approver} is not a known human in the entity data", "forbidden")
@@ -386,7 +412,7 @@ class Approvals:
         return self.entities if _is_policy_set(self.entities) else None
 
     def open(self, decision: Any, request: Any, ttl: float | None = None, *, single_use: bool = False,
-             policies: Any = None) -> Approval:
+             policies: Any = None, approval_id: str | None = None, meta: dict | None = None) -> Approval:
         """Open a ticket from a ``require_approval`` decision for ``request``.
 
         ``ttl``: seconds until it expires (default 1 h, or the cap when shorter); a
@@ -395,6 +421,11 @@ class Approvals:
         ``policies``: the policy set the decision came from (found on an engine's
         decision by itself): its ``option max_approval_ttl``, and each gate's ``by``
         list for a single-use ticket.
+        ``approval_id``: the ticket's id (default: ``apr_`` and 96 random bits); an id in
+        use is refused (ApprovalError ``exists``), atomically in the store.
+        ``meta``: a JSON object kept with the ticket and shown with it (its
+        ``evaluation_id``, when present, is copied onto the ticket's audit records; a
+        ``requester`` may not approve it).
         The returned ticket carries ``digest``, the request binding."""
         d = _decision_dict(decision)
         if d.get("decision") != "require_approval":
@@ -427,10 +458,14 @@ class Approvals:
         if single_use and gates is None:
             raise ApprovalError("a single-use ticket for a decision with several gates needs the policy "
                                 "set (each gate's approvers)", "invalid")
+        if approval_id is not None and (not isinstance(approval_id, str) or not approval_id):
+            raise ApprovalError("approval_id must be a non-empty string", "invalid")
+        if meta is not None and not isinstance(meta, dict):
+            raise ApprovalError("meta must be an object", "invalid")
         now = self._clock()
         shown = _redacted(canonical, self.redact)
         data = {
-            "id": "apr_" + secrets.token_hex(12), "status": PENDING, **binding,
+            "id": approval_id or "apr_" + secrets.token_hex(12), "status": PENDING, **binding,
             "rules": rules,
             "reasons": [str(r) for r in d.get("reasons") or ()],
             "approvers": list(dict.fromkeys(approvers)),
@@ -440,14 +475,25 @@ class Approvals:
             "digest": digest, "request": shown, "summary": _summary(shown),
             "single_use": single_use, "gates": gates, "uses": [], "consumer": None,
         }
+        if meta:
+            data["meta"] = _redacted(_canon(meta, "meta"), self.redact)
         ticket = Approval.from_data(data, now)
+        if approval_id is not None and self.store.get_approval(approval_id) is not None:
+            raise ApprovalError(f"approval {approval_id} exists already", "exists")
         # audit first: a ticket nobody recorded is never created
         self._record("approval_open", request=request, decision=decision, approval=ticket.id,
-                     expires_at=ticket.expires_at, digest=digest, single_use=single_use)
+                     expires_at=ticket.expires_at, digest=digest, single_use=single_use, **_links(data))
         try:
             self.store.create_approval(data["id"], data, now, data["expires_at"])
         except BaseException as e:
             self._aborted(ticket.id, "approval_open", e)
+            if isinstance(e, StoreError) and approval_id is not None:
+                try:  # lost a race for the asked id: say so rather than "unavailable"
+                    taken = self.store.get_approval(approval_id) is not None
+                except StoreError:
+                    taken = False
+                if taken:
+                    raise ApprovalError(f"approval {approval_id} exists already", "exists") from None
             raise
         return ticket
 
@@ -486,7 +532,7 @@ class Approvals:
                 t = Approval.from_data(data, now)
             except (KeyError, TypeError, AttributeError):
                 continue  # a ticket this version cannot read is not shown as approvable
-            if not include_closed and t.status in (DENIED, EXPIRED, USED):
+            if not include_closed and t.status in (DENIED, EXPIRED, USED, CANCELLED):
                 continue
             if approver is not None:
                 try:
@@ -508,7 +554,49 @@ class Approvals:
         closes): an AuditError afterwards leaves it in effect."""
         return self._decide(approval_id, approver, DENIED)
 
+    def cancel(self, approval_id: str, by: str, *, reason: str | None = None,
+               comment: str | None = None) -> Approval:
+        """Cancel a ticket that is still open (the requester withdraws an AARP access
+        request): final, it confirms nothing afterwards. ApprovalError ``cancelled``,
+        ``denied``, ``used`` or ``expired`` when it is closed already, and ``invalid``
+        when every gate is approved already (an approved request is not withdrawn: it
+        expires, or single use spends it). Who may cancel is the caller's to check.
+        Takes effect first, then is recorded (it only closes)."""
+        if not isinstance(approval_id, str) or not approval_id:
+            raise ApprovalError("approval id must be a non-empty string", "invalid")
+        now = self._clock()
+
+        def change(data: dict) -> dict:
+            self._check_open(approval_id, data, now)
+            if self.fully_approved(data):
+                raise ApprovalError(f"approval {approval_id} is approved already", "invalid")
+            data = dict(data)
+            data.update(status=CANCELLED, cancelled_by=by, cancelled_at=now,
+                        cancel_reason=reason, cancel_comment=comment)
+            return data
+
+        new = self.store.update_approval(approval_id, change)
+        if new is None:
+            raise ApprovalError(f"no approval {approval_id}", "not_found")
+        self._record("approval_cancel", approval=approval_id, by=by, reason=reason, comment=comment,
+                     digest=new.get("digest"), **_links(new))
+        return Approval.from_data(new, now)
+
+    def fully_approved(self, data: dict) -> bool:
+        """Does every gate of this ticket (raw store data) have an eligible approver now?
+        (Status ``approved`` alone says only that someone approved one gate.)"""
+        if data.get("status") != APPROVED:
+            return False
+        excluded = {data.get("principal"), *(data.get("delegation") or ())}
+        gates = data.get("gates")
+        if not isinstance(gates, list) or not gates:
+            gates = [data.get("approvers") or []]
+        return all(isinstance(g, list) and g and self._confirmed_by(data, g, excluded) for g in gates)
+
     def _check_open(self, approval_id: str, data: dict, now: float) -> None:
+        if data.get("status") == CANCELLED:
+            raise ApprovalError(f"approval {approval_id} was cancelled by {data.get('cancelled_by')}; "
+                                "a cancellation is final", "cancelled")
         if data.get("status") == DENIED:
             raise ApprovalError(f"approval {approval_id} was denied by {data.get('denied_by')}; "
                                 "a deny is final", "denied")
@@ -542,7 +630,8 @@ class Approvals:
             if current is None:
                 raise ApprovalError(f"no approval {approval_id}", "not_found")
             change(current)
-            self._record(event, approval=approval_id, approver=approver, digest=current.get("digest"))
+            self._record(event, approval=approval_id, approver=approver, digest=current.get("digest"),
+                         **_links(current))
             try:
                 new = self.store.update_approval(approval_id, change)
             except BaseException as e:
@@ -558,7 +647,7 @@ class Approvals:
         if new is None:
             raise ApprovalError(f"no approval {approval_id}", "not_found")
         ticket = Approval.from_data(new, now)
-        self._record(event, approval=approval_id, approver=approver, digest=new.get("digest"))
+        self._record(event, approval=approval_id, approver=approver, digest=new.get("digest"), **_links(new))
         return ticket
 
     def _record(self, event: str, **kw) -> None:

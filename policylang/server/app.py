@@ -375,13 +375,16 @@ def _install_front(app: "DecisionService", config: ServiceConfig) -> None:
 
 
 def create_app(config: ServiceConfig | str, *, service: PolicyService | None = None,
-               extras: dict | None = None, watch: bool = True, handle_sighup: bool = True) -> "DecisionService":
+               extras: dict | None = None, watch: bool = True, handle_sighup: bool = True,
+               aarp: dict | None = None) -> "DecisionService":
     """The decision service for ``config`` (a :class:`ServiceConfig` or a policy path).
 
     Loads the set now and raises :class:`PolicyError` (with every diagnostic) when it
     fails its checks. ``service``/``extras`` reuse an already built service (``serve``
     checks the set before it starts the server). ``watch``: start the reloader thread
-    (file polling and SIGHUP) with the app's lifespan.
+    (file polling and SIGHUP) with the app's lifespan. ``aarp``: the Approvals over
+    AuthZEN settings (``{"binding_keys": path, "binding_ttl": s}``; docs/server.md#aarp),
+    which need a store.
     """
     if isinstance(config, (str, os.PathLike)):
         config = ServiceConfig(path=os.fspath(config))
@@ -417,13 +420,27 @@ def create_app(config: ServiceConfig | str, *, service: PolicyService | None = N
     # -- routes (policylang/server/routes/) ------------------------------------------------
 
     from .routes import RouteContext, register_all
-    register_all(app, RouteContext(service, metrics, config))
+    route_ctx = RouteContext(service, metrics, config)
+    access_requests = None
+    if aarp:  # Approvals over AuthZEN (docs/server.md#aarp)
+        from .aarp import from_settings
+        access_requests = from_settings(aarp, approvals=extras.get("approvals"), audit=service.audit,
+                                        engine_getter=lambda: service.current.engine if service.current else None,
+                                        public_url=config.public_url)
+        route_ctx.aarp = access_requests
+        route_ctx.use_threads = True
+    app.state.access_requests = access_requests
+    register_all(app, route_ctx)
 
     approvals, issuer = extras.get("approvals"), extras.get("issuer")
     if approvals is not None or issuer is not None:
         from .zsp import make_router
         app.include_router(make_router(approvals=approvals, issuer=issuer,
                                        engine_getter=lambda: service.current.engine if service.current else None))
+
+    if access_requests is not None:
+        from .aarp import make_router as aarp_router
+        app.include_router(aarp_router(access_requests, config))
 
     _install_front(app, config)
     return app
@@ -443,4 +460,6 @@ def app_from_env() -> "DecisionService":
     if not raw:
         raise RuntimeError(f"{CONFIG_ENV} is not set: start the service with `policylang serve`")
     config = ServiceConfig.from_dict(json.loads(raw))
-    return create_app(config)
+    from .aarp import AARP_ENV
+    aarp = os.environ.get(AARP_ENV)
+    return create_app(config, aarp=json.loads(aarp) if aarp else None)

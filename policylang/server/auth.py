@@ -64,7 +64,7 @@ __all__ = ["Caller", "ANONYMOUS", "caller_of", "AuthError", "Authenticator", "Ad
 DEFAULT_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
 
 #: the paths whose routes need an authenticated, authorized caller
-GUARDED_PREFIXES = ("/v1/approvals", "/v1/tokens", "/v1/tasks")
+GUARDED_PREFIXES = ("/v1/approvals", "/v1/tokens", "/v1/tasks", "/access/v1/requests")
 
 #: (method, path pattern) -> (action name, resource type); ``{id}`` is the resource id
 ROUTE_ACTIONS: list[tuple[str, str, str, str]] = [
@@ -82,6 +82,11 @@ ROUTE_ACTIONS: list[tuple[str, str, str, str]] = [
     ("GET", "/v1/tasks/{id}", "get_task", "task"),
     ("POST", "/v1/tasks/{id}/revoke", "revoke_task", "task"),
     ("DELETE", "/v1/tasks/{id}", "revoke_task", "task"),
+    # Approvals over AuthZEN (docs/server.md#aarp): the PEP's access requests
+    ("POST", "/access/v1/requests", "submit_access_request", "access_request"),
+    ("GET", "/access/v1/requests/{id}", "get_access_request", "access_request"),
+    ("POST", "/access/v1/requests/{id}/cancel", "cancel_access_request", "access_request"),
+    ("DELETE", "/access/v1/requests/{id}/cancel", "cancel_access_request", "access_request"),
 ]
 
 #: what the service does without ``--admin-policies``, written as a policy set
@@ -97,6 +102,10 @@ permit caller to issue_token, refresh_token, verify_token, revoke_token, revoke_
 @id("authenticated-callers-use-tasks")
 permit caller to open_task, list_tasks, get_task, revoke_task on task
   because "any authenticated caller may use the task routes"
+
+@id("authenticated-callers-request-access")
+permit caller to submit_access_request, get_access_request, cancel_access_request on access_request
+  because "any authenticated caller may submit access requests and follow its own"
 '''
 
 _COMPILED = [(m, re.compile("^" + re.escape(p).replace(re.escape("{id}"), "(?P<id>[^/]+)") + "/?$"), a, t)

@@ -55,7 +55,7 @@ from .auth import caller_of
 __all__ = ["make_router"]
 
 _APPROVAL_STATUS = {"not_found": 404, "expired": 409, "denied": 409, "used": 409, "forbidden": 403,
-                    "invalid": 400}
+                    "invalid": 400, "cancelled": 409, "exists": 409}
 
 
 class _HTTPError(Exception):

@@ -8,26 +8,69 @@ import asyncio
 import time
 
 from fastapi import Request
+from starlette.concurrency import run_in_threadpool
 
 from .. import authzen, openapi
 from ..app import _YIELD_EVERY, _json
 from . import RouteContext, get_options, post_options
 
 
+async def _aarp_answer(ctx: RouteContext, aarp, engine, req: dict, authzen_context, request: Request,
+                       prefix: str = ""):
+    """``(decision, answer)`` with the Approvals over AuthZEN members (docs/server.md#aarp):
+    a ``context.approval`` object is verified and replaced by its ticket id before the
+    decision; a ``require_approval`` is answered as a requestable denial; a
+    re-evaluation gets ``approval`` (allowed) or ``reason``/``next_action``."""
+    from ..aarp import Problem
+    from ..app import Unavailable
+    from ...privilege.audit import AuditError
+    from ...privilege.store import StoreError
+    ref = None
+    try:
+        if req.get("approval").__class__ is dict:
+            ref = await run_in_threadpool(aarp.resolve, req["approval"], req, prefix + "context.approval")
+            req = dict(req)
+            if ref.ticket is None:
+                del req["approval"]  # not usable: decided as a request without an approval
+            else:
+                req["approval"] = ref.ticket
+        d = await ctx.decide(engine, req, prefix)
+        answer = authzen.decision_response(d)
+        if d.decision == "require_approval" or ref is not None:
+            base = (ctx.config.public_url or str(request.base_url)).rstrip("/")
+            extra: dict = {}
+            if d.decision == "require_approval":
+                extra.update(await run_in_threadpool(aarp.denial, d, req, authzen_context, base))
+            if ref is not None:
+                extra.update(await run_in_threadpool(aarp.reevaluated, d, req, ref))
+            answer["context"].update(extra)
+    except Problem as e:
+        raise authzen.BadRequest(e.detail, e.status) from None
+    except (AuditError, StoreError) as e:
+        raise Unavailable(f"approvals over AuthZEN are unavailable: {e}") from None
+    return d, answer
+
+
 def make_evaluation(ctx: RouteContext):
     service, metrics = ctx.service, ctx.metrics
     read_body, decide, failure = ctx.read_body, ctx.decide, ctx.failure
+    aarp = getattr(ctx, "aarp", None)
 
     async def evaluation(request: Request):
         t0 = time.perf_counter()
         try:
             body = await read_body(request)
             engine = service.current.engine
-            d = await decide(engine, authzen.to_request(body))
+            if aarp is not None:
+                d, answer = await _aarp_answer(ctx, aarp, engine, authzen.to_request(body), body.get("context"),
+                                               request)
+            else:
+                d = await decide(engine, authzen.to_request(body))
+                answer = authzen.decision_response(d)
         except Exception as e:
             return failure("evaluation", e)
         metrics.decided("evaluation", d.decision)
-        response = _json(authzen.decision_response(d))
+        response = _json(answer)
         metrics.observe("evaluation", time.perf_counter() - t0)
         return response
 
@@ -38,6 +81,7 @@ def make_evaluations(ctx: RouteContext):
     service, metrics = ctx.service, ctx.metrics
     read_body, decide, failure, item_failure = ctx.read_body, ctx.decide, ctx.failure, ctx.item_failure
     use_threads = ctx.use_threads
+    aarp = getattr(ctx, "aarp", None)
 
     async def evaluations(request: Request):
         t0 = time.perf_counter()
@@ -47,12 +91,20 @@ def make_evaluations(ctx: RouteContext):
             batch = authzen.parse_batch(body)
             engine = service.current.engine
             if batch.items is None:  # no array: a single evaluation
-                d = await decide(engine, authzen.to_request(body))
+                if aarp is not None:
+                    d, answer = await _aarp_answer(ctx, aarp, engine, authzen.to_request(body), body.get("context"),
+                                                   request)
+                else:
+                    d = await decide(engine, authzen.to_request(body))
+                    answer = authzen.decision_response(d)
                 metrics.decided("evaluations", d.decision)
-                response = _json(authzen.decision_response(d))
+                response = _json(answer)
                 metrics.observe("evaluations", time.perf_counter() - t0)
                 return response
-            out = await _run_batch(batch, engine, counts, decide, item_failure, direct=not use_threads)
+            if aarp is not None:
+                out = await _run_batch_aarp(ctx, aarp, body, batch, engine, counts, request)
+            else:
+                out = await _run_batch(batch, engine, counts, decide, item_failure, direct=not use_threads)
         except Exception as e:
             return failure("evaluations", e)
         for outcome, n in counts.items():
@@ -92,6 +144,34 @@ async def _run_batch(batch, engine, counts: dict, decide, item_failure, *, direc
         if deny_first and not answer["decision"]:
             break
         if permit_first and answer["decision"]:
+            break
+    return out
+
+
+async def _run_batch_aarp(ctx: RouteContext, aarp, body: dict, batch, engine, counts: dict, request: Request) -> list:
+    """:func:`_run_batch` with the Approvals over AuthZEN members on each item."""
+    semantic = batch.semantic
+    raw = body.get("evaluations")
+    out: list = []
+    for i, item in enumerate(batch.items):
+        if i and not i % _YIELD_EVERY:
+            await asyncio.sleep(0)
+        if item.__class__ is dict:
+            try:
+                given = raw[i].get("context") if raw[i].get("context") is not None else body.get("context")
+                d, answer = await _aarp_answer(ctx, aarp, engine, item, given, request, f"evaluations[{i}].")
+                outcome = d.decision
+            except Exception as e:
+                answer = ctx.item_failure(e, i)
+                outcome = "invalid"
+        else:
+            answer = authzen.item_error(item.message)
+            outcome = "invalid"
+        counts[outcome] = counts.get(outcome, 0) + 1
+        out.append(answer)
+        if semantic == "deny_on_first_deny" and not answer["decision"]:
+            break
+        if semantic == "permit_on_first_permit" and answer["decision"]:
             break
     return out
 
@@ -170,6 +250,11 @@ def make_discovery(ctx: RouteContext):
             "search_resource_endpoint": base + "/access/v1/search/resource",
             "search_action_endpoint": base + "/access/v1/search/action",
         }
+        if getattr(ctx, "aarp", None) is not None:  # Approvals over AuthZEN (docs/server.md#aarp)
+            from ..aarp import CAPABILITY
+            doc["access_request_endpoint"] = base + "/access/v1/requests"
+            doc["jwks_uri"] = base + "/access/v1/jwks"
+            doc["capabilities"] = [CAPABILITY]
         return _json(doc)
 
     return discovery
