@@ -78,6 +78,16 @@ def _echo_err(text: str) -> None:
 @click.option("--admin-policies", default=None, type=click.Path(dir_okay=True, file_okay=True),
               help="A policy set deciding which caller may use which approval/token/task route "
                    "(default: any authenticated caller).")
+@click.option("--svid-bundle", default=None, type=click.Path(exists=True, dir_okay=True, file_okay=True),
+              help="Prove the decision's principal by SPIFFE SVID: a directory of trust bundles "
+                   "<trust-domain>.json (SPIFFE bundle / JWKS) and/or <trust-domain>.pem, or one such file "
+                   "with --trust-domain. Re-read when it changes.")
+@click.option("--svid-audience", default=None, help="The aud every JWT-SVID (X-Workload-SVID header) must carry.")
+@click.option("--trust-domain", "trust_domains", multiple=True,
+              help="An accepted SPIFFE trust domain (repeatable; default: every one with a bundle).")
+@click.option("--require-proven-principal", is_flag=True, default=False,
+              help="Refuse decision requests without a valid SVID (401) and whose body names another "
+                   "principal than the proven one (403). Needs --svid-bundle.")
 # -- Approvals over AuthZEN (docs/server.md#aarp) --------------------------------------------
 @click.option("--binding-keys", default=None, type=click.Path(dir_okay=False),
               help="Ed25519 keys (policylang token keygen) signing AARP binding tokens and approval states; "
@@ -89,11 +99,14 @@ def command(path, entities, host, port, workers, max_body, cache_size, poll_inte
             store, keys, issuer, audit, log_level, access_log, header_timeout, body_timeout,
             keep_alive_timeout, max_connections, jwks, jwt_audience, jwt_issuer, jwt_algorithms,
             jwt_caller_claim, tls_cert, tls_key, client_ca, admin_policies, create_store=False,
-            require_open_tasks=False, binding_keys=None, binding_ttl=600):
+            require_open_tasks=False, svid_bundle=None, svid_audience=None, trust_domains=(),
+            require_proven_principal=False, binding_keys=None, binding_ttl=600):
     _check_options(host=host, store=store, keys=keys, issuer=issuer, jwks=jwks, jwt_audience=jwt_audience,
                    jwt_issuer=jwt_issuer, jwt_algorithms=jwt_algorithms, tls_cert=tls_cert, tls_key=tls_key,
                    client_ca=client_ca, admin_policies=admin_policies, create_store=create_store,
                    require_open_tasks=require_open_tasks)
+    _check_identity_options(svid_bundle=svid_bundle, svid_audience=svid_audience, trust_domains=trust_domains,
+                            require_proven_principal=require_proven_principal, client_ca=client_ca)
     if binding_keys and not store:
         raise click.UsageError("--binding-keys needs --store (the approval tickets live there)")
     aarp = {"binding_keys": binding_keys, "binding_ttl": binding_ttl} if binding_keys else None
@@ -113,6 +126,17 @@ def command(path, entities, host, port, workers, max_body, cache_size, poll_inte
                            jwt_algorithms=tuple(jwt_algorithms), jwt_caller_claim=jwt_caller_claim,
                            mtls=bool(client_ca), admin_policies=admin_policies,
                            create_store=create_store, require_open_tasks=require_open_tasks)
+    if svid_bundle:  # proven workload identity (policylang.server.identity)
+        import dataclasses
+        config = dataclasses.replace(config, svid_bundle=svid_bundle, svid_audience=svid_audience,
+                                     svid_trust_domains=tuple(trust_domains),
+                                     require_proven_principal=require_proven_principal)
+        try:
+            from ..server.identity import verifier_for
+            verifier_for(config)
+        except ValueError as e:  # an unreadable bundle, a bad trust domain name, no spiffe package
+            _echo_err(f"policylang serve: {e}")
+            sys.exit(1)
     try:
         _check_auth(config)
     except Exception as e:  # an unreadable JWKS, a bad algorithm, admin policies with errors
@@ -202,6 +226,16 @@ def _check_options(*, host, store, keys, issuer, jwks, jwt_audience, jwt_issuer,
                   "--jwks FILE|URL --jwt-audience AUD (bearer JWTs) or --tls-cert/--tls-key/--client-ca "
                   "(mutual TLS), optionally --admin-policies DIR; or listen on 127.0.0.1")
         sys.exit(2)
+
+
+def _check_identity_options(*, svid_bundle, svid_audience, trust_domains, require_proven_principal,
+                            client_ca) -> None:
+    """Usage errors (exit 2) of the proven-workload-identity options."""
+    if (svid_audience or trust_domains or require_proven_principal) and not svid_bundle:
+        raise click.UsageError("--svid-audience, --trust-domain and --require-proven-principal need --svid-bundle")
+    if svid_bundle and not (svid_audience or client_ca):
+        raise click.UsageError("--svid-bundle needs --svid-audience (JWT-SVIDs) or --client-ca (X.509-SVIDs "
+                               "over mutual TLS), or both")
 
 
 def _check_auth(config) -> None:

@@ -71,6 +71,12 @@ class ServiceConfig:
     create_store: bool = True
     #: tokens only for tasks opened first by a delegator (POST /v1/tasks)
     require_open_tasks: bool = False
+    #: proven workload identity (policylang.server.identity): the SPIFFE trust bundles,
+    #: the aud of JWT-SVIDs, the accepted trust domains, and whether proof is required
+    svid_bundle: str | None = None
+    svid_audience: str | None = None
+    svid_trust_domains: tuple[str, ...] = ()
+    require_proven_principal: bool = False
 
     @property
     def auth_configured(self) -> bool:
@@ -80,6 +86,7 @@ class ServiceConfig:
         d = dict(self.__dict__)
         d["entities"] = list(self.entities)
         d["jwt_algorithms"] = list(self.jwt_algorithms)
+        d["svid_trust_domains"] = list(self.svid_trust_domains)
         return d
 
     @classmethod
@@ -87,6 +94,7 @@ class ServiceConfig:
         d = dict(d)
         d["entities"] = tuple(d.get("entities") or ())
         d["jwt_algorithms"] = tuple(d.get("jwt_algorithms") or ())
+        d["svid_trust_domains"] = tuple(d.get("svid_trust_domains") or ())
         return cls(**d)
 
 

@@ -10,7 +10,7 @@ import time
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
-from .. import authzen, openapi
+from .. import authzen, identity, openapi
 from ..app import _YIELD_EVERY, _json
 from . import RouteContext, get_options, post_options
 
@@ -262,6 +262,7 @@ def make_discovery(ctx: RouteContext):
 
 def register(app, ctx: RouteContext) -> None:
     """Mount the AuthZEN routes on ``app``."""
+    ctx = identity.proving(ctx)  # a proven principal (docs/server.md#workload-identity)
     post, get = post_options(), get_options()
     app.router.add_api_route("/access/v1/evaluation", make_evaluation(ctx), name="evaluation",
                              summary="AuthZEN access evaluation",

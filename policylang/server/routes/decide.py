@@ -7,7 +7,7 @@ import time
 
 from fastapi import Request
 
-from .. import openapi
+from .. import identity, openapi
 from ..app import _json
 from . import RouteContext, post_options
 
@@ -33,6 +33,7 @@ def make_decide(ctx: RouteContext):
 
 def register(app, ctx: RouteContext) -> None:
     """Mount ``POST /v1/decide`` on ``app``."""
+    ctx = identity.proving(ctx)  # a proven principal (docs/server.md#workload-identity)
     app.router.add_api_route("/v1/decide", make_decide(ctx), name="decide",
                              summary="A docs/requests.md#request request in, a docs/requests.md#decision decision out",
                              openapi_extra=openapi.body(openapi.DECIDE_REQUEST),
