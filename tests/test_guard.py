@@ -17,9 +17,15 @@ pytest.importorskip("jwt")
 import policylang
 from policylang.approvals import Approvals
 from policylang.credentials import Issuer, KeySet, Revoked
-from policylang.integrations import guard as guard_mod
 from policylang.integrations.guard import (
-    ApprovalRequired, Denied, Guard, RevocationError, ToolSpec, arg, current_task, current_token,
+    ApprovalRequired,
+    Denied,
+    Guard,
+    RevocationError,
+    ToolSpec,
+    arg,
+    current_task,
+    current_token,
     outcome_message,
 )
 from policylang.store import open_store
@@ -87,9 +93,8 @@ def test_sync_allow_runs_the_function_without_a_token_when_nothing_is_granted(wo
 
 
 def test_sync_deny_raises_denied_with_the_reasons_and_does_not_run(world):
-    with world.task():
-        with pytest.raises(Denied) as info:
-            world.read("globex/billing")
+    with world.task(), pytest.raises(Denied) as info:
+        world.read("globex/billing")
     err = info.value
     assert world.calls == []
     assert err.decision.decision == "deny" and err.tool == "read"
@@ -145,10 +150,9 @@ def test_leaving_the_task_revokes_its_tokens(world):
 
 
 def test_an_exception_in_the_task_still_revokes_its_tokens(world):
-    with pytest.raises(ZeroDivisionError):
-        with world.task() as task:
-            world.push("acme/api")
-            1 / 0
+    with pytest.raises(ZeroDivisionError), world.task() as task:
+        world.push("acme/api")
+        1 / 0
     token = world.calls[-1][2]
     assert task.revoked == [token.jti]
     with pytest.raises(Revoked):
@@ -178,9 +182,8 @@ def test_a_task_that_ended_gets_no_more_calls(world):
     with pytest.raises(Denied):  # the scope is over: outside any task, no default principal
         world.push("acme/api")
     # nor does a reused task id: the store refuses to issue for a revoked task
-    with world.task(task_id=task.task_id):
-        with pytest.raises(Denied) as info:
-            world.push("acme/api")
+    with world.task(task_id=task.task_id), pytest.raises(Denied) as info:
+        world.push("acme/api")
     assert "could not be issued" in info.value.message
     assert not [c for c in world.calls if c[0] == "push"]
 
@@ -189,9 +192,8 @@ def test_a_failed_revocation_is_raised_not_swallowed(world, monkeypatch):
     def broken(task_id):
         raise OSError("store is gone")
     monkeypatch.setattr(world.issuer, "revoke_task", broken)
-    with pytest.raises(RevocationError):
-        with world.task():
-            world.read("acme/api")
+    with pytest.raises(RevocationError), world.task():
+        world.read("acme/api")
 
 
 def test_outside_any_task_without_a_default_principal_is_denied(world):
@@ -286,9 +288,8 @@ def test_an_engine_error_denies_and_never_runs_the_tool(world, monkeypatch):
     def boom(request):
         raise RuntimeError("engine exploded")
     monkeypatch.setattr(world.engine, "decide", boom)
-    with world.task():
-        with pytest.raises(Denied) as info:
-            world.read("acme/api")
+    with world.task(), pytest.raises(Denied) as info:
+        world.read("acme/api")
     assert world.calls == []
     assert isinstance(info.value.cause, RuntimeError) and info.value.decision is None
     assert outcome_message(info.value).startswith("tool call refused:")
@@ -300,9 +301,8 @@ def test_a_request_the_engine_rejects_denies(world):
     def read_blob(repo, blob):
         world.calls.append("ran")
 
-    with world.task():
-        with pytest.raises(Denied) as info:
-            read_blob("acme/api", b"\x00bytes")  # not a JSON value: RequestError
+    with world.task(), pytest.raises(Denied) as info:
+        read_blob("acme/api", b"\x00bytes")  # not a JSON value: RequestError
     assert isinstance(info.value.cause, policylang.RequestError)
     assert world.calls == []
 
@@ -319,16 +319,14 @@ def test_a_bad_mapping_denies_and_never_runs_the_tool(world, mapping):
     def read(repo: str):
         world.calls.append("ran")
 
-    with world.task():
-        with pytest.raises(Denied) as info:
-            read("acme/api")
+    with world.task(), pytest.raises(Denied) as info:
+        read("acme/api")
     assert world.calls == [] and info.value.cause is not None and info.value.decision is None
 
 
 def test_bad_arguments_deny_before_deciding(world):
-    with world.task():
-        with pytest.raises(Denied):
-            world.read("acme/api", "extra")
+    with world.task(), pytest.raises(Denied):
+        world.read("acme/api", "extra")
     assert world.calls == []
 
 
@@ -336,9 +334,8 @@ def test_a_token_that_cannot_be_issued_denies(world, monkeypatch):
     def refuse(decision, request):
         raise OSError("store down")
     monkeypatch.setattr(world.issuer, "issue", refuse)
-    with world.task():
-        with pytest.raises(Denied) as info:
-            world.push("acme/api")
+    with world.task(), pytest.raises(Denied) as info:
+        world.push("acme/api")
     assert world.calls == [] and info.value.decision.decision == "allow"
 
 
@@ -347,9 +344,8 @@ def test_require_token_denies_an_allow_without_a_grant(world):
     def read(repo):
         world.calls.append("ran")
 
-    with world.task():
-        with pytest.raises(Denied) as info:
-            read("acme/api")
+    with world.task(), pytest.raises(Denied) as info:
+        read("acme/api")
     assert world.calls == [] and "needs a just-in-time token" in info.value.reasons[0]
 
 
@@ -357,16 +353,14 @@ def test_an_unknown_verdict_denies(world, monkeypatch):
     class Odd:
         decision, reasons, grants, approvers = "maybe", [], [], []
     monkeypatch.setattr(world.engine, "decide", lambda r: Odd())
-    with world.task():
-        with pytest.raises(Denied):
-            world.read("acme/api")
+    with world.task(), pytest.raises(Denied):
+        world.read("acme/api")
     assert world.calls == []
 
 
 def test_errors_pickle_with_their_fields(world):
-    with world.task():
-        with pytest.raises(Denied) as info:
-            world.read("globex/billing")
+    with world.task(), pytest.raises(Denied) as info:
+        world.read("globex/billing")
     again = pickle.loads(pickle.dumps(Denied(info.value.message, tool="read", reasons=["x"])))
     assert isinstance(again, Denied) and again.reasons == ["x"] and again.tool == "read"
 

@@ -17,8 +17,19 @@ from langchain_core.tools import BaseTool, Tool, ToolException, tool
 import policylang
 from policylang.approvals import Approvals
 from policylang.credentials import Issuer, KeySet, Revoked
-from policylang.integrations.guard import ApprovalRequired, Denied, Guard, arg, current_task, current_token
-from policylang.integrations.langchain import ToolApprovalRequired, ToolDenied, guard_tool
+from policylang.integrations.guard import (
+    ApprovalRequired,
+    Denied,
+    Guard,
+    arg,
+    current_task,
+    current_token,
+)
+from policylang.integrations.langchain import (
+    ToolApprovalRequired,
+    ToolDenied,
+    guard_tool,
+)
 from policylang.store import open_store
 
 POLICIES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples", "agent-guard", "policies")

@@ -20,7 +20,14 @@ from agents.tool_context import ToolContext
 import policylang
 from policylang.approvals import Approvals
 from policylang.credentials import Issuer, KeySet, Revoked
-from policylang.integrations.guard import ApprovalRequired, Denied, Guard, arg, current_task, current_token
+from policylang.integrations.guard import (
+    ApprovalRequired,
+    Denied,
+    Guard,
+    arg,
+    current_task,
+    current_token,
+)
 from policylang.integrations.openai_agents import guard_function_tool
 from policylang.store import open_store
 

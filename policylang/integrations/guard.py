@@ -44,19 +44,29 @@ import functools
 import inspect
 import secrets
 import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 __all__ = [
-    "Guard", "ToolSpec", "Permit", "TaskScope", "arg",
-    "GuardError", "Denied", "ApprovalRequired", "RevocationError",
-    "current_token", "current_task", "outcome_message",
+    "ApprovalRequired",
+    "Denied",
+    "Guard",
+    "GuardError",
+    "Permit",
+    "RevocationError",
+    "TaskScope",
+    "ToolSpec",
+    "arg",
+    "current_task",
+    "current_token",
+    "outcome_message",
 ]
 
 _MISSING = object()
 
 #: the task scope the current call runs in (set by ``with guard.task(...)``)
-_task: contextvars.ContextVar["TaskScope | None"] = contextvars.ContextVar("policylang_guard_task", default=None)
+_task: contextvars.ContextVar[TaskScope | None] = contextvars.ContextVar("policylang_guard_task", default=None)
 #: the token minted for the guarded call that is running now
 _token: contextvars.ContextVar[Any] = contextvars.ContextVar("policylang_guard_token", default=None)
 
@@ -68,7 +78,7 @@ def current_token() -> Any:
     return _token.get()
 
 
-def current_task() -> "TaskScope | None":
+def current_task() -> TaskScope | None:
     """The :class:`TaskScope` of this context, or ``None`` outside ``guard.task(...)``."""
     return _task.get()
 
@@ -161,7 +171,7 @@ def outcome_message(err: GuardError) -> str:
 
 
 @dataclass(frozen=True)
-class arg:  # noqa: N801 - a marker used like a function in declarative mappings
+class arg:
     """In a declarative mapping, the value of the call's argument ``name`` (a dotted
     ``name`` reads inside a mapping argument: ``arg("target.repo")``). A missing argument
     is a mapping error (the call is denied) unless ``default`` is given."""
@@ -273,7 +283,7 @@ class TaskScope:
     jtis. ``tokens`` lists the jtis minted inside; ``tickets`` maps a request digest to the
     approval ticket id opened for it."""
 
-    def __init__(self, guard: "Guard", principal: Any, delegation: Any = (), task_id: str | None = None, *,
+    def __init__(self, guard: Guard, principal: Any, delegation: Any = (), task_id: str | None = None, *,
                  intent: Mapping | None = None, context: Mapping | None = None, risk: Mapping | None = None,
                  revoke: bool = True, opened_by: str | None = None, ttl: float | None = None):
         self.guard = guard
@@ -319,7 +329,7 @@ class TaskScope:
             root = self.delegation[0]["id"] if self.delegation else None
             issuer.open_task(self.task_id, self.principal["id"], root, opened_by=self.opened_by, ttl=self.ttl)
 
-    def _enter(self) -> "TaskScope":
+    def _enter(self) -> TaskScope:
         self._open()
         self._reset.append(_task.set(self))
         return self
@@ -347,13 +357,13 @@ class TaskScope:
             raise RevocationError(f"could not revoke the tokens of task {self.task_id}: {e}", cause=e) from e
         return self.revoked
 
-    def __enter__(self) -> "TaskScope":
+    def __enter__(self) -> TaskScope:
         return self._enter()
 
     def __exit__(self, *exc) -> None:
         self._exit()
 
-    async def __aenter__(self) -> "TaskScope":
+    async def __aenter__(self) -> TaskScope:
         await asyncio.to_thread(self._open)  # open_task writes the store: off the event loop
         self._reset.append(_task.set(self))
         return self
@@ -386,7 +396,7 @@ class Permit:
     task: TaskScope | None = None
     arguments: dict = field(default_factory=dict)
 
-    def active(self) -> "_Active":
+    def active(self) -> _Active:
         return _Active(self.token)
 
 

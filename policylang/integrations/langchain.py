@@ -38,9 +38,16 @@ from typing import Any
 
 from langchain_core.tools import BaseTool, ToolException
 
-from .guard import ApprovalRequired, Denied, Guard, GuardError, ToolSpec, outcome_message
+from .guard import (
+    ApprovalRequired,
+    Denied,
+    Guard,
+    GuardError,
+    ToolSpec,
+    outcome_message,
+)
 
-__all__ = ["guard_tool", "PolicyToolException", "ToolDenied", "ToolApprovalRequired"]
+__all__ = ["PolicyToolException", "ToolApprovalRequired", "ToolDenied", "guard_tool"]
 
 #: keyword arguments LangChain adds to ``_run`` that are not the tool's arguments
 _NOT_ARGUMENTS = frozenset({"config", "run_manager", "callbacks"})
