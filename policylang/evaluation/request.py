@@ -113,23 +113,6 @@ def _normalised(value: Any, field: str) -> Any:
         raise _err(field + "".join(reversed(e.path)), e.message) from None
 
 
-def _obj(value: dict, field: str) -> dict:
-    """A dict from the request, normalised. The fast path (every value a plain scalar or
-    a list of them: what JSON requests mostly are) only looks at classes and returns the
-    very same dict; keys need no look there (a JSON object's keys are strings, and a
-    str-subclass key reads like its string); anything else takes the careful walk."""
-    for v in value.values():
-        c = v.__class__
-        if c not in _PLAIN:
-            if c is list:
-                for x in v:
-                    if x.__class__ not in _PLAIN:
-                        return _normalised(value, field)
-                continue
-            return _normalised(value, field)
-    return value
-
-
 class Request:
     """A validated request: the roots an expression can read, plus the raw input."""
 
@@ -175,10 +158,23 @@ def _err(field: str, message: str) -> RequestError:
 
 
 def _attrs(value: Any, field: str) -> dict:
+    """An object of the request (``None``: empty), normalised. The fast path (an exact
+    dict whose values are plain scalars or lists of them: what JSON requests mostly are)
+    only looks at classes and returns the very same dict; keys need no look there (a
+    JSON object's keys are strings, and a str-subclass key reads like its string);
+    anything else takes the careful walk, which names the field."""
+    if value.__class__ is dict:
+        for v in value.values():
+            c = v.__class__
+            if c is not str and c not in _PLAIN:
+                if c is not list:
+                    return _normalised(value, field)
+                for x in v:
+                    if x.__class__ not in _PLAIN:
+                        return _normalised(value, field)
+        return value
     if value is None:
         return _EMPTY
-    if value.__class__ is dict:
-        return _obj(value, field)
     if isinstance(value, Mapping):
         return _normalised(value, field)
     raise _err(field, f"expected an object, got {type_name(value)}")
@@ -214,7 +210,9 @@ def _merge(stored: Mapping | None, given: dict, authoritative: bool = False) -> 
     return merged
 
 
-def _principal_like(value: Any, field: str, lookup: EntityLookup | None, authority: Any = None) -> Entity:
+def _principal_fields(value: Any, field: str) -> tuple:
+    """``(kind, id, attrs)`` of a principal or delegation entry that is not an exact dict
+    with string id and kind (the fast path's case), checked in the order id, kind, attrs."""
     if value.__class__ is not dict:
         if value is None:
             raise _err(field, "required")
@@ -228,12 +226,119 @@ def _principal_like(value: Any, field: str, lookup: EntityLookup | None, authori
     if kind.__class__ is not str:
         kind = _string(kind, field + ".kind")
     attrs = get("attrs")
-    attrs = _EMPTY if attrs is None else _attrs(attrs, field + ".attrs")
-    if lookup is not None:
-        stored = lookup(kind, pid)
-        if stored is not None:
+    return kind, pid, (_EMPTY if attrs is None else _attrs(attrs, field + ".attrs"))
+
+
+def _resource_fields(resource: Any) -> tuple:
+    """``(type, id, attrs)`` of a resource that is not an exact dict with a string type
+    and a string or absent id (the fast path's case), checked in the order type, id, attrs."""
+    if resource.__class__ is not dict and not isinstance(resource, Mapping):
+        if resource is None:
+            raise _err("resource", "required")
+        raise _err("resource", f"expected an object with type, got {type_name(resource)}")
+    rtype = resource.get("type")
+    if rtype.__class__ is not str:
+        rtype = _string(rtype, "resource.type")
+    rid = resource.get("id")
+    if rid is not None and rid.__class__ is not str:
+        rid = _string(rid, "resource.id")
+    rattrs = resource.get("attrs")
+    return rtype, rid, (_EMPTY if rattrs is None else _attrs(rattrs, "resource.attrs"))
+
+
+def _action(action: Any) -> Action:
+    """The action of a request whose ``action`` is not a plain string: a str subclass, or
+    an object with ``name`` (and ``attrs``)."""
+    if action is None:
+        raise _err("action", "required")
+    if isinstance(action, str):
+        return Action(str.__str__(action), _EMPTY)
+    if isinstance(action, Mapping):
+        name = action.get("name")
+        if name.__class__ is not str:
+            name = _string(name, "action.name")
+        return Action(name, _attrs(action.get("attrs"), "action.attrs"))
+    raise _err("action", f"expected a string or an object with name, got {type_name(action)}")
+
+
+def _risk(risk: Any) -> dict:
+    """``risk`` normalised, with its score (a number from 0 to 1) and signals (a list of
+    strings) checked when present."""
+    risk = _attrs(risk, "risk")
+    score = risk.get("score")
+    if score is not None:
+        if score.__class__ is not float and score.__class__ is not int:
+            raise _err("risk.score", f"expected a number, got {type_name(score)}")
+        if not (0 <= score <= 1):  # NaN fails this too
+            raise _err("risk.score", f"must be between 0 and 1, got {score}")
+    signals = risk.get("signals")
+    if signals is not None:
+        if not isinstance(signals, list):
+            raise _err("risk.signals", f"expected a list of strings, got {type_name(signals)}")
+        for i, s in enumerate(signals):
+            if s.__class__ is not str:
+                raise _err(f"risk.signals[{i}]", f"expected a string, got {type_name(s)}")
+    return risk
+
+
+def _chain(delegation: Any, lookup: EntityLookup | None, authority: Any) -> list[Entity]:
+    """The delegation entries of a request (not ``None``) as principals, entity data merged:
+    a list (or other sequence) of at most :data:`MAX_DELEGATION_DEPTH` objects."""
+    if not delegation:
+        if delegation.__class__ is list or (isinstance(delegation, Sequence) and not isinstance(delegation, _NOT_LISTS)):
+            return []
+        raise _err("delegation", f"expected a list, got {type_name(delegation)}")
+    if delegation.__class__ is not list and (not isinstance(delegation, Sequence)
+                                              or isinstance(delegation, _NOT_LISTS)):
+        raise _err("delegation", f"expected a list, got {type_name(delegation)}")
+    if len(delegation) > MAX_DELEGATION_DEPTH:
+        raise _err("delegation", f"at most {MAX_DELEGATION_DEPTH} entries, got {len(delegation)}")
+    chain = []
+    for i, entry in enumerate(delegation):
+        if (entry.__class__ is dict and (pid := entry.get("id")).__class__ is str
+                and (kind := entry.get("kind")).__class__ is str):
+            attrs = entry.get("attrs")
+            attrs = _EMPTY if attrs is None else _attrs(attrs, f"delegation[{i}].attrs")
+        elif entry is None:
+            raise _err(f"delegation[{i}]", "null entry")
+        else:
+            kind, pid, attrs = _principal_fields(entry, f"delegation[{i}]")
+        if lookup is not None and (stored := lookup(kind, pid)) is not None:
             attrs = _merge(stored, attrs, authority is not None and authority.principal(kind))
-    return Entity("principal", kind, pid, attrs)
+        chain.append(Entity("principal", kind, pid, attrs))
+    return chain
+
+
+def _optional_parts(get: Callable, left: int, lookup: EntityLookup | None, authority: Any) -> tuple:
+    """``(context, risk, chain, intent, approval)`` of a request whose ``get`` is ``get``;
+    ``left`` counts its keys other than principal, action and resource (``-1``: unknown).
+    Once every such key is accounted for, delegation, intent and approval are not looked up."""
+    context = get("context")
+    if context is None:
+        context = _EMPTY
+    else:
+        context = _attrs(context, "context")
+        left -= 1
+    risk = get("risk")
+    if risk is not None:
+        left -= 1
+        # the common risk, {"score": <a number from 0 to 1>}, needs no further look
+        score = risk.get("score") if risk.__class__ is dict and len(risk) == 1 else None
+        if not ((score.__class__ is float or score.__class__ is int) and 0 <= score <= 1):
+            risk = _risk(risk)
+    if not left:
+        return context, risk, [], None, None
+    delegation = get("delegation")
+    chain = [] if delegation is None else _chain(delegation, lookup, authority)
+    intent = get("intent")
+    if intent is not None:
+        intent = _attrs(intent, "intent")
+    approval = get("approval")
+    if approval is not None and approval.__class__ is not str:
+        if not isinstance(approval, str):
+            raise _err("approval", f"expected a string, got {type_name(approval)}")
+        approval = str.__str__(approval)
+    return context, risk, chain, intent, approval
 
 
 def parse_request(raw: Any, lookup: EntityLookup | None = None, authority: Any = None) -> Request:
@@ -249,106 +354,44 @@ def parse_parts(raw: Any, lookup: EntityLookup | None = None, authority: Any = N
 
     Returns ``(principal, action, resource, context, risk, chain, intent, approval)``.
     The common case (exact dicts and strings) runs straight through; anything else
-    takes the careful path that names the offending field.
+    takes the careful path that names the offending field. The roots are read and
+    checked in the order of docs/requests.md#request, so the first bad one is named.
     """
-    if raw.__class__ is not dict:
-        if not isinstance(raw, Mapping):
-            raise _err("", f"a request must be a JSON object, got {type_name(raw)}")
+    if raw.__class__ is dict:
+        left = len(raw) - 3  # principal, action and resource are required: the other keys
+    elif isinstance(raw, Mapping):
+        left = -1  # a mapping's len() need not agree with its get(): look every key up
+    else:
+        raise _err("", f"a request must be a JSON object, got {type_name(raw)}")
     get = raw.get
 
     p = get("principal")
     if p.__class__ is dict and (pid := p.get("id")).__class__ is str and (pkind := p.get("kind")).__class__ is str:
         pattrs = p.get("attrs")
         pattrs = _EMPTY if pattrs is None else _attrs(pattrs, "principal.attrs")
-        if lookup is not None:
-            stored = lookup(pkind, pid)
-            if stored is not None:
-                pattrs = _merge(stored, pattrs, authority is not None and authority.principal(pkind))
-        principal = Entity("principal", pkind, pid, pattrs)
     else:
-        principal = _principal_like(p, "principal", lookup, authority)
+        pkind, pid, pattrs = _principal_fields(p, "principal")
+    if lookup is not None and (stored := lookup(pkind, pid)) is not None:
+        pattrs = _merge(stored, pattrs, authority is not None and authority.principal(pkind))
+    principal = Entity("principal", pkind, pid, pattrs)
 
     action = get("action")
-    if action.__class__ is str:
-        act = Action(action, _EMPTY)
-    elif action is None:
-        raise _err("action", "required")
-    elif isinstance(action, str):
-        act = Action(str.__str__(action), _EMPTY)
-    elif isinstance(action, Mapping):
-        name = action.get("name")
-        if name.__class__ is not str:
-            name = _string(name, "action.name")
-        act = Action(name, _attrs(action.get("attrs"), "action.attrs"))
-    else:
-        raise _err("action", f"expected a string or an object with name, got {type_name(action)}")
+    act = Action(action, _EMPTY) if action.__class__ is str else _action(action)
 
-    resource = get("resource")
-    if resource.__class__ is not dict and not isinstance(resource, Mapping):
-        if resource is None:
-            raise _err("resource", "required")
-        raise _err("resource", f"expected an object with type, got {type_name(resource)}")
-    rtype = resource.get("type")
-    if rtype.__class__ is not str:
-        rtype = _string(rtype, "resource.type")
-    rid = resource.get("id")
-    if rid is not None and rid.__class__ is not str:
-        rid = _string(rid, "resource.id")
-    rattrs = resource.get("attrs")
-    rattrs = _EMPTY if rattrs is None else _attrs(rattrs, "resource.attrs")
-    if lookup is not None and rid is not None:
-        stored = lookup(rtype, rid)
-        if stored is not None:
-            rattrs = _merge(stored, rattrs, authority is not None and authority.resource(rtype))
+    r = get("resource")
+    if (r.__class__ is dict and (rtype := r.get("type")).__class__ is str
+            and ((rid := r.get("id")) is None or rid.__class__ is str)):
+        rattrs = r.get("attrs")
+        rattrs = _EMPTY if rattrs is None else _attrs(rattrs, "resource.attrs")
+    else:
+        rtype, rid, rattrs = _resource_fields(r)
+    if lookup is not None and rid is not None and (stored := lookup(rtype, rid)) is not None:
+        rattrs = _merge(stored, rattrs, authority is not None and authority.resource(rtype))
     res = Entity("resource", rtype, rid, rattrs)
 
-    context = get("context")
-    context = _EMPTY if context is None else _attrs(context, "context")
-
-    risk = get("risk")
-    if risk is not None:
-        risk = _attrs(risk, "risk")
-        score = risk.get("score")
-        if score is not None:
-            if score.__class__ is not float and score.__class__ is not int:
-                raise _err("risk.score", f"expected a number, got {type_name(score)}")
-            if not (0 <= score <= 1):  # NaN fails this too
-                raise _err("risk.score", f"must be between 0 and 1, got {score}")
-        signals = risk.get("signals")
-        if signals is not None:
-            if not isinstance(signals, list):
-                raise _err("risk.signals", f"expected a list of strings, got {type_name(signals)}")
-            for i, s in enumerate(signals):
-                if s.__class__ is not str:
-                    raise _err(f"risk.signals[{i}]", f"expected a string, got {type_name(s)}")
-
-    delegation = get("delegation")
-    if delegation:
-        if delegation.__class__ is not list and (not isinstance(delegation, Sequence)
-                                                  or isinstance(delegation, _NOT_LISTS)):
-            raise _err("delegation", f"expected a list, got {type_name(delegation)}")
-        if len(delegation) > MAX_DELEGATION_DEPTH:
-            raise _err("delegation", f"at most {MAX_DELEGATION_DEPTH} entries, got {len(delegation)}")
-        chain = []
-        for i, entry in enumerate(delegation):
-            if entry is None:
-                raise _err(f"delegation[{i}]", "null entry")
-            chain.append(_principal_like(entry, f"delegation[{i}]", lookup, authority))
-    elif delegation is None or (isinstance(delegation, Sequence) and not isinstance(delegation, _NOT_LISTS)):
-        chain = []
-    else:
-        raise _err("delegation", f"expected a list, got {type_name(delegation)}")
-
-    intent = get("intent")
-    if intent is not None:
-        intent = _attrs(intent, "intent")
-
-    approval = get("approval")
-    if approval is not None and approval.__class__ is not str:
-        if not isinstance(approval, str):
-            raise _err("approval", f"expected a string, got {type_name(approval)}")
-        approval = str.__str__(approval)
-
+    if not left:  # nothing but the three required roots
+        return principal, act, res, _EMPTY, None, [], None, None
+    context, risk, chain, intent, approval = _optional_parts(get, left, lookup, authority)
     return principal, act, res, context, risk, chain, intent, approval
 
 
@@ -432,7 +475,7 @@ def entity_lookup(*sources: Any) -> EntityLookup | None:
                 found = ids.get(eid) if ids is not None else None
             if found is not None:
                 if found.__class__ is dict:
-                    return _obj(found, f"entities[{kind}][{eid}]")
+                    return _attrs(found, f"entities[{kind}][{eid}]")
                 if not isinstance(found, Mapping):
                     raise RequestError(f"entities[{kind}][{eid}]", "the entity source returned a non-object")
                 return _normalised(found, f"entities[{kind}][{eid}]")
