@@ -293,7 +293,7 @@ def test_pre_commit_hooks():
     import yaml
 
     hooks = {h["id"]: h for h in yaml.safe_load((ROOT / ".pre-commit-hooks.yaml").read_text())}
-    assert hooks["policylang-check"]["entry"] == "policylang check --strict"
+    assert hooks["policylang-check"]["entry"] == "policylang check --strict --set-root"
     assert hooks["policylang-fmt"]["entry"] == "policylang fmt --check"
     for h in hooks.values():
         assert h["files"] == r"\.policy$" and h["language"] == "python" and h["name"]
@@ -314,8 +314,25 @@ def test_ci_doc_has_the_sarif_upload_job():
     assert workflow["permissions"]["security-events"] == "write"
 
 
-def test_a_directory_without_policy_files_is_noted(files):
+def test_a_directory_without_policy_files_is_an_error(files):
+    """A mis-pointed CI step (`check --strict build/` with no policies there) must fail."""
     Path("nothing").mkdir()
-    r = run("nothing")
-    assert r.exit_code == 0
-    assert "note: nothing has no .policy files" in r.stderr
+    for args in (["nothing"], ["--strict", "nothing"], ["--format", "json", "nothing"]):
+        r = run(*args)
+        assert r.exit_code == 1, args
+        assert "error: nothing has no .policy files" in r.stderr
+
+
+def test_set_root_checks_a_file_with_the_rest_of_its_set(files):
+    """pre-commit passes changed files one by one; --set-root checks each in its set, so a
+    rule file that uses the schema and constants of its sibling files gets no E002."""
+    root = Path("repo/policies")
+    (root / "rules").mkdir(parents=True)
+    (root / "schema.policy").write_text('const teams = ["a", "b"]\n')
+    (root / "rules" / "read.policy").write_text(
+        'permit agent to read on repo when principal.team in teams\n  because "teams read"\n')
+    alone = run(str(root / "rules" / "read.policy"))
+    assert alone.exit_code == 1 and "E002" in alone.output
+    r = run("--set-root", str(root / "rules" / "read.policy"), str(root / "schema.policy"))
+    assert r.exit_code == 0, r.output
+    assert "checked 1 policy set" in r.stderr  # both files are one set, checked once

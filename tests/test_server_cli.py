@@ -36,7 +36,8 @@ def test_a_set_with_errors_is_not_served(tmp_path):
 
 def test_a_missing_path_is_not_served(tmp_path):
     p = run_serve(tmp_path / "nope")
-    assert p.returncode == 1 and "no such file or directory" in p.stderr
+    # a PATH that does not exist is a usage error (2), as for every other command
+    assert p.returncode == 2 and "does not exist" in p.stderr
 
 
 def test_a_bad_entities_file_is_not_served(tmp_path):

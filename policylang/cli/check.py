@@ -29,9 +29,15 @@ DESCRIPTION = "Check policy sets and print every diagnostic."
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "sarif"]), default="text",
               show_default=True, help="Output format.")
 @click.option("--strict", is_flag=True, help="Warnings also make the exit status 1.")
-def command(paths: tuple[str, ...], fmt: str, strict: bool) -> None:
+@click.option("--set-root", is_flag=True,
+              help="Check each .policy FILE as part of the set it belongs to: its directory, and "
+                   "upward while the parent directory holds .policy files too (for pre-commit, "
+                   "which passes changed files one by one).")
+def command(paths: tuple[str, ...], fmt: str, strict: bool, set_root: bool) -> None:
     from ..language.loader import check_path
 
+    if set_root:
+        paths = set_roots(paths)
     diagnostics = []
     empty = []
     for path in paths:
@@ -56,13 +62,38 @@ def command(paths: tuple[str, ...], fmt: str, strict: bool) -> None:
     else:
         for d in diagnostics:
             click.echo(d.render())
-        for path in empty:
-            click.echo(f"note: {path} has no .policy files", err=True)
         sets = "1 policy set" if len(paths) == 1 else f"{len(paths)} policy sets"
         click.echo(f"checked {sets}: {_count(errors, 'error')}, {_count(warnings, 'warning')}", err=True)
 
-    if errors or (strict and warnings):
+    for path in empty:  # on stderr in every format
+        click.echo(f"error: {path} has no .policy files (is the path right?)", err=True)
+    if errors or empty or (strict and warnings):
+        # a path without policies is an error: a mis-pointed CI step must not pass
         sys.exit(1)
+
+
+def _has_policies(directory) -> bool:
+    return any(f.suffix == ".policy" and f.is_file() for f in directory.iterdir())
+
+
+def set_roots(paths) -> tuple[str, ...]:
+    """Each .policy file replaced by the root of its set (see ``--set-root``), in order,
+    without repeats; directories are kept as they are."""
+    import os
+    from pathlib import Path
+
+    out: dict[str, None] = {}
+    for given in paths:
+        p = Path(given)
+        if p.is_dir():
+            out.setdefault(given)
+            continue
+        root = p.resolve().parent
+        while root.parent != root and _has_policies(root.parent):
+            root = root.parent
+        rel = os.path.relpath(root)
+        out.setdefault(rel if not rel.startswith("..") else str(root))
+    return tuple(out)
 
 
 def _count(n: int, word: str) -> str:

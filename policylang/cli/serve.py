@@ -23,7 +23,7 @@ def _echo_err(text: str) -> None:
 
 
 @click.command("serve", help=DESCRIPTION)
-@click.argument("path", type=click.Path(dir_okay=True, file_okay=True))
+@click.argument("path", type=click.Path(exists=True, dir_okay=True, file_okay=True))
 @click.option("--entities", "entities", multiple=True, type=click.Path(dir_okay=False),
               help="An entity data file {kind: {id: attrs}} (repeatable; wins over the set's own files).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
