@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 import policylang
 from policylang.language.errors import PolicyError
-from policylang.language.parser import KEYWORDS, MAX_DEPTH, ROOTS
+from policylang.language.parser import KEYWORDS, MAX_DEPTH
+from policylang.language.roots import NAMES as ROOTS
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
