@@ -85,6 +85,12 @@ class Decision:
     def __repr__(self) -> str:
         return f"Decision({self.decision!r}, rules={self.rules!r})"
 
+    def __bool__(self) -> bool:
+        # `if engine.decide(req):` would be true for a deny (every object is truthy), so
+        # an allow-everything bug is one missing attribute away: refuse to guess
+        raise TypeError("a Decision has no truth value: test decision.allowed "
+                        "(or decision.decision == 'allow')")
+
 
 def combine(forbids: list, gates: list, permits: list, errors: list, path: list[str],
             policy_version: str, explainer=None, confirm: "Callable[[Any], bool] | None" = None) -> Decision:
