@@ -309,17 +309,17 @@ def _chain(delegation: Any, lookup: EntityLookup | None, authority: Any) -> list
     return chain
 
 
-def _optional_parts(get: Callable, left: int, lookup: EntityLookup | None, authority: Any) -> tuple:
-    """``(context, risk, chain, intent, approval)`` of a request whose ``get`` is ``get``;
+def _optional_parts(raw: Mapping, left: int, lookup: EntityLookup | None, authority: Any) -> tuple:
+    """``(context, risk, chain, intent, approval)`` of a request ``raw``;
     ``left`` counts its keys other than principal, action and resource (``-1``: unknown).
     Once every such key is accounted for, delegation, intent and approval are not looked up."""
-    context = get("context")
+    context = raw.get("context")
     if context is None:
         context = _EMPTY
     else:
         context = _attrs(context, "context")
         left -= 1
-    risk = get("risk")
+    risk = raw.get("risk")
     if risk is not None:
         left -= 1
         # the common risk, {"score": <a number from 0 to 1>}, needs no further look
@@ -328,12 +328,12 @@ def _optional_parts(get: Callable, left: int, lookup: EntityLookup | None, autho
             risk = _risk(risk)
     if not left:
         return context, risk, [], None, None
-    delegation = get("delegation")
+    delegation = raw.get("delegation")
     chain = [] if delegation is None else _chain(delegation, lookup, authority)
-    intent = get("intent")
+    intent = raw.get("intent")
     if intent is not None:
         intent = _attrs(intent, "intent")
-    approval = get("approval")
+    approval = raw.get("approval")
     if approval is not None and approval.__class__ is not str:
         if not isinstance(approval, str):
             raise _err("approval", f"expected a string, got {type_name(approval)}")
@@ -363,9 +363,8 @@ def parse_parts(raw: Any, lookup: EntityLookup | None = None, authority: Any = N
         left = -1  # a mapping's len() need not agree with its get(): look every key up
     else:
         raise _err("", f"a request must be a JSON object, got {type_name(raw)}")
-    get = raw.get
 
-    p = get("principal")
+    p = raw.get("principal")
     if p.__class__ is dict and (pid := p.get("id")).__class__ is str and (pkind := p.get("kind")).__class__ is str:
         pattrs = p.get("attrs")
         pattrs = _EMPTY if pattrs is None else _attrs(pattrs, "principal.attrs")
@@ -375,10 +374,10 @@ def parse_parts(raw: Any, lookup: EntityLookup | None = None, authority: Any = N
         pattrs = _merge(stored, pattrs, authority is not None and authority.principal(pkind))
     principal = Entity("principal", pkind, pid, pattrs)
 
-    action = get("action")
+    action = raw.get("action")
     act = Action(action, _EMPTY) if action.__class__ is str else _action(action)
 
-    r = get("resource")
+    r = raw.get("resource")
     if (r.__class__ is dict and (rtype := r.get("type")).__class__ is str
             and ((rid := r.get("id")) is None or rid.__class__ is str)):
         rattrs = r.get("attrs")
@@ -391,7 +390,7 @@ def parse_parts(raw: Any, lookup: EntityLookup | None = None, authority: Any = N
 
     if not left:  # nothing but the three required roots
         return principal, act, res, _EMPTY, None, [], None, None
-    context, risk, chain, intent, approval = _optional_parts(get, left, lookup, authority)
+    context, risk, chain, intent, approval = _optional_parts(raw, left, lookup, authority)
     return principal, act, res, context, risk, chain, intent, approval
 
 
