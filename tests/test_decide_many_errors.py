@@ -25,3 +25,20 @@ def test_decide_many_names_the_index_and_keeps_the_message(bad):
     assert many.value.field == (f"[1].{inner.field}" if inner.field else "[1]")
     message = str(inner)[len(inner.field) + 2:] if inner.field else str(inner)
     assert str(many.value) == f"{many.value.field}: {message}"
+
+
+def test_decide_each_answers_per_item_like_the_http_batch():
+    import policylang
+    from policylang import RequestError
+
+    engine = policylang.Engine(policylang.loads("permit agent to read on repo"))
+    good = {"principal": {"id": "agent:a", "kind": "agent"}, "action": "read", "resource": {"type": "repo", "id": "r"}}
+    bad = {"principal": {"id": 7, "kind": "agent"}, "action": "read", "resource": {"type": "repo", "id": "r"}}
+    out = engine.decide_each([good, bad, good, {}])
+    assert [type(x).__name__ for x in out] == ["Decision", "RequestError", "Decision", "RequestError"]
+    assert out[0].allowed and out[2].allowed
+    assert isinstance(out[1], RequestError) and out[1].field == "[1].principal.id"
+    assert out[3].field.startswith("[3]")
+    with pytest.raises(RequestError) as e:  # decide_many still raises on the first bad one
+        engine.decide_many([good, bad])
+    assert e.value.field == "[1].principal.id"

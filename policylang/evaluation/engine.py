@@ -111,6 +111,19 @@ class Engine:
                 raise RequestError(f"[{i}].{e.field}" if e.field else f"[{i}]", e.reason) from None
         return out
 
+    def decide_each(self, requests: Iterable[Mapping]) -> list[Decision | RequestError]:
+        """Decisions for many requests, in order, answered per item like the HTTP batch: a
+        bad request's place holds its :class:`RequestError` (``.field`` prefixed with its
+        index, ``[2].principal.id``) and the others are still decided."""
+        out: list[Decision | RequestError] = []
+        decide = self.decide
+        for i, request in enumerate(requests):
+            try:
+                out.append(decide(request))
+            except RequestError as e:
+                out.append(RequestError(f"[{i}].{e.field}" if e.field else f"[{i}]", e.reason))
+        return out
+
     def explain_request(self, ctx, decision: Decision) -> str:
         """The readable trace for a decision this engine made (``ctx`` is what it kept)."""
         if isinstance(ctx, Request):
