@@ -13,8 +13,15 @@ import pytest
 
 pytest.importorskip("celpy")
 
-from policylang.integrations.coaz_mapping import (  # noqa: E402
-    DEFAULT_MAPPINGS, MAPPING_KEY, Mapper, MappingError, UnknownMethod, check_mapping, resolve_value)
+from policylang.integrations.coaz_mapping import (
+    DEFAULT_MAPPINGS,
+    MAPPING_KEY,
+    Mapper,
+    MappingError,
+    UnknownMethod,
+    check_mapping,
+    resolve_value,
+)
 
 DATA = Path(__file__).resolve().parent / "data" / "coaz_mapping"
 COAZ = Path(__file__).resolve().parent / "data" / "coaz"

@@ -9,7 +9,6 @@ the caller is the token, never an argument."""
 from __future__ import annotations
 
 import asyncio
-import json
 import subprocess
 import sys
 import time
@@ -20,18 +19,18 @@ import pytest
 pytest.importorskip("mcp")
 pytest.importorskip("celpy")
 
-import httpx  # noqa: E402
-from mcp.shared.exceptions import MCPError  # noqa: E402
+import httpx
+from mcp.shared.exceptions import MCPError
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "mcp-guard"
 sys.path.insert(0, str(EXAMPLE))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from client import http_session, stdio_session, submit_access_request, wait_approved  # noqa: E402
-from idp import AGENT, LocalIdP  # noqa: E402
-from test_server_harness import LiveServer, free_port  # noqa: E402
+from client import http_session, stdio_session, submit_access_request, wait_approved
+from idp import AGENT, LocalIdP
+from test_server_harness import LiveServer, free_port
 
-from policylang.integrations.mcp import approval_meta  # noqa: E402
+from policylang.integrations.mcp import approval_meta
 
 PDP_AUD = "policylang-pdp"
 ALICE, BOB, FIN = "alice@example.com", "bob@example.com", "fin@example.com"
@@ -179,8 +178,8 @@ def test_gated_call_requestable_denial_then_approval_then_runs_once(env):
             assert again.value.data["reason"] == "approval_required"
             # a finance approver approves, authenticated at the PDP
             ticket = "apr_" + task["id"][4:]
-            r = httpx.post(f"{pdp.url}/v1/approvals/{ticket}/approve", json={},
-                           headers={"Authorization": f"Bearer {idp.token(FIN, PDP_AUD)}"})
+            r = await asyncio.to_thread(httpx.post, f"{pdp.url}/v1/approvals/{ticket}/approve", json={},
+                                        headers={"Authorization": f"Bearer {idp.token(FIN, PDP_AUD)}"})
             assert r.status_code == 200, r.text
             approval = await wait_approved(task, requester)
             # an approval for this call does not cover another amount

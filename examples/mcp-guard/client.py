@@ -23,11 +23,11 @@ HERE = Path(__file__).resolve().parent
 
 @contextlib.asynccontextmanager
 async def http_session(url: str, token: str):
-    async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=30) as hc:
-        async with streamable_http_client(url, http_client=hc) as streams:
-            async with ClientSession(streams[0], streams[1]) as session:
-                await session.initialize()
-                yield session
+    async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=30) as hc, \
+            streamable_http_client(url, http_client=hc) as streams, \
+            ClientSession(streams[0], streams[1]) as session:
+        await session.initialize()
+        yield session
 
 
 @contextlib.asynccontextmanager
@@ -35,10 +35,9 @@ async def stdio_session(token: str, *server_args: str):
     params = StdioServerParameters(command=sys.executable, args=[str(HERE / "server.py"), "--transport", "stdio",
                                                                  *server_args],
                                    env={**os.environ, "POLICYLANG_MCP_TOKEN": token}, cwd=str(HERE))
-    async with stdio_client(params) as streams:
-        async with ClientSession(streams[0], streams[1]) as session:
-            await session.initialize()
-            yield session
+    async with stdio_client(params) as streams, ClientSession(streams[0], streams[1]) as session:
+        await session.initialize()
+        yield session
 
 
 def submit_access_request(denial: dict, requester_token: str, justification: str) -> dict:

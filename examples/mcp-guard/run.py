@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """The MCP guard end to end (examples/mcp-guard): starts a `policylang serve` (the AuthZEN
 PDP, with approvals over AuthZEN) and the guarded MCP server, then shows, with a real MCP
 client session over streamable HTTP: the filtered tool list, an allowed call, a denied
@@ -21,12 +22,11 @@ import httpx
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from client import http_session, submit_access_request, wait_approved  # noqa: E402
-from idp import AGENT, LocalIdP  # noqa: E402
+from client import http_session, submit_access_request, wait_approved
+from idp import AGENT, LocalIdP
+from mcp.shared.exceptions import MCPError
 
-from mcp.shared.exceptions import MCPError  # noqa: E402
-
-from policylang.integrations.mcp import approval_meta  # noqa: E402
+from policylang.integrations.mcp import approval_meta
 
 PDP_AUD = "policylang-pdp"
 
@@ -80,8 +80,8 @@ async def demo(mcp_url: str, pdp_url: str, idp: LocalIdP) -> None:
         task = submit_access_request(denial, requester, "quarterly supplier payment")
         print(f"access request {task['id']}: {task['status']}")
         ticket = "apr_" + task["id"][4:]
-        r = httpx.post(f"{pdp_url}/v1/approvals/{ticket}/approve", json={},
-                       headers={"Authorization": f"Bearer {idp.token('fin@example.com', PDP_AUD)}"})
+        r = await asyncio.to_thread(httpx.post, f"{pdp_url}/v1/approvals/{ticket}/approve", json={},
+                                    headers={"Authorization": f"Bearer {idp.token('fin@example.com', PDP_AUD)}"})
         r.raise_for_status()
         approval = await wait_approved(task, requester)
         print(f"approved by fin@example.com until {approval['approved_until']}")

@@ -28,7 +28,13 @@ from pathlib import Path
 from mcp import types
 from mcp.server.lowlevel import Server
 
-from policylang.integrations.mcp import EmbeddedPDP, JwtVerifier, McpGuard, RemotePDP, StaticIdentity
+from policylang.integrations.mcp import (
+    EmbeddedPDP,
+    JwtVerifier,
+    McpGuard,
+    RemotePDP,
+    StaticIdentity,
+)
 
 HERE = Path(__file__).resolve().parent
 

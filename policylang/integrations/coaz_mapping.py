@@ -52,16 +52,30 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import threading
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 log = logging.getLogger("policylang.integrations.mcp")
 
-__all__ = ["MappingError", "UnknownMethod", "Built", "Mapper", "DEFAULT_MAPPINGS", "PASS_THROUGH",
-           "SERVER_INITIATED", "MAPPING_KEY", "MAPPING_ERROR", "DENIED", "PDP_ERROR", "resolve_value"]
+__all__ = [
+    "DEFAULT_MAPPINGS",
+    "DENIED",
+    "MAPPING_ERROR",
+    "MAPPING_KEY",
+    "PASS_THROUGH",
+    "PDP_ERROR",
+    "SERVER_INITIATED",
+    "Built",
+    "Mapper",
+    "MappingError",
+    "UnknownMethod",
+    "resolve_value",
+]
 
 #: where a tool declares its mapping (inside ``inputSchema``)
 MAPPING_KEY = "x-authzen-mapping"
@@ -198,7 +212,7 @@ class _Cel:
 
     def __init__(self, size: int = 512):
         try:
-            import celpy  # noqa: F401  (the optional extra: pip install 'policylang[mcp]')
+            import celpy
         except ImportError as e:  # pragma: no cover - exercised only without the extra
             raise ImportError("COAZ expressions need cel-python: pip install 'policylang[mcp]'") from e
         import celpy
@@ -216,7 +230,7 @@ class _Cel:
                 return prog
         try:
             prog = self.env.program(self.env.compile(expr))
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001  (any compile failure is a mapping error: fail closed)
             raise MappingError(f"expression '${expr}' does not compile: {_first_line(e)}") from None
         with self.lock:
             self.cache[expr] = prog
@@ -228,7 +242,7 @@ class _Cel:
         prog = self.program(expr)
         try:
             result = prog.evaluate(dict(activation))
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001  (any evaluation failure is a mapping error: fail closed)
             raise MappingError(f"expression '${expr}' failed: {_first_line(e)}") from None
         if isinstance(result, self.celpy.evaluation.CELEvalError):
             raise MappingError(f"expression '${expr}' failed: {_first_line(result)}")
@@ -245,13 +259,13 @@ def _to_json(value: Any, expr: str) -> Any:
     from celpy import celtypes as t
     if value is None or isinstance(value, t.NullType):
         return None
-    if isinstance(value, t.BoolType) or isinstance(value, bool):
+    if isinstance(value, (t.BoolType, bool)):
         return bool(value)
     if isinstance(value, (t.IntType, t.UintType)) or (isinstance(value, int) and not isinstance(value, bool)):
         return int(value)
     if isinstance(value, (t.DoubleType, float)):
         f = float(value)
-        if f != f or f in (float("inf"), float("-inf")):
+        if not math.isfinite(f):
             raise MappingError(f"expression '${expr}' gave a non-finite number")
         return f
     if isinstance(value, (t.StringType, str)):

@@ -51,8 +51,17 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
-from .coaz_mapping import DENIED, MAPPING_ERROR, MAPPING_KEY, PDP_ERROR, Built, Mapper, MappingError, \
-    UnknownMethod, check_mapping
+from .coaz_mapping import (
+    DENIED,
+    MAPPING_ERROR,
+    MAPPING_KEY,
+    PDP_ERROR,
+    Built,
+    Mapper,
+    MappingError,
+    UnknownMethod,
+    check_mapping,
+)
 
 log = logging.getLogger("policylang.integrations.mcp")
 
@@ -238,7 +247,7 @@ class JwtVerifier:
     async def verify_token(self, token: str) -> Any:
         try:
             claims = self.verify(token)
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001  (any verification failure rejects the token)
             log.info("rejected an access token: %s: %s", type(e).__name__, e)
             return None
         return self.access_token(token, claims)
@@ -257,7 +266,7 @@ class StaticIdentity:
     def __call__(self, ctx: Any) -> dict | None:
         try:
             return self.verifier.verify(self.token)
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001  (an invalid token is no identity: fail closed)
             log.warning("the stdio access token is no longer valid: %s", e)
             return None
 
@@ -416,7 +425,7 @@ class McpGuard:
                 cursor = data.get("nextCursor")
                 if not cursor:
                     return None
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001  (an unreadable tools/list is a mapping error: fail closed)
             raise MappingError(f"the declared mapping of {name!r} could not be read from tools/list: "
                                f"{type(e).__name__}") from None
         raise MappingError("tools/list has more than 100 pages")
@@ -465,7 +474,7 @@ class McpGuard:
             return [_check_answer(i) for i in items]
         except PdpError:
             raise
-        except Exception as e:  # a PDP object that fails in any other way
+        except Exception as e:
             raise PdpError(f"{type(e).__name__}: {e}") from e
 
     async def _enforce(self, built: Built, MCPError: type) -> None:
