@@ -40,6 +40,7 @@ from . import runtime as rt
 from .interpreter import Scope, describe, evaluate
 from ..language.policyset import PolicySet, RuleInfo
 from .runtime import EvalError
+from .limits import specs_of
 
 _NUM = frozenset([int, float])
 MISSING = object()
@@ -375,6 +376,10 @@ class CompiledRule:
     id: str = ""
     reason: str | None = None
     approvers: tuple[str, ...] = ()
+    #: the rule's limits (docs/language.md#limits), :class:`~policylang.evaluation.limits.LimitSpec`
+    limits: tuple = ()
+    #: ``[(amount, key), …]`` of those limits for a request (raises EvalError), else None
+    limit_values: Callable | None = None
 
 
 def _tests(rule: nodes.Rule) -> list[tuple[str, nodes.Expr, str]]:
@@ -510,7 +515,16 @@ def compile_rules(policy_set: PolicySet, instrument: bool = False,
             body += [f"    def grant({ARGS}):", f"{I2}return [{scopes}]"]
         else:
             body.append("    grant = None")
-        body.append("    return check, rest, grant")
+        limits = rule.limits if rule.effect == "permit" else ()
+        if limits:
+            gen.temps = 0
+            pairs = ", ".join(
+                f"({'1' if c.measure == 'count' else gen.expr(c.amount)[0]}, "
+                f"{'True' if c.key is None else gen.expr(c.key)[0]})" for c in limits)
+            body += [f"    def limits({ARGS}):", f"{I2}return [{pairs}]"]
+        else:
+            body.append("    limits = None")
+        body.append("    return check, rest, grant, limits")
         params = ", ".join(f"_p{i}" for i in range(len(gen.params)))
         text = "\n".join(body)
         shape_key = params + "\n" + text
@@ -528,7 +542,7 @@ def compile_rules(policy_set: PolicySet, instrument: bool = False,
     out = []
     for n, info, name, params, key in pending:
         rule = info.rule
-        check, rest, grant_fn = namespace[name](*params)
+        check, rest, grant_fn, limit_fn = namespace[name](*params)
         out.append(CompiledRule(
             info=info, order=n, effect=rule.effect,
             check=check, rest=rest, grant=grant_fn,
@@ -540,6 +554,8 @@ def compile_rules(policy_set: PolicySet, instrument: bool = False,
             id=info.id,
             reason=rule.because,
             approvers=rule.by.approvers if rule.by is not None else (),
+            limits=specs_of(info, constants) if limit_fn is not None else (),
+            limit_values=limit_fn,
         ))
     return out, source
 

@@ -12,7 +12,7 @@ REQUIRE_APPROVAL = "require_approval"
 
 #: the fields of a decision (docs/requests.md#decision), in their documented order
 DECISION_FIELDS = ("decision", "rules", "reasons", "grants", "approvers", "errors",
-                   "delegation_path", "policy_version")
+                   "delegation_path", "policy_version", "limits")
 
 
 def decision_fields(decision: Any) -> dict:
@@ -42,6 +42,11 @@ class Decision:
     __slots__ = ("decision", "rules", "reasons", "grants", "approvers", "errors",
                  "delegation_path", "policy_version", "_explainer")
 
+    #: the limits the decision touched (docs/language.md#limits); a decision that touched
+    #: one is a :class:`LimitedDecision`, every other has none (a class attribute, so
+    #: decisions of sets without limits cost nothing more)
+    limits: "tuple | list" = ()
+
     def __init__(self, decision: str, rules: list[str], reasons: list[str], grants: list[dict],
                  approvers: list[str], errors: list[dict], delegation_path: list[str],
                  policy_version: str, explainer: "Callable[[Decision], str] | tuple | None" = None):
@@ -69,6 +74,7 @@ class Decision:
             "errors": [dict(e) for e in self.errors],
             "delegation_path": list(self.delegation_path),
             "policy_version": self.policy_version,
+            **({"limits": [dict(e) for e in self.limits]} if self.limits else {}),
         }
 
     def explain(self) -> str:
@@ -92,8 +98,20 @@ class Decision:
                         "(or decision.decision == 'allow')")
 
 
+class LimitedDecision(Decision):
+    """A decision that touched a limit: ``limits`` lists, per limit, which one, the key,
+    ``used``, ``left``, ``max``, ``window_end``, the ``outcome`` and the ``reservation``."""
+
+    __slots__ = ("limits",)
+
+    def __init__(self, *args, limits: list):
+        super().__init__(*args)
+        self.limits = limits
+
+
 def combine(forbids: list, gates: list, permits: list, errors: list, path: list[str],
-            policy_version: str, explainer=None, confirm: "Callable[[Any], bool] | None" = None) -> Decision:
+            policy_version: str, explainer=None, confirm: "Callable[[Any], bool] | None" = None,
+            limiter: "Callable[[list], tuple] | None" = None) -> Decision:
     """docs/language.md#combining-rules, the one combining algorithm (the engine, the reference interpreter and the
     test runner's coverage all come here): forbid wins, then unconfirmed approval gates,
     then permits, else deny.
@@ -105,6 +123,9 @@ def combine(forbids: list, gates: list, permits: list, errors: list, path: list[
     ``id``, ``reason`` (its ``because`` or ``None``), ``approvers`` and ``ttl``: the
     engine's compiled rules, the interpreter's :class:`RuleView`. ``confirm(gate)`` says
     whether the approval checker confirms a gate (docs/language.md#approvals); ``None``: nothing confirms.
+    ``limiter(permits)`` (docs/language.md#limits; only for sets with limits) is called when
+    permits would determine the allow: it reserves and returns ``(the permits that
+    determine it, limit entries, errors)``.
     No evaluation happens here. (Plain loops: in Python 3.11 each comprehension is a
     function call, and this runs on every decision.)
     """
@@ -131,6 +152,12 @@ def combine(forbids: list, gates: list, permits: list, errors: list, path: list[
                             policy_version, explainer)
     if not permits:
         return Decision(DENY, [], [], [], [], errors, path, policy_version, explainer)
+    if limiter is not None:
+        permits, entries, more = limiter(permits)
+        if more:
+            errors = errors + more
+        if entries or not permits:
+            return _limited(permits, entries, errors, path, policy_version, explainer)
     rules, reasons, grants = [], [], []
     for r, scopes in permits:
         rules.append(r.id)
@@ -141,13 +168,35 @@ def combine(forbids: list, gates: list, permits: list, errors: list, path: list[
     return Decision(ALLOW, rules, reasons, grants, [], errors, path, policy_version, explainer)
 
 
+def _limited(permits, entries, errors, path, policy_version, explainer) -> Decision:
+    from .limits import refusal_reasons
+
+    if not permits:
+        return LimitedDecision(DENY, [], refusal_reasons(entries), [], [], errors, path, policy_version,
+                               explainer, limits=entries)
+    rules, reasons, grants = [], [], []
+    for r, scopes in permits:
+        rules.append(r.id)
+        if r.reason is not None:
+            reasons.append(r.reason)
+        if scopes is not None:
+            grants.append({"rule": r.id, "scopes": scopes, "ttl": r.ttl})
+    return LimitedDecision(ALLOW, rules, reasons, grants, [], errors, path, policy_version, explainer,
+                           limits=entries)
+
+
 class RuleView:
     """What :func:`combine` reads of a rule, for evaluators that work on the AST."""
 
-    __slots__ = ("id", "reason", "approvers", "ttl", "info")
+    __slots__ = ("id", "reason", "approvers", "ttl", "info", "limits")
 
-    def __init__(self, info):
+    def __init__(self, info, constants=None):
         rule = info.rule
+        if rule.effect == "permit" and rule.limits:
+            from .limits import specs_of
+            self.limits = specs_of(info, constants or {})
+        else:
+            self.limits = ()
         self.info = info
         self.id = info.id
         self.reason = rule.because

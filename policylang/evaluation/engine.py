@@ -24,6 +24,7 @@ from ..language.policyset import PolicySet
 from .request import Request, entity_lookup, parse_parts
 from ..language.errors import RequestError
 from .runtime import EvalError
+from .limits import Limiter, idempotency_key, release_decision, set_has_limits
 
 ApprovalChecker = Callable[[str, Mapping, list], bool]
 
@@ -57,11 +58,15 @@ class Engine:
     as :class:`policylang.audit.AuditLog`); a failing write makes ``decide`` raise.
     ``cache_size``/``cache_ttl``: the decision cache (0 turns it off; ttl in seconds).
     ``instrument``: count evaluated conditions in ``engine.counters``.
+    ``limits``: the store that keeps the counters of the set's ``limit`` clauses (a
+    :class:`policylang.privilege.store.Store`; docs/language.md#limits); a set with limits
+    and no store fails its limited permits closed. ``clock``: seconds since the epoch
+    for the limit windows (default ``time.time``).
     """
 
     def __init__(self, policies: PolicySet, *, entities: Any = None, approvals: ApprovalChecker | None = None,
                  audit: Any = None, cache_size: int = 10_000, cache_ttl: float | None = None,
-                 instrument: bool = False):
+                 instrument: bool = False, limits: Any = None, clock: Callable[[], float] | None = None):
         if not isinstance(policies, PolicySet):
             raise TypeError("Engine needs a PolicySet from policylang.load() or policylang.loads()")
         if entities is not None and not (callable(entities) or isinstance(entities, Mapping)):
@@ -86,6 +91,8 @@ class Engine:
         else:
             self._cache = None
         self._cache_lock = threading.Lock()
+        #: the reservation step of docs/language.md#limits; None for a set without limits
+        self._limiter = Limiter(limits, clock) if set_has_limits(policies) else None
 
     # ------------------------------------------------------------------ public API
 
@@ -97,8 +104,24 @@ class Engine:
         start = time.perf_counter_ns()
         decision = self._decide(request)
         latency_us = (time.perf_counter_ns() - start) // 1000
-        audit.record("decide", request=request, decision=decision, latency_us=latency_us)
+        try:
+            audit.record("decide", request=request, decision=decision, latency_us=latency_us)
+        except BaseException:
+            if decision.limits:  # the caller never sees this allow: give its reservation back
+                release_decision(self._limiter, decision)
+            raise
         return decision
+
+    def release(self, reservation_id: str) -> bool:
+        """Give back a reservation an ``allow`` made (docs/language.md#limits): the PEP
+        calls this when the action it allowed did not run. True when it was released now,
+        False when it is unknown or already released. Raises StoreError when the store fails."""
+        limiter = self._limiter
+        store = limiter.store if limiter is not None else None
+        if store is None:
+            from ..privilege.store import StoreError
+            raise StoreError("this engine has no limit store")
+        return store.release_limits(reservation_id, limiter.clock())
 
     def decide_many(self, requests: Iterable[Mapping]) -> list[Decision]:
         """Decisions for many requests, in order (a bad request raises, naming its index)."""
@@ -179,9 +202,12 @@ class Engine:
                                 _path(P, CH), self._version, (self, parts, request))
         decision = self._evaluate(plan, parts, request, self.approvals)
         if self._attenuate and CH and decision.decision == ALLOW:
+            allowed = decision
             decision = attenuate(decision, CH, self._delegator_allows(parts, request), A.name, self._version,
                                  (self, parts, request))
-        if key is not None and not decision.errors:
+            if decision is not allowed and allowed.limits:  # a delegator lacked the authority
+                release_decision(self._limiter, allowed)
+        if key is not None and not decision.errors and not decision.limits:
             # decisions with errors are not cached: a message can name what made a value
             # unreadable (absent, or a string where an object was read …), which the key,
             # holding only "unreadable", does not tell apart
@@ -192,7 +218,7 @@ class Engine:
                 cache[key] = value
         return decision
 
-    def _evaluate(self, plan, parts: tuple, request: Mapping, approvals) -> Decision:
+    def _evaluate(self, plan, parts: tuple, request: Mapping, approvals, reserve: bool = True) -> Decision:
         P, A, R, C, K, CH, I, approval = parts
         held: list = []      # (order, compiled rule, scopes)
         errors: list = []    # (order, rule id, message)
@@ -245,7 +271,24 @@ class Engine:
 
             def confirm(cr):
                 return confirmed(approvals, req, cr.approvers)
-        return combine(forbids, gates, permits, err_list, _path(P, CH), self._version, explainer, confirm)
+        limiter = self._limiter
+        if limiter is None:
+            return combine(forbids, gates, permits, err_list, _path(P, CH), self._version, explainer, confirm)
+        return combine(forbids, gates, permits, err_list, _path(P, CH), self._version, explainer, confirm,
+                       self._limit_step(limiter, parts, request) if reserve else None)
+
+    @staticmethod
+    def _limit_step(limiter: Limiter, parts: tuple, request: Mapping):
+        """docs/language.md#limits for :func:`decision.combine`: the compiled amounts and keys."""
+        P, A, R, C, K, CH, I, _approval = parts
+        idem = idempotency_key(request)
+
+        def values_of(cr):
+            return cr.limit_values(P, A, R, C, K, CH, I)
+
+        def reserve(permits):
+            return limiter.reserve(permits, values_of, P.id, idem)
+        return reserve
 
     def _delegator_allows(self, parts: tuple, request: Mapping) -> Callable[[int], bool]:
         """docs/language.md#delegation-attenuation for :func:`decision.attenuate`: delegator i decides with the chain
@@ -259,7 +302,7 @@ class Engine:
         def allows(i: int) -> bool:
             delegator = CH[i]
             sub = (delegator, A, R, C, K, prefix, I, None)
-            ok = evaluate(plan_of(delegator.kind, A.name, R.kind), sub, request, None).decision == ALLOW
+            ok = evaluate(plan_of(delegator.kind, A.name, R.kind), sub, request, None, False).decision == ALLOW
             prefix.append(delegator)
             return ok
         return allows

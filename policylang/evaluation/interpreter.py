@@ -263,9 +263,10 @@ def traces(policy_set, req, trace: bool = False, candidates=None) -> list[RuleTr
     return [evaluate_rule(info, scope, trace) for info in rules if target_matches(info.rule.target, req)]
 
 
-def classify(ts):
+def classify(ts, constants=None):
     """The outcomes of the rules whose target matched, as :func:`decision.combine` takes
-    them: ``(forbids, gates, permits, errors)``, each in source order."""
+    them: ``(forbids, gates, permits, errors)``, each in source order (``constants`` fold
+    the bounds of limited permits)."""
     from .decision import RuleView
 
     forbids, gates, permits, errors = [], [], [], []
@@ -278,44 +279,76 @@ def classify(ts):
         if effect == "forbid":
             forbids.append(RuleView(t.info))
         elif effect == "permit":
-            permits.append((RuleView(t.info), t.scopes))
+            permits.append((RuleView(t.info, constants), t.scopes))
         else:
             gates.append(RuleView(t.info))
     return forbids, gates, permits, errors
 
 
-def combine_traces(policy_set, req, ts, approvals=None):
-    """The docs/language.md#combining-rules decision from the rule traces of ``req`` (no docs/language.md#delegation-attenuation attenuation)."""
+def combine_traces(policy_set, req, ts, approvals=None, limiter=None):
+    """The docs/language.md#combining-rules decision from the rule traces of ``req`` (no docs/language.md#delegation-attenuation attenuation).
+    ``limiter``: a :class:`~policylang.evaluation.limits.Limiter` (docs/language.md#limits), or
+    None, when limited permits hold without a reservation (delegators' evaluations)."""
     from .decision import combine, confirmed
 
     confirm = None
     if approvals is not None and req.approval is not None:
         def confirm(gate):
             return confirmed(approvals, req, gate.approvers)
-    return combine(*classify(ts), req.delegation_path(), policy_set.version, None, confirm)
+    reserve = None
+    if limiter is not None:
+        reserve = limit_step(limiter, req, policy_set.constants)
+    return combine(*classify(ts, policy_set.constants), req.delegation_path(), policy_set.version, None, confirm,
+                   reserve)
 
 
-def decide_request(policy_set, req, approvals=None, attenuate: bool = True):
-    """The reference decision for a validated request (docs/language.md#combining-rules, docs/language.md#approvals, docs/language.md#delegation-attenuation)."""
+def limit_step(limiter, req, constants):
+    """docs/language.md#limits for :func:`decision.combine`: the amounts and keys evaluated on the AST."""
+    from .limits import idempotency_key
+
+    idem = idempotency_key(req.raw)
+    scope = request_scope(req, constants)
+
+    def values_of(rv):
+        return [(1 if s.measure == "count" else evaluate(s.amount, scope),
+                 True if s.key is None else evaluate(s.key, scope)) for s in rv.limits]
+
+    def reserve(permits):
+        return limiter.reserve(permits, values_of, req.principal.id, idem)
+    return reserve
+
+
+def decide_request(policy_set, req, approvals=None, attenuate: bool = True, limiter=None):
+    """The reference decision for a validated request (docs/language.md#combining-rules, docs/language.md#approvals, docs/language.md#delegation-attenuation, docs/language.md#limits)."""
     from .decision import ALLOW
     from .decision import attenuate as attenuate_chain
 
-    decision = combine_traces(policy_set, req, traces(policy_set, req), approvals)
+    decision = combine_traces(policy_set, req, traces(policy_set, req), approvals, limiter)
     if not (attenuate and policy_set.options.attenuate_delegation and req.chain):
         return decision
 
     def allows(i: int) -> bool:
         return decide_request(policy_set, req.as_delegator(i), None, attenuate=False).decision == ALLOW
 
-    return attenuate_chain(decision, req.chain, allows, req.action.name, policy_set.version)
+    out = attenuate_chain(decision, req.chain, allows, req.action.name, policy_set.version)
+    if out is not decision and limiter is not None:  # a delegator lacked the authority: give it back
+        from .limits import release_decision
+        release_decision(limiter, decision)
+    return out
 
 
-def decide(policy_set, request: Any, *, entities: Any = None, approvals: Callable | None = None):
-    """Reference ``decide``: validate, merge entity data, evaluate every rule plainly."""
+def decide(policy_set, request: Any, *, entities: Any = None, approvals: Callable | None = None,
+           limits: Any = None, clock: Callable | None = None):
+    """Reference ``decide``: validate, merge entity data, evaluate every rule plainly.
+    ``limits``: the store of docs/language.md#limits (a set with limits and no store fails
+    its limited permits closed, as the engine does)."""
+    from .limits import Limiter, set_has_limits
     from .request import entity_lookup, parse_request
 
     req = parse_request(request, entity_lookup(policy_set.entities, entities), policy_set.entity_authority)
-    return decide_request(policy_set, req, approvals)
+    limiter = Limiter(limits, clock) if set_has_limits(policy_set) else None
+    return decide_request(policy_set, req, approvals, limiter=limiter)
+
 
 
 # ------------------------------------------------------------------ explanations
@@ -397,6 +430,11 @@ def explain(policy_set, req, decision, candidates=None) -> str:
         lines.append(f"grant ({g['rule']}): {' '.join(g['scopes'])} for {g['ttl']}s")
     if decision.approvers:
         lines.append("approvers: " + ", ".join(decision.approvers))
+    for e in decision.limits:
+        used = "" if e["used"] is None else f": {e['used']} of {e['max']} used, {e['left']} left"
+        window = f", window ends {e['window_end']}" if e["window_end"] else ""
+        res = f", reservation {e['reservation']}" if e["reservation"] else ""
+        lines.append(f"limit ({e['rule']}) {e['outcome']}: {e['limit']}{used}{window}{res}")
     ts = traces(policy_set, req, trace=True, candidates=candidates)
     lines.append(f"rules considered: {len(ts)} of {len(policy_set.rules)}")
     for t in ts:

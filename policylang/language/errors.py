@@ -25,6 +25,7 @@ CODES: dict[str, tuple[Severity, str]] = {
     "E005": ("error", "Type error"),
     "E006": ("error", "Duplicate rule id, constant or option"),
     "E007": ("error", "Bad grant, by clause or option"),
+    "E008": ("error", "Bad limit"),
     "W101": ("warning", "Rule without @id"),
     "W102": ("warning", "Over-broad permit (* actions on * resources)"),
     "W103": ("warning", "Optional attribute read without a has guard"),
@@ -33,6 +34,7 @@ CODES: dict[str, tuple[Severity, str]] = {
     "W106": ("warning", "Rule without because"),
     "W107": ("warning", "Unused constant"),
     "W108": ("warning", "Forbid or gate reads an attribute the request can override"),
+    "W109": ("warning", "Limit without a key from the request"),
 }
 
 

@@ -317,6 +317,8 @@ class _Printer:
                 text = "by " + ", ".join(string_literal(x) for x in c.approvers)
             elif isinstance(c, nodes.Because):
                 text = "because " + string_literal(c.text)
+            elif isinstance(c, nodes.Limit):
+                text = limit_text(c)
             else:
                 raise FormatterError(f"cannot print {type(c).__name__}")
             self.unit(INDENT, text, c.span.start, c.span.end)
@@ -491,3 +493,14 @@ def format_source(text: str, path: str = "<policy>") -> str:
 
 def _bug(path: str, what: str) -> str:
     return f"{path}: internal error: {what}; this is a formatter bug, please report it"
+
+
+def limit_text(c: nodes.Limit) -> str:
+    """The canonical text of a limit clause (also how decisions and explanations name it)."""
+    measure = "count" if c.measure == "count" else f"sum({expr(c.amount)})"
+    text = f"limit {measure} <= {expr(c.bound)}"
+    if c.key is not None:
+        text += f" per {expr(c.key)}"
+    if c.window is not None:
+        text += f" per {duration_literal(c.window)}"
+    return text

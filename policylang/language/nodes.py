@@ -219,7 +219,25 @@ class Because(Node):
     text: str
 
 
-Clause = Grant | By | Because
+@dataclass(frozen=True, slots=True)
+class Limit(Node):
+    """``limit count <= 20 per principal.id per 1h`` / ``limit sum(action.amount) <= 500 per intent.task_id``
+    (docs/language.md#limits).
+
+    ``measure`` is ``count`` (each allowed request counts 1) or ``sum`` (of ``amount``);
+    ``bound`` the most the key may use in one window; ``key`` the expression whose value
+    names the counter (``None``: one counter for every request the rule applies to);
+    ``window`` the window in seconds, or ``None`` for the key's lifetime (no window).
+    """
+
+    measure: str
+    amount: "Expr | None"
+    bound: "Expr"
+    key: "Expr | None"
+    window: int | None
+
+
+Clause = Grant | By | Because | Limit
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,6 +263,10 @@ class Rule(Node):
     @property
     def by(self) -> By | None:
         return next((c for c in self.clauses if isinstance(c, By)), None)
+
+    @property
+    def limits(self) -> tuple[Limit, ...]:
+        return tuple(c for c in self.clauses if isinstance(c, Limit))
 
     @property
     def because(self) -> str | None:

@@ -293,6 +293,32 @@ class _Builder:
         kw, *names = kids
         return nodes.By(tuple(self._string(n) for n in names), span=self._span(kw, names[-1]))
 
+    def limit_count(self, kids):
+        return ("count", None, kids[0])
+
+    def limit_sum(self, kids):
+        return ("sum", kids[2], kids[3])
+
+    def limit_per(self, kids):
+        return kids[1]
+
+    def limit_clause(self, kids):
+        kw, (measure, amount, _last), _le, bound, *pers = kids
+        key = window = None
+        if len(pers) > 2:
+            raise _SyntaxProblem("a limit has at most two `per` parts: the key, then the window "
+                                 "(limit count <= 20 per principal.id per 1h)", pers[2].span)
+        if pers and _is_duration(pers[-1]):
+            window = pers.pop().value
+        if len(pers) == 2:
+            raise _SyntaxProblem("the second `per` of a limit takes a window, a duration such as 1h or 1d",
+                                 pers[1].span)
+        if pers:
+            key = pers[0]
+            if _is_duration(key):  # `per 1h per 1d`
+                raise _SyntaxProblem("a limit has one window; the first `per` names the key", key.span)
+        return nodes.Limit(measure, amount, bound, key, window, span=self._span(kw, kids[-1]))
+
     def because_clause(self, kids):
         kw, text = kids
         return nodes.Because(self._string(text), span=self._span(kw, text))
@@ -437,6 +463,10 @@ class _Builder:
         self.path = path
         self.depth = {}
         self._open: dict[int, tuple[nodes.BoolOp, list]] = {}
+
+
+def _is_duration(node) -> bool:
+    return node.__class__ is nodes.Literal and node.kind == "duration"
 
 
 class _Block:
@@ -610,6 +640,8 @@ _PUNCT = {
     "QMARK": "?", "LPAR": "(", "RPAR": ")", "LSQB": "[", "RSQB": "]", "LBRACE": "{",
     "RBRACE": "}",
 }
+#: identifier-shaped terminals that are keywords only where the grammar takes them (not reserved)
+CONTEXTUAL = frozenset({"limit", "count", "sum", "per"})
 _STATEMENT = {"CONST", "OPTION", "PERMIT", "FORBID", "REQUIRE", "AT", "HIGH_IMPACT"}
 _OPERATOR = {"EQ", "NE", "LE", "GE", "LESSTHAN", "MORETHAN", "PLUS", "MINUS", "STAR", "SLASH",
              "IN", "NOT", "MATCHES", "HAS", "AND", "OR", "LSQB", "DOT"}
@@ -622,7 +654,7 @@ def _describe(term: str) -> str:
         return _FRIENDLY[term]
     if term in _PUNCT:
         return f"'{_PUNCT[term]}'"
-    if term.isupper() and term.lower() in KEYWORDS:
+    if term.isupper() and (term.lower() in KEYWORDS or term.lower() in CONTEXTUAL):
         return f"'{term.lower()}'"
     return term
 

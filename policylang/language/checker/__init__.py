@@ -49,6 +49,11 @@ Stages, in order:
     ``require approval`` or present elsewhere, a second ``because``/``by``/``grant``, a
     grant ttl of zero or over ``option max_ttl``, a CIDR literal or constant in
     ``in_cidr`` that does not parse), E006 (a second ``@id`` on one rule).
+    Its :mod:`.limits` part checks the ``limit`` clauses (docs/language.md#limits):
+    E008 (a limit on a forbid or ``require approval`` rule, a bound that is not a
+    non-negative number known when the set loads, a zero window, the same limit twice on
+    one rule), W109 (a limit whose key reads nothing from the request: one counter for
+    every request).
 ``lint``
     Warnings, which never stop a set from loading: W101 (no ``@id``), W102 (``permit``
     of ``*`` actions on ``*`` resources), W103 (an optional schema attribute read

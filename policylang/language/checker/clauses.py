@@ -2,7 +2,8 @@
 ``ctx.constants``. Diagnostics: E007 (``grant`` on a non-permit, ``by`` missing on
 ``require approval`` or present elsewhere, a second ``because``/``by``/``grant``, a grant
 ttl of zero or over ``option max_ttl``, a CIDR literal or constant in ``in_cidr`` that
-does not parse), E006 (a second ``@id`` on one rule)."""
+does not parse), E006 (a second ``@id`` on one rule); and, in :mod:`.limits`, the ``limit``
+clauses: E008, W109."""
 
 from __future__ import annotations
 
@@ -11,13 +12,15 @@ import json
 from .. import nodes
 from ...evaluation.runtime import cidr_is_valid
 from .context import CheckContext, format_duration
+from .limits import check_limits
 
-_CLAUSE_WORD = {nodes.Grant: "grant", nodes.By: "by", nodes.Because: "because"}
+_CLAUSE_WORD = {nodes.Grant: "grant", nodes.By: "by", nodes.Because: "because", nodes.Limit: "limit"}
 
 
 def stage_clauses(ctx: CheckContext) -> None:
     _clauses_and_ids(ctx)
     _cidr_networks(ctx)
+    check_limits(ctx)
 
 
 def _clauses_and_ids(ctx: CheckContext) -> None:
@@ -28,6 +31,8 @@ def _clauses_and_ids(ctx: CheckContext) -> None:
         seen: set[type] = set()
         for clause in rule.clauses:
             kind = type(clause)
+            if kind is nodes.Limit:
+                continue  # several limits may bound one permit: the limits stage checks them
             word = _CLAUSE_WORD[kind]
             if kind in seen:
                 ctx.report("E007", f"a second `{word}` clause on one rule; a rule has at most one "

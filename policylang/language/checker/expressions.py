@@ -173,7 +173,25 @@ class ExpressionWalk:
                             self._type_error(f"a grant scope must be a string, but this is {describe_type(t)}; "
                                              f"build it with string concatenation, e.g. \"repo:read:\" + resource.id",
                                              scope.span)
+                elif clause.__class__ is nodes.Limit:
+                    self._limit(clause, empty)
             self.reads = []
+
+    def _limit(self, clause: nodes.Limit, env) -> None:
+        """E005 for a limit whose amount or bound is not a number, or whose key is not a
+        string, number or boolean (docs/language.md#limits)."""
+        d = self._d
+        for what, e in (("amount", clause.amount), ("bound", clause.bound)):
+            if e is None:
+                continue
+            t = d[e.__class__](e, env)
+            if t is not None and t is not NUMBER:
+                self._type_error(f"a limit {what} must be a number, but this is {describe_type(t)}", e.span)
+        if clause.key is not None:
+            t = d[clause.key.__class__](clause.key, env)
+            if t is not None and t not in SCALARS:
+                self._type_error(f"a limit key must be a string, number or boolean, but this is "
+                                 f"{describe_type(t)}; key by one attribute such as principal.id", clause.key.span)
 
     def _unguarded(self, c: nodes.Condition) -> None:
         for node, path, name in self.reads:

@@ -1,4 +1,4 @@
-"""Stage ``names``: resolves every name in rule conditions and grant scopes — roots,
+"""Stage ``names``: resolves every name in rule conditions, grant scopes and limits — roots,
 constants and the quantifier variables in scope — in a walk of its own (no types).
 Input: ``ctx.rules``, ``ctx.const_decls``. Output: its diagnostics and
 ``ctx.used_constants`` (the constants rules read, for W107). Diagnostics: E002 (unknown
@@ -29,6 +29,14 @@ def stage_names(ctx: CheckContext) -> None:
             if clause.__class__ is nodes.Grant:
                 for scope in clause.scopes:
                     _resolve(ctx, scope, ())
+            elif clause.__class__ is nodes.Limit:
+                for e in limit_exprs(clause):
+                    _resolve(ctx, e, ())
+
+
+def limit_exprs(limit: nodes.Limit) -> tuple[nodes.Expr, ...]:
+    """The expressions of a limit clause: its amount, bound and key (those it has)."""
+    return tuple(e for e in (limit.amount, limit.bound, limit.key) if e is not None)
 
 
 def _is_delegation(n: nodes.Expr, bound: tuple[str, ...]) -> bool:

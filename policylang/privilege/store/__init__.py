@@ -144,6 +144,30 @@ class Store(abc.ABC):
         """Create the store (idempotent): the SQLite file and tables, the Redis marker."""
         self.ping()
 
+    # -- limits (docs/language.md#limits) ---------------------------------------------
+    # Not abstract, so that a third-party Store still instantiates; it then keeps no
+    # limits, and limited permits fail closed with this error in the decision.
+
+    def reserve_limits(self, reservation_id: str, entries: list[tuple[str, float, float, float | None]],
+                       now: float) -> tuple[str, int | None, list[float]]:
+        """Check and consume every counter of one permit in one atomic step.
+
+        ``entries``: ``(counter, amount, bound, expires_at or None)``. If a reservation
+        ``reservation_id`` is active, nothing is consumed: ``("replayed", None, used)``.
+        Else if every ``used + amount <= bound``, all are consumed and the reservation is
+        recorded: ``("reserved", None, used after)``. Else nothing is consumed:
+        ``("refused", index of the first counter that would exceed, used now)``."""
+        raise StoreError(f"{type(self).__name__} does not keep limits")
+
+    def release_limits(self, reservation_id: str, now: float) -> bool:
+        """Give an active reservation's amounts back to its counters (those whose window
+        has not ended). True if it was active, False if unknown or released already."""
+        raise StoreError(f"{type(self).__name__} does not keep limits")
+
+    def limit_used(self, counter: str, now: float) -> float:
+        """What a counter holds now (0 for an unknown or expired one)."""
+        raise StoreError(f"{type(self).__name__} does not keep limits")
+
     # -- approvals ------------------------------------------------------------------
 
     @abc.abstractmethod

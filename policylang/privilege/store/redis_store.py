@@ -12,6 +12,9 @@ Keys (all under ``key_prefix``, default ``policylang:``):
 * ``approval:<id>``    a ticket's JSON; expires APPROVAL_RETENTION after the ticket
 * ``approvals``        sorted set of ticket ids in the order they were opened
 * ``approvals:seq``    the sequence number behind that order
+* ``limit:<counter>``  what a limit counter used (docs/language.md#limits); expires at
+                       the end of its window (never, without a window)
+* ``limitres:<id>``    hash {state, entries} of a reservation; expires with its last window
 
 Expiries are set relative to the caller's ``now`` (``PX``), so a caller's clock and the
 server's need not agree. Durability is the server's: run it with ``appendonly yes``
@@ -58,6 +61,55 @@ if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 if ARGV[3] == '1' and redis.call('HEXISTS', KEYS[2], 'revoked_at') == 1 then return 0 end
 if redis.call('EXISTS', KEYS[3]) == 0 then return 0 end
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[1])
+return 1
+"""
+
+
+# docs/language.md#limits: check and consume in one step (a script runs atomically).
+# KEYS: limitres:<id>, limit:<c1>, limit:<c2> ... ; ARGV: n, then per counter amount, bound,
+# px (0 = no expiry), then the reservation's entries JSON and its px (0 = no expiry).
+# Numbers go back as strings: Redis truncates Lua numbers to integers.
+_RESERVE = """
+local n = tonumber(ARGV[1])
+local used = {}
+for i = 1, n do used[i] = tonumber(redis.call('GET', KEYS[i + 1]) or '0') end
+if redis.call('HGET', KEYS[1], 'state') == 'active' then
+  local out = {'replayed', '0'}
+  for i = 1, n do out[#out + 1] = tostring(used[i]) end
+  return out
+end
+for i = 1, n do
+  if used[i] + tonumber(ARGV[3 * i - 1]) > tonumber(ARGV[3 * i]) then
+    local out = {'refused', tostring(i)}
+    for j = 1, n do out[#out + 1] = tostring(used[j]) end
+    return out
+  end
+end
+local out = {'reserved', '0'}
+for i = 1, n do
+  local v = redis.call('INCRBYFLOAT', KEYS[i + 1], ARGV[3 * i - 1])
+  local px = tonumber(ARGV[3 * i + 1])
+  if px > 0 then redis.call('PEXPIRE', KEYS[i + 1], px) end
+  out[#out + 1] = v
+end
+redis.call('HSET', KEYS[1], 'state', 'active', 'entries', ARGV[3 * n + 2])
+local rpx = tonumber(ARGV[3 * n + 3])
+if rpx > 0 then redis.call('PEXPIRE', KEYS[1], rpx) else redis.call('PERSIST', KEYS[1]) end
+return out
+"""
+
+# KEYS: limitres:<id>, limit:<c1> ... (the reservation's counters); ARGV: the entries JSON
+# read before, then the amounts. Released only if still active with those entries.
+_RELEASE = """
+if redis.call('HGET', KEYS[1], 'state') ~= 'active' then return 0 end
+if redis.call('HGET', KEYS[1], 'entries') ~= ARGV[1] then return -1 end
+for i = 2, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 1 then
+    local v = tonumber(redis.call('INCRBYFLOAT', KEYS[i], '-' .. ARGV[i]))
+    if v < 0 then redis.call('INCRBYFLOAT', KEYS[i], tostring(-v)) end
+  end
+end
+redis.call('HSET', KEYS[1], 'state', 'released')
 return 1
 """
 
@@ -255,6 +307,45 @@ class RedisStore(Store):
 
     def initialize(self, now: float) -> None:
         self._call(lambda r: r.set(self._k("meta"), _MARKER, nx=True))
+
+    # -- limits (docs/language.md#limits) -----------------------------------------------
+
+    def reserve_limits(self, reservation_id, entries, now):
+        keys = [self._k("limitres", reservation_id)] + [self._k("limit", c) for c, _a, _b, _e in entries]
+        argv: list = [len(entries)]
+        for _c, amount, bound, expires in entries:
+            argv += [repr(float(amount)), repr(float(bound)), 0 if expires is None else _ms(expires - now)]
+        ends = [e for _c, _a, _b, e in entries]
+        argv += [_dumps([[c, a] for c, a, _b, _e in entries]),
+                 0 if any(e is None for e in ends) else _ms(max(ends) - now)]
+        out = self._call(lambda r: r.eval(_RESERVE, len(keys), *keys, *argv))
+        try:
+            status, index = out[0], int(out[1])
+            used = [float(v) for v in out[2:]]
+        except (IndexError, TypeError, ValueError) as e:
+            raise StoreError(f"Redis store {self._safe_url()}: bad reply to a limit reservation: {out!r}") from e
+        return status, (index - 1 if status == "refused" else None), used
+
+    def release_limits(self, reservation_id, now):
+        key = self._k("limitres", reservation_id)
+        for _attempt in range(3):
+            h = self._call(lambda r: r.hgetall(key))
+            if not h or h.get("state") != "active":
+                return False
+            text = h.get("entries", "[]")
+            try:
+                pairs = _loads(text)
+            except Exception as e:  # noqa: BLE001
+                raise StoreError(f"corrupt limit reservation {reservation_id!r}: {e}") from e
+            keys = [key] + [self._k("limit", c) for c, _a in pairs]
+            done = self._call(lambda r: r.eval(_RELEASE, len(keys), *keys, text, *[repr(float(a)) for _c, a in pairs]))
+            if int(done) >= 0:
+                return int(done) == 1
+        raise StoreError(f"limit reservation {reservation_id!r} kept changing while it was released")
+
+    def limit_used(self, counter, now):
+        v = self._call(lambda r: r.get(self._k("limit", counter)))
+        return 0 if v is None else float(v)
 
     # -- approvals ---------------------------------------------------------------------
 

@@ -33,6 +33,17 @@ CREATE TABLE IF NOT EXISTS revoked (
     jti TEXT PRIMARY KEY,
     keep_until REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS limit_counters (
+    key TEXT PRIMARY KEY,
+    used REAL NOT NULL,
+    expires_at REAL
+);
+CREATE TABLE IF NOT EXISTS limit_reservations (
+    id TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    entries TEXT NOT NULL,
+    keep_until REAL
+);
 CREATE TABLE IF NOT EXISTS approvals (
     id TEXT PRIMARY KEY,
     created_at REAL NOT NULL,
@@ -130,6 +141,8 @@ class SQLiteStore(Store):
         conn.execute("DELETE FROM tokens WHERE keep_until < ?", (now,))
         conn.execute("DELETE FROM revoked WHERE keep_until < ?", (now,))
         conn.execute("DELETE FROM approvals WHERE expires_at < ?", (now - APPROVAL_RETENTION,))
+        conn.execute("DELETE FROM limit_counters WHERE expires_at IS NOT NULL AND expires_at < ?", (now,))
+        conn.execute("DELETE FROM limit_reservations WHERE keep_until IS NOT NULL AND keep_until < ?", (now,))
 
     # -- tasks and tokens ----------------------------------------------------------------
 
@@ -297,6 +310,57 @@ class SQLiteStore(Store):
             "SELECT data FROM approvals WHERE expires_at >= ? ORDER BY created_at, rowid",
             (now - APPROVAL_RETENTION,)).fetchall())
         return [_loads(r[0]) for r in rows]
+
+    # -- limits (docs/language.md#limits) -----------------------------------------------
+
+    @staticmethod
+    def _used(conn, counter: str, now: float) -> float:
+        row = conn.execute("SELECT used, expires_at FROM limit_counters WHERE key = ?", (counter,)).fetchone()
+        if row is None or (row[1] is not None and row[1] <= now):
+            return 0
+        return row[0]
+
+    def reserve_limits(self, reservation_id, entries, now):
+        def fn(conn):  # one BEGIN IMMEDIATE transaction: writers are serialised across processes
+            self._maybe_purge(conn, now)
+            row = conn.execute("SELECT state FROM limit_reservations WHERE id = ?", (reservation_id,)).fetchone()
+            if row is not None and row[0] == "active":
+                return ("replayed", None, [self._used(conn, c, now) for c, _a, _b, _e in entries])
+            used = [self._used(conn, c, now) for c, _a, _b, _e in entries]
+            for i, ((_c, amount, bound, _e), u) in enumerate(zip(entries, used)):
+                if u + amount > bound:
+                    return ("refused", i, used)
+            after = []
+            for (c, amount, _b, expires), u in zip(entries, used):
+                conn.execute("INSERT INTO limit_counters (key, used, expires_at) VALUES (?, ?, ?) "
+                             "ON CONFLICT(key) DO UPDATE SET used = excluded.used, expires_at = excluded.expires_at",
+                             (c, u + amount, expires))
+                after.append(u + amount)
+            ends = [e for _c, _a, _b, e in entries]
+            keep = None if any(e is None for e in ends) else max(ends)
+            conn.execute("INSERT OR REPLACE INTO limit_reservations (id, state, entries, keep_until) "
+                         "VALUES (?, 'active', ?, ?)",
+                         (reservation_id, _dumps([[c, a] for c, a, _b, _e in entries]), keep))
+            return ("reserved", None, after)
+
+        return self._run(fn, write=True)
+
+    def release_limits(self, reservation_id, now):
+        def fn(conn):
+            row = conn.execute("SELECT state, entries FROM limit_reservations WHERE id = ?",
+                               (reservation_id,)).fetchone()
+            if row is None or row[0] != "active":
+                return False
+            for counter, amount in _loads(row[1]):
+                conn.execute("UPDATE limit_counters SET used = max(0, used - ?) "
+                             "WHERE key = ? AND (expires_at IS NULL OR expires_at > ?)", (amount, counter, now))
+            conn.execute("UPDATE limit_reservations SET state = 'released' WHERE id = ?", (reservation_id,))
+            return True
+
+        return self._run(fn, write=True)
+
+    def limit_used(self, counter, now):
+        return self._run(lambda conn: self._used(conn, counter, now))
 
     # -- lifecycle ---------------------------------------------------------------------
 
