@@ -128,7 +128,8 @@ def test_published_example_is_mapped_and_decided_as_the_mapping_says(client, nam
         got = [authzen.to_request(body)]
     assert got == mapped
     # the decision over the app
-    answers = _answers(client.post(ex["endpoint"], json=body))
+    # (batch items carry their decision context only when asked: docs/server.md#decision-context)
+    answers = _answers(client.post(ex["endpoint"], json={**body, "options": {"decision_context": True}}))
     assert [(a["context"]["decision"], a["context"]["rules"]) for a in answers] == decisions
     for a, (decision, _rules) in zip(answers, decisions):
         assert a["decision"] is (decision == "allow")
@@ -145,7 +146,8 @@ def test_published_example_is_mapped_and_decided_as_the_mapping_says(client, nam
 
 
 def test_the_multi_evaluation_denial_names_the_user_who_lacks_the_authority(client):
-    answers = _answers(client.post("/access/v1/evaluations", json=_example("multi-evaluation")["request"]))
+    body = {**_example("multi-evaluation")["request"], "options": {"decision_context": True}}
+    answers = _answers(client.post("/access/v1/evaluations", json=body))
     assert answers[1]["context"]["reasons"] == [
         "delegator alice@example.com is not allowed to write this resource (attenuate_delegation)"]
     # deny_on_first_deny stops there, as for any batch

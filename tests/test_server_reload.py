@@ -70,6 +70,7 @@ def test_reload_under_concurrent_load_never_fails_a_request(policy_dir):
                         if batch:
                             r = c.post("/access/v1/evaluations", json={
                                 "subject": READ_TODOS["subject"], "action": READ_TODOS["action"],
+                                "options": {"decision_context": True},
                                 "evaluations": [{"resource": {"type": "todo", "id": f"t{i}"}} for i in range(20)]})
                             body = r.json()
                             ctxs = [e["context"] for e in body["evaluations"]]

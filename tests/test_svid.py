@@ -235,7 +235,8 @@ def test_a_batch_binds_every_item_to_the_proof(tmp_path, domains, bundle_dir):
         body = {"subject": {"type": "agent", "id": AGENT},
                 "evaluations": [{"action": {"name": "read"}, "resource": {"type": "repo", "id": "a"}},
                                 {"subject": {"type": "agent", "id": ""}, "action": {"name": "deploy"},
-                                 "resource": {"type": "service", "id": "s"}}]}
+                                 "resource": {"type": "service", "id": "s"}}],
+                "options": {"decision_context": True}}  # batch items: context only when asked
         r = c.post("/access/v1/evaluations", json=body, headers=svid_header(tok))
         assert r.status_code == 200, r.text
         assert [e["decision"] for e in r.json()["evaluations"]] == [True, True]

@@ -10,12 +10,17 @@ Mapping (docs/server.md)::
     subject.type / id / properties     -> principal.kind / id / attrs
     action.name / properties           -> action.name / attrs
     resource.type / id / properties    -> resource.type / id / attrs
-    context                            -> context, except that
-    context.delegation [{type, id, properties}]  -> delegation [{kind, id, attrs}]
-    context.risk / intent / approval   -> risk / intent / approval
-    context.agent (a COAZ request)     -> principal; subject -> delegation root (coaz.py)
+    (other members beside type/id/name -> attrs too; ``properties`` wins a clash)
+    context                            -> context, except that, when of policylang's shape,
+    context.delegation [{type, id, properties}, ...]  -> delegation [{kind, id, attrs}]
+    context.risk {score: number, signals: [...]}      -> risk
+    context.intent {...}                               -> intent
+    context.approval "ticket" (or an AARP object)      -> approval
+    context.agent (a COAZ request, always)  -> principal; subject -> delegation root (coaz.py)
 
-Unknown fields are ignored; a JSON ``null`` counts as absent (docs/requests.md#request).
+A reserved key of another shape (``"risk": "high"``, ``"approval": true``) stays in
+``context`` for the policy to read; once lifted a key is checked strictly. A JSON
+``null`` counts as absent (docs/requests.md#request).
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from . import coaz
 
 __all__ = [
     "BadRequest", "to_request", "parse_batch", "Batch", "SEMANTICS", "parse_search", "Search",
-    "request_error", "decision_response", "item_error",
+    "request_error", "decision_response", "decision_context", "item_error", "lifted_keys",
 ]
 
 #: the batch semantics of ``options.evaluations_semantic`` (docs/server.md)
@@ -77,13 +82,26 @@ def _string(value: Any, field: str) -> str:
     raise _bad(field, f"expected a string, got {type_name(value)}")
 
 
-def _properties(obj: dict, field: str) -> dict:
+#: members of an AuthZEN entity / action that are not attributes
+_ENTITY_FIELDS = frozenset(("type", "id", "properties"))
+_ACTION_FIELDS = frozenset(("name", "properties"))
+#: attributes never taken from beside type/id: ``proven_by`` says how the principal was
+#: proven (docs/server.md#workload-identity) and only the proof may set it
+_NOT_LIFTED = frozenset(("proven_by",))
+
+
+def _properties(obj: dict, field: str, fields: frozenset = _ENTITY_FIELDS) -> dict:
+    """The entity's attributes: ``properties``, over the members beside its own fields
+    (``{"type": "todo", "id": "t", "ownerID": "…"}``, the draft-00 shape)."""
     props = obj.get("properties")
-    if props is None:
-        return {}
-    if props.__class__ is not dict:
+    if props is not None and props.__class__ is not dict:
         raise _bad(field + ".properties", f"expected an object, got {type_name(props)}")
-    return props
+    if len(obj) > len(fields) or any(k not in fields for k in obj):
+        extra = {k: v for k, v in obj.items()
+                 if k not in fields and k not in _NOT_LIFTED and v is not None}
+        if extra:
+            return {**extra, **props} if props else extra
+    return props if props is not None else {}
 
 
 def _entity(value: Any, field: str, *, need_id: bool = True) -> tuple[str, str | None, dict]:
@@ -99,7 +117,49 @@ def _entity(value: Any, field: str, *, need_id: bool = True) -> tuple[str, str |
 
 def _action(value: Any, field: str) -> tuple[str, dict]:
     obj = _object(value, field, True)
-    return _string(obj.get("name"), field + ".name"), _properties(obj, field)
+    return _string(obj.get("name"), field + ".name"), _properties(obj, field, _ACTION_FIELDS)
+
+
+def _is_chain(value: Any) -> bool:
+    """policylang's delegation shape: an array of entity objects (checked strictly once
+    lifted: a ``null`` entry or an entry without ``id`` is a 400, not a dropped chain)."""
+    return value.__class__ is list and all(e.__class__ is dict or e is None for e in value)
+
+
+def _is_risk(value: Any) -> bool:
+    """policylang's risk shape: an object whose ``score`` is a number and ``signals`` an
+    array, when present (the range and the entries are checked strictly once lifted)."""
+    if value.__class__ is not dict:
+        return False
+    score = value.get("score")
+    if score is not None and score.__class__ is not int and score.__class__ is not float:
+        return False
+    signals = value.get("signals")
+    return signals is None or signals.__class__ is list
+
+
+#: reserved key -> does this value have policylang's shape (then it is lifted)?
+_SHAPES = {
+    "delegation": _is_chain,
+    "risk": _is_risk,
+    "intent": lambda v: v.__class__ is dict,
+    # a ticket id, or an Approvals over AuthZEN approval object (docs/server.md#aarp)
+    "approval": lambda v: v.__class__ is str or v.__class__ is dict,
+}
+
+
+def lifted_keys(ctx: Mapping) -> list[str]:
+    """The reserved keys of an AuthZEN ``context`` that are lifted into their own request
+    roots: ``agent`` whenever present (a COAZ request), the others only in policylang's
+    shape. Every other key stays in ``context``."""
+    out = []
+    for key in _RESERVED:
+        v = ctx.get(key)
+        if v is None:
+            continue
+        if key == "agent" or _SHAPES[key](v):
+            out.append(key)
+    return out
 
 
 def _context(value: Any, field: str) -> tuple[dict, dict]:
@@ -109,12 +169,14 @@ def _context(value: Any, field: str) -> tuple[dict, dict]:
         return {}, {}
     if not any(k in ctx for k in _RESERVED):
         return ctx, {}
-    plain = {k: v for k, v in ctx.items() if k not in _RESERVED}
+    keys = lifted_keys(ctx)
+    # a lifted key leaves context, and so does a reserved key that is null (absent)
+    plain = {k: v for k, v in ctx.items() if k not in keys and not (v is None and k in _RESERVED)}
+    if not keys:
+        return plain, {}
     lifted: dict = {}
-    chain = ctx.get("delegation")
+    chain = ctx.get("delegation") if "delegation" in keys else None
     if chain is not None:
-        if chain.__class__ is not list:
-            raise _bad(field + ".delegation", f"expected an array, got {type_name(chain)}")
         out = []
         for i, entry in enumerate(chain):
             where = f"{field}.delegation[{i}]"
@@ -124,12 +186,11 @@ def _context(value: Any, field: str) -> tuple[dict, dict]:
             out.append({"kind": etype, "id": eid, "attrs": props})
         lifted["delegation"] = out
     for key in ("risk", "intent", "approval"):
-        v = ctx.get(key)
-        if v is not None:
-            lifted[key] = v
+        if key in keys:
+            lifted[key] = ctx[key]
     agent = ctx.get("agent")
-    if agent is not None:  # a COAZ request (docs/server.md#coaz)
-        if chain is not None:
+    if agent is not None:  # a COAZ request (docs/server.md#coaz): always strict
+        if ctx.get("delegation") is not None:
             raise _bad(field + ".delegation", "not allowed with context.agent (a COAZ request: "
                                               "the subject delegates to the agent)")
         if plain.get(coaz.SUBJECT_TYPE) is not None:
@@ -227,12 +288,31 @@ def _rename_leaf(rest: str) -> str:
 
 # ------------------------------------------------------------------------------- responses
 
-def decision_response(decision) -> dict:
-    """``{"decision": <true only for allow>, "context": {…the fields of docs/requests.md#decision…}}``.
+def decision_context(body: Mapping, default: bool) -> bool:
+    """Whether the answers to ``body`` carry the decision context: ``options.decision_context``
+    (a boolean) when given, else ``default`` (docs/server.md#decision-context)."""
+    options = body.get("options")
+    if options is None:
+        return default
+    if options.__class__ is not dict:
+        raise _bad("options", f"expected an object, got {type_name(options)}")
+    v = options.get("decision_context")
+    if v is None:
+        return default
+    if v is not True and v is not False:
+        raise _bad("options.decision_context", f"expected a boolean, got {type_name(v)}")
+    return v
+
+
+def decision_response(decision, context: bool = True) -> dict:
+    """``{"decision": <true only for allow>, "context": {…the fields of docs/requests.md#decision…}}``,
+    or just ``{"decision": …}`` without ``context``.
 
     The context is exactly ``Decision.to_dict()``, built without copying the decision's
     lists of strings: the answer is serialised at once and never changed."""
     d = decision.decision
+    if not context:
+        return {"decision": d == "allow"}
     grants, errors = decision.grants, decision.errors
     return {"decision": d == "allow", "context": {
         "decision": d,
@@ -269,6 +349,29 @@ _PARTS = (("subject", _subject_part), ("action", _action_part), ("resource", _re
           ("context", _context_part))
 
 
+#: stand-ins for the parts a top-level default is checked without
+_PROBE = {"principal": {"id": "probe", "kind": "probe", "attrs": {}}, "action": {"name": "probe", "attrs": {}},
+          "resource": {"type": "probe", "id": None, "attrs": {}}}
+
+
+def _check_default(key: str, part) -> None:
+    """A top-level default checked as the engine checks a request (values, not only
+    shapes: ``context.risk.score`` out of range), so that a bad one is the body's 400
+    named at the top level rather than each inheriting item's."""
+    from ..evaluation.request import parse_request
+    if key == "context":
+        plain, lifted = part
+        probe = {**_PROBE, "context": plain, **{k: v for k, v in lifted.items() if k != "agent"}}
+        if probe.get("approval").__class__ is dict:  # an AARP reference: checked by the profile
+            del probe["approval"]
+    else:
+        probe = {**_PROBE, {"subject": "principal"}.get(key, key): part}
+    try:
+        parse_request(probe)
+    except RequestError as e:
+        raise request_error(e) from None
+
+
 def parse_batch(body: Mapping) -> Batch:
     """Parse an evaluations body. Whole-body problems raise :class:`BadRequest`; a bad item
     becomes a :class:`BadRequest` in its place."""
@@ -286,16 +389,18 @@ def parse_batch(body: Mapping) -> Batch:
     if items.__class__ is not list:
         raise _bad("evaluations", f"expected an array, got {type_name(items)}")
     # The top-level objects are whole-object defaults: each is converted once, and an item
-    # that inherits one shares it (an invalid default fails each item that inherits it).
+    # that inherits one shares it. An invalid default is the whole body's 400, named at
+    # the top level, even when every item brings its own.
     defaults: list = []
     for key, convert in _PARTS:
         v = body.get(key)
-        if v is not None and v.__class__ is not dict:
+        if v is None:
+            defaults.append((key, convert, None, None))
+            continue
+        if v.__class__ is not dict:
             raise _bad(key, f"expected an object, got {type_name(v)}")
-        try:
-            part = convert(v, "")
-        except BadRequest:
-            part = None
+        part = convert(v, "")
+        _check_default(key, part)
         defaults.append((key, convert, v, part))
     out: list = []
     append = out.append
@@ -313,8 +418,8 @@ def parse_batch(body: Mapping) -> Batch:
                     parts.append(convert(v, prefix))
                 elif converted is not None:
                     parts.append(converted)
-                else:  # absent here and absent (or invalid) at the top: name the item's field
-                    parts.append(convert(default, prefix))
+                else:  # absent here and at the top: name the item's field
+                    parts.append(convert(None, prefix))
             if coaz_subject and "agent" in parts[3][1] and item.get("subject") is not None:
                 raise _bad(prefix + "subject", "not allowed under a COAZ context.agent: the top-level "
                                                "subject is the user of every evaluation")

@@ -16,11 +16,13 @@ from . import RouteContext, get_options, post_options
 
 
 async def _aarp_answer(ctx: RouteContext, aarp, engine, req: dict, authzen_context, request: Request,
-                       prefix: str = ""):
+                       prefix: str = "", with_context: bool = True):
     """``(decision, answer)`` with the Approvals over AuthZEN members (docs/server.md#aarp):
     a ``context.approval`` object is verified and replaced by its ticket id before the
     decision; a ``require_approval`` is answered as a requestable denial; a
-    re-evaluation gets ``approval`` (allowed) or ``reason``/``next_action``."""
+    re-evaluation gets ``approval`` (allowed) or ``reason``/``next_action``. An answer
+    with these members always carries its whole context (the profile's clients need
+    it); the others only ``with_context``."""
     from ..aarp import Problem
     from ..app import Unavailable
     from ...privilege.audit import AuditError
@@ -35,8 +37,9 @@ async def _aarp_answer(ctx: RouteContext, aarp, engine, req: dict, authzen_conte
             else:
                 req["approval"] = ref.ticket
         d = await ctx.decide(engine, req, prefix)
-        answer = authzen.decision_response(d)
-        if d.decision == "require_approval" or ref is not None:
+        aarp_members = d.decision == "require_approval" or ref is not None
+        answer = authzen.decision_response(d, with_context or aarp_members)
+        if aarp_members:
             base = (ctx.config.public_url or str(request.base_url)).rstrip("/")
             extra: dict = {}
             if d.decision == "require_approval":
@@ -61,12 +64,13 @@ def make_evaluation(ctx: RouteContext):
         try:
             body = await read_body(request)
             engine = service.current.engine
+            with_context = authzen.decision_context(body, True)
             if aarp is not None:
                 d, answer = await _aarp_answer(ctx, aarp, engine, authzen.to_request(body), body.get("context"),
-                                               request)
+                                               request, with_context=with_context)
             else:
                 d = await decide(engine, authzen.to_request(body))
-                answer = authzen.decision_response(d)
+                answer = authzen.decision_response(d, with_context)
         except Exception as e:
             return failure("evaluation", e)
         metrics.decided("evaluation", d.decision)
@@ -91,20 +95,24 @@ def make_evaluations(ctx: RouteContext):
             batch = authzen.parse_batch(body)
             engine = service.current.engine
             if batch.items is None:  # no array: a single evaluation
+                with_context = authzen.decision_context(body, True)
                 if aarp is not None:
                     d, answer = await _aarp_answer(ctx, aarp, engine, authzen.to_request(body), body.get("context"),
-                                                   request)
+                                                   request, with_context=with_context)
                 else:
                     d = await decide(engine, authzen.to_request(body))
-                    answer = authzen.decision_response(d)
+                    answer = authzen.decision_response(d, with_context)
                 metrics.decided("evaluations", d.decision)
                 response = _json(answer)
                 metrics.observe("evaluations", time.perf_counter() - t0)
                 return response
+            # batch items answer {"decision": …} alone unless asked (docs/server.md#decision-context)
+            with_context = authzen.decision_context(body, False)
             if aarp is not None:
-                out = await _run_batch_aarp(ctx, aarp, body, batch, engine, counts, request)
+                out = await _run_batch_aarp(ctx, aarp, body, batch, engine, counts, request, with_context)
             else:
-                out = await _run_batch(batch, engine, counts, decide, item_failure, direct=not use_threads)
+                out = await _run_batch(batch, engine, counts, decide, item_failure, direct=not use_threads,
+                                       with_context=with_context)
         except Exception as e:
             return failure("evaluations", e)
         for outcome, n in counts.items():
@@ -116,9 +124,11 @@ def make_evaluations(ctx: RouteContext):
     return evaluations
 
 
-async def _run_batch(batch, engine, counts: dict, decide, item_failure, *, direct: bool) -> list:
+async def _run_batch(batch, engine, counts: dict, decide, item_failure, *, direct: bool,
+                     with_context: bool = False) -> list:
     """The answers for ``batch.items`` in order, stopping early per ``batch.semantic``;
-    ``counts`` gets the number of each outcome."""
+    ``counts`` gets the number of each outcome. An item that could not be decided keeps
+    its ``context.error`` whatever ``with_context`` says."""
     semantic = batch.semantic
     deny_first = semantic == "deny_on_first_deny"
     permit_first = semantic == "permit_on_first_permit"
@@ -131,7 +141,7 @@ async def _run_batch(batch, engine, counts: dict, decide, item_failure, *, direc
         if item.__class__ is dict:
             try:
                 d = engine.decide(item) if direct else await decide(engine, item, f"evaluations[{i}].")
-                answer = respond(d)
+                answer = respond(d, with_context)
                 outcome = d.decision
             except Exception as e:
                 answer = item_failure(e, i)
@@ -148,7 +158,8 @@ async def _run_batch(batch, engine, counts: dict, decide, item_failure, *, direc
     return out
 
 
-async def _run_batch_aarp(ctx: RouteContext, aarp, body: dict, batch, engine, counts: dict, request: Request) -> list:
+async def _run_batch_aarp(ctx: RouteContext, aarp, body: dict, batch, engine, counts: dict, request: Request,
+                          with_context: bool = False) -> list:
     """:func:`_run_batch` with the Approvals over AuthZEN members on each item."""
     semantic = batch.semantic
     raw = body.get("evaluations")
@@ -159,7 +170,8 @@ async def _run_batch_aarp(ctx: RouteContext, aarp, body: dict, batch, engine, co
         if item.__class__ is dict:
             try:
                 given = raw[i].get("context") if raw[i].get("context") is not None else body.get("context")
-                d, answer = await _aarp_answer(ctx, aarp, engine, item, given, request, f"evaluations[{i}].")
+                d, answer = await _aarp_answer(ctx, aarp, engine, item, given, request, f"evaluations[{i}].",
+                                               with_context)
                 outcome = d.decision
             except Exception as e:
                 answer = ctx.item_failure(e, i)
