@@ -405,5 +405,6 @@ def test_killing_redis_mid_load_fails_closed_and_over_consumes_nothing(redis_fac
 
 
 def test_release_without_a_store_raises():
-    with pytest.raises(StoreError):
+    # a usage error, not a store failure (evaluation/ imports nothing of privilege/)
+    with pytest.raises(ValueError, match="no limit store"):
         Engine(policylang.loads(REFUNDS)).release("x")

@@ -119,8 +119,8 @@ class Engine:
         limiter = self._limiter
         store = limiter.store if limiter is not None else None
         if store is None:
-            from ..privilege.store import StoreError
-            raise StoreError("this engine has no limit store")
+            # (the evaluation package imports nothing of privilege/: a plain ValueError)
+            raise ValueError("this engine has no limit store: Engine(policies, limits=store)")
         return store.release_limits(reservation_id, limiter.clock())
 
     def decide_many(self, requests: Iterable[Mapping]) -> list[Decision]:

@@ -26,6 +26,7 @@ CODES: dict[str, tuple[Severity, str]] = {
     "E006": ("error", "Duplicate rule id, constant or option"),
     "E007": ("error", "Bad grant, by clause or option"),
     "E008": ("error", "Bad limit"),
+    "E009": ("error", "Entity data does not have its declared type"),
     "W101": ("warning", "Rule without @id"),
     "W102": ("warning", "Over-broad permit (* actions on * resources)"),
     "W103": ("warning", "Optional attribute read without a has guard"),
@@ -35,6 +36,8 @@ CODES: dict[str, tuple[Severity, str]] = {
     "W107": ("warning", "Unused constant"),
     "W108": ("warning", "Forbid or gate reads an attribute the request can override"),
     "W109": ("warning", "Limit without a key from the request"),
+    "W110": ("warning", "Entity data for an undeclared kind or type"),
+    "W111": ("warning", "Entity data with an undeclared attribute"),
 }
 
 

@@ -17,6 +17,7 @@ from . import nodes
 from .checker import check
 from .errors import Diagnostic, PolicyError, sort_diagnostics
 from .parser import parse
+from .entity_check import check_entities
 from .policyset import PolicySet, merge_entities
 from .source import Span
 
@@ -85,18 +86,21 @@ def build(sources: Iterable[tuple[str, str, str]], entity_sources: Iterable[tupl
         except PolicyError as e:
             diags.extend(e.diagnostics)
     entities: dict = {}
+    parsed: list[tuple[str, str, dict]] = []
     for display, _rel, text in entity_sources:
         data, problem = parse_entities(text, display)
         if problem:
             diags.append(problem)
         else:
             merge_entities(entities, data)
+            parsed.append((display, text, data))
 
     result = None
     if not diags:
         result = check(files, {display: rel for display, rel, _ in sources},
                        entity_types=[kind for kind, ids in entities.items() if ids])
         diags.extend(result.diagnostics)
+        diags.extend(check_entities(result.schema, parsed))
 
     all_texts = {**texts, **{d: t for d, _r, t in entity_sources}}
     lines: dict[str, list[str]] = {}  # split each file once, however many diagnostics it has
