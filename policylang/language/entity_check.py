@@ -24,6 +24,7 @@ from . import nodes
 from .errors import Diagnostic
 from .policyset import Schema
 from .source import Span
+from ..evaluation.runtime import type_name
 from .words import did_you_mean
 
 #: a problem found in the data: code, message, JSON path of the key/value, and whether
@@ -82,15 +83,8 @@ def _show_type(t: nodes.TypeRef) -> str:
 
 
 def _json_type(v: Any) -> str:
-    if v is None:
-        return "null"
-    if isinstance(v, bool):
-        return "a boolean"
-    if isinstance(v, (int, float)):
-        return "a number"
-    if isinstance(v, str):
-        return "a string"
-    return "a list" if isinstance(v, list) else "an object"
+    kind = type_name(v)  # the runtime's names, as in evaluation errors
+    return f"{'an' if kind[0] in 'aeiou' else 'a'} {kind}"
 
 
 def _type_error(value: Any, t: nodes.TypeRef) -> str | None:
