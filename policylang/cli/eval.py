@@ -86,7 +86,7 @@ def command(path: str, request_path: str, entities_path: str | None, explain: bo
 
     from ..evaluation.engine import Engine
 
-    engine = Engine(policies, entities=entities, cache_size=0)
+    engine = Engine(policies, entities=entities, cache_size=0, strict=True)
     try:
         decision = engine.decide(request)
     except RequestError as e:

@@ -21,6 +21,7 @@ from . import interpreter
 from .compiler import CompiledSet
 from .decision import ALLOW, DENY, Decision, attenuate, combine, confirmed
 from ..language.policyset import PolicySet
+from .strict import check_strict
 from .request import Request, entity_lookup, parse_parts
 from ..language.errors import RequestError
 from .runtime import EvalError
@@ -58,6 +59,8 @@ class Engine:
     as :class:`policylang.audit.AuditLog`); a failing write makes ``decide`` raise.
     ``cache_size``/``cache_ttl``: the decision cache (0 turns it off; ttl in seconds).
     ``instrument``: count evaluated conditions in ``engine.counters``.
+    ``strict``: refuse a request with an unknown key (``contxt``, ``principal.region``
+    beside ``id``) with a RequestError and a did-you-mean (docs/requests.md#strict).
     ``limits``: the store that keeps the counters of the set's ``limit`` clauses (a
     :class:`policylang.privilege.store.Store`; docs/language.md#limits); a set with limits
     and no store fails its limited permits closed. ``clock``: seconds since the epoch
@@ -66,7 +69,8 @@ class Engine:
 
     def __init__(self, policies: PolicySet, *, entities: Any = None, approvals: ApprovalChecker | None = None,
                  audit: Any = None, cache_size: int = 10_000, cache_ttl: float | None = None,
-                 instrument: bool = False, limits: Any = None, clock: Callable[[], float] | None = None):
+                 instrument: bool = False, limits: Any = None, clock: Callable[[], float] | None = None,
+                 strict: bool = False):
         if not isinstance(policies, PolicySet):
             raise TypeError("Engine needs a PolicySet from policylang.load() or policylang.loads()")
         if entities is not None and not (callable(entities) or isinstance(entities, Mapping)):
@@ -93,11 +97,15 @@ class Engine:
         self._cache_lock = threading.Lock()
         #: the reservation step of docs/language.md#limits; None for a set without limits
         self._limiter = Limiter(limits, clock) if set_has_limits(policies) else None
+        #: docs/requests.md#strict: refuse unknown keys instead of ignoring them
+        self.strict = strict
 
     # ------------------------------------------------------------------ public API
 
     def decide(self, request: Mapping) -> Decision:
         """The decision for one request (docs/requests.md#request dict). Raises :class:`RequestError`."""
+        if self.strict:
+            check_strict(request)
         audit = self.audit
         if audit is None:
             return self._decide(request)

@@ -444,7 +444,7 @@ class Runner:
         from ..evaluation.engine import Engine
 
         checker = _approval_checker(approved) if approved is not None else None
-        engine = Engine(policy_set, entities=entities, approvals=checker)
+        engine = Engine(policy_set, entities=entities, approvals=checker, strict=True)
         cov = self._coverage_for(policies_path, policy_set) if self.coverage_enabled else None
 
         lines = _case_lines(node)
