@@ -1,5 +1,6 @@
 """examples/mcp-guard/run.py runs end to end (it starts and stops `policylang serve` and
-the guarded MCP server itself) and exits 0."""
+the guarded MCP server itself) and exits 0: the tools run with their just-in-time tokens,
+and the task's tokens stop verifying when the session ends and at an explicit end of task."""
 
 from __future__ import annotations
 
@@ -27,4 +28,12 @@ def test_mcp_guard_example_runs():
     assert "single use: the approval is spent" in out
     assert "bob's tools: ['read_doc']" in out
     assert "deny    write_doc (bob, naming alice in an argument) -> -32001" in out
+    # just-in-time tokens for the grants, bound to the session's task, revoked at its end
+    assert "jit     read_doc ran with its token: scope tools:call:read_doc, sub alice@example.com, " \
+           "act https://agents.example/assistant, task mcp-" in out
+    assert "jit     transfer_funds ran with its token: scope payments:transfer:acct-1, the same task" in out
+    assert "live    2 tokens of task mcp-" in out
+    assert "revoked the session ended: its 2 tokens no longer verify (Revoked)" in out
+    assert "end     read_doc with _meta end_task: task mcp-" in out and "its 2 tokens no longer verify (Revoked)" in out
+    assert "next    the session's next call runs in a new task (mcp-" in out
     assert out.rstrip().endswith("ok")

@@ -340,3 +340,383 @@ def test_guard_adds_the_act_chain_and_refuses_a_mapping_that_sets_it():
     with pytest.raises(MappingError):
         guard._add_identity(built, claims)
     assert isinstance(built, Built)
+
+
+# ------------------------------------------- just-in-time tokens: one task per MCP connection
+
+TOKEN_ISSUER = "urn:example:mcp-guard"
+ECHO = "example.policylang/jit_token"
+
+
+@pytest.fixture(scope="module")
+def jit(env, tmp_path_factory):
+    """The example server with --token-keys/--token-store (both PDPs) and --echo-tokens, and
+    an Issuer on the same keys and store: what a downstream API verifies tokens with."""
+    from policylang.credentials import Issuer, KeySet
+    tmp = tmp_path_factory.mktemp("mcp-jit")
+    KeySet.generate().save(tmp / "keys.json")
+    store = f"sqlite:///{tmp / 'tokens.db'}"
+    flags = ("--token-keys", str(tmp / "keys.json"), "--token-store", store, "--token-issuer", TOKEN_ISSUER,
+             "--echo-tokens")
+    remote = McpServer(env["jwks"], "--pdp", env["pdp"].url, *flags)
+    embedded = McpServer(env["jwks"], "--policies", str(EXAMPLE / "policies"), *flags)
+    try:
+        yield {"remote": remote, "embedded": embedded, "flags": flags,
+               "issuer": Issuer(tmp / "keys.json", store, issuer=TOKEN_ISSUER)}
+    finally:
+        remote.stop()
+        embedded.stop()
+
+
+def echoed(result) -> dict:
+    return result.meta[ECHO]
+
+
+async def _until_revoked(issuer, tokens, timeout=10.0):
+    """The session's end is handled by the server right after the client's DELETE (or
+    the stdio pipe closing): poll until every token is refused, and return the errors."""
+    from policylang.credentials import TokenError
+    deadline = time.monotonic() + timeout
+    while True:
+        errors = []
+        for t in tokens:
+            try:
+                issuer.verify(t["jwt"])
+            except TokenError as e:
+                errors.append(e)
+        if len(errors) == len(tokens):
+            return errors
+        assert time.monotonic() < deadline, "tokens still verify after their session ended"
+        await asyncio.sleep(0.05)
+
+
+@pytest.mark.parametrize("which", ["remote", "embedded"])
+def test_http_tokens_for_grants_are_revoked_when_the_session_ends(env, jit, which):
+    from policylang.credentials import Revoked, ScopeNotGranted
+    server, issuer, idp = jit[which], jit["issuer"], env["idp"]
+
+    async def go():
+        async with http_session(server.url, idp.token(ALICE, server.url)) as s:
+            r = await s.call_tool("read_doc", {"doc": "handbook"})
+            assert r.content[0].text == "Be kind. Ship small changes."
+            read = echoed(r)
+            r = await s.call_tool("transfer_funds", {"from_account": "a-1", "to_account": "a-2", "amount": 10})
+            transfer = echoed(r)
+            # a token per call, scoped to the call's grant, both of the session's one task
+            assert read["scopes"] == ["tools:call:read_doc"] and transfer["scopes"] == ["payments:transfer:a-1"]
+            assert read["task"] == transfer["task"] and read["task"].startswith("mcp-")
+            assert read["jti"] != transfer["jti"]
+            claims = issuer.verify(read["jwt"], scope="tools:call:read_doc", audience="read_doc")
+            assert claims["sub"] == ALICE and claims["act"] == {"sub": AGENT}
+            assert claims["rules"] == ["agents-call-their-tools"] and claims["exp"] - claims["iat"] == 300
+            issuer.verify(transfer["jwt"], scope="payments:transfer:a-1", audience="a-1")
+            with pytest.raises(ScopeNotGranted):
+                issuer.verify(read["jwt"], scope="payments:transfer:a-1")
+            # another session runs in another task, untouched by the end of this one
+            async with http_session(server.url, idp.token(ALICE, server.url)) as other:
+                kept = echoed(await other.call_tool("read_doc", {"doc": "handbook"}))
+            assert kept["task"] != read["task"]
+            await _until_revoked(issuer, [kept])
+            issuer.verify(read["jwt"])  # still live: its session is still open
+        errors = await _until_revoked(issuer, [read, transfer])
+        assert all(isinstance(e, Revoked) for e in errors)
+    run(go())
+
+
+def test_http_end_task_meta_revokes_at_once_and_the_next_call_starts_a_new_task(env, jit):
+    from policylang.credentials import Revoked
+    from policylang.integrations.mcp import END_TASK_META, end_task_meta
+    server, issuer, idp = jit["embedded"], jit["issuer"], env["idp"]
+    assert end_task_meta() == {END_TASK_META: True}
+
+    async def go():
+        async with http_session(server.url, idp.token(ALICE, server.url)) as s:
+            first = echoed(await s.call_tool("read_doc", {"doc": "handbook"}))
+            last = echoed(await s.call_tool("read_doc", {"doc": "handbook"}, meta=end_task_meta()))
+            assert first["task"] == last["task"]
+            # revoked before the response came back: no polling
+            for t in (first, last):
+                with pytest.raises(Revoked):
+                    issuer.verify(t["jwt"])
+            nxt = echoed(await s.call_tool("read_doc", {"doc": "handbook"}))
+            assert nxt["task"] != last["task"]
+            issuer.verify(nxt["jwt"])
+            # end_task on a call that is denied still ends the task
+            with pytest.raises(MCPError) as e:
+                await s.call_tool("transfer_funds", {"from_account": "a", "to_account": "b", "amount": 5000},
+                                  meta=end_task_meta())
+            assert e.value.code == -32001
+            with pytest.raises(Revoked):
+                issuer.verify(nxt["jwt"])
+            # a malformed end_task is a mapping error and nothing runs
+            with pytest.raises(MCPError) as e:
+                await s.call_tool("read_doc", {"doc": "handbook"}, meta={END_TASK_META: "yes"})
+            assert e.value.code == -32602
+    run(go())
+
+
+def test_http_a_tool_argument_cannot_choose_the_task(env, jit):
+    server, idp = jit["embedded"], env["idp"]
+
+    async def go():
+        async with http_session(server.url, idp.token(ALICE, server.url)) as s:
+            # task_id in arguments or in a made-up _meta is ignored: the guard's id is used
+            r = await s.call_tool("read_doc", {"doc": "handbook", "task_id": "mcp-victim"},
+                                  meta={"io.policylang/task": "mcp-victim"})
+            assert echoed(r)["task"] != "mcp-victim" and echoed(r)["task"].startswith("mcp-")
+    run(go())
+
+
+def test_stdio_tokens_are_revoked_when_the_session_ends(env, jit):
+    from policylang.credentials import Revoked
+    idp, issuer = env["idp"], jit["issuer"]
+    aud = "urn:example:mcp-guard:stdio"
+
+    async def go():
+        async with stdio_session(idp.token(ALICE, aud), "--jwks", str(env["jwks"]), "--audience", aud,
+                                 "--policies", str(EXAMPLE / "policies"), *jit["flags"]) as s:
+            tok = echoed(await s.call_tool("read_doc", {"doc": "handbook"}))
+            issuer.verify(tok["jwt"], scope="tools:call:read_doc")
+        errors = await _until_revoked(issuer, [tok])
+        assert isinstance(errors[0], Revoked)
+    run(go())
+
+
+def test_http_tokens_are_revoked_when_the_server_shuts_down(env, jit):
+    from policylang.credentials import Revoked
+    idp, issuer = env["idp"], jit["issuer"]
+    server = McpServer(env["jwks"], "--policies", str(EXAMPLE / "policies"), *jit["flags"])
+    seen: dict = {}
+    try:
+        async def go():
+            async with http_session(server.url, idp.token(ALICE, server.url)) as s:
+                tok = seen["token"] = echoed(await s.call_tool("read_doc", {"doc": "handbook"}))
+                issuer.verify(tok["jwt"])
+                seen["live"] = True
+                server.stop()  # SIGTERM while the session is open
+                with pytest.raises(Revoked):
+                    issuer.verify(tok["jwt"])
+                seen["revoked"] = True
+        try:
+            run(go())
+        except Exception:  # noqa: BLE001, S110  (closing the session fails: the server is gone)
+            pass
+        assert seen.get("live") and seen.get("revoked"), seen
+    finally:
+        server.stop()
+
+
+# ---------------------------------------------- the task machinery, in process, with a real Issuer
+
+class FakePDP:
+    """Answers with ``answer`` (a dict, or a callable of the body) and records the bodies."""
+
+    def __init__(self, answer):
+        self.answer = answer
+        self.bodies: list = []
+
+    async def evaluation(self, body):
+        self.bodies.append(body)
+        return self.answer(body) if callable(self.answer) else self.answer
+
+    async def evaluations(self, body):
+        return {"evaluations": [{"decision": True} for _ in body["evaluations"]]}
+
+
+def _allow(rules=("r1",), grants=({"rule": "r1", "scopes": ["tools:call:t"], "ttl": 60},), path=None):
+    return {"decision": True, "context": {
+        "decision": "allow", "rules": list(rules), "reasons": [], "grants": [dict(g) for g in grants],
+        "approvers": [], "errors": [], "delegation_path": path or [ALICE, AGENT], "policy_version": "sha256:x"}}
+
+
+class Harness:
+    """A guard with a real Issuer (sqlite), driven as the SDK drives a middleware: a
+    ``ServerRequestContext``-like object whose session holds a real ``Connection``."""
+
+    def __init__(self, tmp_path, answer, **kw):
+        from mcp.server.connection import Connection
+
+        from policylang.credentials import Issuer, KeySet
+        from policylang.integrations.mcp import McpGuard
+        self.issuer = Issuer(KeySet.generate(), f"sqlite:///{tmp_path}/t.db", issuer="urn:test")
+        self.pdp = FakePDP(answer)
+        self.claims = {"sub": ALICE, "client_id": AGENT, "aud": "urn:mcp"}
+        self.guard = McpGuard(self.pdp, identity=lambda ctx: self.claims, issuer=kw.pop("issuer", self.issuer), **kw)
+        self.conn = Connection(None, protocol_version="2025-11-25")
+        self.seen: list = []
+
+    def ctx(self, name="t", meta=None, arguments=None, conn=True):
+        from types import SimpleNamespace
+        params = {"name": name, "arguments": arguments or {}}
+        if meta is not None:
+            params["_meta"] = meta
+        session = SimpleNamespace(_connection=self.conn) if conn else SimpleNamespace()
+        return SimpleNamespace(method="tools/call", params=params, request_id=1, session=session)
+
+    async def call(self, ctx, fail: BaseException | None = None):
+        from policylang.integrations.mcp import current_token
+
+        async def handler(c):
+            self.seen.append(current_token())
+            if fail is not None:
+                raise fail
+            return {"content": []}
+        return await self.guard(ctx, handler)
+
+
+def test_guard_mints_for_grants_hands_the_token_to_the_handler_and_revokes_at_connection_close(tmp_path):
+    from policylang.credentials import Revoked
+    from policylang.integrations.mcp import current_token
+    h = Harness(tmp_path, _allow())
+
+    async def go():
+        await h.call(h.ctx())
+        await h.call(h.ctx())
+        assert current_token() is None  # only inside the handler
+        t1, t2 = h.seen
+        assert t1.scopes == ("tools:call:t",) and t1.claims["task"] == t2.claims["task"]
+        # the PDP was asked with the connection's task id at context.intent.task_id
+        task_id = t1.claims["task"]
+        assert [b["context"]["intent"] for b in h.pdp.bodies] == [{"task_id": task_id}] * 2
+        assert h.issuer.verify(t1.jwt, scope="tools:call:t", audience="t")["sub"] == ALICE
+        tasks = h.conn.state["io.policylang/tasks"]
+        assert tasks.current.tokens == [t1.jti, t2.jti]
+        await h.conn.exit_stack.aclose()  # what the SDK does when the client goes
+        for t in (t1, t2):
+            with pytest.raises(Revoked):
+                h.issuer.verify(t.jwt)
+        assert tasks.closed and tasks.current is None
+        assert tasks.ended[0].why == "connection closed" and set(tasks.ended[0].revoked) == {t1.jti, t2.jti}
+        # a late call on a closed connection is refused
+        with pytest.raises(MCPError) as e:
+            await h.call(h.ctx())
+        assert e.value.code == -32001
+    run(go())
+
+
+def test_guard_no_grants_no_token_and_require_token_denies(tmp_path):
+    no_grants = _allow(grants=())
+    h = Harness(tmp_path, no_grants)
+
+    async def go():
+        await h.call(h.ctx())
+        assert h.seen == [None]
+        # a remote PDP answering without a decision context: no grants, no token
+        h.pdp.answer = {"decision": True}
+        await h.call(h.ctx())
+        assert h.seen == [None, None]
+        # nothing was minted: the connection's end revokes nothing (no store write for the task)
+        await h.conn.exit_stack.aclose()
+        assert h.conn.state["io.policylang/tasks"].ended[0].revoked == []
+
+        strict = Harness(tmp_path / "s", no_grants, require_token={"t"})
+        with pytest.raises(MCPError) as e:
+            await strict.call(strict.ctx("t"))
+        assert e.value.code == -32001 and "needs a just-in-time token" in e.value.message
+        assert strict.seen == []  # the handler did not run
+        await strict.call(strict.ctx("other"))  # a tool not in require_token runs without one
+        assert strict.seen == [None]
+    (tmp_path / "s").mkdir()
+    run(go())
+
+
+def test_guard_a_grant_that_cannot_be_minted_is_a_denial(tmp_path):
+    # a decision made for another delegation path than the request's: the issuer refuses
+    h = Harness(tmp_path, _allow(path=["mallory@example.com", AGENT]))
+
+    async def go():
+        with pytest.raises(MCPError) as e:
+            await h.call(h.ctx())
+        assert e.value.code == -32001 and "could not be issued" in e.value.message
+        assert h.seen == []
+        # a broken store: the same
+        h.pdp.answer = _allow()
+
+        def broken(*a, **k):
+            raise OSError("disk gone")
+        h.issuer.issue = broken
+        with pytest.raises(MCPError) as e:
+            await h.call(h.ctx())
+        assert e.value.code == -32001 and "OSError" in e.value.message and h.seen == []
+    run(go())
+
+
+def test_guard_a_handler_that_raises_has_its_token_revoked(tmp_path):
+    from policylang.credentials import Revoked
+    h = Harness(tmp_path, _allow())
+
+    async def go():
+        await h.call(h.ctx())
+        with pytest.raises(RuntimeError):
+            await h.call(h.ctx(), fail=RuntimeError("tool crashed"))
+        ok, crashed = h.seen
+        with pytest.raises(Revoked):
+            h.issuer.verify(crashed.jwt)
+        h.issuer.verify(ok.jwt)  # the task goes on: the others' tokens stay
+    run(go())
+
+
+def test_guard_the_task_id_is_the_peps_not_a_mappings(tmp_path):
+    h = Harness(tmp_path, _allow(), mappings={"t": {"evaluation": {
+        "action": {"name": "tools/call"}, "resource": {"type": "tool", "id": "t"},
+        "context": {"agent": "$token.?client_id", "intent": {"task_id": "$params.arguments.task"}}}}})
+
+    async def go():
+        with pytest.raises(MCPError) as e:
+            await h.call(h.ctx(arguments={"task": "mcp-victim"}))
+        assert e.value.code == -32602 and "intent.task_id is set by the PEP" in e.value.message
+        assert h.pdp.bodies == [] and h.seen == []
+    run(go())
+
+
+def test_guard_end_task_meta_and_a_failed_revocation(tmp_path):
+    from policylang.credentials import Revoked
+    from policylang.integrations.mcp import end_task_meta
+    h = Harness(tmp_path, _allow())
+
+    async def go():
+        await h.call(h.ctx(meta=end_task_meta()))
+        tasks = h.conn.state["io.policylang/tasks"]
+        first = tasks.ended[0]
+        assert first.why == "end_task" and first.revoked == [h.seen[0].jti] and tasks.current is None
+        with pytest.raises(Revoked):
+            h.issuer.verify(h.seen[0].jwt)
+        # revoking fails: the client is told (-32603), not left believing the task ended cleanly
+        real = h.issuer.revoke_task
+
+        def broken(task_id):
+            raise OSError("store down")
+        h.issuer.revoke_task = broken
+        with pytest.raises(MCPError) as e:
+            await h.call(h.ctx(meta=end_task_meta()))
+        assert e.value.code == -32603 and "could not be revoked" in e.value.message
+        second = tasks.ended[1]
+        assert second.ended and second.revoked is None
+        h.issuer.verify(h.seen[1].jwt)  # not revoked yet
+        # the connection's end retries it
+        h.issuer.revoke_task = real
+        await h.conn.exit_stack.aclose()
+        assert second.revoked == [h.seen[1].jti]
+        with pytest.raises(Revoked):
+            h.issuer.verify(h.seen[1].jwt)
+    run(go())
+
+
+def test_guard_without_a_connection_mints_nothing_and_denies(tmp_path):
+    h = Harness(tmp_path, _allow())
+
+    async def go():
+        with pytest.raises(MCPError) as e:
+            await h.call(h.ctx(conn=False))
+        assert e.value.code == -32001 and h.seen == [] and h.pdp.bodies == []
+    run(go())
+
+
+def test_guard_issuer_options_are_checked():
+    from policylang.integrations.mcp import McpGuard
+    with pytest.raises(TypeError):
+        McpGuard(FakePDP({"decision": True}), issuer=object())
+    with pytest.raises(ValueError):
+        McpGuard(FakePDP({"decision": True}), require_token=True)
+    with pytest.raises(TypeError):
+        McpGuard(FakePDP({"decision": True}), issuer=None, require_token="t")

@@ -14,6 +14,15 @@ the default ``tools/call`` mapping. Every MCP request goes through
 The caller is the validated access token (HTTP: the Authorization header, verified by
 the SDK's bearer middleware with :class:`JwtVerifier`; stdio: ``POLICYLANG_MCP_TOKEN``,
 verified at start and at every request). Tool arguments never name the caller.
+
+With ``--token-keys KEYS.json --token-store sqlite:///tokens.db`` the guard mints a
+just-in-time token for each allowed call's grants (policies/mcp.policy grants
+``tools:call:<tool>`` and ``payments:transfer:<account>``), bound to the MCP session's
+task, and every tool then *needs* it: the document store and the ledger below check it
+with ``issuer.verify(jwt, scope=…, audience=…)`` before they act, as a downstream API
+would. The session's tokens are revoked when it ends. ``--echo-tokens`` (demo only: a
+real tool never hands its credential back) puts the token in the result's ``_meta`` so
+that run.py can show it failing to verify after the task ended.
 """
 
 from __future__ import annotations
@@ -34,6 +43,7 @@ from policylang.integrations.mcp import (
     McpGuard,
     RemotePDP,
     StaticIdentity,
+    current_token,
 )
 
 HERE = Path(__file__).resolve().parent
@@ -66,6 +76,24 @@ TOOLS = [
 DOCS: dict[str, str] = {"handbook": "Be kind. Ship small changes."}
 LEDGER: list[dict] = []
 
+#: the issuer of just-in-time tokens (``--token-keys``/``--token-store``), None without
+ISSUER = None
+#: the demo flag ``--echo-tokens``
+ECHO_TOKENS = False
+#: where the result's ``_meta`` carries the token with --echo-tokens
+ECHO_META = "example.policylang/jit_token"
+
+
+def present(scope: str, audience: str) -> None:
+    """What the document store and the ledger do before they act: check the caller's
+    just-in-time token (raises ``policylang.credentials.TokenError``: the tool fails)."""
+    if ISSUER is None:
+        return  # run without tokens: the guard's decision alone
+    tok = current_token()
+    if tok is None:
+        raise PermissionError("no just-in-time token for this call")
+    ISSUER.verify(tok.jwt, scope=scope, audience=audience)
+
 
 async def list_tools(ctx, params) -> types.ListToolsResult:
     return types.ListToolsResult(tools=TOOLS)
@@ -74,21 +102,30 @@ async def list_tools(ctx, params) -> types.ListToolsResult:
 async def call_tool(ctx, params: types.CallToolRequestParams) -> types.CallToolResult:
     args = params.arguments or {}
     if params.name == "read_doc":
+        present("tools:call:read_doc", "read_doc")
         text = DOCS.get(args["doc"], "")
     elif params.name == "write_doc":
+        present("tools:call:write_doc", "write_doc")
         DOCS[args["doc"]] = args["text"]
         text = f"wrote {args['doc']}"
     elif params.name == "transfer_funds":
+        present(f"payments:transfer:{args['from_account']}", args["from_account"])
         LEDGER.append(dict(args))
         text = f"transferred {args['amount']} from {args['from_account']} to {args['to_account']}"
     else:
         return types.CallToolResult(content=[types.TextContent(type="text", text="unknown tool")], is_error=True)
-    return types.CallToolResult(content=[types.TextContent(type="text", text=text)])
+    meta = None
+    tok = current_token()
+    if ECHO_TOKENS and tok is not None:
+        meta = {ECHO_META: {"jwt": tok.jwt, "jti": tok.jti, "task": tok.claims.get("task"),
+                            "scopes": list(tok.scopes), "expires_at": tok.expires_at}}
+    return types.CallToolResult(content=[types.TextContent(type="text", text=text)], _meta=meta)
 
 
-def build(pdp, *, server_id: str | None, identity=None) -> tuple[Server, McpGuard]:
+def build(pdp, *, server_id: str | None, identity=None, issuer=None) -> tuple[Server, McpGuard]:
     server = Server("policylang-mcp-guard-example", on_list_tools=list_tools, on_call_tool=call_tool)
-    guard = McpGuard(pdp, server_id=server_id, identity=identity)
+    guard = McpGuard(pdp, server_id=server_id, identity=identity, issuer=issuer,
+                     require_token=issuer is not None)
     guard.install(server)
     return server, guard
 
@@ -105,7 +142,19 @@ def main(argv=None) -> int:
     pdp.add_argument("--pdp", help="a remote AuthZEN PDP's base URL")
     pdp.add_argument("--policies", help="decide in process with these policies")
     p.add_argument("--pdp-timeout", type=float, default=5.0)
+    p.add_argument("--token-keys", help="a policylang key set (policylang token keygen): mint just-in-time tokens")
+    p.add_argument("--token-store", help="the token store URL (sqlite:///tokens.db), with --token-keys")
+    p.add_argument("--token-issuer", default="urn:example:mcp-guard", help="the iss of the tokens it mints")
+    p.add_argument("--echo-tokens", action="store_true",
+                   help="demo only: return each call's token in the result's _meta")
     a = p.parse_args(argv)
+    global ISSUER, ECHO_TOKENS
+    if bool(a.token_keys) != bool(a.token_store):
+        p.error("--token-keys and --token-store go together")
+    if a.token_keys:
+        from policylang.credentials import Issuer
+        ISSUER = Issuer(a.token_keys, a.token_store, issuer=a.token_issuer)
+    ECHO_TOKENS = a.echo_tokens
 
     audience = a.audience or f"http://{a.host}:{a.port}/mcp"
     verifier = JwtVerifier(json.loads(Path(a.jwks).read_text()), issuer=a.issuer, audience=audience)
@@ -120,7 +169,7 @@ def main(argv=None) -> int:
         if not token:
             print("stdio needs POLICYLANG_MCP_TOKEN (the caller's access token)", file=sys.stderr)
             return 2
-        server, _ = build(decider, server_id=audience, identity=StaticIdentity(token, verifier))
+        server, _ = build(decider, server_id=audience, identity=StaticIdentity(token, verifier), issuer=ISSUER)
         from mcp.server.stdio import stdio_server
 
         async def run() -> None:
@@ -131,7 +180,7 @@ def main(argv=None) -> int:
 
     import uvicorn
     from mcp.server.auth.settings import AuthSettings
-    server, _ = build(decider, server_id=audience)
+    server, _ = build(decider, server_id=audience, issuer=ISSUER)
     app = server.streamable_http_app(
         auth=AuthSettings(issuer_url=a.issuer, resource_server_url=audience, validate_token_resource=False),
         token_verifier=verifier, host=a.host)

@@ -40,12 +40,27 @@ and notification, ``initialize`` included, before params validation and the hand
   the access request itself; the same call retried with the task's ``result.approval`` at
   ``params._meta["io.policylang/approval"]`` is evaluated with it at ``context.approval``
   and runs once approved (see :func:`approval_meta`).
+* with ``issuer=`` (a :class:`policylang.credentials.Issuer`), every MCP connection is a
+  *task* (a fresh random id, ``mcp-…``; never from the client or a tool argument): a
+  ``tools/call`` is decided with ``context.intent.task_id`` = that id, and an allow whose
+  answer carries ``grants`` (the embedded engine always; a remote PDP when its answer's
+  ``context`` has them, as ``policylang serve`` does for a single evaluation) mints a
+  token for the call (``issuer.issue``: the grants' scopes, the smallest ttl, ``task`` the
+  task id), visible to the tool handler as :func:`current_token` (the one of
+  :mod:`policylang.integrations.guard`). The task ends — ``issuer.revoke_task`` — when
+  the connection closes (a streamable HTTP ``DELETE``, the stdio pipe closed, the server
+  shutting down, an idle session reaped; a 2026-07-28 single-exchange request is its own
+  connection, so its token is revoked after it), or after a ``tools/call`` whose ``params._meta`` carries
+  ``{"io.policylang/end_task": true}`` (:func:`end_task_meta`; the next call starts a new
+  task). A handler that raises has its call's token revoked at once. A grant that
+  cannot be minted is a denial; ``require_token`` denies an allow that minted nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
@@ -62,14 +77,20 @@ from .coaz_mapping import (
     UnknownMethod,
     check_mapping,
 )
+from .guard import _Active, current_token
 
 log = logging.getLogger("policylang.integrations.mcp")
 
-__all__ = ["APPROVAL_META", "EmbeddedPDP", "JwtVerifier", "McpGuard", "PdpError", "RemotePDP", "StaticIdentity",
-           "act_chain", "approval_meta", "token_claims"]
+__all__ = ["APPROVAL_META", "END_TASK_META", "EmbeddedPDP", "JwtVerifier", "McpGuard", "McpTask", "PdpError",
+           "RemotePDP", "StaticIdentity", "act_chain", "approval_meta", "current_token", "end_task_meta",
+           "token_claims"]
 
 #: where a retried call carries the approval (``params._meta``)
 APPROVAL_META = "io.policylang/approval"
+#: a ``tools/call`` that ends its task once it has run (``params._meta``, the value ``true``)
+END_TASK_META = "io.policylang/end_task"
+#: where the guard keeps a connection's tasks (``Connection.state``)
+TASK_STATE = "io.policylang/tasks"
 PDP_UNAVAILABLE = "Authorization service unavailable"
 
 
@@ -77,6 +98,13 @@ def approval_meta(approval: Mapping) -> dict:
     """The ``_meta`` of a retried call: ``session.call_tool(name, args, meta=approval_meta(a))``
     where ``a`` is the access request task's ``result.approval``."""
     return {APPROVAL_META: dict(approval)}
+
+
+def end_task_meta() -> dict:
+    """The ``_meta`` of a task's last call: ``session.call_tool(name, args,
+    meta=end_task_meta())`` runs the call, then revokes every token of the connection's
+    task; the connection's next call starts a new task."""
+    return {END_TASK_META: True}
 
 
 class PdpError(Exception):
@@ -311,6 +339,54 @@ def act_chain(claims: Mapping) -> list[str] | None:
     return list(reversed(chain))
 
 
+# -- tasks ----------------------------------------------------------------------------------------
+
+
+class McpTask:
+    """One task of an MCP connection: ``id`` (``mcp-`` and 24 random hex digits, made by
+    the guard), ``tokens`` (the jtis minted in it), ``ended`` and, once ended,
+    ``revoked`` (the jtis ``issuer.revoke_task`` reported) and ``why`` (``"end_task"``
+    or ``"connection closed"``)."""
+
+    def __init__(self) -> None:
+        self.id = "mcp-" + secrets.token_hex(12)
+        self.tokens: list[str] = []
+        self.used = False  # a mint was attempted: the task id may be known to the store
+        self.ended = False
+        self.revoked: list[str] | None = None
+        self.why: str | None = None
+
+    def __repr__(self) -> str:
+        return f"McpTask({self.id!r}, tokens={len(self.tokens)}, ended={self.ended})"
+
+
+class _Tasks:
+    """A connection's tasks: the current one (``None`` until a call needs one, and after
+    an ``end_task``) and those that ended (the recent ones, and any whose revocation
+    failed: the connection's close retries them)."""
+
+    def __init__(self) -> None:
+        self.current: McpTask | None = None
+        self.ended: list[McpTask] = []
+        self.closed = False
+
+    def task(self) -> McpTask:
+        if self.current is None:
+            self.current = McpTask()
+        return self.current
+
+
+def _connection(ctx: Any) -> Any:
+    """The SDK's per-client ``Connection`` of a request (its ``state`` and ``exit_stack``
+    outlive the request and are unwound when the client goes), or ``None``."""
+    conn = getattr(ctx, "connection", None)
+    if conn is None:
+        conn = getattr(getattr(ctx, "session", None), "_connection", None)
+    if conn is None or not isinstance(getattr(conn, "state", None), dict) or not hasattr(conn, "exit_stack"):
+        return None
+    return conn
+
+
 # -- the guard ------------------------------------------------------------------------------------
 
 
@@ -336,12 +412,25 @@ class McpGuard:
     ``server_id``, ``subject_claim``, ``methods``). ``mappings``: declared mappings by tool
     name (checked now; they win over what the server's ``tools/list`` says and are added
     to it). ``identity``: ``ctx -> claims | None`` (default :func:`token_claims`).
-    ``filter_tools``: filter ``tools/list`` (default True)."""
+    ``filter_tools``: filter ``tools/list`` (default True). ``issuer``: a
+    :class:`policylang.credentials.Issuer`: mint just-in-time tokens for the grants of a
+    ``tools/call`` allow, per connection task, revoked when the task ends (module doc).
+    ``require_token``: ``True`` (every tool) or tool names whose allow must mint a token
+    (else the call is denied)."""
 
     def __init__(self, pdp: Any, *, mapper: Mapper | None = None, mappings: Mapping[str, Mapping] | None = None,
                  identity: Callable[[Any], Mapping | None] | None = None, filter_tools: bool = True,
                  server_id: str | None = None, subject_claim: str = "sub", methods: Mapping | None = None,
-                 lookup_declared: bool = True):
+                 lookup_declared: bool = True, issuer: Any = None, require_token: bool | Iterable[str] = False):
+        if issuer is not None and not (hasattr(issuer, "issue") and hasattr(issuer, "revoke_task")):
+            raise TypeError("issuer must be a policylang.credentials.Issuer (issue, revoke, revoke_task)")
+        if isinstance(require_token, str):
+            raise TypeError("require_token: True, False or a collection of tool names")
+        self.require_token: bool | frozenset[str] = require_token if isinstance(require_token, bool) \
+            else frozenset(require_token)
+        if self.require_token and issuer is None:
+            raise ValueError("require_token needs an issuer: without one no call gets a token")
+        self.issuer = issuer
         self.pdp = pdp
         self.mapper = mapper or Mapper(server_id=server_id, subject_claim=subject_claim, methods=methods)
         self.mappings: dict[str, dict] = {}
@@ -371,6 +460,17 @@ class McpGuard:
             return None
         from mcp.shared.exceptions import MCPError
         params = dict(ctx.params or {})
+        if method == "tools/call" and self.issuer is not None:
+            return await self._call_in_task(ctx, call_next, params, MCPError)
+        built, claims = await self._build(ctx, method, params, MCPError)
+        await self._enforce(built, MCPError)
+        result = await call_next(ctx)
+        if method == "tools/list":
+            result = await self._filter(result, claims, MCPError)
+        return result
+
+    async def _build(self, ctx: Any, method: str, params: Mapping, MCPError: type,
+                     task: McpTask | None = None) -> tuple[Built, Mapping | None]:
         try:
             claims = self.identity(ctx)
             declared = await self._declared(ctx, params) if method == "tools/call" else None
@@ -378,15 +478,143 @@ class McpGuard:
             assert built is not None
             self._add_identity(built, claims)
             self._add_approval(built, params)
+            if task is not None:
+                self._add_task(built, task.id)
         except MappingError as e:
             raise MCPError(code=MAPPING_ERROR, message=e.message) from None
         except UnknownMethod as e:
             raise MCPError(code=DENIED, message=e.message) from None
-        await self._enforce(built, MCPError)
-        result = await call_next(ctx)
-        if method == "tools/list":
-            result = await self._filter(result, claims, MCPError)
-        return result
+        return built, claims
+
+    # -- tasks and tokens
+    async def _call_in_task(self, ctx: Any, call_next: Callable, params: Mapping, MCPError: type) -> Any:
+        """A ``tools/call`` with an issuer: decided in the connection's task, run with the
+        token of its grants, the task ended after it if the call says so."""
+        meta = params.get("_meta")
+        end = meta.get(END_TASK_META) if isinstance(meta, Mapping) else None
+        if end is not None and not isinstance(end, bool):
+            raise MCPError(code=MAPPING_ERROR, message=f"_meta[{END_TASK_META!r}] must be true or false")
+        conn = _connection(ctx)
+        if conn is None:  # nowhere to hang the revocation at the connection's end: mint nothing
+            raise MCPError(code=DENIED, message="Access denied: this transport gives no connection to bind a "
+                                                "task's tokens to")
+        tasks = conn.state.get(TASK_STATE)
+        if not isinstance(tasks, _Tasks):
+            tasks = conn.state[TASK_STATE] = _Tasks()
+            conn.exit_stack.push_async_callback(self._connection_closed, tasks)
+        if tasks.closed:
+            raise MCPError(code=DENIED, message="Access denied: the connection has ended")
+        task = tasks.task()
+        try:
+            built, _claims = await self._build(ctx, "tools/call", params, MCPError, task)
+            answers = await self._enforce(built, MCPError)
+            token = await self._mint(built, answers, task, params.get("name"), MCPError)
+            with _Active(token):
+                try:
+                    return await call_next(ctx)
+                except BaseException:
+                    if token is not None:
+                        await self._revoke_token(token, task)
+                    raise
+        finally:
+            if end:
+                await self._end_task(tasks, task, "end_task", MCPError)
+
+    def _add_task(self, built: Built, task_id: str) -> None:
+        if built.api != "evaluation":
+            return  # tokens are minted for single-evaluation mappings only (the default tools/call one)
+        ctx = built.body.setdefault("context", {})
+        intent = ctx.get("intent")
+        if intent is None:
+            intent = {}
+        if not isinstance(intent, Mapping):
+            raise MappingError("context.intent must be an object")
+        if "task_id" in intent:
+            raise MappingError("context.intent.task_id is set by the PEP (the connection's task), not by a mapping")
+        ctx["intent"] = {**intent, "task_id": task_id}
+
+    def _needs_token(self, tool: Any) -> bool:
+        if isinstance(self.require_token, bool):
+            return self.require_token
+        return tool in self.require_token
+
+    async def _mint(self, built: Built, answers: list[dict], task: McpTask, tool: Any, MCPError: type) -> Any:
+        """The token for the grants of an allow (``None`` without grants): the answer's
+        context is the decision (``decision``, ``rules``, ``grants``, ``delegation_path``,
+        ``policy_version``), the request is the body as policylang reads it. Any failure
+        is a denial: the call does not run."""
+        decision = answers[0].get("context") if built.api == "evaluation" and len(answers) == 1 else None
+        grants = decision.get("grants") if isinstance(decision, Mapping) else None
+        token = None
+        if grants:
+            if task.ended:
+                raise MCPError(code=DENIED, message=f"Access denied: task {task.id} has ended")
+            import anyio
+
+            from ..server.authzen import to_request
+            task.used = True
+            try:
+                request = to_request(built.body)
+                token = await anyio.to_thread.run_sync(self.issuer.issue, dict(decision), request)
+            except Exception as e:  # noqa: BLE001  (no token, no call: fail closed)
+                log.warning("COAZ tools/call %r: the granted token could not be issued: %s: %s",
+                            tool, type(e).__name__, e)
+                raise MCPError(code=DENIED, message=f"Access denied: the granted token could not be issued "
+                                                    f"({type(e).__name__}: {e})") from None
+            task.tokens.append(token.jti)
+        if token is None and self._needs_token(tool):
+            raise MCPError(code=DENIED, message="Access denied: the tool needs a just-in-time token and the "
+                                                "decision granted none")
+        return token
+
+    async def _revoke_token(self, token: Any, task: McpTask) -> None:
+        import anyio
+        try:
+            await anyio.to_thread.run_sync(self.issuer.revoke, token.jti)
+            log.info("revoked token %s of task %s: its call raised", token.jti, task.id)
+        except Exception as e:  # noqa: BLE001  (the handler's exception is what the client sees)
+            log.error("could not revoke token %s of task %s after its call raised: %s", token.jti, task.id, e)
+
+    async def _end_task(self, tasks: _Tasks, task: McpTask, why: str, MCPError: type | None) -> None:
+        if task.ended and task.revoked is not None:
+            return
+        if not task.ended:
+            task.ended = True
+            task.why = why
+            if tasks.current is task:
+                tasks.current = None
+            tasks.ended.append(task)
+        if not task.used:
+            task.revoked = []
+            return
+        import anyio
+        try:
+            task.revoked = list(await anyio.to_thread.run_sync(self.issuer.revoke_task, task.id))
+        except Exception as e:
+            log.error("could not revoke the tokens of task %s (%s): %s: %s", task.id, why, type(e).__name__, e)
+            if MCPError is None:
+                raise
+            raise MCPError(code=PDP_ERROR, message=f"The task's tokens could not be revoked ({type(e).__name__})") \
+                from None
+        log.info("task %s ended (%s): revoked %d token(s)", task.id, why, len(task.revoked))
+        if len(tasks.ended) > 32:  # a long connection with many tasks: keep the recent and the unrevoked
+            tasks.ended = [t for t in tasks.ended[:-16] if t.revoked is None] + tasks.ended[-16:]
+
+    async def _connection_closed(self, tasks: _Tasks) -> None:
+        """The connection's exit stack: end its current task, and retry the revocation of
+        any ended task whose revocation failed. Raises (the SDK logs it) if one fails."""
+        tasks.closed = True
+        pending = [t for t in tasks.ended if t.revoked is None]
+        if tasks.current is not None:
+            pending.append(tasks.current)
+        failed = None
+        for task in pending:
+            try:
+                await self._end_task(tasks, task, "connection closed", None)
+            except Exception as e:  # noqa: BLE001  (try every task, then raise)
+                failed = e
+        if failed is not None:
+            raise failed
 
     # -- building
     async def _declared(self, ctx: Any, params: Mapping) -> dict | None:
@@ -477,7 +705,7 @@ class McpGuard:
         except Exception as e:
             raise PdpError(f"{type(e).__name__}: {e}") from e
 
-    async def _enforce(self, built: Built, MCPError: type) -> None:
+    async def _enforce(self, built: Built, MCPError: type) -> list[dict]:
         started = time.perf_counter()
         try:
             answers = await self.decide(built)
@@ -509,6 +737,7 @@ class McpGuard:
                 raise MCPError(code=DENIED, message="Access denied: approval required, and this PDP takes no "
                                                     "access requests" + (f" ({why})" if why else ""))
             raise MCPError(code=DENIED, message="Access denied" + (f": {why}" if why else ""))
+        return answers
 
     async def _filter(self, result: Any, claims: Mapping | None, MCPError: type) -> Any:
         data = result.model_dump(by_alias=True, mode="json", exclude_none=True) \
