@@ -344,36 +344,28 @@ class AccessRequests:
         return engine
 
     def submit(self, body: dict, caller, base: str, idempotency_key: str | None) -> tuple[int, dict, dict]:
-        """``(status, payload, headers)`` of ``POST /access/v1/requests``; raises Problem."""
-        from .authzen import BadRequest, to_request
-        from ..language.errors import RequestError
-        from ..privilege.approvals import ApprovalError, request_digest
+        """``(status, payload, headers)`` of ``POST /access/v1/requests``; raises Problem.
 
-        subject = _object(body.get("subject"), "subject", True)
-        if body.get("items") is not None:
-            raise _bad("items", "bulk access requests are not supported here: submit one request per denial")
-        resource = _object(body.get("resource"), "resource", True)
-        action = _object(body.get("action"), "action", True)
-        context = _object(body.get("context"), "context") or {}
-        denial = _object(body.get("denial"), "denial", True)
-        requested = _object(body.get("requested_access"), "requested_access") or {}
-        client = _object(body.get("client"), "client")
-        if body.get("callback") is not None:
-            raise _bad("callback", "completion callbacks are not supported here: poll task.status_endpoint")
-        token = denial.get("binding_token")
-        if token is None:
-            raise Problem(400, INVALID_DENIAL_BINDING, "denial.binding_token: required (this service keeps no "
-                                                       "evaluation records: denials are bound by the token)")
-        if token.__class__ is not str:
-            raise Problem(400, INVALID_DENIAL_BINDING, "denial.binding_token: expected a string")
-        echoed_expiry = parse_rfc3339(denial.get("expires_at"), "denial.expires_at")
-        echoed_eval = _string(denial.get("evaluation_id"), "denial.evaluation_id")
-        until = requested.get("requested_until")
-        until = None if until is None else parse_rfc3339(until, "requested_access.requested_until")
+        The profile's steps, one method each: read the body, verify the binding token,
+        check that the submitted request is the denied one, then open (or find) the ticket."""
+        sub = _read_submission(body)
+        claims = self._verified_binding(sub)
+        req = _bound_request(sub, claims)
+        requester = caller.id if caller.authenticated else None
+        jti = claims["jti"]
+        ticket_id = "apr_" + jti
+        fingerprint = _body_digest(body)
+        existing = self.approvals.store.get_approval(ticket_id)
+        if existing is not None:
+            return self._resubmitted(existing, requester, fingerprint, base)
+        return self._open_ticket(sub, claims, req, requester, fingerprint, idempotency_key, base)
 
-        # 1-2: signature, typ, iss, aud, expiry
+    def _verified_binding(self, sub: dict) -> dict:
+        """The binding token's claims, checked: signature, typ, iss, aud, expiry (steps 1-2),
+        and the echoed expiry and evaluation id against the protected ones."""
+        denial = sub["denial"]
         try:
-            claims = self._verify(token, BINDING_TYP)
+            claims = self._verify(sub["token"], BINDING_TYP)
         except _Expired as e:
             raise Problem(410, EXPIRED_DENIAL, f"denial.binding_token: {e}") from None
         except _Invalid as e:
@@ -385,35 +377,22 @@ class AccessRequests:
                 and isinstance(jti, str) and jti and isinstance(evaluation_id, str) and isinstance(digest, str)):
             raise Problem(400, INVALID_DENIAL_BINDING, "denial.binding_token: not a binding token of this service")
         # the echoed expiry must be the protected one; the earlier of it and exp is the deadline
+        echoed_expiry = sub["expires_at"]
         if parse_rfc3339(protected, "binding_token.denial_expires_at") != echoed_expiry:
             raise Problem(400, INVALID_DENIAL_BINDING, "denial.expires_at: not the expiry of the denied evaluation")
         if self._clock() >= min(echoed_expiry, float(claims["exp"])):
             raise Problem(410, EXPIRED_DENIAL, f"denial.expires_at: the denial expired at {rfc3339(echoed_expiry)}")
+        echoed_eval = _string(denial.get("evaluation_id"), "denial.evaluation_id")
         if echoed_eval is not None and echoed_eval != evaluation_id:
             raise Problem(400, INVALID_DENIAL_BINDING, "denial.evaluation_id: not the evaluation the token binds")
-        # 4: the request must be the one denied (subject, resource, action, bound context)
-        bound_context = {k: v for k, v in context.items() if k in members}
-        extra_context = {k: v for k, v in context.items() if k not in members and k not in MACHINERY}
-        try:
-            req = to_request({"subject": subject, "resource": resource, "action": action, "context": bound_context})
-            submitted = request_digest(req)
-        except BadRequest as e:
-            raise Problem(400, "about:blank", e.message) from None
-        except RequestError as e:
-            from .authzen import request_error
-            raise Problem(400, "about:blank", request_error(e).message) from None
-        if not hmac.compare_digest(submitted, digest):
-            raise Problem(400, INVALID_DENIAL_BINDING,
-                          "the submitted subject, resource, action and context are not those of the denied "
-                          "evaluation (the request digest differs)")
+        return claims
 
-        requester = caller.id if caller.authenticated else None
+    def _open_ticket(self, sub: dict, claims: dict, req: dict, requester: str | None, fingerprint: str,
+                     idempotency_key: str | None, base: str) -> tuple[int, dict, dict]:
+        from ..privilege.approvals import ApprovalError
+
+        jti, evaluation_id = claims["jti"], claims["evaluation_id"]
         task_id, ticket_id = "arq_" + jti, "apr_" + jti
-        fingerprint = _body_digest(body)
-        existing = self.approvals.store.get_approval(ticket_id)
-        if existing is not None:
-            return self._resubmitted(existing, requester, fingerprint, base)
-
         engine = self._engine()
         d = engine.decide(req)
         if d.decision != "require_approval":
@@ -422,19 +401,18 @@ class AccessRequests:
         policies = getattr(engine, "policies", None)
         cap = self.approvals.ttl_cap(policies)
         now = self._clock()
-        if until is not None:
-            if until <= now:
-                raise _bad("requested_access.requested_until", "is in the past")
-            ttl = min(until - now, cap)
-        else:
-            ttl = None
+        until = sub["until"]
+        if until is not None and until <= now:
+            raise _bad("requested_access.requested_until", "is in the past")
+        ttl = None if until is None else min(until - now, cap)
         meta = {"evaluation_id": evaluation_id, "access_request": task_id, "binding_jti": jti,
                 "body_sha256": fingerprint}
         if requester:
             meta["requester"] = requester
-        for key, value in (("justification", extra_context), ("requested_access", requested), ("client", client),
-                           ("idempotency_key", idempotency_key), ("reason", denial.get("reason")),
-                           ("template", denial.get("template"))):
+        denial = sub["denial"]
+        for key, value in (("justification", sub["extra_context"]), ("requested_access", sub["requested"]),
+                           ("client", sub["client"]), ("idempotency_key", idempotency_key),
+                           ("reason", denial.get("reason")), ("template", denial.get("template"))):
             if value:
                 meta[key] = value
         try:
@@ -711,3 +689,56 @@ def from_settings(settings: dict | None, *, approvals: Any, audit: Any, engine_g
     return AccessRequests(approvals, settings["binding_keys"], issuer=settings.get("issuer") or public_url or
                           "policylang", binding_ttl=settings.get("binding_ttl") or 600, audit=audit,
                           engine_getter=engine_getter)
+
+
+def _read_submission(body: dict) -> dict:
+    """The access request body's members, each checked for its shape (400 naming it)."""
+    subject = _object(body.get("subject"), "subject", True)
+    if body.get("items") is not None:
+        raise _bad("items", "bulk access requests are not supported here: submit one request per denial")
+    resource = _object(body.get("resource"), "resource", True)
+    action = _object(body.get("action"), "action", True)
+    context = _object(body.get("context"), "context") or {}
+    denial = _object(body.get("denial"), "denial", True)
+    requested = _object(body.get("requested_access"), "requested_access") or {}
+    client = _object(body.get("client"), "client")
+    if body.get("callback") is not None:
+        raise _bad("callback", "completion callbacks are not supported here: poll task.status_endpoint")
+    token = denial.get("binding_token")
+    if token is None:
+        raise Problem(400, INVALID_DENIAL_BINDING, "denial.binding_token: required (this service keeps no "
+                                                   "evaluation records: denials are bound by the token)")
+    if token.__class__ is not str:
+        raise Problem(400, INVALID_DENIAL_BINDING, "denial.binding_token: expected a string")
+    expires_at = parse_rfc3339(denial.get("expires_at"), "denial.expires_at")
+    _string(denial.get("evaluation_id"), "denial.evaluation_id")
+    until = requested.get("requested_until")
+    until = None if until is None else parse_rfc3339(until, "requested_access.requested_until")
+    return {"subject": subject, "resource": resource, "action": action, "context": context, "denial": denial,
+            "requested": requested, "client": client, "token": token, "expires_at": expires_at, "until": until}
+
+
+def _bound_request(sub: dict, claims: dict) -> dict:
+    """Step 4: the submitted request must be the one denied (subject, resource, action and
+    the bound context members): its digest equals the token's. Returns the request."""
+    from .authzen import BadRequest, request_error, to_request
+    from ..language.errors import RequestError
+    from ..privilege.approvals import request_digest
+
+    members = claims["binding_context_members"]
+    context = sub["context"]
+    bound_context = {k: v for k, v in context.items() if k in members}
+    sub["extra_context"] = {k: v for k, v in context.items() if k not in members and k not in MACHINERY}
+    try:
+        req = to_request({"subject": sub["subject"], "resource": sub["resource"], "action": sub["action"],
+                          "context": bound_context})
+        submitted = request_digest(req)
+    except BadRequest as e:
+        raise Problem(400, "about:blank", e.message) from None
+    except RequestError as e:
+        raise Problem(400, "about:blank", request_error(e).message) from None
+    if not hmac.compare_digest(submitted, claims["request_digest"]):
+        raise Problem(400, INVALID_DENIAL_BINDING,
+                      "the submitted subject, resource, action and context are not those of the denied "
+                      "evaluation (the request digest differs)")
+    return req
