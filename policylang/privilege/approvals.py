@@ -428,22 +428,10 @@ class Approvals:
         ``requester`` may not approve it).
         The returned ticket carries ``digest``, the request binding."""
         d = _decision_dict(decision)
-        if d.get("decision") != "require_approval":
-            raise ApprovalError(f"the decision is {d.get('decision')!r}, not 'require_approval': "
-                                "there is nothing to approve", "invalid")
-        approvers = d.get("approvers")
-        if (not isinstance(approvers, (list, tuple)) or not approvers
-                or not all(isinstance(a, str) and a for a in approvers)):
-            raise ApprovalError("the decision names no approvers", "invalid")
+        approvers = _approvers_of(d)
         policies = self._policies_of(decision, policies)
-        cap = self.ttl_cap(policies)
-        ttl = min(float(DEFAULT_TTL), cap) if ttl is None else _valid_seconds(ttl, "ttl")
-        if ttl > cap:
-            raise ApprovalError(f"ttl {ttl:g} s is longer than the approval lifetime cap ({cap:g} s: "
-                                "option max_approval_ttl, or the service's cap); ask for a shorter one",
-                                "invalid")
-        if not isinstance(single_use, bool):
-            raise ApprovalError("single_use must be true or false", "invalid")
+        ttl = self._checked_ttl(ttl, policies)
+        _check_open_options(single_use, approval_id, meta)
         binding = _binding(request)
         try:
             canonical = canonical_request(request)
@@ -458,10 +446,6 @@ class Approvals:
         if single_use and gates is None:
             raise ApprovalError("a single-use ticket for a decision with several gates needs the policy "
                                 "set (each gate's approvers)", "invalid")
-        if approval_id is not None and (not isinstance(approval_id, str) or not approval_id):
-            raise ApprovalError("approval_id must be a non-empty string", "invalid")
-        if meta is not None and not isinstance(meta, dict):
-            raise ApprovalError("meta must be an object", "invalid")
         now = self._clock()
         shown = _redacted(canonical, self.redact)
         data = {
@@ -496,6 +480,17 @@ class Approvals:
                     raise ApprovalError(f"approval {approval_id} exists already", "exists") from None
             raise
         return ticket
+
+    def _checked_ttl(self, ttl: float | None, policies: Any) -> float:
+        """The ticket's lifetime: the default (1 h, or the cap when shorter) or ``ttl``,
+        refused when over the cap (:meth:`ttl_cap`)."""
+        cap = self.ttl_cap(policies)
+        ttl = min(float(DEFAULT_TTL), cap) if ttl is None else _valid_seconds(ttl, "ttl")
+        if ttl > cap:
+            raise ApprovalError(f"ttl {ttl:g} s is longer than the approval lifetime cap ({cap:g} s: "
+                                "option max_approval_ttl, or the service's cap); ask for a shorter one",
+                                "invalid")
+        return ttl
 
     @staticmethod
     def _gates(rules: list[str], approvers: list[str], policies: Any) -> list[list[str]] | None:
@@ -756,3 +751,24 @@ class Approvals:
             return self.store.update_approval(approval_id, change) is not None
         except _Refused:
             return False
+
+
+def _approvers_of(d: dict) -> list:
+    """The approvers of a ``require_approval`` decision (as a dict); ApprovalError otherwise."""
+    if d.get("decision") != "require_approval":
+        raise ApprovalError(f"the decision is {d.get('decision')!r}, not 'require_approval': "
+                            "there is nothing to approve", "invalid")
+    approvers = d.get("approvers")
+    if (not isinstance(approvers, (list, tuple)) or not approvers
+            or not all(isinstance(a, str) and a for a in approvers)):
+        raise ApprovalError("the decision names no approvers", "invalid")
+    return list(approvers)
+
+
+def _check_open_options(single_use: Any, approval_id: Any, meta: Any) -> None:
+    if not isinstance(single_use, bool):
+        raise ApprovalError("single_use must be true or false", "invalid")
+    if approval_id is not None and (not isinstance(approval_id, str) or not approval_id):
+        raise ApprovalError("approval_id must be a non-empty string", "invalid")
+    if meta is not None and not isinstance(meta, dict):
+        raise ApprovalError("meta must be an object", "invalid")
