@@ -175,6 +175,11 @@ class Engine:
 
     # ------------------------------------------------------------------ internals
 
+    # _decide and _evaluate are the two functions radon may find above complexity 25 in
+    # policylang/ (docs/engine.md#performance): they are the decision's hot path, and each
+    # call split out of them is paid on every decision (a Python call costs about as much
+    # as the loop it would hold; `python -m benchmarks.instructions --scenario M --warmup
+    # 2000` counts ~44k instructions per decision, so one extra call per rule is a few %).
     def _decide(self, request: Mapping) -> Decision:
         parts = parse_parts(request, self._lookup, self._authority)
         P, A, R, C, K, CH, I, approval = parts
@@ -227,6 +232,7 @@ class Engine:
         return decision
 
     def _evaluate(self, plan, parts: tuple, request: Mapping, approvals, reserve: bool = True) -> Decision:
+        # hot path, kept whole on purpose (see the note above _decide)
         P, A, R, C, K, CH, I, approval = parts
         held: list = []      # (order, compiled rule, scopes)
         errors: list = []    # (order, rule id, message)
