@@ -21,6 +21,8 @@ SUBCOMMANDS = {
     "token": "token",
     "approvals": "approvals",
     "audit": "audit",
+    "diff": "diff", "query": "query",
+    "lsp": "lsp",
 }
 
 
