@@ -21,8 +21,6 @@ SUBCOMMANDS = {
     "token": "token",
     "approvals": "approvals",
     "audit": "audit",
-    "diff": "diff", "query": "query",
-    "lsp": "lsp",
 }
 
 
