@@ -4,7 +4,8 @@ The set is loaded and checked before anything listens: a set with errors prints 
 diagnostic and exits 1. Then uvicorn serves it, in this process (``--workers 1``) or in
 N worker processes that each load the same files (``--workers N``; SIGHUP to the parent
 is passed on to every worker, which reloads in place). Nothing is shared between
-workers or replicas except what the optional ``--store`` holds (approvals, revocations).
+workers or replicas except what the optional ``--store`` holds (approvals, revocations,
+tasks, and the counters of the set's ``limit`` clauses: docs/server.md#limits).
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ def _echo_err(text: str) -> None:
 @click.option("--public-url", default=None,
               help="The service's external base URL, for /.well-known/authzen-configuration.")
 @click.option("--store", default=None,
-              help="Shared state for approvals and tokens: sqlite:///state.db or redis://host:6379/0.")
+              help="Shared state for approvals, tokens and limit counters: sqlite:///state.db or "
+                   "redis://host:6379/0 (replicas sharing one Redis share every budget).")
 @click.option("--create-store", is_flag=True, default=False,
               help="Create the --store when it does not exist (a new SQLite file, the Redis marker); "
                    "without it a missing store is refused.")

@@ -9,7 +9,9 @@ when it fails its checks), and returns a FastAPI app serving:
 * ``POST /v1/decide`` (a docs/requests.md#request request in, the docs/requests.md#decision decision out);
 * ``GET /healthz`` and ``GET /metrics``;
 * the approval and token routes of :mod:`policylang.server.zsp`, when that module is
-  installed and a store is configured.
+  installed and a store is configured;
+* ``POST /v1/limits/release`` (:mod:`policylang.server.routes.limits`) when a store is
+  configured: the store then also keeps the counters of the set's ``limit`` clauses.
 
 Decisions run on the event loop: they take microseconds, and the engine's caches are then
 only ever touched from one thread. Long batches and searches yield to the loop every few
@@ -430,7 +432,14 @@ def create_app(config: ServiceConfig | str, *, service: PolicyService | None = N
         route_ctx.aarp = access_requests
         route_ctx.use_threads = True
     app.state.access_requests = access_requests
+    limit_store = extras.get("limits")
+    if limit_store is not None:  # limits (docs/server.md#limits): store round trips off the loop, metrics
+        from .routes.limits import limited_decide
+        route_ctx.decide = limited_decide(route_ctx)
     register_all(app, route_ctx)
+    if limit_store is not None:
+        from .routes import limits as limit_routes
+        limit_routes.register(app, route_ctx, limit_store)
 
     approvals, issuer = extras.get("approvals"), extras.get("issuer")
     if approvals is not None or issuer is not None:

@@ -16,7 +16,7 @@ Who is calling is proved by one of:
   ``cryptography``.
 
 :class:`AuthMiddleware` runs in front of every route. On a *guarded* route (everything
-under ``/v1/approvals``, ``/v1/tokens`` and ``/v1/tasks``) it authenticates the caller
+under ``/v1/approvals``, ``/v1/tokens``, ``/v1/tasks`` and ``/v1/limits``) it authenticates the caller
 (401 without valid credentials, when authentication is configured), asks the operator's
 admin policy set whether that caller may use the route (403 otherwise) and stores the
 caller where every handler reads it:
@@ -64,7 +64,7 @@ __all__ = ["Caller", "ANONYMOUS", "caller_of", "AuthError", "Authenticator", "Ad
 DEFAULT_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
 
 #: the paths whose routes need an authenticated, authorized caller
-GUARDED_PREFIXES = ("/v1/approvals", "/v1/tokens", "/v1/tasks", "/access/v1/requests")
+GUARDED_PREFIXES = ("/v1/approvals", "/v1/tokens", "/v1/tasks", "/v1/limits", "/access/v1/requests")
 
 #: (method, path pattern) -> (action name, resource type); ``{id}`` is the resource id
 ROUTE_ACTIONS: list[tuple[str, str, str, str]] = [
@@ -82,6 +82,8 @@ ROUTE_ACTIONS: list[tuple[str, str, str, str]] = [
     ("GET", "/v1/tasks/{id}", "get_task", "task"),
     ("POST", "/v1/tasks/{id}/revoke", "revoke_task", "task"),
     ("DELETE", "/v1/tasks/{id}", "revoke_task", "task"),
+    # limits (docs/server.md#limits): give a reservation back; the id is the body's reservation
+    ("POST", "/v1/limits/release", "release_limit", "limit_reservation"),
     # Approvals over AuthZEN (docs/server.md#aarp): the PEP's access requests
     ("POST", "/access/v1/requests", "submit_access_request", "access_request"),
     ("GET", "/access/v1/requests/{id}", "get_access_request", "access_request"),
@@ -103,6 +105,10 @@ permit caller to issue_token, refresh_token, verify_token, revoke_token, revoke_
 permit caller to open_task, list_tasks, get_task, revoke_task on task
   because "any authenticated caller may use the task routes"
 
+@id("authenticated-callers-release-limits")
+permit caller to release_limit on limit_reservation
+  because "any authenticated caller may give a limit reservation back"
+
 @id("authenticated-callers-request-access")
 permit caller to submit_access_request, get_access_request, cancel_access_request on access_request
   because "any authenticated caller may submit access requests and follow its own"
@@ -121,6 +127,13 @@ def route_action(method: str, path: str, body: bytes | None = None) -> tuple[str
             hit = rx.match(path)
             if hit:
                 rid = hit.groupdict().get("id") or ""
+                if action == "release_limit" and body:
+                    try:
+                        data = json.loads(body)
+                        if isinstance(data, dict) and isinstance(data.get("reservation"), str):
+                            rid = data["reservation"]
+                    except ValueError:
+                        pass  # the handler answers 400
                 if action == "revoke_token" and body:
                     try:
                         data = json.loads(body)

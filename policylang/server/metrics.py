@@ -18,6 +18,11 @@ Metrics:
     reload attempts (``startup``, ``watch``, ``signal``) by result (``ok``, ``failed``).
 ``policylang_policy_last_reload_ok``
     1 when the last reload attempt succeeded, else 0 (the old set is still serving).
+``policylang_limit_refusals_total{rule}``
+    limited permits that did not hold because a limit was reached (docs/language.md#limits),
+    by rule id: one per refused limit entry of a decision.
+``policylang_limit_reservations_total{rule}``
+    reservations made by allowed decisions (a replayed retry is not counted), by rule id.
 """
 
 from __future__ import annotations
@@ -57,6 +62,12 @@ class Metrics:
         self.reload_ok = Gauge("policylang_policy_last_reload_ok",
                                "1 when the last reload attempt succeeded (0: the previous set is serving)",
                                registry=r, multiprocess_mode="livemin")
+        self.limit_refusals = Counter("policylang_limit_refusals",
+                                      "Limited permits refused because a limit was reached, by rule",
+                                      ["rule"], registry=r)
+        self.limit_reservations = Counter("policylang_limit_reservations",
+                                          "Limit reservations made by allowed decisions, by rule",
+                                          ["rule"], registry=r)
         # bound children: labels() costs more than the increment itself on the hot path
         self._decided = {(e, o): self.decisions.labels(e, o) for e in ENDPOINTS for o in OUTCOMES}
         self._latency = {e: self.latency.labels(e) for e in ENDPOINTS}
@@ -71,6 +82,20 @@ class Metrics:
 
     def observe(self, endpoint: str, seconds: float) -> None:
         self._latency[endpoint].observe(seconds)
+
+    def limited(self, entries) -> None:
+        """Count a decision's ``limits`` entries (docs/language.md#limits): each refused
+        entry, and each reservation made (once per reservation, not per limit)."""
+        seen: set = set()
+        for e in entries:
+            outcome = e.get("outcome")
+            if outcome == "refused":
+                self.limit_refusals.labels(e.get("rule") or "").inc()
+            elif outcome == "reserved":
+                rid = e.get("reservation")
+                if rid not in seen:
+                    seen.add(rid)
+                    self.limit_reservations.labels(e.get("rule") or "").inc()
 
     # -- reloads and the cache ------------------------------------------------------------
 

@@ -151,13 +151,16 @@ class PolicyService:
     ``on_reload(result)`` is called after every reload attempt (metrics hook).
     ``approvals``: the engine's approval checker, kept across reloads.
     ``audit``: the engine's audit log, kept across reloads.
+    ``limits``: the store keeping the counters of the set's ``limit`` clauses
+    (docs/language.md#limits), kept across reloads (counters are per rule id).
     """
 
     def __init__(self, config: ServiceConfig, *, approvals: Callable | None = None, audit: Any = None,
-                 on_reload: Callable[[ReloadResult], None] | None = None):
+                 on_reload: Callable[[ReloadResult], None] | None = None, limits: Any = None):
         self.config = config
         self.approvals = approvals
         self.audit = audit
+        self.limits = limits
         self.on_reload = on_reload
         self._lock = threading.Lock()
         self.current: Snapshot | None = None
@@ -221,7 +224,7 @@ class PolicyService:
         if policies is None or any(d.severity == "error" for d in diags):
             return None, list(diags)
         engine = Engine(policies, entities=extra or None, approvals=self.approvals, audit=self.audit,
-                        cache_size=self.config.cache_size, cache_ttl=self.config.cache_ttl)
+                        cache_size=self.config.cache_size, cache_ttl=self.config.cache_ttl, limits=self.limits)
         merged: dict = {}
         for source in (policies.entities, extra):
             merge_entities(merged, source)
@@ -382,8 +385,9 @@ class Reloader(threading.Thread):
 
 def build_service(config: ServiceConfig, *, on_reload: Callable | None = None) -> tuple[PolicyService, dict]:
     """The service for ``config`` with its zero-standing-privilege pieces: returns the
-    service (loaded once) and ``{"approvals": …, "issuer": …}`` (None when unconfigured)."""
-    extras: dict = {"approvals": None, "issuer": None}
+    service (loaded once) and ``{"approvals": …, "issuer": …, "limits": …}`` (None when
+    unconfigured; ``limits`` is the store itself, which also keeps the limit counters)."""
+    extras: dict = {"approvals": None, "issuer": None, "limits": None}
     audit = None
     if config.audit:
         from ..privilege.audit import AuditLog
@@ -410,13 +414,15 @@ def build_service(config: ServiceConfig, *, on_reload: Callable | None = None) -
 
         approvals = Approvals(store, entities=entity_source, audit=audit)
         extras["approvals"] = approvals
+        extras["limits"] = store  # the limit counters (docs/server.md#limits)
         approvals_checker = approvals.checker
         if config.keys:
             from ..privilege.credentials import Issuer
             # given as a path: the issuer re-reads the key file when it changes (token rotate)
             extras["issuer"] = Issuer(config.keys, store, issuer=config.issuer or config.public_url or "policylang",
                                       audit=audit, require_open_tasks=config.require_open_tasks)
-    service = PolicyService(config, approvals=approvals_checker, audit=audit, on_reload=on_reload)
+    service = PolicyService(config, approvals=approvals_checker, audit=audit, on_reload=on_reload,
+                            limits=extras["limits"])
     if extras["issuer"] is not None:  # SIGHUP re-reads the key file too (Reloader._step)
         service.on_signal = [extras["issuer"].reload_keys]
     holder["service"] = service

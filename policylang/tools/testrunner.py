@@ -17,6 +17,23 @@ A suite is a YAML file::
                                                # only the keys it gives (rule, scopes, ttl)
           errors: [{rule: some-rule}]          # optional (an extension): like grants, with
                                                # the keys rule and message
+          limits: [{rule: r, outcome: refused}] # optional: like grants, with the keys of a
+                                               # decision's limits entries
+      - name: the 21st refund in an hour is refused   # a sequence (docs/cli.md#sequences)
+        at: "2025-01-01T10:00:00Z"             # optional: the limit clock's start
+        sequence:
+          - request: {...}
+            repeat: 20                         # optional: send it this many times
+            expect: {decision: allow}          # compared on every one of them
+          - advance: 59m                       # optional: move the clock first
+            request: {...}
+            release: true                      # optional: give each allow's reservation back
+            expect: {decision: deny}
+
+A set with ``limit`` clauses (docs/language.md#limits) gets, for each case, a fresh limit
+store (SQLite in a temporary directory, removed after the case) and a clock that only
+moves when a step says ``advance``; a sequence's steps share that store, so the n-th
+request of a case can be refused.
 
 Everything that can go wrong with a suite is a *failure with its reason*, never an
 exception: a file that is not YAML, a missing or misspelt key, a request the engine
@@ -46,11 +63,18 @@ from ..language.policyset import merge_entities
 from ..language.words import did_you_mean, parse_duration
 
 SUITE_KEYS = ("policies", "entities", "approved", "cases", "description")
-CASE_KEYS = ("name", "request", "expect", "description")
-EXPECT_KEYS = ("decision", "rules", "reasons", "grants", "approvers", "errors")
+CASE_KEYS = ("name", "request", "expect", "description", "sequence", "at")
+STEP_KEYS = ("name", "request", "expect", "repeat", "advance", "release")
+EXPECT_KEYS = ("decision", "rules", "reasons", "grants", "approvers", "errors", "limits")
 DECISIONS = ("allow", "deny", "require_approval")
 GRANT_KEYS = ("rule", "scopes", "ttl")
 ERROR_KEYS = ("rule", "message")
+LIMIT_KEYS = ("rule", "limit", "key", "max", "used", "left", "window_end", "outcome", "needed", "reservation")
+LIMIT_OUTCOMES = ("reserved", "replayed", "refused", "not_consumed", "error")
+#: the limit clock of a case without ``at`` (docs/cli.md#sequences)
+DEFAULT_CLOCK = "2025-01-01T00:00:00Z"
+#: the most requests one case may send (the sum of its steps' ``repeat``)
+MAX_SEQUENCE_REQUESTS = 100_000
 
 _DURATION = re.compile(r"^(?:[0-9]+[dhms])+$")
 
@@ -148,6 +172,8 @@ class CaseResult:
     actual: dict | None = None
     explain: str | None = None
     seconds: float = 0.0
+    #: for a sequence: which request differed ("step 2 (request 21 of the case)")
+    step: str | None = None
 
     @property
     def where(self) -> str:
@@ -162,7 +188,7 @@ class CaseResult:
         parts = []
         for m in self.mismatches:
             parts.append(f"expected {m.field} {_show(m.expected)}, got {_show(m.actual)}")
-        return "; ".join(parts)
+        return (f"{self.step}: " if self.step else "") + "; ".join(parts)
 
 
 @dataclass
@@ -337,6 +363,34 @@ def parse_expect(value: Any) -> dict:
             out[key] = _partial_list(v, GRANT_KEYS, "expect.grants")
         elif key == "errors":
             out[key] = _partial_list(v, ERROR_KEYS, "expect.errors")
+        elif key == "limits":
+            out[key] = _limit_list(v, "expect.limits")
+    return out
+
+
+def _limit_list(value: Any, where: str) -> list[dict]:
+    """``limits`` expectations: a list of mappings with some of :data:`LIMIT_KEYS`, each
+    value as JSON would give it (``key`` may be a number, ``window_end`` null)."""
+    if not isinstance(value, list):
+        raise SuiteError(f"{where} must be a list, not {_type_name(value)}")
+    out = []
+    for i, entry in enumerate(value):
+        here = f"{where}[{i}]"
+        if not isinstance(entry, dict):
+            raise SuiteError(f"{here} must be a mapping with some of the keys {', '.join(LIMIT_KEYS)}")
+        bad = _unknown_keys(entry, LIMIT_KEYS, here)
+        if bad:
+            raise SuiteError(bad)
+        item = _json_value(entry, here)
+        for k in ("rule", "limit"):
+            if k in item and not isinstance(item[k], str):
+                raise SuiteError(f"{here}.{k} must be a string, not {_type_name(item[k])}")
+        for k in ("max", "used", "left", "needed"):
+            if k in item and (isinstance(item[k], bool) or not isinstance(item[k], (int, float))):
+                raise SuiteError(f"{here}.{k} must be a number, not {_type_name(item[k])}")
+        if "outcome" in item and item["outcome"] not in LIMIT_OUTCOMES:
+            raise SuiteError(f"{here}.outcome must be one of {', '.join(LIMIT_OUTCOMES)}, not {_show(item['outcome'])}")
+        out.append(item)
     return out
 
 
@@ -347,7 +401,7 @@ def compare(expect: Mapping, actual: Mapping) -> list[Mismatch]:
         if key not in expect:
             continue
         want, got = expect[key], actual.get(key)
-        if key in ("grants", "errors"):
+        if key in ("grants", "errors", "limits"):
             got = list(got or [])
             ok = len(want) == len(got) and all(
                 all(k in g and g[k] == w[k] for k in w) for w, g in zip(want, got))
@@ -443,14 +497,22 @@ class Runner:
         policy_set = self._policy_set(policies_path)
         from ..evaluation.engine import Engine
 
+        from ..evaluation.limits import set_has_limits
+
         checker = _approval_checker(approved) if approved is not None else None
-        engine = Engine(policy_set, entities=entities, approvals=checker, strict=True)
+
+        def new_engine(**limits):
+            return Engine(policy_set, entities=entities, approvals=checker, strict=True, **limits)
+
+        # a set with limits: each case gets its own engine over a fresh store (_LimitCase)
+        engine = None if set_has_limits(policy_set) else new_engine()
         cov = self._coverage_for(policies_path, policy_set) if self.coverage_enabled else None
 
         lines = _case_lines(node)
         for i, case in enumerate(cases):
             line = lines[i] if i < len(lines) else None
-            result.cases.append(self._run_case(path, i, line, case, engine, policy_set, entities, checker, cov))
+            result.cases.append(self._run_case(path, i, line, case, engine, policy_set, entities, checker, cov,
+                                               new_engine))
 
     def _entities(self, paths: list[str]) -> dict | None:
         if not paths:
@@ -499,45 +561,194 @@ class Runner:
         return self.coverage[key]
 
     def _run_case(self, suite: str, index: int, line: int | None, case: Any, engine, policy_set,
-                  entities, checker, cov: RuleCoverage | None) -> CaseResult:
+                  entities, checker, cov: RuleCoverage | None, new_engine: Callable | None = None) -> CaseResult:
+        """One case. ``engine``: the suite's engine; None for a set with limits, whose
+        case gets ``new_engine(limits=store, clock=clock)`` over a fresh store."""
         start = time.perf_counter()
         name = f"case {index + 1}"
         if isinstance(case, dict) and isinstance(case.get("name"), str) and case["name"].strip():
             name = case["name"]
         result = CaseResult(suite, name, line, False)
+        limit_case = None
         try:
             if not isinstance(case, dict):
                 raise SuiteError(f"a case must be a mapping with name, request and expect, not {_type_name(case)}")
             bad = _unknown_keys(case, CASE_KEYS, "the case")
             if bad:
                 raise SuiteError(bad)
-            for key in ("name", "request", "expect"):
-                if key not in case:
-                    raise SuiteError(f"missing key '{key}'")
+            if "name" not in case:
+                raise SuiteError("missing key 'name'")
             if not isinstance(case["name"], str) or not case["name"].strip():
                 raise SuiteError(f"name must be a non-empty string, not {_type_name(case['name'])}")
-            expect = parse_expect(case["expect"])
-            result.expected_decision = expect.get("decision")
-            request = _json_value(case["request"], "request")
-            try:
-                decision = engine.decide(request)
-            except RequestError as e:
-                raise SuiteError(f"bad request: {e}") from None
-            actual = decision.to_dict()
-            result.actual = actual
-            result.mismatches = compare(expect, actual)
-            result.passed = not result.mismatches
-            if not result.passed:
-                result.explain = _safe_explain(decision)
-            if cov is not None:
-                _record_coverage(cov, policy_set, request, entities, checker)
+            steps = _parse_steps(case)
+            start_at = _clock_start(case.get("at"))
+            if engine is None:
+                limit_case = _LimitCase(new_engine, start_at)
+                engine = limit_case.engine
+            self._run_steps(result, steps, engine, limit_case, policy_set, entities, checker, cov)
         except SuiteError as e:
             result.passed, result.reason = False, str(e)
         except Exception as e:
             result.passed = False
             result.reason = f"internal error: {type(e).__name__}: {e} (please report this)"
+        finally:
+            if limit_case is not None:
+                limit_case.close()
         result.seconds = time.perf_counter() - start
         return result
+
+    def _run_steps(self, result: CaseResult, steps: list["_Step"], engine, limit_case, policy_set, entities,
+                   checker, cov: RuleCoverage | None) -> None:
+        """Send each step's request ``repeat`` times; stop at the first that differs."""
+        sequence = len(steps) > 1 or steps[0].repeat > 1 or steps[0].sequence
+        n = 0
+        for si, step in enumerate(steps):
+            if step.advance and limit_case is not None:
+                limit_case.now += step.advance
+            result.expected_decision = step.expect.get("decision")
+            for _ in range(step.repeat):
+                n += 1
+                where = f"step {si + 1}{f' ({step.name})' if step.name else ''}, request {n} of the case"
+                try:
+                    decision = engine.decide(step.request)
+                except RequestError as e:
+                    raise SuiteError(f"{where}: bad request: {e}" if sequence else f"bad request: {e}") from None
+                actual = decision.to_dict()
+                mismatches = compare(step.expect, actual)
+                if step.release:
+                    _release(engine, decision, where)
+                if mismatches:
+                    if cov is not None:
+                        _record_coverage(cov, policy_set, step.request, entities, checker)
+                    result.actual, result.mismatches = actual, mismatches
+                    result.step = where if sequence else None
+                    result.explain = _safe_explain(decision)
+                    result.passed = False
+                    return
+                result.actual = actual
+            if cov is not None:
+                _record_coverage(cov, policy_set, step.request, entities, checker)
+        result.passed = True
+
+@dataclass
+class _Step:
+    request: dict
+    expect: dict
+    repeat: int = 1
+    advance: int = 0
+    release: bool = False
+    name: str | None = None
+    #: written as a sequence step (else a plain case's request/expect)
+    sequence: bool = False
+
+
+def _parse_steps(case: Mapping) -> list[_Step]:
+    """A case's requests: its ``request``/``expect``, or its ``sequence`` (docs/cli.md#sequences)."""
+    if "sequence" in case:
+        for key in ("request", "expect"):
+            if key in case:
+                raise SuiteError(f"a case has either request and expect, or sequence, not both "
+                                 f"(move '{key}' into a step of the sequence)")
+        seq = case["sequence"]
+        if not isinstance(seq, list) or not seq:
+            raise SuiteError("sequence must be a non-empty list of steps, each with request and expect"
+                             + ("" if isinstance(seq, list) else f", not {_type_name(seq)}"))
+        steps = [_parse_step(item, f"sequence[{i}]") for i, item in enumerate(seq)]
+        total = sum(s.repeat for s in steps)
+        if total > MAX_SEQUENCE_REQUESTS:
+            raise SuiteError(f"sequence sends {total} requests; at most {MAX_SEQUENCE_REQUESTS} per case")
+        return steps
+    for key in ("request", "expect"):
+        if key not in case:
+            raise SuiteError(f"missing key '{key}'")
+    expect = parse_expect(case["expect"])
+    return [_Step(_json_value(case["request"], "request"), expect)]
+
+
+def _parse_step(item: Any, where: str) -> _Step:
+    if not isinstance(item, dict):
+        raise SuiteError(f"{where} must be a mapping with request and expect, not {_type_name(item)}")
+    bad = _unknown_keys(item, STEP_KEYS, where)
+    if bad:
+        raise SuiteError(bad)
+    for key in ("request", "expect"):
+        if key not in item:
+            raise SuiteError(f"{where}: missing key '{key}'")
+    try:
+        expect = parse_expect(item["expect"])
+    except SuiteError as e:
+        raise SuiteError(f"{where}.{e}") from None
+    repeat = item.get("repeat", 1)
+    if isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 1:
+        raise SuiteError(f"{where}.repeat must be a whole number of at least 1, not {_show(repeat)}")
+    advance = 0
+    if "advance" in item:
+        advance = _ttl(item["advance"], f"{where}.advance")
+        if advance < 0:
+            raise SuiteError(f"{where}.advance must not be negative")
+    release = item.get("release", False)
+    if not isinstance(release, bool):
+        raise SuiteError(f"{where}.release must be true or false, not {_type_name(release)}")
+    name = item.get("name")
+    if name is not None and (not isinstance(name, str) or not name.strip()):
+        raise SuiteError(f"{where}.name must be a non-empty string, not {_type_name(name)}")
+    return _Step(_json_value(item["request"], f"{where}.request"), expect, repeat, advance, release, name, True)
+
+
+def _clock_start(value: Any) -> float:
+    """A case's ``at``: an RFC 3339 time with a zone (``2025-01-01T10:00:00Z``)."""
+    from datetime import datetime
+
+    text = DEFAULT_CLOCK if value is None else value
+    if not isinstance(text, str):
+        raise SuiteError(f"at must be an RFC 3339 time such as {DEFAULT_CLOCK}, not {_type_name(text)}")
+    try:
+        t = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise SuiteError(f"at {text!r} is not an RFC 3339 time such as {DEFAULT_CLOCK}") from None
+    if t.tzinfo is None:
+        raise SuiteError(f"at {text!r} has no time zone: write {text}Z for UTC")
+    return t.timestamp()
+
+
+class _LimitCase:
+    """A fresh limit store for one case of a set with limits: SQLite in a temporary
+    directory (removed by :meth:`close`), and the clock the case's steps move."""
+
+    def __init__(self, new_engine: Callable, now: float):
+        import tempfile
+
+        from ..privilege.store.sqlite_store import SQLiteStore
+
+        self.now = now
+        self._dir = tempfile.TemporaryDirectory(prefix="policylang-test-limits-")
+        # synchronous=normal: nothing here must survive a power cut, and a sequence of
+        # many requests should not wait for an fsync each
+        self.store = SQLiteStore(os.path.join(self._dir.name, "limits.db"), synchronous="normal")
+        try:
+            self.engine = new_engine(limits=self.store, clock=lambda: self.now)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        try:
+            self.store.close()
+        finally:
+            self._dir.cleanup()
+
+
+def _release(engine, decision, where: str) -> None:
+    """A step's ``release: true``: give the allow's reservation back (docs/language.md#limits)."""
+    from ..evaluation.limits import reservation_of
+
+    rid = reservation_of(decision)
+    if rid is None:
+        return
+    try:
+        engine.release(rid)
+    except Exception as e:
+        raise SuiteError(f"{where}: the reservation could not be released: {e}") from None
 
 
 def _relative_to(base: str, p: str) -> str:
@@ -585,6 +796,8 @@ def render_failure(case: CaseResult) -> str:
     if case.reason:
         lines.extend("  " + ln for ln in case.reason.splitlines())
         return "\n".join(lines)
+    if case.step:
+        lines.append(f"  at {case.step}")
     actual = case.actual or {}
     lines.append(f"  expected decision: {case.expected_decision or '(any)'}")
     lines.append(f"  actual decision:   {actual.get('decision')}")

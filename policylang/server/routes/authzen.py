@@ -15,6 +15,16 @@ from ..app import _YIELD_EVERY, _json
 from . import RouteContext, get_options, post_options
 
 
+def _respond(d, with_context: bool) -> dict:
+    """:func:`authzen.decision_response` plus ``context.limits`` (the decision's ``limits``
+    entries, docs/server.md#limits) when the answer has a context and the decision touched
+    a limit."""
+    answer = authzen.decision_response(d, with_context)
+    if d.limits and "context" in answer:
+        answer["context"]["limits"] = [dict(e) for e in d.limits]
+    return answer
+
+
 async def _aarp_answer(ctx: RouteContext, aarp, engine, req: dict, authzen_context, request: Request,
                        prefix: str = "", with_context: bool = True):
     """``(decision, answer)`` with the Approvals over AuthZEN members (docs/server.md#aarp):
@@ -38,7 +48,7 @@ async def _aarp_answer(ctx: RouteContext, aarp, engine, req: dict, authzen_conte
                 req["approval"] = ref.ticket
         d = await ctx.decide(engine, req, prefix)
         aarp_members = d.decision == "require_approval" or ref is not None
-        answer = authzen.decision_response(d, with_context or aarp_members)
+        answer = _respond(d, with_context or aarp_members)
         if aarp_members:
             base = (ctx.config.public_url or str(request.base_url)).rstrip("/")
             extra: dict = {}
@@ -70,7 +80,7 @@ def make_evaluation(ctx: RouteContext):
                                                request, with_context=with_context)
             else:
                 d = await decide(engine, authzen.to_request(body))
-                answer = authzen.decision_response(d, with_context)
+                answer = _respond(d, with_context)
         except Exception as e:
             return failure("evaluation", e)
         metrics.decided("evaluation", d.decision)
@@ -101,7 +111,7 @@ def make_evaluations(ctx: RouteContext):
                                                    request, with_context=with_context)
                 else:
                     d = await decide(engine, authzen.to_request(body))
-                    answer = authzen.decision_response(d, with_context)
+                    answer = _respond(d, with_context)
                 metrics.decided("evaluations", d.decision)
                 response = _json(answer)
                 metrics.observe("evaluations", time.perf_counter() - t0)
@@ -132,7 +142,7 @@ async def _run_batch(batch, engine, counts: dict, decide, item_failure, *, direc
     semantic = batch.semantic
     deny_first = semantic == "deny_on_first_deny"
     permit_first = semantic == "permit_on_first_permit"
-    respond = authzen.decision_response
+    respond = _respond
     out: list = []
     append = out.append
     for i, item in enumerate(batch.items):
@@ -188,6 +198,21 @@ async def _run_batch_aarp(ctx: RouteContext, aarp, body: dict, batch, engine, co
     return out
 
 
+async def _give_back(engine, d) -> None:
+    """Release the reservation a search candidate's ``allow`` made (docs/server.md#limits).
+    A store that fails here fails the search (503): the caller learns its budget may be held."""
+    from ..app import Unavailable
+    from ...evaluation.limits import RESERVED
+    from ...privilege.store import StoreError
+    for e in d.limits:
+        if e.get("outcome") == RESERVED and e.get("reservation"):
+            try:
+                await run_in_threadpool(engine.release, e["reservation"])
+            except (StoreError, ValueError) as exc:
+                raise Unavailable(f"the limit store cannot be used: {exc}") from None
+            return
+
+
 def _search_request(template: dict, what: str, name: str) -> dict:
     """The search's request ``template`` with the candidate ``name`` filled in."""
     req = dict(template)
@@ -227,6 +252,8 @@ def make_search(ctx: RouteContext, what: str):
                 if i and i % _YIELD_EVERY == 0:
                     await asyncio.sleep(0)
                 d = await decide(engine, _search_request(query.request, what, name))
+                if d.limits:  # a search asks what could be done: it never consumes a limit
+                    await _give_back(engine, d)
                 counts[d.decision] = counts.get(d.decision, 0) + 1
                 if d.decision != "allow":
                     continue
