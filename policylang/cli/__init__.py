@@ -21,6 +21,7 @@ SUBCOMMANDS = {
     "token": "token",
     "approvals": "approvals",
     "audit": "audit",
+    "diff": "diff", "query": "query",
 }
 
 
