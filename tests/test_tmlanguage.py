@@ -46,7 +46,7 @@ def tokenize(grammar: dict, line: str) -> list[tuple[str, str]]:
     while pos < len(line):
         best = None
         for p in top:
-            m = re.compile(p.get("match") or p["begin"], re.M).search(line, pos)
+            m = re.compile(p.get("match") or p["begin"], re.MULTILINE).search(line, pos)
             if m and m.end() > m.start() and (best is None or m.start() < best[1].start()):
                 best = (p, m)
         if best is None:
