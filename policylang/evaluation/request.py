@@ -309,10 +309,12 @@ def _chain(delegation: Any, lookup: EntityLookup | None, authority: Any) -> list
     return chain
 
 
-def _optional_parts(raw: Mapping, left: int, lookup: EntityLookup | None, authority: Any) -> tuple:
-    """``(context, risk, chain, intent, approval)`` of a request ``raw``;
-    ``left`` counts its keys other than principal, action and resource (``-1``: unknown).
-    Once every such key is accounted for, delegation, intent and approval are not looked up."""
+def _with_optional_parts(raw: Mapping, left: int, lookup: EntityLookup | None, authority: Any,
+                         principal: Entity, action: Action, resource: Entity) -> tuple:
+    """:func:`parse_parts`' result for a request ``raw`` whose required roots are ``principal``,
+    ``action`` and ``resource``: their tuple with context, risk, chain, intent and approval.
+    ``left`` counts the keys other than principal, action and resource (``-1``: unknown);
+    once every such key is accounted for, delegation, intent and approval are not looked up."""
     context = raw.get("context")
     if context is None:
         context = _EMPTY
@@ -327,7 +329,7 @@ def _optional_parts(raw: Mapping, left: int, lookup: EntityLookup | None, author
         if not ((score.__class__ is float or score.__class__ is int) and 0 <= score <= 1):
             risk = _risk(risk)
     if not left:
-        return context, risk, [], None, None
+        return principal, action, resource, context, risk, [], None, None
     delegation = raw.get("delegation")
     chain = [] if delegation is None else _chain(delegation, lookup, authority)
     intent = raw.get("intent")
@@ -338,7 +340,7 @@ def _optional_parts(raw: Mapping, left: int, lookup: EntityLookup | None, author
         if not isinstance(approval, str):
             raise _err("approval", f"expected a string, got {type_name(approval)}")
         approval = str.__str__(approval)
-    return context, risk, chain, intent, approval
+    return principal, action, resource, context, risk, chain, intent, approval
 
 
 def parse_request(raw: Any, lookup: EntityLookup | None = None, authority: Any = None) -> Request:
@@ -390,8 +392,7 @@ def parse_parts(raw: Any, lookup: EntityLookup | None = None, authority: Any = N
 
     if not left:  # nothing but the three required roots
         return principal, act, res, _EMPTY, None, [], None, None
-    context, risk, chain, intent, approval = _optional_parts(raw, left, lookup, authority)
-    return principal, act, res, context, risk, chain, intent, approval
+    return _with_optional_parts(raw, left, lookup, authority, principal, act, res)
 
 
 def task_binding(request: Any, *, strict: bool) -> dict:
