@@ -165,9 +165,8 @@ def _attrs(value: Any, field: str) -> dict:
     anything else takes the careful walk, which names the field."""
     if value.__class__ is dict:
         for v in value.values():
-            c = v.__class__
-            if c is not str and c not in _PLAIN:
-                if c is not list:
+            if v.__class__ is not str and v.__class__ not in _PLAIN:
+                if v.__class__ is not list:
                     return _normalised(value, field)
                 for x in v:
                     if x.__class__ not in _PLAIN:
