@@ -325,7 +325,7 @@ def _with_optional_parts(raw: Mapping, left: int, lookup: EntityLookup | None, a
         left -= 1
         # the common risk, {"score": <a number from 0 to 1>}, needs no further look
         score = risk.get("score") if risk.__class__ is dict and len(risk) == 1 else None
-        if not ((score.__class__ is float or score.__class__ is int) and 0 <= score <= 1):
+        if not ((score.__class__ is float or score.__class__ is int) and 0.0 <= score <= 1.0):
             risk = _risk(risk)
     if not left:
         return principal, action, resource, context, risk, [], None, None
