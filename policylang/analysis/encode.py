@@ -31,8 +31,8 @@ CODES = {v: k for k, v in DECISIONS.items()}
 
 #: the most items a request list (and ``delegation.chain``) has in the encoding
 LIST_BOUND = 3
-#: how deep lists nest inside lists before an equality of two of them is no longer encoded
-NEST_BOUND = 2
+#: how deep lists nest inside lists before an equality of two of them is left free (an over-approximation)
+NEST_BOUND = 1
 
 
 class Incomplete(Exception):
@@ -192,7 +192,10 @@ class Encoder:
                           SV(STR, s=z3.String(f"{tag}delegation[{i}].id")),
                           Node(self, f"{tag}delegation[{i}]", (OBJ,))) for i in range(list_bound)]
         self.approx: list[str] = []
+        #: the cases whose equality is left free: a model where none of them occurs is exact
+        self.approx_guards: list = []
         self._free = 0
+        self._frees: dict = {}
 
     def _fresh_name(self, name, taken):
         v = z3.String(name)
@@ -432,9 +435,11 @@ class Encoder:
                  z3.And(a.tag == NUM, b.tag == NUM, a.n == b.n),
                  z3.And(a.tag == STR, b.tag == STR, a.s == b.s)]
         a_list, b_list = a.items is not None or a.node is not None, b.items is not None or b.node is not None
-        if a_list and b_list:
-            if depth >= NEST_BOUND:
-                raise Incomplete("an equality of lists nested deeper than the bound")
+        if a_list and b_list and depth >= NEST_BOUND:
+            # lists nested deeper than the bound: whether they are equal is left free
+            free = self._free_eq(a, b, "list", "an equality of lists nested deeper than the bound")
+            parts.append(z3.And(a.tag == LIST, b.tag == LIST, free))
+        elif a_list and b_list:
             la, ia = self._length(a)
             lb, ib = self._length(b)
             same = [la == lb]
@@ -449,10 +454,26 @@ class Encoder:
         if a.node is not None and b.node is not None:
             # two request objects: whether they are equal is left free (an over-approximation,
             # so "no such request" stays a proof; an example is replayed before it is reported)
-            self._free += 1
-            self.approx.append("an equality of two request objects")
-            parts.append(z3.And(a.tag == OBJ, b.tag == OBJ, z3.Bool(f"{self.pre}objeq#{self._free}")))
+            free = self._free_eq(a, b, "obj", "an equality of two request objects")
+            parts.append(z3.And(a.tag == OBJ, b.tag == OBJ, free))
         return z3.Or(*parts)
+
+    def _free_eq(self, a: SV, b: SV, what: str, construct: str):
+        """One free boolean per pair of request values (the same pair compared by two rules,
+        or by both sets of a diff, gets the same one)."""
+        tag = LIST if what == "list" else OBJ
+        if a.node is not None and b.node is not None:
+            x, y = sorted((a.node.name, b.node.name))
+            key = (what, x, y)
+        else:
+            self._free += 1
+            key = (what, self._free)
+        v = self._frees.get(key)
+        if v is None:
+            v = self._frees[key] = z3.Bool(f"{self.pre}{what}eq#{len(self._frees)}")
+            self.approx.append(construct)
+            self.approx_guards.append(z3.And(a.tag == tag, b.tag == tag))
+        return v
 
     def _Matches(self, e, env):
         err, v = self.ev(e.operand, env)
@@ -522,6 +543,20 @@ class Encoder:
             e.rule = info.id
             raise
         return tail
+
+
+def solve(solver, enc: Encoder, *extra):
+    """``(status, model)``: a model where no over-approximated equality occurs when there is
+    one (``"sat"``), else any model (``"approx"``, to be replayed), or ``"unsat"`` (a proof)
+    or ``"unknown"``."""
+    if enc.approx_guards:
+        exact = z3.And(*[z3.Not(g) for g in enc.approx_guards])
+        if solver.check(*extra, exact) == z3.sat:
+            return "sat", solver.model()
+    r = solver.check(*extra)
+    if r == z3.sat:
+        return ("approx" if enc.approx_guards else "sat"), solver.model()
+    return ("unsat" if r == z3.unsat else "unknown"), None
 
 
 def _dist(v: SV, f):

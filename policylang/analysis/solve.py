@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 
 import z3
 
-from .encode import (ALLOW, CODES, DECISIONS, LIST_BOUND, Incomplete, applicable, decode, encode_decision,
-                     new_encoder, triples)
+from .encode import (CODES, DECISIONS, LIST_BOUND, Incomplete, applicable, decode, encode_decision,
+                     new_encoder, solve, triples)
 
 #: what a decision change is called (docs/analysis.md#diff)
 CHANGE_NAMES = {
@@ -137,25 +137,26 @@ def diff(old, new, list_bound: int = LIST_BOUND, timeout_ms: int = 20_000,
             for n in DECISIONS:
                 if o == n:
                     continue
-                solver.push()
-                solver.add(d_old == o, d_new == n)
-                r = solver.check()
-                if r == z3.sat:
-                    req = decode(solver.model(), enc)
+                so, sn = DECISIONS[o], DECISIONS[n]
+                status, model = solve(solver, enc, d_old == o, d_new == n)
+                if model is not None:
+                    req = decode(model, enc)
                     a, b = _replay(e_old, req), _replay(e_new, req)
-                    so, sn = DECISIONS[o], DECISIONS[n]
-                    if a is None or b is None or a[0] != so or b[0] != sn:
+                    if a is not None and b is not None and a[0] == so and b[0] == sn:
+                        out.findings.append(Finding(CHANGE_NAMES[(so, sn)], so, sn, kind, action, rtype, req,
+                                                    a[1], b[1]))
+                    elif status == "approx":
+                        out.incomplete.append({"kind": kind, "action": action, "type": rtype,
+                                               "reason": f"{so} -> {sn} only with {enc.approx[0]} "
+                                                         f"(left free by the encoding)"})
+                    else:
                         out.unconfirmed.append({"kind": kind, "action": action, "type": rtype,
                                                 "claimed": [so, sn], "request": req,
                                                 "replayed": [a and a[0], b and b[0]]})
-                    else:
-                        out.findings.append(Finding(CHANGE_NAMES[(so, sn)], so, sn, kind, action, rtype, req,
-                                                    a[1], b[1]))
-                elif r == z3.unknown:
+                elif status == "unknown":
                     out.incomplete.append({"kind": kind, "action": action, "type": rtype,
                                            "reason": f"the solver gave up ({solver.reason_unknown()}) on "
-                                                     f"{DECISIONS[o]} -> {DECISIONS[n]}"})
-                solver.pop()
+                                                     f"{so} -> {sn}"})
     out.seconds = time.perf_counter() - t0
     return out
 
@@ -232,16 +233,16 @@ def query(ps, decision: str, kind: str | None = None, action: str | None = None,
             continue
         solver = z3.Solver()
         solver.set("timeout", timeout_ms)
-        solver.add(*enc.facts, *extra, res.decision == code)
-        r = solver.check()
+        solver.add(*enc.facts, *extra)
+        status, model = solve(solver, enc, res.decision == code)
         out.checked.append(label)
-        if r == z3.sat:
-            model = solver.model()
+        if model is not None:
             req = decode(model, enc)
             got = _replay(engine, req) if approvals == "none" else None
             if approvals == "none" and (got is None or got[0] != decision):
-                out.reasons.append(f"{label}: the solver's example did not replay (engine says "
-                                   f"{got and got[0]})")
+                why = f"only with {enc.approx[0]} (left free by the encoding)" if status == "approx" else \
+                    f"the solver's example did not replay (engine says {got and got[0]})"
+                out.reasons.append(f"{label}: {why}")
                 continue
             out.status, out.request = "found", req
             if approvals == "free":
@@ -250,7 +251,7 @@ def query(ps, decision: str, kind: str | None = None, action: str | None = None,
             else:
                 out.decision = engine.decide(req).to_dict()
             return out
-        if r == z3.unknown:
+        if status == "unknown":
             out.reasons.append(f"{label}: the solver gave up ({solver.reason_unknown()})")
     if out.reasons:
         out.status = "incomplete"
