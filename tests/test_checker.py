@@ -451,9 +451,30 @@ def test_w103_optional_attribute_without_has_guard():
               end_column=23)
 
 
-def test_w103_guard_must_be_in_the_same_condition():
+def test_w103_a_guard_in_an_earlier_condition_counts():
+    # issue 17 point 3: conditions stop at the first that fails, so an earlier `when
+    # principal has trust` guards a later read
     text = SCHEMA + rule('  when principal has trust\n  when principal.trust > 0.5\n')
-    assert codes(text).count("W103") == 1
+    assert "W103" not in codes(text)
+    for guard in ('  when context has ip and principal has trust\n',
+                  '  unless not principal has trust\n',
+                  '  unless context has ip or not principal has trust\n'):
+        assert "W103" not in codes(SCHEMA + rule(guard + '  when principal.trust > 0.5\n')), guard
+
+
+def test_w103_a_guard_that_need_not_hold_does_not_count():
+    n = SCHEMA.count("\n")
+    for guard in ('  when principal has trust or risk.score < 0.5\n',   # an `or` item need not hold
+                  '  unless principal has trust\n',                      # an `unless` that goes on when absent
+                  '  when not principal has trust\n'):
+        d = only(SCHEMA + rule(guard + '  when principal.trust > 0.5\n'), "W103")
+        assert_at(d, n + 4, 8, "'principal.trust' is optional")
+    # a guard after the read does not count
+    d = only(SCHEMA + rule('  when principal.trust > 0.5\n  when principal has trust\n'), "W103")
+    assert_at(d, n + 3, 8)
+
+
+def test_w103_guard_in_the_same_condition():
     text = SCHEMA + rule('  when principal has trust and principal.trust > 0.5\n'
                          '  unless context has ticket and context.ticket == "x"\n'
                          '  when any d in delegation.chain: d has trust and d.trust > 1\n')
@@ -666,3 +687,138 @@ def test_w104_index_keeps_many_forbids_and_permits_linear():
     result = checker.check(files, {"big.policy": "big.policy"})
     assert time.process_time() - start < 1.5
     assert not [d for d in result.diagnostics if d.code == "W104"]
+
+
+# ------------------------------------------------------------------ issue 17 point 3: precision
+
+def test_e004_has_key_not_declared():
+    n = SCHEMA.count("\n")
+    d = only(SCHEMA + rule('  when delegation.root has kidn\n'), "E004")
+    assert_at(d, n + 3, 8, "`has` tests an undeclared attribute, so it is always false",
+              "principal attribute 'kidn' is not declared for any declared kind", "did you mean 'kind'?",
+              end_column=32)
+    d = only(SCHEMA + rule('  when context has tiket\n'), "E004")
+    assert_at(d, n + 3, 8, "context attribute 'tiket'", "did you mean 'ticket'?", end_column=25)
+    d = only(SCHEMA + rule('  when resource has "ownr"\n'), "E004")
+    assert_at(d, n + 3, 8, "resource attribute 'ownr' is not declared for resource type 'repo'",
+              "did you mean 'owner'?", end_column=27)
+
+
+def test_e004_not_for_declared_or_builtin_has_keys_or_without_a_schema():
+    body = ('  when principal has trust and resource has owner and delegation.root has tenant\n'
+            '  when context has ticket and principal has id and resource has type\n')
+    assert "E004" not in codes(SCHEMA + rule(body))
+    assert codes(rule('  when principal has anything and context has odd\n')) == []
+
+
+def test_w112_substring_between_two_string_attributes():
+    schema = SCHEMA.replace("archived: bool,", "archived: bool, teams: string,")
+    n = schema.count("\n")
+    d = only(schema + rule('  when principal.tenant in resource.teams\n'), "W112")
+    assert_at(d, n + 3, 8, "'in' between two string attributes tests for a substring",
+              "'resource.teams'", "declare it set<string>", end_column=42)
+    assert "W112" in codes(schema + rule('  when principal.tenant not in resource["teams"]\n'))
+    # a literal, a constant or a function result on one side is a deliberate substring test
+    for body in ('  when "ops" in resource.teams\n', '  when principal.tenant in "ops-team"\n',
+                 '  when lower(principal.tenant) in resource.teams\n',
+                 '  when principal.tenant in principal.roles\n'):  # a set: membership
+        assert "W112" not in codes(schema + rule(body)), body
+
+
+def test_e005_equality_between_types_that_are_never_equal():
+    n = SCHEMA.count("\n")
+    d = only(SCHEMA + rule('  when principal.roles == "admin"\n'), "E005")
+    assert_at(d, n + 3, 8, "'==' compares a list with a string, which are never equal, so this is always false",
+              '`"admin" in principal.roles`', end_column=34)
+    d = only(SCHEMA + rule('  when resource.size != resource.owner\n'), "E005")
+    assert_at(d, n + 3, 8, "'!=' compares a number with a string", "always true", "convert one side")
+    assert "E005" in codes(SCHEMA + rule('  when resource == "acme/x"\n'))
+    assert "E005" in codes(SCHEMA + rule('  when principal == resource\n'))
+
+
+def test_e005_not_for_equality_that_can_hold():
+    for body in ('  when principal.tenant == resource.owner\n', '  when resource.size == 1.5\n',
+                 '  when principal.roles == ["a", "b"]\n', '  when principal.roles == []\n',
+                 '  when delegation.root == principal\n', '  when context.ticket != "x"\n',
+                 '  when intent.x == 1\n', '  when principal.unknown_thing == 1\n'):
+        assert "E005" not in codes(SCHEMA + rule(body)), body
+    assert "E005" not in codes(rule('  when principal.roles == "admin"\n'))  # no schema: unknown types
+    assert "E005" not in codes(rule('  when [1] == 1\n'))  # constants only: not a schema mistake
+
+
+# ------------------------------------------------------------------ issue 17 point 4: attenuation gates
+
+ATTENUATED = '''\
+option attenuate_delegation = true
+
+@id("orchestrator-calls")
+permit agent "spiffe://x/orchestrator" to call on tool
+  because "o"
+
+@id("workers-call")
+permit agent "spiffe://x/workers/*" to call on tool
+  because "w"
+
+'''
+
+
+def test_w113_gate_for_a_whole_kind_also_gates_the_orchestrator():
+    text = ATTENUATED + rule('  by "owners"\n', head="require approval for agent to call on tool", rid="g")
+    d = only(text, "W113")
+    assert_at(d, 12, 1, "under `attenuate_delegation` this gate also gates agent \"spiffe://x/orchestrator\"",
+              "(permitted by 'orchestrator-calls')", "without the request's approval", end_column=21)
+    star = rule('  by "owners"\n', head="require approval for * to * on *", rid="g")
+    assert "W113" in codes(ATTENUATED + star)
+
+
+def test_w113_not_for_a_gate_that_names_only_the_actors_or_without_attenuation():
+    narrow = rule('  by "owners"\n', head='require approval for agent "spiffe://x/workers/*" to call on tool',
+                  rid="g")
+    assert "W113" not in codes(ATTENUATED + narrow)
+    other_action = rule('  by "owners"\n', head="require approval for agent to delete on tool", rid="g")
+    assert "W113" not in codes(ATTENUATED + other_action)
+    other_type = rule('  by "owners"\n', head="require approval for agent to call on doc", rid="g")
+    assert "W113" not in codes(ATTENUATED + other_type)
+    whole = rule('  by "owners"\n', head="require approval for agent to call on tool", rid="g")
+    assert "W113" not in codes(ATTENUATED.replace("option attenuate_delegation = true\n", "") + whole)
+
+
+def _pipeline_request(approval="ap-1"):
+    return {"principal": {"id": "spiffe://x/workers/1", "kind": "agent"}, "action": {"name": "call"},
+            "resource": {"type": "tool", "id": "t"},
+            "delegation": [{"id": "user:alice", "kind": "human"}, {"id": "spiffe://x/orchestrator", "kind": "agent"}],
+            "approval": approval}
+
+
+HUMANS = 'permit human to call on tool\n  because "people call tools"\n'
+
+
+def test_explain_shows_the_delegators_and_the_gate_that_stopped_one():
+    text = ATTENUATED + '@id("h")\n' + HUMANS + rule('  by "owners"\n', head="require approval for agent to call on tool",
+                                                     rid="g")
+    engine = policylang.Engine(policylang.loads(text, "p.policy"), approvals=lambda a, r, who: a == "ap-1")
+    d = engine.decide(_pipeline_request())
+    assert d.decision == "deny"
+    out = d.explain()
+    assert 'approval "ap-1" satisfied gate g (approvers: owners)' in out
+    assert "delegators (attenuate_delegation: each decides as itself, without the request's approval):" in out
+    assert "  [allow] human user:alice (depth 0) by h" in out
+    assert ("  [require_approval] agent spiffe://x/orchestrator (depth 1) by g <- the first delegator not allowed: "
+            "an allow becomes a deny") in out
+    assert "gated by g: the request's approval does not reach a delegator" in out
+
+
+def test_explain_on_an_approved_allow_says_which_approval_satisfied_which_gate():
+    gate = rule('  by "owners"\n', head='require approval for agent "spiffe://x/workers/*" to call on tool', rid="g")
+    text = ATTENUATED + '@id("h")\n' + HUMANS + gate
+    engine = policylang.Engine(policylang.loads(text, "p.policy"), approvals=lambda a, r, who: a == "ap-1")
+    d = engine.decide(_pipeline_request())
+    assert d.decision == "allow"
+    out = d.explain()
+    assert 'approval "ap-1" satisfied gate g (approvers: owners)' in out
+    assert "  [allow] agent spiffe://x/orchestrator (depth 1) by orchestrator-calls" in out
+    assert "first delegator not allowed" not in out
+    # unapproved: no approval line, the gate is what the decision says
+    pending = engine.decide(_pipeline_request(approval=None))
+    assert pending.decision == "require_approval" and "satisfied gate" not in pending.explain()
+

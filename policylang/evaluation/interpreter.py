@@ -53,6 +53,27 @@ def describe(node: nodes.Expr) -> str:
     return "value"
 
 
+def expr_text(node: nodes.Expr) -> str:
+    """The expression as policylang source (canonical, one line), for error details."""
+    from ..language.formatter import expr as render  # the failure path only
+
+    try:
+        return render(node)
+    except Exception:  # pragma: no cover - every checked node prints
+        return describe(node)
+
+
+def _operand(node: nodes.Expr, value: Any) -> tuple[str | None, Any]:
+    return (None if isinstance(node, nodes.Literal) else expr_text(node), value)
+
+
+def _fail(e: EvalError, node: nodes.Expr, *operands: tuple[nodes.Expr, Any]) -> EvalError:
+    """``e`` with its detail (which expression, which values) unless an inner one set it."""
+    if e.detail is None:
+        e.detail = rt.operand_detail(expr_text(node), [_operand(n, v) for n, v in operands])
+    return e
+
+
 def evaluate(node: nodes.Expr, scope: Scope) -> Any:
     """The value of ``node``; raises :class:`EvalError` as docs/language.md#evaluation-errors-fail-closed says.
 
@@ -78,13 +99,19 @@ def _eval_name(node: nodes.Name, scope: Scope) -> Any:
 
 def _eval_attr(node: nodes.Attr, scope: Scope) -> Any:
     obj = evaluate(node.obj, scope)
-    return rt.get_attr(obj, node.name, describe(node.obj))
+    try:
+        return rt.get_attr(obj, node.name, describe(node.obj))
+    except EvalError as e:
+        raise _fail(e, node, (node.obj, obj)) from None
 
 
 def _eval_index(node: nodes.Index, scope: Scope) -> Any:
     obj = evaluate(node.obj, scope)
     key = evaluate(node.index, scope)
-    return rt.index(obj, key)
+    try:
+        return rt.index(obj, key)
+    except EvalError as e:
+        raise _fail(e, node, (node.obj, obj), (node.index, key)) from None
 
 
 def _eval_call(node: nodes.Call, scope: Scope) -> Any:
@@ -93,25 +120,40 @@ def _eval_call(node: nodes.Call, scope: Scope) -> Any:
         raise EvalError(f"unknown function '{node.func}'")
     if len(node.args) != arity:
         raise EvalError(f"{node.func}() takes {arity} argument(s), got {len(node.args)}")
-    return fn(*[evaluate(a, scope) for a in node.args])
+    args = [evaluate(a, scope) for a in node.args]
+    try:
+        return fn(*args)
+    except EvalError as e:
+        raise _fail(e, node, *zip(node.args, args)) from None
 
 
 def _eval_unary(node: nodes.Unary, scope: Scope) -> Any:
     v = evaluate(node.operand, scope)
-    if node.op == "not":
-        return not rt.boolean(v, "operand of 'not'")
-    return rt.negate(v)
+    try:
+        if node.op == "not":
+            return not rt.boolean(v, "operand of 'not'")
+        return rt.negate(v)
+    except EvalError as e:
+        raise _fail(e, node, (node.operand, v)) from None
+
+
+def _truth(item: nodes.Expr, scope: Scope, what: str) -> bool:
+    v = evaluate(item, scope)
+    try:
+        return rt.boolean(v, what)
+    except EvalError as e:
+        raise _fail(e, item, (item, v)) from None
 
 
 def _eval_boolop(node: nodes.BoolOp, scope: Scope) -> Any:
     """``and`` stops at the first false item, ``or`` at the first true one."""
     if node.op == "and":
         for item in node.items:
-            if not rt.boolean(evaluate(item, scope), "operand of 'and'"):
+            if not _truth(item, scope, "operand of 'and'"):
                 return False
         return True
     for item in node.items:
-        if rt.boolean(evaluate(item, scope), "operand of 'or'"):
+        if _truth(item, scope, "operand of 'or'"):
             return True
     return False
 
@@ -121,21 +163,28 @@ def _eval_binary(node: nodes.Binary, scope: Scope) -> Any:
     a = evaluate(node.left, scope)
     b = evaluate(node.right, scope)
     op = node.op
-    if op == "==":
-        return rt.equals(a, b)
-    if op == "!=":
-        return not rt.equals(a, b)
-    if op in ("<", "<=", ">", ">="):
-        return rt.compare(op, a, b)
-    if op == "in":
-        return rt.contains(a, b)
-    if op == "not in":
-        return not rt.contains(a, b)
-    return rt.arith(op, a, b)
+    try:
+        if op == "==":
+            return rt.equals(a, b)
+        if op == "!=":
+            return not rt.equals(a, b)
+        if op in ("<", "<=", ">", ">="):
+            return rt.compare(op, a, b)
+        if op == "in":
+            return rt.contains(a, b)
+        if op == "not in":
+            return not rt.contains(a, b)
+        return rt.arith(op, a, b)
+    except EvalError as e:
+        raise _fail(e, node, (node.left, a), (node.right, b)) from None
 
 
 def _eval_matches(node: nodes.Matches, scope: Scope) -> Any:
-    return rt.matches(evaluate(node.operand, scope), node.pattern)
+    v = evaluate(node.operand, scope)
+    try:
+        return rt.matches(v, node.pattern)
+    except EvalError as e:
+        raise _fail(e, node, (node.operand, v)) from None
 
 
 def _eval_has(node: nodes.Has, scope: Scope) -> Any:
@@ -149,14 +198,18 @@ def _eval_has(node: nodes.Has, scope: Scope) -> Any:
 
 def _eval_quantifier(node: nodes.Quantifier, scope: Scope) -> Any:
     """``any`` stops at the first item whose body holds, ``all`` at the first that does not."""
-    coll = rt.iterable(evaluate(node.collection, scope))
+    value = evaluate(node.collection, scope)
+    try:
+        coll = rt.iterable(value)
+    except EvalError as e:
+        raise _fail(e, node.collection, (node.collection, value)) from None
     if node.kind == "any":
         for item in coll:
-            if rt.boolean(evaluate(node.body, scope.bind(node.var, item)), "quantifier body"):
+            if _truth(node.body, scope.bind(node.var, item), "quantifier body"):
                 return True
         return False
     for item in coll:
-        if not rt.boolean(evaluate(node.body, scope.bind(node.var, item)), "quantifier body"):
+        if not _truth(node.body, scope.bind(node.var, item), "quantifier body"):
             return False
     return True
 
@@ -209,6 +262,8 @@ class ConditionTrace:
     result: Any = None  # True / False, or None when it raised or was not reached
     error: str | None = None
     detail: str | None = None  # "stops" for the condition that stopped the rule
+    #: for an error: which expression failed, with which values (EvalError.detail)
+    error_detail: str | None = None
 
 
 @dataclass
@@ -231,9 +286,10 @@ def evaluate_rule(info, scope: Scope, trace: bool = False) -> RuleTrace:
         if trace:
             out.conditions.append(ct)
         try:
-            value = rt.boolean(evaluate(cond.expr, scope), "condition")
+            value = _truth(cond.expr, scope, "condition")
         except EvalError as e:
             ct.error = out.error = str(e)
+            ct.error_detail = e.detail
             out.held = fail_closed
             return out
         ct.result = value
@@ -415,6 +471,52 @@ def _render(node: nodes.Expr, sources: Mapping[str, str]) -> str:
     return describe(node)
 
 
+def _approval_lines(req, decision, ts) -> list[str]:
+    """Which approval satisfied which gate: when the request carries an approval, gates
+    held, no forbid held and the decision is not require_approval, every gate that held
+    was confirmed (docs/language.md#approvals)."""
+    from .decision import REQUIRE_APPROVAL
+
+    if req.approval is None or decision.decision == REQUIRE_APPROVAL:
+        return []
+    held = [t for t in ts if t.held]
+    if any(t.info.rule.effect == "forbid" for t in held):
+        return []
+    out = []
+    for t in held:
+        if t.info.rule.effect == "require_approval":
+            by = t.info.rule.by.approvers if t.info.rule.by is not None else ()
+            who = f" (approvers: {', '.join(by)})" if by else ""
+            out.append(f"approval {rt.show(req.approval)} satisfied gate {t.info.id}{who}")
+    return out
+
+
+def _delegator_lines(policy_set, req) -> list[str]:
+    """docs/language.md#delegation-attenuation: each delegator's own evaluation, as the
+    attenuation step decides it (as the principal, with the chain before it, without the
+    request's approval). The first that is not allowed turns an allow into a deny."""
+    from .decision import ALLOW, REQUIRE_APPROVAL
+
+    if not (policy_set.options.attenuate_delegation and req.chain):
+        return []
+    out = ["delegators (attenuate_delegation: each decides as itself, without the request's approval):"]
+    refused = False
+    for i, entity in enumerate(req.chain):
+        d = decide_request(policy_set, req.as_delegator(i), None, attenuate=False)
+        by = f" by {', '.join(d.rules)}" if d.rules else ""
+        mark = ""
+        if d.decision != ALLOW and not refused:
+            refused = True
+            mark = " <- the first delegator not allowed: an allow becomes a deny"
+        out.append(f"  [{d.decision}] {entity.kind} {entity.id} (depth {i}){by}{mark}")
+        if d.decision == REQUIRE_APPROVAL:
+            out.append(f"      gated by {', '.join(d.rules)}: the request's approval does not reach a delegator, "
+                       f"so this gate cannot be satisfied for it (check: W113)")
+        for reason in d.reasons:
+            out.append(f"      because: {reason}")
+    return out
+
+
 def explain(policy_set, req, decision, candidates=None) -> str:
     """The readable trace of ``policylang eval --explain`` (docs/cli.md)."""
     sources = policy_set.sources
@@ -450,12 +552,16 @@ def explain(policy_set, req, decision, candidates=None) -> str:
             text = _render(c.expr, sources)
             if c.error is not None:
                 lines.append(f"      {c.kind} {text}  -> error: {c.error}")
+                if c.error_detail is not None:
+                    lines.append(f"          at {c.error_detail}")
             elif c.detail is not None:
                 lines.append(f"      {c.kind} {text}  -> {_tf(c.result)}, stops here: {why(c.expr, scope, sources)}")
             else:
                 lines.append(f"      {c.kind} {text}  -> {_tf(c.result)}")
         if t.scopes is not None:
             lines.append(f"      grant {' '.join(t.scopes)}")
+    lines.extend(_approval_lines(req, decision, ts))
+    lines.extend(_delegator_lines(policy_set, req))
     if decision.errors:
         lines.append("errors:")
         for e in decision.errors:

@@ -17,7 +17,17 @@ from ..language.globs import Glob
 
 
 class EvalError(Exception):
-    """An evaluation error inside a condition (missing attribute, type mismatch …)."""
+    """An evaluation error inside a condition (missing attribute, type mismatch …).
+
+    ``str(e)`` is the message decisions carry (``errors[].message``, pinned by
+    tests/conformance). ``detail``, when the reference interpreter knows it, names the
+    expression that failed and the values it had (``risk.score <= context.limit:
+    risk.score is 0.5, context.limit is "high"``): :func:`~policylang.evaluation.interpreter.explain`
+    shows it. It is filled in on the failure path only (:func:`operand_detail`)."""
+
+    def __init__(self, message: str, detail: str | None = None):
+        super().__init__(message)
+        self.detail = detail
 
 
 class Entity:
@@ -133,6 +143,28 @@ def show(v: Any, limit: int = 60) -> str:
     else:
         text = repr(v)
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+#: bounds of :func:`operand_detail` (an expression's text, one value's rendering)
+DETAIL_EXPR_LIMIT = 80
+DETAIL_VALUE_LIMIT = 40
+
+
+def operand_detail(expr: str, operands: list[tuple[str | None, Any]]) -> str:
+    """``"risk.score <= context.limit: risk.score is 0.5, context.limit is \"high\""``:
+    the failed expression's text, then each operand's value and type (an operand written
+    as a literal, ``text`` None, shows its value only). Bounded: the expression to
+    :data:`DETAIL_EXPR_LIMIT` characters, each value to :data:`DETAIL_VALUE_LIMIT`."""
+    parts = []
+    for text, value in operands:
+        shown = f"{show(value, DETAIL_VALUE_LIMIT)} ({type_name(value)})"
+        if text is None:
+            parts.append(shown)
+        else:
+            name = text if len(text) <= DETAIL_EXPR_LIMIT // 2 else text[: DETAIL_EXPR_LIMIT // 2 - 1] + "…"
+            parts.append(f"{name} is {shown}")
+    head = expr if len(expr) <= DETAIL_EXPR_LIMIT else expr[: DETAIL_EXPR_LIMIT - 1] + "…"
+    return f"{head}: {', '.join(parts)}"
 
 
 def is_number(v: Any) -> bool:

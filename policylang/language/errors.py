@@ -38,6 +38,8 @@ CODES: dict[str, tuple[Severity, str]] = {
     "W109": ("warning", "Limit without a key from the request"),
     "W110": ("warning", "Entity data for an undeclared kind or type"),
     "W111": ("warning", "Entity data with an undeclared attribute"),
+    "W112": ("warning", "Substring test between two string attributes"),
+    "W113": ("warning", "Gate that also gates the delegators under attenuate_delegation"),
 }
 
 

@@ -9,6 +9,7 @@ no step recurses over the input: a 20,000-deep expression costs a diagnostic, no
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 import threading
@@ -21,7 +22,7 @@ from lark.parsers.lalr_analysis import Shift
 from . import nodes
 from .errors import Diagnostic, PolicyError
 from .source import Span, offset_of
-from .words import parse_duration
+from .words import closest, parse_duration
 
 #: The Lark versions the driver (:class:`LalrDriver`) is tested with (tests/test_parser_driver.py
 #: compares it with ``Lark.parse``). It reads Lark's private LALR tables, so any other
@@ -161,7 +162,9 @@ class _Builder:
     def _expect_word(self, t: LexToken, allowed: tuple[str, ...]) -> None:
         if t.value not in allowed:
             want = " or ".join(f"'{a}'" for a in allowed)
-            raise _SyntaxProblem(f"expected {want} to start a schema declaration, found '{t.value}'",
+            best = _keyword_for(t.value, set(allowed) | {"permit", "forbid", "require", "const", "option"})
+            hint = f"; did you mean '{best}'?" if best else ""
+            raise _SyntaxProblem(f"expected {want} to start a schema declaration, found '{t.value}'{hint}",
                                  self._tok_span(t))
 
     def entity_decl(self, kids):
@@ -533,7 +536,10 @@ class LalrDriver:
         self.start_state = table.start_states["start"]
         self.end_state = table.end_states["start"]
 
-    def parse(self, text: str):
+    def parse(self, text: str, probe: list | None = None):
+        """Parse ``text``. With a ``probe`` list, every token is appended to it with the
+        parser state it met (before any reduction): the error path re-parses a failed text
+        that way to find the word that started the trouble (:func:`_syntax_diagnostic`)."""
         states, keywords, end_state = self.states, self.keywords, self.end_state
         match = self.scanner.match
         state_stack = [self.start_state]
@@ -571,11 +577,17 @@ class LalrDriver:
                 token = LexToken("$END", "", pos, line, col, line, col, pos)
             # ---- feed it
             ttype = token.type
+            if probe is not None:
+                probe.append((token, state_stack[-1]))
             while True:
                 try:
                     action, arg = states[state_stack[-1]][ttype]
                 except KeyError:
                     expected = {k for k in states[state_stack[-1]] if k.isupper()}
+                    if ttype == "NAME" and token.value in CONTEXTUAL:
+                        # a contextual keyword that fits nowhere here: reported as its
+                        # keyword terminal, as Lark's contextual lexer does (`per` → PER)
+                        token.type = keywords[token.value]
                     raise UnexpectedToken(token, expected) from None
                 if action is Shift:
                     state_stack.append(arg)
@@ -696,8 +708,127 @@ def _found(tok) -> str:
     return f"'{text}'"
 
 
-def _syntax_diagnostic(e: UnexpectedInput, text: str, path: str) -> Diagnostic:
-    if isinstance(e, UnexpectedToken):
+#: words other languages use where policylang has a keyword (checked after the keyword's
+#: case: `AND` → `and`)
+_SYNONYMS = {"if": "when", "where": "when", "only_if": "when", "except": "unless", "but": "unless",
+             "reason": "because", "since": "because", "&&": "and", "||": "or", "&": "and", "|": "or",
+             "!": "not", "contains": "in", "approve": "approval", "deny": "forbid", "allow": "permit"}
+#: statement-start words of a schema declaration (docs/language.md#schema)
+_SCHEMA_WORDS = frozenset({"principal", "resource", "action", "context"})
+#: terminals that always begin a statement: a backward search for the misread word stops there
+_STATEMENT_START = frozenset({"PERMIT", "FORBID", "REQUIRE", "CONST", "OPTION", "HIGH_IMPACT", "AT"})
+#: tokens that begin an operand: a name right before one was likely meant as a keyword
+_OPERAND_START = frozenset({"NAME", "STRING", "INT", "DECIMAL", "DURATION", "LPAR", "LSQB"})
+
+
+def _state_keywords(driver: "LalrDriver", state) -> set[str]:
+    """The keywords (reserved or contextual) the parser takes in ``state``."""
+    row = driver.states[state]
+    return {word for word, term in driver.keywords.items() if term in row}
+
+
+def _keyword_for(word: str, candidates: set[str]) -> str | None:
+    """The keyword ``word`` was probably meant to be, among ``candidates``, or None."""
+    if word in candidates:
+        return None
+    low = word.lower()
+    if low in candidates:
+        return low
+    syn = _SYNONYMS.get(low)
+    if syn is not None and syn in candidates:
+        return syn
+    # a little stricter than words.closest (0.6): `contians` is not `const`
+    close = difflib.get_close_matches(low, sorted(candidates), n=1, cutoff=0.65)
+    if close:
+        return close[0]
+    near = closest(low, _SYNONYMS)
+    if near is not None and _SYNONYMS[near] in candidates:
+        return _SYNONYMS[near]
+    return None
+
+
+def _did_you_mean(word: str, best: str) -> str:
+    if best == "in" and word.lower() not in ("in", "inn", "ni"):
+        return "did you mean 'in'? (membership reads `\"x\" in resource.tags`)"
+    return f"did you mean '{best}'?"
+
+
+def _misread_word(e: UnexpectedToken, probe: list, driver: "LalrDriver"):
+    """``(token, message)`` for a word that was meant as a keyword, or None.
+
+    Three shapes (docs/diagnostics.md#e001): the offending token is itself a name where a
+    keyword fits (`permit agent too read`); a name after a rule was read as the start of a
+    schema declaration (`becuase "x"`, `unles …`, `… AND …`: the parser only fails a few
+    tokens later, on the `@` of the next rule or a `.`); a name in an expression is directly
+    followed by another operand (`when nto resource.archived`).
+    """
+    tok = e.token
+    if tok.type == "NAME":
+        best = _keyword_for(tok.value, {w for w, t in driver.keywords.items() if t in e.expected})
+        if best is not None:
+            return tok, f"unexpected {_found(tok)}; {_did_you_mean(tok.value, best)}"
+    # the tokens before the offending one, back to the start of its statement
+    index = len(probe) - 1
+    while index >= 0 and probe[index][0] is not tok:
+        index -= 1
+    if index < 0:
+        return None
+    for i in range(index - 1, -1, -1):
+        t, state = probe[i]
+        if t.type in _STATEMENT_START:
+            return None
+        if t.type != "NAME":
+            continue
+        row = driver.states[state]
+        keywords = _state_keywords(driver, state)
+        if "PERMIT" in row and t.value in _SCHEMA_WORDS:
+            if i < index - 1:
+                return None  # a schema declaration that got under way: its own error
+            continue  # `nto resource.x`: the name before it may be the misread word
+        if "PERMIT" in row:
+            # only principal/resource/action/context start a statement with a name: any
+            # other word here is a mistake, whatever the parser made of it afterwards
+            best = _keyword_for(t.value, keywords)
+            if best is not None:
+                return t, f"unknown word '{t.value}'; {_did_you_mean(t.value, best)}"
+            expected = {k for k in row if k.isupper() and k != "NAME"}
+            return t, f"unexpected {_found(t)}; expected {describe_expected(expected)}"
+        if probe[i + 1][0].type in _OPERAND_START:
+            best = _keyword_for(t.value, keywords)
+            if best is not None:
+                return t, f"unknown word '{t.value}'; {_did_you_mean(t.value, best)}"
+    return None
+
+
+def _character_hint(text: str, pos: int) -> tuple[str, int] | None:
+    """``(message, length)`` for a character other languages use: `&&`, `||`, `!`, `'…'`."""
+    ch = text[pos] if 0 <= pos < len(text) else ""
+    if ch in "&|":
+        op = ch * 2 if text.startswith(ch * 2, pos) else ch
+        word = _SYNONYMS[op]
+        return f"'{op}' is not an operator; did you mean '{word}'?", len(op)
+    if ch == "!":
+        return "'!' is not an operator; did you mean 'not' (or '!=')?", 1
+    if ch == "'":
+        end = text.find("'", pos + 1)
+        newline = text.find("\n", pos + 1)
+        if end != -1 and (newline == -1 or end < newline) and end - pos <= 60:
+            inner = text[pos + 1:end]
+            return (f"strings are written in double quotes: {json.dumps(inner, ensure_ascii=False)}, "
+                    f"not '{inner}'"), end - pos + 1
+        return "strings are written in double quotes (\"…\"), not single quotes", 1
+    return None
+
+
+def _syntax_diagnostic(e: UnexpectedInput, text: str, path: str, probe: list | None = None,
+                       driver: "LalrDriver | None" = None) -> Diagnostic:
+    misread = None
+    if isinstance(e, UnexpectedToken) and probe is not None and driver is not None:
+        misread = _misread_word(e, probe, driver)
+    if misread is not None:
+        tok, msg = misread
+        line, col, length = tok.line, tok.column, max(1, len(tok.value))
+    elif isinstance(e, UnexpectedToken):
         tok = e.token
         expected = e.expected
         if tok.type == "$END":
@@ -713,16 +844,19 @@ def _syntax_diagnostic(e: UnexpectedInput, text: str, path: str) -> Diagnostic:
     elif isinstance(e, UnexpectedCharacters):
         line, col = e.line, e.column
         ch = text[e.pos_in_stream] if 0 <= e.pos_in_stream < len(text) else ""
-        if ch == '"':
+        hint = _character_hint(text, e.pos_in_stream)
+        length = 1
+        if hint is not None:
+            msg, length = hint
+        elif ch == '"':
             msg = "unterminated string, a raw control character or a bad escape inside a string"
         elif ch.isdigit():
             msg = "malformed number or duration (durations look like 45s, 10m, 1h30m)"
         else:
             shown = repr(ch) if ch.isprintable() and ch else f"U+{ord(ch):04X}" if ch else "?"
             msg = f"unexpected character {shown}"
-        if e.allowed:
+        if e.allowed and hint is None:
             msg += f"; expected {describe_expected(e.allowed)}"
-        length = 1
     elif isinstance(e, UnexpectedEOF):
         line, col = _end_position(text)
         msg = f"unexpected end of file; expected {describe_expected(e.expected)}"
@@ -748,7 +882,18 @@ def parse(text: str, path: str = "<policy>") -> nodes.PolicyFile:
             _builder.close_all()
             return tree
         except UnexpectedInput as e:
-            diag = _syntax_diagnostic(e, text, path)
+            # the error path only: parse again, noting each token's parser state, to find a
+            # misread keyword a few tokens before the one that failed
+            probe: list = []
+            _builder.reset(path)
+            try:
+                parser.parse(text, probe)
+            except (UnexpectedInput, _SyntaxProblem):
+                pass
+            if isinstance(e, UnexpectedToken) and probe and probe[-1][0] is not e.token:
+                # the same failure, as tokens of the second parse
+                e = UnexpectedToken(probe[-1][0], e.expected)
+            diag = _syntax_diagnostic(e, text, path, probe, parser)
         except _SyntaxProblem as e:
             diag = Diagnostic.make("E001", e.message, e.span)
         except RecursionError:  # defensive: nothing here recurses, but never crash

@@ -27,7 +27,22 @@ def _type_errors(t: nodes.TypeRef, ctx: CheckContext) -> None:
             ctx.report("E005", f"'{t.name}' takes no type argument", t.span)
     else:
         known = SCALAR_TYPES | COLLECTION_TYPES
-        ctx.report("E005", f"unknown type '{t.name}'{suggest(t.name, known)}", t.span)
+        best = _TYPE_SYNONYMS.get(t.name.lower())
+        near = suggest(t.name, known)
+        if best is not None:  # `int`: another language's name for a type
+            hint = f"; did you mean '{best}'? (the types are {_TYPE_LIST})"
+        elif near:  # `strng`: a typo
+            hint = near
+        else:
+            hint = f"; the types are {_TYPE_LIST}"
+        ctx.report("E005", f"unknown type '{t.name}'{hint}", t.span)
+
+
+#: type names of other languages, and the policylang type they mean (docs/language.md#schema)
+_TYPE_SYNONYMS = {"int": "number", "integer": "number", "float": "number", "double": "number",
+                  "decimal": "number", "long": "number", "num": "number", "str": "string",
+                  "text": "string", "boolean": "bool", "array": "list", "timedelta": "duration"}
+_TYPE_LIST = "string, number, bool, duration, set<T>, list<T>, and T? for an optional one"
 
 
 def _fields(decl_fields: Sequence[nodes.FieldDecl] | None, ctx: CheckContext, into: dict) -> None:

@@ -90,6 +90,51 @@ def attr_path(node: nodes.Expr) -> str | None:
             return None
 
 
+def sure_guards(expr: nodes.Expr, holds: bool) -> set[str]:
+    """The ``path.name`` of each `has` that must be true for a `when` (``holds``) or an
+    `unless` (not ``holds``) not to stop the rule: a top-level `has`, the items of a
+    top-level `and` (of an `or` for an `unless`), through `not`."""
+    cls = expr.__class__
+    if cls is nodes.Has:
+        if not holds:
+            return set()
+        p = attr_path(expr.operand)
+        return {f"{p}.{expr.name}"} if p is not None else set()
+    if cls is nodes.Unary and expr.op == "not":
+        return sure_guards(expr.operand, not holds)
+    if cls is nodes.BoolOp and expr.op == ("and" if holds else "or"):
+        out: set[str] = set()
+        for item in expr.items:
+            out |= sure_guards(item, holds)
+        return out
+    return set()
+
+
+def _schema_read(node: nodes.Expr) -> bool:
+    """An attribute read (``resource.owner``, ``context["x"]``), not a literal, constant or call."""
+    return node.__class__ is nodes.Attr or (node.__class__ is nodes.Index and node.index.__class__ is nodes.Literal)
+
+
+def _equality_class(t) -> str | None:
+    """What `==` can compare ``t`` with at all (None: unknown, or anything)."""
+    if t is STRING or t is NUMBER or t is BOOL:
+        return t.value
+    cls = t.__class__
+    if cls is ListType:
+        return "list"
+    if cls is EntityType:
+        return t.category
+    if cls is ActionType:
+        return "action"
+    return None
+
+
+def _has_name_span(n: nodes.Has) -> Span:
+    """Where an undeclared `has` key is reported: the whole test (the node does not keep
+    its key's own span, and `has owner` and `has "owner"` end alike)."""
+    return n.span
+
+
 def targeted(refs, declared) -> tuple[str, ...] | None:
     """The declared kinds/types of a target entry (``None`` for ``*``)."""
     if refs is None:
@@ -153,9 +198,13 @@ class ExpressionWalk:
             rule = info.rule
             self.enter_rule(rule.target)
             self.gate = info if rule.effect != "permit" else None
+            # a rule's conditions stop at the first that fails, so a `has` that an earlier
+            # condition needs to hold guards every later one (`when principal has trust`
+            # then `when principal.trust >= 0.5`)
+            carried: set[str] = set()
             for c in rule.conditions:
                 self.reads = []
-                self.guards = set()
+                self.guards = set(carried)
                 e = c.expr
                 t = d[e.__class__](e, empty)
                 if t is not None and t is not BOOL:
@@ -163,6 +212,7 @@ class ExpressionWalk:
                                      f"compare it to something (e.g. `== …`)", e.span)
                 if self.reads:
                     self._unguarded(c)
+                carried |= sure_guards(e, c.kind == "when")
             self.gate = None
             self.reads = []
             for clause in rule.clauses:
@@ -436,10 +486,30 @@ class ExpressionWalk:
         if (self.gate is not None and t.__class__ is EntityType
                 and n.name not in _BUILTIN_ATTRS[t.category]):
             self._entity_read(n, n.span, t, n.name)
+        self._has_key(n, t)
         p = attr_path(o)
         if p is not None:
             self.guards.add(f"{p}.{n.name}")
         return BOOL
+
+    def _has_key(self, n: nodes.Has, t) -> None:
+        """E004 for a `has` key the schema does not declare, as for a read of it
+        (`delegation.root has kidn`): the test could only ever be false."""
+        if t.__class__ is EntityType or t.__class__ is ActionType:
+            key = (t, n.name)
+            hit = self._attr_cache.get(key)
+            if hit is None:
+                hit = self._attr_cache[key] = self._entity_attr(t, n.name)
+            problem = hit[2]
+        elif t is CONTEXT and self.sch.context is not None and n.name not in self.sch.context:
+            problem = (f"context attribute '{n.name}' is not declared in the schema"
+                       f"{did_you_mean(n.name, self.sch.context)}; add it to the `context {{ … }}` "
+                       f"declaration or fix the name")
+        else:
+            return
+        if problem is not None:
+            self._report("schema", "E004", f"`has` tests an undeclared attribute, so it is always false: "
+                                           f"{problem}", _has_name_span(n))
 
     def _list(self, n: nodes.ListExpr, env):
         d = self._d
@@ -465,6 +535,7 @@ class ExpressionWalk:
         rt = d[right.__class__](right, env)
         op = n.op
         if op == "==" or op == "!=":
+            self._equality(n, op, lt, rt)
             return BOOL
         if op in _ORDER_OPS:
             self._ordering(n, op, lt, rt)
@@ -486,6 +557,30 @@ class ExpressionWalk:
                              f"{describe_type(lt)} with {describe_type(rt)}; convert one side or fix the "
                              f"operand", n.span)
 
+    def _equality(self, n: nodes.Binary, op: str, lt, rt) -> None:
+        """E005 for `==`/`!=` between types no value of which is ever equal (a
+        ``set<string>`` and a string): the comparison is always false (or true)."""
+        a, b = _equality_class(lt), _equality_class(rt)
+        if a is None or b is None or a == b:
+            return
+        if self._constant(n.left) and self._constant(n.right):
+            return  # no request value in it: a constant comparison, not a schema mistake
+        always = "false" if op == "==" else "true"
+        hint = "; convert one side or fix the operand"
+        if (a == "list") != (b == "list"):
+            from ..formatter import expr as source
+            item, coll = (n.right, n.left) if a == "list" else (n.left, n.right)
+            suggestion = f"{source(item)} in {source(coll)}"
+            if len(suggestion) <= 60:
+                hint = f"; to test membership write `{suggestion}`"
+        self._type_error(f"'{op}' compares {describe_type(lt)} with {describe_type(rt)}, which are never equal, "
+                         f"so this is always {always}{hint}", n.span)
+
+    def _constant(self, node: nodes.Expr) -> bool:
+        """No root and no quantifier variable in ``node``: only literals and constants."""
+        names = self.const_names
+        return all(k.__class__ is not nodes.Name or k.name in names for k in nodes.walk(node))
+
     def _membership(self, n: nodes.Binary, op: str, lt, rt) -> None:
         if rt is None:
             return
@@ -493,6 +588,11 @@ class ExpressionWalk:
             if lt is not None and lt is not STRING:
                 self._type_error(f"'{op}' a string tests for a substring and needs a string on the left, "
                                  f"but this is {describe_type(lt)}", n.left.span)
+            elif lt is STRING and _schema_read(n.left) and _schema_read(n.right):
+                self._report("lint", "W112", f"'{op}' between two string attributes tests for a substring "
+                                             f"(\"ops\" in \"devops\" is true); if "
+                                             f"'{attr_path(n.right) or 'the right side'}' holds several values, "
+                                             f"declare it set<string>, else compare with `==`", n.span)
         elif not is_list(rt):
             self._type_error(f"'{op}' needs a list (or a string) on the right, but this is "
                              f"{describe_type(rt)}", n.right.span)

@@ -235,6 +235,63 @@ def _lint_w108(ctx: CheckContext) -> None:
                            f"`option authoritative_entities = true`", span)
 
 
+def _shares_resources(a: nodes.Target, b: nodes.Target) -> bool:
+    if a.resources is None or b.resources is None:
+        return True
+    return bool({r.name for r in a.resources} & {r.name for r in b.resources})
+
+
+def _covered_subject(gate: nodes.Target, permit: nodes.Target) -> nodes.EntityRef | None:
+    """A subject of ``permit`` named by an id glob that ``gate`` gates too and does not
+    name itself (the gate is written for a wider population)."""
+    for ref in permit.subjects or ():
+        if ref.glob is None:
+            continue
+        if gate.subjects is None:
+            return ref
+        for g in gate.subjects:
+            if g.glob != ref.glob and _ref_covers(g, ref, "principal"):
+                return ref
+    return None
+
+
+def _lint_w113(ctx: CheckContext) -> None:
+    """W113: under ``attenuate_delegation`` a delegator is evaluated without the request's
+    approval, so a gate that also covers a principal a permit names for the same action and
+    resource type (the orchestrator of a sub-agent) denies every approved delegated call."""
+    if not ctx.options.attenuate_delegation:
+        return
+    gates = [i for i in ctx.rules if i.rule.effect == "require_approval"]
+    if not gates:
+        return
+    by_action: dict[str, list[RuleInfo]] = {}
+    for info in ctx.rules:
+        if info.rule.effect == "permit" and info.rule.target.subjects is not None:
+            for key in _action_keys(info.rule.target):
+                by_action.setdefault(key, []).append(info)
+    for gate in gates:
+        t = gate.rule.target
+        keys = set(by_action) if t.actions is None else set(t.actions) | {"*"}
+        found = None
+        for key in sorted(keys):
+            for permit in by_action.get(key, ()):
+                if permit.index != gate.index and _shares_resources(t, permit.rule.target):
+                    ref = _covered_subject(t, permit.rule.target)
+                    if ref is not None:
+                        found = (permit, ref)
+                        break
+            if found:
+                break
+        if found is None:
+            continue
+        permit, ref = found
+        ctx.report("W113", f"under `attenuate_delegation` this gate also gates {ref.name} \"{ref.glob}\" "
+                           f"(permitted by '{permit.id}') when it delegates; a delegator is evaluated without "
+                           f"the request's approval, so an approved call of the agents it delegates to is "
+                           f"denied; name in the gate only the principals that act, by an id glob that leaves "
+                           f"\"{ref.glob}\" out", gate.rule.head_span)
+
+
 def stage_lint(ctx: CheckContext) -> None:
     for info in ctx.rules:
         rule = info.rule
@@ -257,6 +314,7 @@ def stage_lint(ctx: CheckContext) -> None:
     _lint_w104(ctx)
     _lint_w105(ctx)
     _lint_w108(ctx)
+    _lint_w113(ctx)
     # W107: constants that no rule (see stage names) and no other constant uses
     used = set(ctx.used_constants) | facts(ctx).used_constants
     for name, decl in ctx.const_decls.items():
