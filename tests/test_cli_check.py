@@ -336,3 +336,10 @@ def test_set_root_checks_a_file_with_the_rest_of_its_set(files):
     r = run("--set-root", str(root / "rules" / "read.policy"), str(root / "schema.policy"))
     assert r.exit_code == 0, r.output
     assert "checked 1 policy set" in r.stderr  # both files are one set, checked once
+
+
+def test_every_code_has_a_sarif_full_description():
+    from policylang.language.errors import CODES
+    from policylang.tools.sarif import FULL_DESCRIPTIONS
+
+    assert sorted(set(CODES) - set(FULL_DESCRIPTIONS)) == []

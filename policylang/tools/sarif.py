@@ -44,14 +44,19 @@ FULL_DESCRIPTIONS: dict[str, str] = {
     "E005": "A type error both of whose operand types are known statically, such as a string compared with "
             "< to a number, a condition that is not a boolean, or an unknown schema type.",
     "E006": "A rule id, constant or option defined twice in the policy set, or a constant named like a root.",
+    "E008": "A limit on a forbid or require approval rule, a bound read from the request, a negative or "
+            "non-finite bound, a zero window, or the same limit twice on one rule.",
+    "E009": "An attribute in an entity data file whose value is not of the type the schema declares for "
+            "its kind or type (null only for an optional field).",
     "E007": "A grant on a rule that is not a permit, a require approval rule without `by`, a grant ttl over "
             "the set's max_ttl, a CIDR literal that does not parse, or an unknown option or option value.",
     "W101": "A rule without @id gets the id <file>:<line>, which changes whenever lines move; decisions, "
             "audit records and tests that name it break.",
     "W102": "A permit of every action (*) on every resource (*) grants standing authority far beyond any "
             "one task.",
-    "W103": "An attribute that the schema declares optional is read without a `has` guard in the same "
-            "when/unless; when it is absent the condition raises and the rule fails closed.",
+    "W103": "An attribute that the schema declares optional is read without a `has` guard before it (in "
+            "the same condition, or in an earlier condition of the rule that must hold); when it is absent "
+            "the condition raises and the rule fails closed.",
     "W104": "The rule can never determine a decision, for example a permit or approval gate whose whole "
             "target is covered by an unconditional forbid.",
     "W105": "A high_impact action is permitted to agents (or to every kind) and no require approval rule "
@@ -61,6 +66,15 @@ FULL_DESCRIPTIONS: dict[str, str] = {
     "W108": "A forbid or approval gate reads an entity attribute that the request's attrs can override, "
             "for a kind or type the set's entity data has records for and that is not declared "
             "authoritative: a caller can send a different value and get past the rule.",
+    "W109": "A limit without a key from the request: every request the rule applies to shares one counter.",
+    "W110": "Entity data for a kind or type the schema declares as neither a principal kind nor a resource "
+            "type: no rule reads it (usually a typo).",
+    "W111": "Entity data with an attribute its kind or type does not declare: a rule reading the declared "
+            "name does not see it.",
+    "W112": "A substring test (`in`) between two attributes the schema types as strings, where a list "
+            "membership was probably meant.",
+    "W113": "Under attenuate_delegation, an approval gate that also applies to the delegators of a "
+            "principal, so an approved call is still denied by the gate on the delegator.",
 }
 
 _LEVEL = {"error": "error", "warning": "warning"}
