@@ -131,32 +131,32 @@ def diff(old, new, list_bound: int = LIST_BOUND, timeout_ms: int = 20_000,
         solver = z3.Solver()
         solver.set("timeout", timeout_ms)
         solver.add(*enc.facts)
-        if solver.check(d_old != d_new) == z3.unsat:
-            continue  # a proof: no request of this triple changes decision
-        for o in DECISIONS:
-            for n in DECISIONS:
-                if o == n:
-                    continue
-                so, sn = DECISIONS[o], DECISIONS[n]
-                status, model = solve(solver, enc, d_old == o, d_new == n)
-                if model is not None:
-                    req = decode(model, enc)
-                    a, b = _replay(e_old, req), _replay(e_new, req)
-                    if a is not None and b is not None and a[0] == so and b[0] == sn:
-                        out.findings.append(Finding(CHANGE_NAMES[(so, sn)], so, sn, kind, action, rtype, req,
-                                                    a[1], b[1]))
-                    elif status == "approx":
-                        out.incomplete.append({"kind": kind, "action": action, "type": rtype,
-                                               "reason": f"{so} -> {sn} only with {enc.approx[0]} "
-                                                         f"(left free by the encoding)"})
-                    else:
-                        out.unconfirmed.append({"kind": kind, "action": action, "type": rtype,
-                                                "claimed": [so, sn], "request": req,
-                                                "replayed": [a and a[0], b and b[0]]})
-                elif status == "unknown":
+        # one check per change found, plus one that proves there is no other: each model
+        # names its (old, new) pair, which is then excluded
+        seen: list = []
+        while True:
+            extra = [d_old != d_new] + [z3.Not(z3.And(d_old == o, d_new == n)) for o, n in seen]
+            status, model = solve(solver, enc, *extra)
+            if model is None:
+                if status == "unknown":
                     out.incomplete.append({"kind": kind, "action": action, "type": rtype,
-                                           "reason": f"the solver gave up ({solver.reason_unknown()}) on "
-                                                     f"{so} -> {sn}"})
+                                           "reason": f"the solver gave up ({solver.reason_unknown()})"})
+                break
+            o, n = model.eval(d_old, True).as_long(), model.eval(d_new, True).as_long()
+            seen.append((o, n))
+            so, sn = DECISIONS[o], DECISIONS[n]
+            req = decode(model, enc)
+            a, b = _replay(e_old, req), _replay(e_new, req)
+            if a is not None and b is not None and a[0] == so and b[0] == sn:
+                out.findings.append(Finding(CHANGE_NAMES[(so, sn)], so, sn, kind, action, rtype, req, a[1], b[1]))
+            elif status == "approx":
+                out.incomplete.append({"kind": kind, "action": action, "type": rtype,
+                                       "reason": f"{so} -> {sn} only with {enc.approx[0]} "
+                                                 f"(left free by the encoding)"})
+            else:
+                out.unconfirmed.append({"kind": kind, "action": action, "type": rtype,
+                                        "claimed": [so, sn], "request": req,
+                                        "replayed": [a and a[0], b and b[0]]})
     out.seconds = time.perf_counter() - t0
     return out
 
