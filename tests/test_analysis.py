@@ -162,6 +162,22 @@ def test_delegation_root_questions():
     _replays(ps, q.request, "allow")
 
 
+def test_can_any_grant_exceed_ten_minutes():
+    text = ('permit agent to read on repo\n  when principal.team == "ops"\n  grant "repo:" + resource.id for 1h\n'
+            'permit agent to read on repo\n  grant "repo:read" for 5m\n'
+            'forbid agent to read on repo\n  when principal.team == "ops" and risk.score > 0.5\n')
+    ps = policylang.loads(text)
+    q = query(ps, "allow", grant_ttl_over=600)
+    assert q.status == "found"
+    assert any(g["ttl"] > 600 for g in q.decision["grants"])
+    _replays(ps, q.request, "allow")
+    assert "id" in q.request["resource"]  # the scope needs resource.id to be a string
+    q = query(ps, "allow", grant_ttl_over=600, where='principal.team != "ops"')
+    assert q.status == "none"
+    q = query(ps, "allow", grant_ttl_over=3600)
+    assert q.status == "none"
+
+
 def test_cli_diff_text_json_sarif_and_fail_on(tmp_path):
     (tmp_path / "old.policy").write_text(OLD)
     (tmp_path / "new.policy").write_text(NEW)

@@ -205,9 +205,11 @@ def parse_where(text: str):
 
 def query(ps, decision: str, kind: str | None = None, action: str | None = None, rtype: str | None = None,
           where: str | None = None, approvals: str = "none", list_bound: int = LIST_BOUND,
-          timeout_ms: int = 20_000) -> QueryResult:
+          timeout_ms: int = 20_000, grant_ttl_over: int | None = None) -> QueryResult:
     """A request of (kind, action, type) (``None``: any) whose decision is ``decision`` and for
-    which ``where`` holds; "none" is a proof (within the list bound), "incomplete" names why not."""
+    which ``where`` holds; "none" is a proof (within the list bound), "incomplete" names why not.
+    ``grant_ttl_over``: moreover some permit with a grant longer than that many seconds holds
+    (with ``decision="allow"``: the allow hands out such a grant)."""
     code = CODES[decision]
     where_expr = parse_where(where) if where else None
     all_triples, names = triples(ps)
@@ -228,6 +230,10 @@ def query(ps, decision: str, kind: str | None = None, action: str | None = None,
             if where_expr is not None:
                 er, v = enc.ev(where_expr, {"vars": {}, "constants": ps.constants})
                 extra.append(z3.And(z3.Not(er), v.tag == 1, v.b))
+            if grant_ttl_over is not None:
+                long = [res.held[i.id] for i in ps.rules if i.id in res.held and i.rule.effect == "permit"
+                        and i.rule.grant is not None and i.rule.grant.ttl > grant_ttl_over]
+                extra.append(z3.Or(*long) if long else z3.BoolVal(False))
         except Incomplete as e:
             out.reasons.append(f"{label}: {e}")
             continue
@@ -239,6 +245,9 @@ def query(ps, decision: str, kind: str | None = None, action: str | None = None,
         if model is not None:
             req = decode(model, enc)
             got = _replay(engine, req) if approvals == "none" else None
+            if grant_ttl_over is not None and got is not None and \
+                    not any(g["ttl"] > grant_ttl_over for g in engine.decide(req).to_dict()["grants"]):
+                got = (f"{got[0]} without a grant over {grant_ttl_over}s", [])
             if approvals == "none" and (got is None or got[0] != decision):
                 why = f"only with {enc.approx[0]} (left free by the encoding)" if status == "approx" else \
                     f"the solver's example did not replay (engine says {got and got[0]})"

@@ -27,15 +27,18 @@ DESCRIPTION = "Find a request with a given decision, or prove there is none (nee
 @click.option("--approvals", type=click.Choice(["none", "free"]), default="none", show_default=True,
               help="none: nothing confirms a gate (as eval decides); free: any gate may be confirmed.")
 @click.option("--list-bound", type=click.IntRange(0, 8), default=3, show_default=True)
+@click.option("--grant-ttl-over", type=click.IntRange(0), default=None, metavar="SECONDS",
+              help="Moreover a permit whose grant lasts longer than SECONDS holds.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
-def command(path, decision, kind, action, rtype, where, approvals, list_bound, fmt) -> None:
+def command(path, decision, kind, action, rtype, where, approvals, list_bound, grant_ttl_over, fmt) -> None:
     from .diff import _fail, load_set, need_z3
     need_z3()
     from ..analysis.solve import query
     from ..language.errors import PolicyError
     ps = load_set(path)
     try:
-        result = query(ps, decision, kind, action, rtype, where=where, approvals=approvals, list_bound=list_bound)
+        result = query(ps, decision, kind, action, rtype, where=where, approvals=approvals, list_bound=list_bound,
+                       grant_ttl_over=grant_ttl_over)
     except PolicyError as e:
         _fail(f"--where does not parse: {e}")
     if fmt == "json":
