@@ -404,22 +404,38 @@ def task_binding(request: Any, *, strict: bool) -> dict:
     if not isinstance(request, Mapping):
         raise _err("request", "must be an object")
     p = request.get("principal")
-    if not isinstance(p, Mapping) or not isinstance(p.get("id"), str) or not p["id"]:
-        raise _err("principal.id", "a non-empty string is required")
-    action = request.get("action")
+    _require_name(p, "id", "principal.id")
+    action = _binding_action(request.get("action"))
+    r = request.get("resource")
+    _require_name(r, "type", "resource.type")
+    rid = r.get("id")
+    if rid is not None and not isinstance(rid, str):
+        raise _err("resource.id", "must be a string")
+    ids = _binding_delegation(request.get("delegation"), strict)
+    task, purpose = _binding_intent(request.get("intent"), strict)
+    return {"principal": p["id"], "action": action, "resource_type": r["type"], "resource_id": rid,
+            "task": task, "delegation": ids, "purpose": purpose}
+
+
+def _require_name(value: Any, key: str, field: str) -> None:
+    """For :func:`task_binding`: refuse ``value`` unless it is an object whose ``key`` is a non-empty string."""
+    if not isinstance(value, Mapping) or not isinstance(value.get(key), str) or not value[key]:
+        raise _err(field, "a non-empty string is required")
+
+
+def _binding_action(action: Any) -> str:
+    """For :func:`task_binding`: the action's name (a string, or an object's ``name``), not empty."""
     if isinstance(action, Mapping):
         action = action.get("name")
     if not isinstance(action, str) or not action:
         raise _err("action.name", "a non-empty string is required")
-    r = request.get("resource")
-    if not isinstance(r, Mapping) or not isinstance(r.get("type"), str) or not r["type"]:
-        raise _err("resource.type", "a non-empty string is required")
-    rid = r.get("id")
-    if rid is not None and not isinstance(rid, str):
-        raise _err("resource.id", "must be a string")
-    chain = request.get("delegation")
+    return action
+
+
+def _binding_delegation(chain: Any, strict: bool) -> list[str]:
+    """For :func:`task_binding`: the delegation entries' ids. Not strict, an empty value of any type is no chain."""
     if chain is None or (not strict and not chain):
-        chain = []
+        return []
     if not isinstance(chain, list):
         raise _err("delegation", "must be a list")
     ids = []
@@ -427,19 +443,21 @@ def task_binding(request: Any, *, strict: bool) -> dict:
         if not isinstance(e, Mapping) or not isinstance(e.get("id"), str) or (strict and not e["id"]):
             raise _err(f"delegation[{i}].id", "a non-empty string is required" if strict else "a string is required")
         ids.append(e["id"])
-    intent = request.get("intent")
-    task = purpose = None
-    if intent is not None:
-        if not isinstance(intent, Mapping):
-            raise _err("intent", "must be an object")
-        task = intent.get("task_id")
-        if task is not None and (not isinstance(task, str) or (strict and not task)):
-            raise _err("intent.task_id", "must be a non-empty string" if strict else "must be a string")
-        purpose = intent.get("purpose")
-        if not isinstance(purpose, str):
-            purpose = None
-    return {"principal": p["id"], "action": action, "resource_type": r["type"], "resource_id": rid,
-            "task": task, "delegation": ids, "purpose": purpose}
+    return ids
+
+
+def _binding_intent(intent: Any, strict: bool) -> tuple:
+    """For :func:`task_binding`: ``(task id, purpose)`` of the intent, each ``None`` when absent
+    (a purpose that is not a string counts as absent)."""
+    if intent is None:
+        return None, None
+    if not isinstance(intent, Mapping):
+        raise _err("intent", "must be an object")
+    task = intent.get("task_id")
+    if task is not None and (not isinstance(task, str) or (strict and not task)):
+        raise _err("intent.task_id", "must be a non-empty string" if strict else "must be a string")
+    purpose = intent.get("purpose")
+    return task, (purpose if isinstance(purpose, str) else None)
 
 
 def entity_lookup(*sources: Any) -> EntityLookup | None:
