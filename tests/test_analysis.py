@@ -247,6 +247,9 @@ def _triple(ps_list, req):
 
 
 def _load(text):
+    """A generated set, without option attenuate_delegation (which the encoding does not
+    express: the decision of a set with it is always incomplete)."""
+    text = text.replace("option attenuate_delegation = true\n", "")
     try:
         return policylang.loads(text, name="gen.policy")
     except policylang.PolicyError:
@@ -260,6 +263,7 @@ _SETTINGS = settings(max_examples=15, deadline=None, suppress_health_check=list(
 @given(policy_sets(), st.lists(requests(), min_size=1, max_size=4))
 def test_no_such_request_answers_are_never_contradicted_by_sampling(text, reqs):
     ps = _load(text)
+    text = ps.sources["gen.policy"]
     for req in reqs:
         got = _decide(ps, req).decision
         action = req["action"] if isinstance(req["action"], str) else req["action"]["name"]
@@ -273,6 +277,7 @@ def test_no_such_request_answers_are_never_contradicted_by_sampling(text, reqs):
 @given(policy_sets(), policy_sets(), st.lists(requests(), min_size=1, max_size=4))
 def test_diff_is_sound_and_misses_no_sampled_change(old_text, new_text, reqs):
     old, new = _load(old_text), _load(new_text)
+    old_text, new_text = old.sources["gen.policy"], new.sources["gen.policy"]
     result = diff(old, new)
     _check_findings(old, new, result)
     found = {(f.kind, f.action, f.type, f.old, f.new) for f in result.findings}
