@@ -288,3 +288,17 @@ def test_diff_is_sound_and_misses_no_sampled_change(old_text, new_text, reqs):
             continue
         triple = _triple([old, new], req)
         assert triple in incomplete or triple + (a, b) in found, (old_text, new_text, req, a, b)
+
+
+def test_a_proof_over_numeric_arithmetic_states_that_it_assumes_exact_arithmetic():
+    ps = policylang.loads('permit agent to read on repo\n  when principal.a + 1 == principal.a\n')
+    q = query(ps, "allow", "agent", "read", "repo")
+    assert q.status == "none"
+    assert any("exact arithmetic" in a for a in q.assumptions)
+    # and rightly so: with IEEE doubles the engine does allow such a request
+    req = {"principal": {"id": "x", "kind": "agent", "attrs": {"a": 1e16}}, "action": "read",
+           "resource": {"type": "repo"}}
+    assert _decide(ps, req).decision == "allow"
+    plain = query(policylang.loads('permit agent to read on repo\n  when principal.a == "x"\n'), "deny",
+                  "agent", "read", "repo", where='principal.a == "x"')
+    assert plain.status == "none" and not plain.assumptions

@@ -35,6 +35,10 @@ LIST_BOUND = 3
 NEST_BOUND = 1
 
 
+#: numeric + - * are exact rationals in the encoding; requests carry IEEE doubles
+ARITH_ASSUMPTION = "exact arithmetic on numbers (floating-point rounding of + - * is not modelled)"
+
+
 class Incomplete(Exception):
     """A construct the encoding does not express exactly."""
 
@@ -196,6 +200,8 @@ class Encoder:
         self.approx_guards: list = []
         self._free = 0
         self._frees: dict = {}
+        #: what a proof over this encoding assumes beyond the list bound
+        self.assumptions: set = set()
 
     def _fresh_name(self, name, taken):
         v = z3.String(name)
@@ -407,6 +413,8 @@ class Encoder:
             res = z3.If(b.tag == LIST, member, sub)
             return z3.Or(err, z3.Not(ok)), SV(BOOL, b=res if op == "in" else z3.Not(res))
         nums = z3.And(a.tag == NUM, b.tag == NUM)
+        if not (z3.is_int_value(a.tag) and a.tag.as_long() == STR or z3.is_int_value(b.tag) and b.tag.as_long() == STR):
+            self.assumptions.add(ARITH_ASSUMPTION)
         if op == "+":
             strs = z3.And(a.tag == STR, b.tag == STR)
             return (z3.Or(err, z3.Not(z3.Or(nums, strs))),

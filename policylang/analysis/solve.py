@@ -58,6 +58,8 @@ class DiffResult:
     skipped_identical: int = 0
     seconds: float = 0.0
     list_bound: int = LIST_BOUND
+    #: what the proofs of "no other change" assume beyond the list bound
+    assumptions: set = field(default_factory=set)
 
     def groups(self) -> dict:
         """change -> (old rules, new rules) -> findings."""
@@ -79,6 +81,7 @@ class DiffResult:
             "checked": self.checked,
             "skipped_identical": self.skipped_identical,
             "list_bound": self.list_bound,
+            "assumptions": sorted(self.assumptions),
             "seconds": round(self.seconds, 3),
         }
 
@@ -128,6 +131,7 @@ def diff(old, new, list_bound: int = LIST_BOUND, timeout_ms: int = 20_000,
         except Incomplete as e:
             out.incomplete.append({"kind": kind, "action": action, "type": rtype, "reason": str(e)})
             continue
+        out.assumptions |= enc.assumptions
         solver = z3.Solver()
         solver.set("timeout", timeout_ms)
         solver.add(*enc.facts)
@@ -190,10 +194,12 @@ class QueryResult:
     reasons: list = field(default_factory=list)
     checked: list = field(default_factory=list)
     list_bound: int = LIST_BOUND
+    assumptions: set = field(default_factory=set)
 
     def to_dict(self) -> dict:
         return {"status": self.status, "request": self.request, "decision": self.decision,
-                "incomplete": self.reasons, "checked": self.checked, "list_bound": self.list_bound}
+                "incomplete": self.reasons, "checked": self.checked, "list_bound": self.list_bound,
+                "assumptions": sorted(self.assumptions)}
 
 
 def parse_where(text: str):
@@ -240,6 +246,7 @@ def query(ps, decision: str, kind: str | None = None, action: str | None = None,
         solver = z3.Solver()
         solver.set("timeout", timeout_ms)
         solver.add(*enc.facts, *extra)
+        out.assumptions |= enc.assumptions
         status, model = solve(solver, enc, res.decision == code)
         out.checked.append(label)
         if model is not None:

@@ -58,6 +58,8 @@ def render_text(result) -> str:
         lines.append(f"unconfirmed (not reported as a finding): {u['kind']} {u['action']} {u['type']}")
     lines.append(f"checked {result.checked} (kind, action, type) triples, {result.skipped_identical} identical; "
                  f"lists bounded at {result.list_bound} items; {result.seconds:.2f}s")
+    for a in sorted(result.assumptions):
+        lines.append(f"the proofs assume {a}")
     return "\n".join(lines)
 
 

@@ -48,8 +48,9 @@ def command(path, decision, kind, action, rtype, where, approvals, list_bound, g
         if result.decision and "rules" in result.decision:
             click.echo(f"decision: {result.decision['decision']} by {', '.join(result.decision['rules']) or '(none)'}")
     elif result.status == "none":
+        assumes = "".join(f"; assumes {a}" for a in sorted(result.assumptions))
         click.echo(f"no such request (proof: unsatisfiable for {', '.join(result.checked)}; "
-                   f"lists bounded at {result.list_bound} items)")
+                   f"lists bounded at {result.list_bound} items{assumes})")
     else:
         click.echo("incomplete: " + "; ".join(result.reasons))
     sys.exit(0 if result.status == "found" else 1)
