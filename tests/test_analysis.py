@@ -57,7 +57,8 @@ def _replays(ps, req, decision, rules=None):
 
 
 def _check_findings(old, new, result):
-    assert result.unconfirmed == []
+    assert result.unconfirmed == [], "\n".join([*old.sources.values(), "----", *new.sources.values(),
+                                                json.dumps(result.unconfirmed)])
     for f in result.findings:
         _replays(old, f.request, f.old, f.old_rules)
         _replays(new, f.request, f.new, f.new_rules)

@@ -686,9 +686,14 @@ def _val(model, t):
 def _py_string(model, s) -> str:
     v = _val(model, s)
     try:
-        return v.as_string()
+        text = v.as_string()
     except Exception:  # pragma: no cover - older z3
-        return str(v).strip('"')
+        text = str(v).strip('"')
+    # z3 writes characters outside printable ASCII as \u{hex}
+    return _ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), text)
+
+
+_ESCAPE = __import__("re").compile(r"\\u\{([0-9a-fA-F]{1,6})\}")
 
 
 def _py_number(model, n):
