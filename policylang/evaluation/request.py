@@ -342,6 +342,14 @@ def _with_optional_parts(raw: Mapping, left: int, lookup: EntityLookup | None, a
     return principal, action, resource, context, risk, chain, intent, approval
 
 
+def _unsized(raw: Any) -> int:
+    """:func:`parse_parts`' count of keys left for a request that is not an exact dict: ``-1``
+    (unknown: a mapping's len() need not agree with its get(), so every key is looked up)."""
+    if not isinstance(raw, Mapping):
+        raise _err("", f"a request must be a JSON object, got {type_name(raw)}")
+    return -1
+
+
 def parse_request(raw: Any, lookup: EntityLookup | None = None, authority: Any = None) -> Request:
     """Validate ``raw`` (docs/requests.md#request) and merge entity data. Raises :class:`RequestError`.
 
@@ -358,17 +366,21 @@ def parse_parts(raw: Any, lookup: EntityLookup | None = None, authority: Any = N
     takes the careful path that names the offending field. The roots are read and
     checked in the order of docs/requests.md#request, so the first bad one is named.
     """
-    if raw.__class__ is dict:
-        left = len(raw) - 3  # principal, action and resource are required: the other keys
-    elif isinstance(raw, Mapping):
-        left = -1  # a mapping's len() need not agree with its get(): look every key up
-    else:
-        raise _err("", f"a request must be a JSON object, got {type_name(raw)}")
+    # left: the keys other than principal, action and resource (all three are required)
+    left = len(raw) - 3 if raw.__class__ is dict else _unsized(raw)
 
     p = raw.get("principal")
     if p.__class__ is dict and (pid := p.get("id")).__class__ is str and (pkind := p.get("kind")).__class__ is str:
         pattrs = p.get("attrs")
-        pattrs = _EMPTY if pattrs is None else _attrs(pattrs, "principal.attrs")
+        if pattrs.__class__ is dict:
+            # every decision passes here: _attrs' plain-value check inline (a call costs as
+            # much as the loop); anything not a plain scalar goes to _attrs for the rest
+            for v in pattrs.values():
+                if v.__class__ is not str and v.__class__ not in _PLAIN:
+                    pattrs = _attrs(pattrs, "principal.attrs")
+                    break
+        else:
+            pattrs = _EMPTY if pattrs is None else _attrs(pattrs, "principal.attrs")
     else:
         pkind, pid, pattrs = _principal_fields(p, "principal")
     if lookup is not None and (stored := lookup(pkind, pid)) is not None:
