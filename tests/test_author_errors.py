@@ -141,12 +141,17 @@ REQUEST = {"principal": {"id": "agent:a", "kind": "agent"}, "action": {"name": "
            "risk": {"score": 0.5}, "context": {"limit": "high"}}
 
 
-def test_the_decision_message_is_unchanged_and_the_same_for_engine_and_interpreter():
+def test_the_decision_message_names_the_expression_and_values_alike_in_both_evaluators():
     ps = policylang.loads(POLICY, name="t.policy")
     engine = policylang.Engine(ps, cache_size=0).decide(REQUEST).to_dict()["errors"]
+    cached = policylang.Engine(ps).decide(REQUEST).to_dict()["errors"]
     reference = interpreter.decide(ps, REQUEST).to_dict()["errors"]
-    assert engine == reference
-    assert {"rule": "calm", "message": "'<=' needs two numbers or two strings, got number and string"} in engine
+    assert engine == reference == cached
+    assert {"rule": "calm", "message": "'<=' needs two numbers or two strings, got number and string "
+                                       "(at risk.score <= context.limit: risk.score is 0.5 (number), "
+                                       "context.limit is \"high\" (string))"} in engine
+    assert {"rule": "flag", "message": "condition must be a boolean, got list "
+                                       "(at resource.flag: resource.flag is ['yes'] (list))"} in engine
 
 
 def test_explain_names_the_expression_and_the_values():

@@ -246,7 +246,7 @@ class Engine:
                 if not fn(P, A, R, C, K, CH, I):
                     continue
             except EvalError as e:
-                errors.append((cr.order, cr.id, str(e)))
+                errors.append((cr.order, cr.id, self._error_text(cr, parts, request, e)))
                 if cr.effect != "permit":
                     held.append((cr.order, cr, None))
                 continue
@@ -256,7 +256,7 @@ class Engine:
                 try:
                     held.append((cr.order, cr, cr.grant(P, A, R, C, K, CH, I)))
                 except EvalError as e:
-                    errors.append((cr.order, cr.id, str(e)))
+                    errors.append((cr.order, cr.id, self._error_text(cr, parts, request, e)))
         if plan.groups:  # index groups run after the plain entries: restore source order
             if len(held) > 1:
                 held.sort(key=_first)
@@ -303,6 +303,18 @@ class Engine:
         def reserve(permits):
             return limiter.reserve(permits, values_of, P.id, idem)
         return reserve
+
+    def _error_text(self, cr, parts: tuple, request: Mapping, e: EvalError) -> str:
+        """The message of a rule's evaluation error, with which expression failed and with
+        which values (runtime.error_message). The error path only: the compiled code
+        raises the bare message, and the reference interpreter, run again on this one
+        rule, names the expression and the values, so both evaluators give one text."""
+        try:
+            req = Request(*parts, request)
+            trace = interpreter.evaluate_rule(cr.info, interpreter.request_scope(req, self.policies.constants))
+        except Exception:  # noqa: BLE001 - the bare message is still right
+            return str(e)
+        return trace.error if trace.error is not None else str(e)
 
     def _delegator_allows(self, parts: tuple, request: Mapping) -> Callable[[int], bool]:
         """docs/language.md#delegation-attenuation for :func:`decision.attenuate`: delegator i decides with the chain

@@ -288,7 +288,8 @@ def evaluate_rule(info, scope: Scope, trace: bool = False) -> RuleTrace:
         try:
             value = _truth(cond.expr, scope, "condition")
         except EvalError as e:
-            ct.error = out.error = str(e)
+            ct.error = str(e)
+            out.error = rt.error_message(e)
             ct.error_detail = e.detail
             out.held = fail_closed
             return out
@@ -301,7 +302,7 @@ def evaluate_rule(info, scope: Scope, trace: bool = False) -> RuleTrace:
         try:
             out.scopes = [scope_value(evaluate(s, scope)) for s in grant.scopes]
         except EvalError as e:
-            out.error = str(e)
+            out.error = rt.error_message(e)
             return out
     out.held = True
     return out

@@ -167,6 +167,14 @@ def operand_detail(expr: str, operands: list[tuple[str | None, Any]]) -> str:
     return f"{head}: {', '.join(parts)}"
 
 
+def error_message(e: EvalError) -> str:
+    """The text of an evaluation error in a decision's ``errors``: what went wrong, then
+    (when known) which expression failed with which values, e.g. ``'<=' needs two numbers
+    or two strings, got number and string (at risk.score <= context.limit: risk.score is
+    0.5 (number), context.limit is "high" (string))``. Both evaluators use this one."""
+    return f"{e} (at {e.detail})" if e.detail else str(e)
+
+
 def is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
