@@ -443,28 +443,32 @@ class Encoder:
                  z3.And(a.tag == NUM, b.tag == NUM, a.n == b.n),
                  z3.And(a.tag == STR, b.tag == STR, a.s == b.s)]
         a_list, b_list = a.items is not None or a.node is not None, b.items is not None or b.node is not None
-        if a_list and b_list and depth >= NEST_BOUND:
-            # lists nested deeper than the bound: whether they are equal is left free
-            free = self._free_eq(a, b, "list", "an equality of lists nested deeper than the bound")
-            parts.append(z3.And(a.tag == LIST, b.tag == LIST, free))
-        elif a_list and b_list:
-            la, ia = self._length(a)
-            lb, ib = self._length(b)
-            same = [la == lb]
-            for i in range(min(len(ia), len(ib))):
-                same.append(z3.Implies(ia[i][0], self.equals(ia[i][1], ib[i][1], depth + 1)))
-            if len(ia) != len(ib):
-                longer = ia if len(ia) > len(ib) else ib
-                shorter = len(ib) if len(ia) > len(ib) else len(ia)
-                for g, _ in longer[shorter:]:
-                    same.append(z3.Not(g))
-            parts.append(z3.And(a.tag == LIST, b.tag == LIST, *same))
+        if a_list and b_list:
+            parts.append(self._lists_equal(a, b, depth))
         if a.node is not None and b.node is not None:
             # two request objects: whether they are equal is left free (an over-approximation,
             # so "no such request" stays a proof; an example is replayed before it is reported)
             free = self._free_eq(a, b, "obj", "an equality of two request objects")
             parts.append(z3.And(a.tag == OBJ, b.tag == OBJ, free))
         return z3.Or(*parts)
+
+    def _lists_equal(self, a: SV, b: SV, depth: int):
+        """Both values are lists of equal length and items (``runtime.equals`` on lists)."""
+        if depth >= NEST_BOUND:
+            # lists nested deeper than the bound: whether they are equal is left free
+            free = self._free_eq(a, b, "list", "an equality of lists nested deeper than the bound")
+            return z3.And(a.tag == LIST, b.tag == LIST, free)
+        la, ia = self._length(a)
+        lb, ib = self._length(b)
+        same = [la == lb]
+        for i in range(min(len(ia), len(ib))):
+            same.append(z3.Implies(ia[i][0], self.equals(ia[i][1], ib[i][1], depth + 1)))
+        if len(ia) != len(ib):
+            longer = ia if len(ia) > len(ib) else ib
+            shorter = len(ib) if len(ia) > len(ib) else len(ia)
+            for g, _ in longer[shorter:]:
+                same.append(z3.Not(g))
+        return z3.And(a.tag == LIST, b.tag == LIST, *same)
 
     def _free_eq(self, a: SV, b: SV, what: str, construct: str):
         """One free boolean per pair of request values (the same pair compared by two rules,

@@ -218,13 +218,7 @@ def query(ps, decision: str, kind: str | None = None, action: str | None = None,
     (with ``decision="allow"``: the allow hands out such a grant)."""
     code = CODES[decision]
     where_expr = parse_where(where) if where else None
-    all_triples, names = triples(ps)
-    names = tuple(tuple(sorted(set(ns) | ({x} if x else set()))) for ns, x in zip(names, (kind, action, rtype)))
-    wanted = []
-    for k in (names[0] + (None,) if kind is None else (kind,)):
-        for a in (names[1] + (None,) if action is None else (action,)):
-            for t in (names[2] + (None,) if rtype is None else (rtype,)):
-                wanted.append((k, a, t))
+    names, wanted = _query_triples(ps, kind, action, rtype)
     engine = _engine(ps)
     out = QueryResult("none", list_bound=list_bound)
     for triple in wanted:
@@ -232,14 +226,7 @@ def query(ps, decision: str, kind: str | None = None, action: str | None = None,
         enc = new_encoder(triple, names, list_bound=list_bound)
         try:
             res = encode_decision(enc, ps, approvals=approvals)
-            extra = []
-            if where_expr is not None:
-                er, v = enc.ev(where_expr, {"vars": {}, "constants": ps.constants})
-                extra.append(z3.And(z3.Not(er), v.tag == 1, v.b))
-            if grant_ttl_over is not None:
-                long = [res.held[i.id] for i in ps.rules if i.id in res.held and i.rule.effect == "permit"
-                        and i.rule.grant is not None and i.rule.grant.ttl > grant_ttl_over]
-                extra.append(z3.Or(*long) if long else z3.BoolVal(False))
+            extra = _query_constraints(enc, ps, res, where_expr, grant_ttl_over)
         except Incomplete as e:
             out.reasons.append(f"{label}: {e}")
             continue
@@ -250,25 +237,60 @@ def query(ps, decision: str, kind: str | None = None, action: str | None = None,
         status, model = solve(solver, enc, res.decision == code)
         out.checked.append(label)
         if model is not None:
-            req = decode(model, enc)
-            got = _replay(engine, req) if approvals == "none" else None
-            if grant_ttl_over is not None and got is not None and \
-                    not any(g["ttl"] > grant_ttl_over for g in engine.decide(req).to_dict()["grants"]):
-                got = (f"{got[0]} without a grant over {grant_ttl_over}s", [])
-            if approvals == "none" and (got is None or got[0] != decision):
-                why = f"only with {enc.approx[0]} (left free by the encoding)" if status == "approx" else \
-                    f"the solver's example did not replay (engine says {got and got[0]})"
-                out.reasons.append(f"{label}: {why}")
-                continue
-            out.status, out.request = "found", req
-            if approvals == "free":
-                out.decision = {"decision": decision,
-                                "approved": [g for g, b in res.approved.items() if z3.is_true(model.eval(b, True))]}
-            else:
-                out.decision = engine.decide(req).to_dict()
-            return out
+            if _found(out, engine, enc, res, model, status, label, decision, approvals, grant_ttl_over):
+                return out
+            continue
         if status == "unknown":
             out.reasons.append(f"{label}: the solver gave up ({solver.reason_unknown()})")
     if out.reasons:
         out.status = "incomplete"
     return out
+
+
+def _query_triples(ps, kind, action, rtype):
+    """The names the encoder distinguishes, and the (kind, action, type) triples to ask
+    about (``None`` in a slot: a name no rule mentions)."""
+    _all, names = triples(ps)
+    names = tuple(tuple(sorted(set(ns) | ({x} if x else set()))) for ns, x in zip(names, (kind, action, rtype)))
+    wanted = []
+    for k in (names[0] + (None,) if kind is None else (kind,)):
+        for a in (names[1] + (None,) if action is None else (action,)):
+            for t in (names[2] + (None,) if rtype is None else (rtype,)):
+                wanted.append((k, a, t))
+    return names, wanted
+
+
+def _query_constraints(enc, ps, res, where_expr, grant_ttl_over) -> list:
+    """The question's own constraints: ``where`` holds (without raising), and a permit with
+    a grant longer than ``grant_ttl_over`` holds."""
+    extra = []
+    if where_expr is not None:
+        er, v = enc.ev(where_expr, {"vars": {}, "constants": ps.constants})
+        extra.append(z3.And(z3.Not(er), v.tag == 1, v.b))
+    if grant_ttl_over is not None:
+        long = [res.held[i.id] for i in ps.rules if i.id in res.held and i.rule.effect == "permit"
+                and i.rule.grant is not None and i.rule.grant.ttl > grant_ttl_over]
+        extra.append(z3.Or(*long) if long else z3.BoolVal(False))
+    return extra
+
+
+def _found(out, engine, enc, res, model, status, label, decision, approvals, grant_ttl_over) -> bool:
+    """Decode the model and replay it through the engine; True (and ``out`` filled) when
+    it reproduces the asked decision, else the reason goes to ``out.reasons``."""
+    req = decode(model, enc)
+    got = _replay(engine, req) if approvals == "none" else None
+    if grant_ttl_over is not None and got is not None and \
+            not any(g["ttl"] > grant_ttl_over for g in engine.decide(req).to_dict()["grants"]):
+        got = (f"{got[0]} without a grant over {grant_ttl_over}s", [])
+    if approvals == "none" and (got is None or got[0] != decision):
+        why = f"only with {enc.approx[0]} (left free by the encoding)" if status == "approx" else \
+            f"the solver's example did not replay (engine says {got and got[0]})"
+        out.reasons.append(f"{label}: {why}")
+        return False
+    out.status, out.request = "found", req
+    if approvals == "free":
+        out.decision = {"decision": decision,
+                        "approved": [g for g, b in res.approved.items() if z3.is_true(model.eval(b, True))]}
+    else:
+        out.decision = engine.decide(req).to_dict()
+    return True
