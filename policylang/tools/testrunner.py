@@ -316,11 +316,11 @@ def _ttl(value: Any, where: str) -> int:
     return parse_duration(value)
 
 
-def _partial_list(value: Any, keys: tuple[str, ...], where: str) -> list[dict]:
-    """``grants``/``errors`` expectations: a list of mappings with a subset of ``keys``."""
+def _mapping_entries(value: Any, keys: tuple[str, ...], where: str):
+    """``(where[i], entry)`` for each entry of a list of mappings with some of ``keys``;
+    SuiteError naming the first one that is not."""
     if not isinstance(value, list):
         raise SuiteError(f"{where} must be a list, not {_type_name(value)}")
-    out = []
     for i, entry in enumerate(value):
         here = f"{where}[{i}]"
         if not isinstance(entry, dict):
@@ -328,6 +328,13 @@ def _partial_list(value: Any, keys: tuple[str, ...], where: str) -> list[dict]:
         bad = _unknown_keys(entry, keys, here)
         if bad:
             raise SuiteError(bad)
+        yield here, entry
+
+
+def _partial_list(value: Any, keys: tuple[str, ...], where: str) -> list[dict]:
+    """``grants``/``errors`` expectations: a list of mappings with a subset of ``keys``."""
+    out = []
+    for here, entry in _mapping_entries(value, keys, where):
         item: dict = {}
         for k, v in entry.items():
             if k == "ttl":
@@ -371,16 +378,8 @@ def parse_expect(value: Any) -> dict:
 def _limit_list(value: Any, where: str) -> list[dict]:
     """``limits`` expectations: a list of mappings with some of :data:`LIMIT_KEYS`, each
     value as JSON would give it (``key`` may be a number, ``window_end`` null)."""
-    if not isinstance(value, list):
-        raise SuiteError(f"{where} must be a list, not {_type_name(value)}")
     out = []
-    for i, entry in enumerate(value):
-        here = f"{where}[{i}]"
-        if not isinstance(entry, dict):
-            raise SuiteError(f"{here} must be a mapping with some of the keys {', '.join(LIMIT_KEYS)}")
-        bad = _unknown_keys(entry, LIMIT_KEYS, here)
-        if bad:
-            raise SuiteError(bad)
+    for here, entry in _mapping_entries(value, LIMIT_KEYS, where):
         item = _json_value(entry, here)
         for k in ("rule", "limit"):
             if k in item and not isinstance(item[k], str):
