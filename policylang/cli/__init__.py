@@ -22,6 +22,7 @@ SUBCOMMANDS = {
     "approvals": "approvals",
     "audit": "audit",
     "diff": "diff", "query": "query",
+    "report": "report",
     "lsp": "lsp",
 }
 
