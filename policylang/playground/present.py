@@ -11,7 +11,8 @@ audit record): the hops are then marked ``null`` (not known), and there is no tr
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 ALLOW = "allow"
 
