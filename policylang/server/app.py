@@ -378,7 +378,7 @@ def _install_front(app: "DecisionService", config: ServiceConfig) -> None:
 
 def create_app(config: ServiceConfig | str, *, service: PolicyService | None = None,
                extras: dict | None = None, watch: bool = True, handle_sighup: bool = True,
-               aarp: dict | None = None) -> "DecisionService":
+               aarp: dict | None = None, fast_path: bool | None = None) -> "DecisionService":
     """The decision service for ``config`` (a :class:`ServiceConfig` or a policy path).
 
     Loads the set now and raises :class:`PolicyError` (with every diagnostic) when it
@@ -386,7 +386,8 @@ def create_app(config: ServiceConfig | str, *, service: PolicyService | None = N
     checks the set before it starts the server). ``watch``: start the reloader thread
     (file polling and SIGHUP) with the app's lifespan. ``aarp``: the Approvals over
     AuthZEN settings (``{"binding_keys": path, "binding_ttl": s}``; docs/server.md#aarp),
-    which need a store.
+    which need a store. ``fast_path``: False turns the fast path of the decision routes off
+    (default: on unless ``POLICYLANG_FAST_PATH=0``; docs/server.md#fast-path).
     """
     if isinstance(config, (str, os.PathLike)):
         config = ServiceConfig(path=os.fspath(config))
@@ -452,6 +453,8 @@ def create_app(config: ServiceConfig | str, *, service: PolicyService | None = N
         app.include_router(aarp_router(access_requests, config))
 
     _install_front(app, config)
+    from .fastpath import install as install_fast_path  # docs/server.md#fast-path
+    install_fast_path(app, route_ctx, config, fast_path)
     return app
 
 

@@ -1,0 +1,233 @@
+"""The fast path of the decision routes (docs/server.md#fast-path).
+
+A raw ASGI layer in front of the service's own layers that answers exactly
+``POST /access/v1/evaluation``, ``POST /access/v1/evaluations`` and ``POST /v1/decide``
+itself, in one coroutine: it reads the body under the same cap and deadline as
+:class:`~policylang.server.app.BodyLimitMiddleware` (the same code), parses it with
+orjson, maps and decides with the same functions as the routes
+(:mod:`policylang.server.routes.authzen`, :mod:`policylang.server.authzen`,
+:meth:`RouteContext.decide_now <policylang.server.routes.RouteContext.decide_now>`),
+counts the same metrics and answers with the same status, JSON and headers
+(``Content-Length``, ``Content-Type``, ``X-Request-ID``). What it skips is the cost of the
+layers in between: a ``Request`` and a ``Response`` object, a closure per layer, the
+header parsing of Starlette, and the standard-library JSON decoder.
+
+Everything else goes to the service's layers unchanged: other paths and methods, and
+every request when the app has a feature the fast path does not implement (proven
+workload identity, Approvals over AuthZEN, limits, an audit log or an approvals store:
+:func:`eligible` says which). The decision routes are not guarded routes
+(:data:`policylang.server.auth.GUARDED_PREFIXES`), so the authentication layer has
+nothing to check on them; the fast path does not check anything either.
+
+A body orjson does not take as it is (invalid JSON, a BOM, UTF-16, a lone surrogate, a
+nesting deeper than orjson's limit, an integer orjson would read as a float) is parsed
+again by :func:`~policylang.server.app.parse_json_body`, which gives the answer (the
+same value, or the same 400 message) the service's layers give.
+
+``create_app(..., fast_path=False)`` or ``POLICYLANG_FAST_PATH=0`` in the environment
+turns it off (tests compare both; debugging).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import time
+import uuid
+
+from . import authzen
+from .app import BodyLimitMiddleware, _dumps, parse_json_body
+
+try:
+    from orjson import JSONDecodeError as _OrjsonError
+    from orjson import loads as _orjson_loads
+except ImportError:  # pragma: no cover - orjson is in the server extra
+    _orjson_loads = None
+    _OrjsonError = ValueError
+
+__all__ = ["ENV", "PATHS", "FastPath", "eligible", "enabled_by_env", "install"]
+
+#: the environment variable that turns the fast path off (``0``, ``false``, ``off``, ``no``)
+ENV = "POLICYLANG_FAST_PATH"
+
+#: path -> (handler name, metrics endpoint)
+PATHS = {
+    "/access/v1/evaluation": "evaluation",
+    "/access/v1/evaluations": "evaluations",
+    "/v1/decide": "decide",
+}
+
+#: 19 digits in a row: maybe an integer beyond 64 bits, which orjson reads as a float
+#: (the standard decoder keeps it an integer); such bodies take the standard decoder
+_LONG_DIGITS = re.compile(rb"[0-9]{19}")
+
+_JSON = b"application/json"
+_START = "http.response.start"
+_BODY = "http.response.body"
+
+
+def enabled_by_env() -> bool:
+    """False when ``POLICYLANG_FAST_PATH`` says off."""
+    return os.environ.get(ENV, "").strip().lower() not in ("0", "false", "off", "no")
+
+
+def eligible(ctx, config) -> str | None:
+    """None when the fast path can serve the decision routes of this app exactly as its
+    routes do; else the feature it leaves to them."""
+    if _orjson_loads is None:  # pragma: no cover
+        return "orjson is not installed"
+    if getattr(ctx, "aarp", None) is not None:
+        return "Approvals over AuthZEN"
+    if ctx.use_threads:
+        return "an audit log or an approvals store (decisions in the thread pool)"
+    from .routes import RouteContext
+    if getattr(ctx.decide, "__func__", None) is not RouteContext.decide:
+        return "limits (a store round trip per decision)"
+    from .identity import verifier_for
+    try:
+        if verifier_for(config) is not None:
+            return "proven workload identity"
+    except Exception as e:  # noqa: BLE001 - a bundle that cannot be read: the routes answer (fail closed)
+        return f"proven workload identity ({e})"
+    return None
+
+
+def parse_body(content_type: bytes | None, raw: bytes) -> dict:
+    """:func:`~policylang.server.app.parse_json_body` for a body of
+    ``Content-Type: application/json``, through orjson when it gives the same value."""
+    if content_type == _JSON and _LONG_DIGITS.search(raw) is None:
+        try:
+            data = _orjson_loads(raw)
+        except _OrjsonError:
+            data = None
+        if data.__class__ is dict:
+            return data
+    return parse_json_body(None if content_type is None else content_type.decode("latin-1"), raw)
+
+
+class FastPath:
+    """The ASGI layer: the decision routes here, everything else to ``app``."""
+
+    def __init__(self, app, ctx, config):
+        self.app = app
+        self.ctx = ctx
+        self.service = ctx.service
+        self.metrics = ctx.metrics
+        self.body = BodyLimitMiddleware(None, max_body=config.max_body, body_timeout=config.body_timeout)
+        self.handlers = {path: getattr(self, "_" + name) for path, name in PATHS.items()}
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] != "POST":
+            return await self.app(scope, receive, send)
+        handler = self.handlers.get(scope["path"])
+        if handler is None:
+            return await self.app(scope, receive, send)
+        rid = ctype = None
+        for key, value in scope["headers"]:
+            if key == b"x-request-id":
+                if rid is None:
+                    rid = value
+            elif key == b"content-type" and ctype is None:
+                ctype = value
+        if not rid:
+            rid = uuid.uuid4().hex.encode("ascii")
+        scope["policylang.request_id"] = rid
+
+        async def send_with_id(message):  # the body reader's own answers (413, 408)
+            if message["type"] == _START:
+                message["headers"] = [*message.get("headers", ()), (b"x-request-id", rid)]
+            await send(message)
+
+        limit = self.body
+        try:
+            async with asyncio.timeout(limit.body_timeout):
+                raw = await limit._read(scope, receive, send_with_id)
+        except TimeoutError:
+            return await limit._answer(send_with_id, 408,
+                                       f"the body did not arrive within {limit.body_timeout:g} seconds")
+        if raw is None:
+            return
+        status, body = await handler(ctype, raw)
+        await send({"type": _START, "status": status,
+                    "headers": [(b"content-length", str(len(body)).encode()), (b"content-type", _JSON),
+                                (b"x-request-id", rid)]})
+        await send({"type": _BODY, "body": body})
+
+    def _failure(self, endpoint: str, exc: Exception) -> tuple[int, bytes]:
+        response = self.ctx.failure(endpoint, exc)
+        return response.status_code, response.body
+
+    # -- the routes (policylang/server/routes/authzen.py, decide.py): the same steps -----
+
+    async def _evaluation(self, ctype, raw: bytes) -> tuple[int, bytes]:
+        from .routes.authzen import _respond
+        t0 = time.perf_counter()
+        try:
+            body = parse_body(ctype, raw)
+            engine = self.service.current.engine
+            with_context = authzen.decision_context(body, True)
+            d = self.ctx.decide_now(engine, authzen.to_request(body), "", False)
+            answer = _respond(d, with_context)
+        except Exception as e:  # noqa: BLE001 - failure() re-raises nothing, logs bugs, answers 500
+            return self._failure("evaluation", e)
+        metrics = self.metrics
+        metrics.decided("evaluation", d.decision)
+        out = _dumps(answer)
+        metrics.observe("evaluation", time.perf_counter() - t0)
+        return 200, out
+
+    async def _evaluations(self, ctype, raw: bytes) -> tuple[int, bytes]:
+        from .routes.authzen import _respond, _run_batch
+        t0 = time.perf_counter()
+        counts: dict = {}
+        metrics = self.metrics
+        try:
+            body = parse_body(ctype, raw)
+            batch = authzen.parse_batch(body)
+            engine = self.service.current.engine
+            if batch.items is None:  # no array: a single evaluation
+                with_context = authzen.decision_context(body, True)
+                d = self.ctx.decide_now(engine, authzen.to_request(body), "", False)
+                answer = _respond(d, with_context)
+                metrics.decided("evaluations", d.decision)
+                out = _dumps(answer)
+                metrics.observe("evaluations", time.perf_counter() - t0)
+                return 200, out
+            with_context = authzen.decision_context(body, False)
+            items = await _run_batch(batch, engine, counts, None, self.ctx.item_failure, direct=True,
+                                     with_context=with_context)
+        except Exception as e:  # noqa: BLE001 - failure() re-raises nothing, logs bugs, answers 500
+            return self._failure("evaluations", e)
+        for outcome, n in counts.items():
+            metrics.decided("evaluations", outcome, n)
+        out = _dumps({"evaluations": items})
+        metrics.observe("evaluations", time.perf_counter() - t0)
+        return 200, out
+
+    async def _decide(self, ctype, raw: bytes) -> tuple[int, bytes]:
+        t0 = time.perf_counter()
+        try:
+            body = parse_body(ctype, raw)
+            d = self.ctx.decide_now(self.service.current.engine, body, "", True)
+        except Exception as e:  # noqa: BLE001 - failure() re-raises nothing, logs bugs, answers 500
+            return self._failure("decide", e)
+        metrics = self.metrics
+        metrics.decided("decide", d.decision)
+        out = _dumps(d.to_dict())
+        metrics.observe("decide", time.perf_counter() - t0)
+        return 200, out
+
+
+def install(app, ctx, config, enabled: bool | None = None) -> str | None:
+    """Put the fast path in front of ``app``'s layers when ``enabled`` (default: not
+    turned off by ``POLICYLANG_FAST_PATH``) and :func:`eligible`. Returns None when
+    installed, else why not (also kept as ``app.state.fast_path``)."""
+    if enabled is None:
+        enabled = enabled_by_env()
+    why = eligible(ctx, config) if enabled else f"turned off ({ENV}=0 or fast_path=False)"
+    app.state.fast_path = why or "on"
+    if why is None:
+        app.set_front(FastPath(app._front, ctx, config))
+    return why
+
