@@ -1,5 +1,5 @@
 """``policylang report PATH --controls [--format markdown|html|json] [-o FILE]
-[--fail-on-uncovered IDS] [--no-proven]`` (docs/cli.md#report, docs/controls.md).
+[--fail-on-uncovered IDS] [--no-proven]`` (docs/controls.md#usage).
 
 The rules of the set mapped to the OWASP Top 10 for Agentic Applications (2026), the NIST
 AI RMF 1.0 and CSA MAESTRO's layers, with the controls no rule covers. Exit 0 when the

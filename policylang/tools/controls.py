@@ -191,7 +191,7 @@ class TagMeaning:
 
 
 _OTHER = TagMeaning("other")
-_ASI = re.compile(r"(?:ASI|A)[ _-]?0*(\d{1,3})", re.IGNORECASE)
+_ASI = re.compile(r"(?:ASI|A)?[ _-]?0*(\d{1,3})", re.IGNORECASE)
 _NIST_ID = re.compile(r"([A-Z]+)(?:[ _.-]*(\d{1,3})(?:\.(\d{1,3}))?)?", re.IGNORECASE)
 _LAYER = re.compile(r"(?:L|LAYER)?[ _-]?(\d{1,3})", re.IGNORECASE)
 
