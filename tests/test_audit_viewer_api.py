@@ -14,7 +14,11 @@ from fastapi.testclient import TestClient
 import policylang
 from policylang.audit import AuditLog, record_hash, verify_file
 from policylang.playground import audit_view
-from policylang.playground.audit_view import add_audit_routes, present_record, verify_lines
+from policylang.playground.audit_view import (
+    add_audit_routes,
+    present_record,
+    verify_lines,
+)
 
 POLICY = """
 option attenuate_delegation = true
@@ -323,8 +327,9 @@ def test_a_too_large_configured_file_is_a_413(monkeypatch, log_file):
 
 
 def test_odd_records_never_crash_the_report_or_the_detail():
-    odd = [b'{"x":NaN}', b'[' * 5000 + b']' * 5000, b'"just a string"', b'{"request":"not an object",'
-           b'"delegation_path":[1,{"a":2}],"decision":7,"reasons":"r","errors":[1],"grants":{"a":1}}',
+    odd = [b'{"x":NaN}', b'[' * 5000 + b']' * 5000, b'"just a string"',
+           (b'{"request":"not an object","delegation_path":[1,{"a":2}],"decision":7,"reasons":"r",'
+            b'"errors":[1],"grants":{"a":1}}'),
            b'{"request":{"principal":{"id":["x"]},"action":{"name":5},"resource":[]}}',
            '{"request":{"principal":{"id":"\u00e9"}}}'.encode()]
     body = b"\n".join(odd) + b"\n"

@@ -30,10 +30,6 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-
 from ..privilege.audit import (
     GENESIS,
     _check_head,
@@ -525,13 +521,18 @@ def _read_file(path: Path) -> bytes:
 
 
 def add_audit_routes(app, *, audit_path: Path | str | os.PathLike | None, read_only: bool = True) -> None:
-    """Register the audit viewer's API (docs/audit-viewer.md#api) on the FastAPI ``app``.
+    """Register the audit viewer's API (docs/audit-viewer.md#api) on ``app`` (a Starlette
+    or FastAPI app; the routes are plain Starlette routes, under the app's own middleware:
+    the playground's loopback, same-origin and authentication checks cover them).
 
     ``audit_path``: the log ``GET /api/audit/log`` opens (``policylang playground --audit
     FILE``), read afresh on every request; None: only uploaded logs can be viewed.
-    ``read_only`` is reported to the page (the playground appends its decisions to the
-    log when it is not read-only); the viewer itself never writes.
+    ``read_only``: the playground's mode, reported by ``GET /api/audit/config``; the viewer
+    is read-only in either mode (it never writes to a log or to the disk).
     """
+    from starlette.concurrency import run_in_threadpool
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response
     configured = Path(audit_path) if audit_path is not None else None
 
     def error(e: ViewerError) -> JSONResponse:

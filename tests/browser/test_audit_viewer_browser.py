@@ -11,8 +11,14 @@ import pytest
 import policylang
 from policylang.audit import AuditLog
 
-pytest.importorskip("playwright.sync_api")
-from playwright.sync_api import expect  # noqa: E402
+
+def expect(target):
+    """Playwright's expect, imported when used (the ``browser`` fixture skips, or fails under
+    POLICYLANG_REQUIRE_BROWSER=1, when Playwright is missing)."""
+    from playwright.sync_api import expect as _expect
+
+    return _expect(target)
+
 
 POLICY = """
 option attenuate_delegation = true
