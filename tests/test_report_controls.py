@@ -473,3 +473,9 @@ def test_the_docs_describe_what_the_code_does():
     for path in (root / "policylang" / "tools" / "report.py", root / "policylang" / "cli" / "report.py"):
         for anchor in re.findall(r"docs/controls\.md#([a-z-]+)", path.read_text()):
             assert f'<a id="{anchor}"></a>' in doc, anchor
+
+
+def test_a_huge_tag_value_is_a_short_diagnostic():
+    r = report_for('@id("x")\n@tag("owasp:' + "x" * 100_000 + '")\npermit agent to read on doc\n  because "y"\n')
+    (d,) = r.diagnostics
+    assert d.code == "R001" and (d.line, d.column) == (2, 6) and len(d.message) < 300

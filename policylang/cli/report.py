@@ -53,7 +53,7 @@ def command(path: str, controls: bool, fmt: str, output: str | None, fail_on: st
         click.echo(f"error: {path} has no .policy files (is the path right?)", err=True)
         sys.exit(1)
 
-    report = build_report(policy_set, proven=proven)
+    report = build_report(policy_set, proven=proven, path=path)
     lines = {}
     for d in report.diagnostics:
         text = policy_set.sources.get(d.path)

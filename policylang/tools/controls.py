@@ -196,6 +196,11 @@ _NIST_ID = re.compile(r"([A-Z]+)(?:[ _.-]*(\d{1,3})(?:\.(\d{1,3}))?)?", re.IGNOR
 _LAYER = re.compile(r"(?:L|LAYER)?[ _-]?(\d{1,3})", re.IGNORECASE)
 
 
+def shown_tag(text: str) -> str:
+    """A tag value as a message quotes it: at most 60 characters."""
+    return text if len(text) <= 60 else text[:57] + "…"
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[\s_]+", "-", text.strip().lower())
 
@@ -207,13 +212,13 @@ def _owasp(value: str) -> TagMeaning:
         control = OWASP.get(cid)
         if control is not None:
             return TagMeaning("control", control)
-        return TagMeaning("unknown", problem=f"'{value}' is not an OWASP Top 10 for Agentic Applications risk "
+        return TagMeaning("unknown", problem=f"'{shown_tag(value)}' is not an OWASP Top 10 for Agentic Applications risk "
                                              f"(they are ASI01 to ASI10)")
     alias = OWASP_ALIASES.get(_slug(value))
     if alias:
         return TagMeaning("control", OWASP.get(alias))
-    hint = difflib.get_close_matches(_slug(value), list(OWASP_ALIASES), n=1)
-    return TagMeaning("unknown", problem=f"'{value}' names no OWASP Top 10 for Agentic Applications risk "
+    hint = _close(_slug(value), list(OWASP_ALIASES))
+    return TagMeaning("unknown", problem=f"'{shown_tag(value)}' names no OWASP Top 10 for Agentic Applications risk "
                                          f"(write ASI01 to ASI10{_did_you_mean(hint)})")
 
 
@@ -237,8 +242,8 @@ def _nist(value: str) -> TagMeaning:
                                                          f"{function} {n}.1 to {function} {n}.{subs}, "
                                                          f"not {function} {n}.{sub}")
             return TagMeaning("control", NIST.get(f"{function} {n}"))
-    hint = difflib.get_close_matches(value.strip().split(" ")[0].split("-")[0].upper(), list(_NIST_CATEGORIES), n=1)
-    return TagMeaning("unknown", problem=f"'{value}' names no NIST AI RMF function or category (write GOVERN, "
+    hint = _close(value.strip().split(" ")[0].split("-")[0].upper(), list(_NIST_CATEGORIES))
+    return TagMeaning("unknown", problem=f"'{shown_tag(value)}' names no NIST AI RMF function or category (write GOVERN, "
                                          f"MAP, MEASURE or MANAGE, optionally with a category: MANAGE-2"
                                          f"{_did_you_mean(hint)})")
 
@@ -249,15 +254,23 @@ def _maestro(value: str) -> TagMeaning:
         control = MAESTRO.get(f"L{int(m.group(1))}")
         if control is not None:
             return TagMeaning("control", control)
-        return TagMeaning("unknown", problem=f"'{value}' is not a MAESTRO layer (they are L1 to L7)")
+        return TagMeaning("unknown", problem=f"'{shown_tag(value)}' is not a MAESTRO layer (they are L1 to L7)")
     alias = MAESTRO_ALIASES.get(_slug(value))
     if alias:
         return TagMeaning("control", MAESTRO.get(alias))
-    hint = difflib.get_close_matches(_slug(value), list(MAESTRO_ALIASES), n=1)
-    return TagMeaning("unknown", problem=f"'{value}' names no MAESTRO layer (write L1 to L7{_did_you_mean(hint)})")
+    hint = _close(_slug(value), list(MAESTRO_ALIASES))
+    return TagMeaning("unknown", problem=f"'{shown_tag(value)}' names no MAESTRO layer (write L1 to L7{_did_you_mean(hint)})")
 
 
 _RESOLVERS = {"owasp-agentic": _owasp, "nist-ai-rmf": _nist, "maestro": _maestro}
+
+
+#: longer values get no "did you mean" (difflib is quadratic in the length)
+_HINT_MAX = 64
+
+
+def _close(word: str, candidates, **kw) -> list[str]:
+    return difflib.get_close_matches(word, candidates, n=1, **kw) if len(word) <= _HINT_MAX else []
 
 
 def _did_you_mean(hint: list[str]) -> str:
@@ -279,7 +292,7 @@ def resolve_tag(value: str) -> TagMeaning:
         if framework is None:
             return _OTHER
         if not rest.strip():
-            return TagMeaning("unknown", problem=f"'{value}' names no control after '{prefix}:'")
+            return TagMeaning("unknown", problem=f"'{shown_tag(value)}' names no control after '{shown_tag(prefix)}:'")
         return _RESOLVERS[framework.key](rest)
     if re.fullmatch(r"ASI[ _-]?\d+", value.strip(), re.IGNORECASE):
         return _owasp(value)
@@ -292,7 +305,7 @@ def close_prefix(value: str) -> str | None:
     prefix, sep, _rest = value.partition(":")
     if not sep or prefix.strip().lower() in _BY_PREFIX:
         return None
-    hint = difflib.get_close_matches(prefix.strip().lower(), list(_BY_PREFIX), n=1, cutoff=0.75)
+    hint = _close(prefix.strip().lower(), list(_BY_PREFIX), cutoff=0.75)
     return hint[0] if hint else None
 
 

@@ -18,6 +18,7 @@ are imported only when asked for and only if present.
 
 from __future__ import annotations
 
+import bisect
 import html
 import json
 import re
@@ -38,6 +39,7 @@ from .controls import (
     Framework,
     close_prefix,
     resolve_tag,
+    shown_tag,
 )
 
 SCHEMA = "policylang.controls-report/1"
@@ -190,7 +192,7 @@ def _tag_coverage(policy_set: PolicySet, info: RuleInfo, report: ControlsReport)
         meaning = resolve_tag(ann.value)
         if meaning.kind == "control":
             c = meaning.control
-            yield c, Coverage(info, "tag", f"tagged {ann.value!r}", ann.value)
+            yield c, Coverage(info, "tag", f"tagged {shown_tag(ann.value)!r}", ann.value)
         elif meaning.kind == "unknown":
             report.diagnostics.append(_diagnostic("R001", f"unknown control in @tag: {meaning.problem} "
                                                           f"(docs/controls.md#tags)", _value_span(policy_set, ann)))
@@ -198,7 +200,7 @@ def _tag_coverage(policy_set: PolicySet, info: RuleInfo, report: ControlsReport)
             hint = close_prefix(ann.value)
             if hint:
                 report.diagnostics.append(_diagnostic(
-                    "R002", f"tag {ann.value!r} is not read as a control: its prefix is not a framework's; "
+                    "R002", f"tag {shown_tag(ann.value)!r} is not read as a control: its prefix is not a framework's; "
                             f"did you mean '{hint}:'? (docs/controls.md#tags)", _value_span(policy_set, ann)))
 
 
@@ -317,11 +319,14 @@ def _duration(seconds: int) -> str:
 
 # ------------------------------------------------------------------ lints
 
-def _rule_at(by_path: dict[str, list[RuleInfo]], path: str, line: int) -> RuleInfo | None:
-    for info in by_path.get(path, ()):
-        if info.rule.span.line <= line <= info.rule.span.end_line:
-            return info
-    return None
+def _rule_at(by_path: dict[str, list[RuleInfo]], starts: dict[str, list[int]], path: str,
+             line: int) -> RuleInfo | None:
+    """The rule whose text holds ``path:line`` (rules of a file do not overlap)."""
+    i = bisect.bisect_right(starts.get(path, []), line) - 1
+    if i < 0:
+        return None
+    info = by_path[path][i]
+    return info if line <= info.rule.span.end_line else None
 
 
 def _proven_findings(policy_set: PolicySet, report: ControlsReport) -> list[Any]:
@@ -351,24 +356,31 @@ def _as_finding(item: Any, source: str) -> tuple[str, str, str, str, int, int] |
     d = item.to_dict() if hasattr(item, "to_dict") else item if isinstance(item, dict) else None
     get = (lambda k: d.get(k)) if d is not None else (lambda k: getattr(item, k, None))
     code, message, path, line = get("code"), get("message"), get("path"), get("line")
+    col = get("column")
+    span = get("span")
+    if path is None and isinstance(span, Span):
+        path, line, col = span.path, span.line, span.column
     if not (isinstance(code, str) and isinstance(message, str) and isinstance(path, str) and isinstance(line, int)):
         return None
-    col = get("column")
     return (code, str(get("severity") or "warning"), message, path, line, col if isinstance(col, int) else 1)
 
 
 # ------------------------------------------------------------------ the report
 
-def build_report(policy_set: PolicySet, *, proven: bool = True) -> ControlsReport:
+def build_report(policy_set: PolicySet, *, proven: bool = True, path: str | None = None) -> ControlsReport:
     """Map ``policy_set``'s rules to the three catalogues. ``proven``: also run the
-    solver-proven lints when z3 and ``policylang.analysis.lints`` are present."""
-    report = ControlsReport(policy_set.root, policy_set.version, len(policy_set.rules))
+    solver-proven lints when z3 and ``policylang.analysis.lints`` are present. ``path``:
+    the set's path as the user gave it (default: the set's root)."""
+    report = ControlsReport(path if path is not None else policy_set.root, policy_set.version,
+                            len(policy_set.rules))
+    seen: set[tuple] = set()
 
     def cover(control_id: str, cov: Coverage) -> None:
         c = _ANY_CONTROL[control_id]
-        bucket = report.coverage.setdefault((c.framework, c.id), [])
-        if not any(x.rule.id == cov.rule.id and x.how == cov.how and x.reason == cov.reason for x in bucket):
-            bucket.append(cov)
+        key = (c.id, cov.rule.id, cov.how, cov.reason)
+        if key not in seen:
+            seen.add(key)
+            report.coverage.setdefault((c.framework, c.id), []).append(cov)
 
     rule_controls: dict[str, list[Control]] = {}
     for info in policy_set.rules:
@@ -385,11 +397,15 @@ def build_report(policy_set: PolicySet, *, proven: bool = True) -> ControlsRepor
     by_path: dict[str, list[RuleInfo]] = {}
     for info in policy_set.rules:
         by_path.setdefault(info.path, []).append(info)
+    for infos in by_path.values():
+        infos.sort(key=lambda i: i.rule.span.line)
+    starts = {p: [i.rule.span.line for i in infos] for p, infos in by_path.items()}
+    found: set[tuple] = set()
 
     def add_finding(control: Control, f: Finding) -> None:
-        bucket = report.findings.setdefault((control.framework, control.id), [])
-        if f not in bucket:
-            bucket.append(f)
+        if (control.id, f) not in found:
+            found.add((control.id, f))
+            report.findings.setdefault((control.framework, control.id), []).append(f)
 
     lint_items = [(d, "lint") for d in policy_set.diagnostics if d.code in WEAKENING_LINTS]
     if proven:
@@ -401,7 +417,7 @@ def build_report(policy_set: PolicySet, *, proven: bool = True) -> ControlsRepor
         if parts is None:
             continue
         code, severity, message, path, line, col = parts
-        info = _rule_at(by_path, path, line)
+        info = _rule_at(by_path, starts, path, line)
         own, why = WEAKENING_LINTS.get(code, ((), message))
         f = Finding(code, severity, message, path, line, col, info.id if info else None, source, why)
         targets = [_ANY_CONTROL[cid] for cid in own]
