@@ -97,12 +97,16 @@ def _echo_err(text: str) -> None:
                    "file changes.")
 @click.option("--binding-ttl", default=600, show_default=True, type=click.IntRange(1, 86400),
               help="Seconds a requestable denial can be submitted as an access request (its expires_at).")
+@click.option("--ui", is_flag=True, default=False,
+              help="Also serve the playground, read-only, at /ui (docs/playground.md), behind the same "
+                   "authentication as the service. Needs --workers 1.")
 def command(path, entities, host, port, workers, max_body, cache_size, poll_interval, public_url,
             store, keys, issuer, audit, log_level, access_log, header_timeout, body_timeout,
             keep_alive_timeout, max_connections, jwks, jwt_audience, jwt_issuer, jwt_algorithms,
             jwt_caller_claim, tls_cert, tls_key, client_ca, admin_policies, create_store=False,
             require_open_tasks=False, svid_bundle=None, svid_audience=None, trust_domains=(),
-            require_proven_principal=False, binding_keys=None, binding_ttl=600):
+            require_proven_principal=False, binding_keys=None, binding_ttl=600, ui=False):
+    _check_ui(ui=ui, workers=workers, host=host, authenticated=bool(jwks or client_ca))
     _check_options(host=host, store=store, keys=keys, issuer=issuer, jwks=jwks, jwt_audience=jwt_audience,
                    jwt_issuer=jwt_issuer, jwt_algorithms=jwt_algorithms, tls_cert=tls_cert, tls_key=tls_key,
                    client_ca=client_ca, admin_policies=admin_policies, create_store=create_store,
@@ -182,6 +186,9 @@ def command(path, entities, host, port, workers, max_body, cache_size, poll_inte
         from ..server.app import create_app
         from ..server.supervisor import uvicorn_options
         app = create_app(config, service=service, extras=extras, aarp=aarp)
+        if ui:  # the playground, read-only, behind the service's authenticator (docs/playground.md)
+            from ..playground.app import mount_ui
+            mount_ui(app, path, auth=app.state.authenticator)
         try:
             uvicorn.run(app, **uvicorn_options(common))
         except SystemExit as e:  # uvicorn's start-up failure (3): it has logged why
@@ -196,7 +203,7 @@ def command(path, entities, host, port, workers, max_body, cache_size, poll_inte
         from ..server.aarp import AARP_ENV
         os.environ[AARP_ENV] = json.dumps(aarp)
     from ..server.supervisor import run_workers
-    run_workers(config, workers, common)
+    run_workers(config, workers, common, service=service)  # forks the workers after this load
 
 
 def _check_options(*, host, store, keys, issuer, jwks, jwt_audience, jwt_issuer, jwt_algorithms, tls_cert,
@@ -227,6 +234,20 @@ def _check_options(*, host, store, keys, issuer, jwks, jwt_audience, jwt_issuer,
                   "authentication: anyone who reaches the port could approve, mint and revoke. Configure "
                   "--jwks FILE|URL --jwt-audience AUD (bearer JWTs) or --tls-cert/--tls-key/--client-ca "
                   "(mutual TLS), optionally --admin-policies DIR; or listen on 127.0.0.1")
+        sys.exit(2)
+
+
+def _check_ui(*, ui, workers, host, authenticated) -> None:
+    """``--ui``: one worker, and authentication off loopback (exit 2), as ``policylang playground``."""
+    if not ui:
+        return
+    if workers != 1:
+        raise click.UsageError("--ui needs --workers 1")
+    from ..server.auth import is_loopback_host
+    if not authenticated and not is_loopback_host(host):
+        _echo_err(f"policylang serve: refusing to serve the playground (--ui) on {host} without authentication: "
+                  "configure --jwks FILE|URL --jwt-audience AUD or --tls-cert/--tls-key/--client-ca; "
+                  "or listen on 127.0.0.1")
         sys.exit(2)
 
 

@@ -482,82 +482,139 @@ def _test_lines(gen: ExpressionCodegen, tests, instrument: bool, indent: str) ->
     return lines
 
 
+def _typed(value: Any) -> Any:
+    """``value`` with every scalar tagged by its class, so ``1``, ``1.0`` and ``true`` differ
+    (constants are compared this way before compiled code is reused)."""
+    if isinstance(value, (list, tuple)):
+        return (value.__class__, tuple(_typed(v) for v in value))
+    if isinstance(value, dict):
+        return (dict, tuple(sorted((k, _typed(v)) for k, v in value.items())))
+    if isinstance(value, (set, frozenset)):
+        return (value.__class__, frozenset(_typed(v) for v in value))
+    return (value.__class__, value)
+
+
+def constants_signature(constants) -> tuple:
+    """What generated code depends on besides the rule itself: the folded constants."""
+    return tuple(sorted((name, _typed(v)) for name, v in constants.items()))
+
+
+@dataclass(eq=False, slots=True)
+class RuleCode:
+    """What code generation made of one rule (its AST node): reused on a reload for a rule
+    whose file did not change, as long as the constants did not change either."""
+
+    rule: nodes.Rule
+    shape_key: str
+    params: tuple
+    index_key: tuple | None
+    reads: frozenset
+    #: the compiled factory of the rule's shape (shared by every rule of that shape)
+    factory: Callable | None = None
+
+
+def _codegen(gen: ExpressionCodegen, rule: nodes.Rule, instrument: bool,
+             constants) -> tuple[str, str, RuleCode]:
+    """(parameter list, function body, code record) of one rule's shape."""
+    I2 = " " * 8
+    tests = _tests(rule)
+    key = _index_key(tests[0], constants) if tests else None
+    gen.params = []
+    body = [f"    def check({ARGS}):"] + _test_lines(gen, tests, instrument, I2)
+    if key:
+        body += [f"    def rest({ARGS}):"] + _test_lines(gen, tests[1:], instrument, I2)
+    else:
+        body.append("    rest = None")
+    grant = rule.grant if rule.effect == "permit" else None
+    if grant is not None:
+        gen.temps = 0
+        scopes = ", ".join(f"_scope({gen.expr(s)[0]})" for s in grant.scopes)
+        body += [f"    def grant({ARGS}):", f"{I2}return [{scopes}]"]
+    else:
+        body.append("    grant = None")
+    limits = rule.limits if rule.effect == "permit" else ()
+    if limits:
+        gen.temps = 0
+        pairs = ", ".join(
+            f"({'1' if c.measure == 'count' else gen.expr(c.amount)[0]}, "
+            f"{'True' if c.key is None else gen.expr(c.key)[0]})" for c in limits)
+        body += [f"    def limits({ARGS}):", f"{I2}return [{pairs}]"]
+    else:
+        body.append("    limits = None")
+    body.append("    return check, rest, grant, limits")
+    params = ", ".join(f"_p{i}" for i in range(len(gen.params)))
+    text = "\n".join(body)
+    return params, text, RuleCode(rule, params + "\n" + text, tuple(gen.params), key, _reads(rule, constants))
+
+
 def compile_rules(policy_set: PolicySet, instrument: bool = False,
-                  counter: list | None = None) -> tuple[list[CompiledRule], str]:
+                  counter: list | None = None,
+                  reuse: dict[int, RuleCode] | None = None) -> tuple[list[CompiledRule], str, dict[int, RuleCode]]:
     """Generate, compile and load the functions of every rule.
 
     Each rule is generated as a *shape*: a factory whose literals are parameters
     (``_p0``, ``_p1`` …) returning the rule's check, its check without the indexed first
     test, and its grant. Rules that differ only in literals (the common case in large
-    sets) share one factory, so the module Python compiles stays small. Returns the
-    compiled rules and the generated source (kept for debugging and tests).
+    sets) share one factory, so the module Python compiles stays small; every new shape
+    of one call is compiled by one ``compile()`` into one fresh namespace.
+
+    ``reuse``: :class:`RuleCode` records of an earlier compilation by ``id`` of the rule
+    node (see :class:`CompiledSet`): a rule whose node is among them is not generated
+    again, its shape's factory is called with its recorded literals. Returns the compiled
+    rules, the generated source (new shapes only; kept for debugging and tests) and the
+    code records of this set's rules.
     """
     lines: list[str] = []
     constants = dict(policy_set.constants)
     gen = ExpressionCodegen(constants)
     shapes: dict[str, str] = {}
+    factories: dict[str, Callable] = {}
+    codes: dict[int, RuleCode] = {}
+    keys: dict[str, str] = {}
     pending = []
-    I2 = " " * 8
     for n, info in enumerate(policy_set.rules):
         rule = info.rule
-        tests = _tests(rule)
-        key = _index_key(tests[0], constants) if tests else None
-        gen.params = []
-        body = [f"    def check({ARGS}):"] + _test_lines(gen, tests, instrument, I2)
-        if key:
-            body += [f"    def rest({ARGS}):"] + _test_lines(gen, tests[1:], instrument, I2)
+        code = reuse.get(id(rule)) if reuse else None
+        if code is not None and code.rule is rule and code.factory is not None:
+            factories.setdefault(code.shape_key, code.factory)
         else:
-            body.append("    rest = None")
-        grant = rule.grant if rule.effect == "permit" else None
-        if grant is not None:
-            gen.temps = 0
-            scopes = ", ".join(f"_scope({gen.expr(s)[0]})" for s in grant.scopes)
-            body += [f"    def grant({ARGS}):", f"{I2}return [{scopes}]"]
-        else:
-            body.append("    grant = None")
-        limits = rule.limits if rule.effect == "permit" else ()
-        if limits:
-            gen.temps = 0
-            pairs = ", ".join(
-                f"({'1' if c.measure == 'count' else gen.expr(c.amount)[0]}, "
-                f"{'True' if c.key is None else gen.expr(c.key)[0]})" for c in limits)
-            body += [f"    def limits({ARGS}):", f"{I2}return [{pairs}]"]
-        else:
-            body.append("    limits = None")
-        body.append("    return check, rest, grant, limits")
-        params = ", ".join(f"_p{i}" for i in range(len(gen.params)))
-        text = "\n".join(body)
-        shape_key = params + "\n" + text
-        name = shapes.get(shape_key)
-        if name is None:
-            name = shapes[shape_key] = f"_shape_{len(shapes)}"
-            lines.append(f"def {name}({params}):")
-            lines.append(text)
-        pending.append((n, info, name, list(gen.params), key))
+            params, text, code = _codegen(gen, rule, instrument, constants)
+            if code.shape_key not in shapes and code.shape_key not in factories:
+                name = shapes[code.shape_key] = f"_shape_{len(shapes)}"
+                lines.append(f"def {name}({params}):")
+                lines.append(text)
+        code.shape_key = keys.setdefault(code.shape_key, code.shape_key)  # one string per shape
+        codes[id(rule)] = code
+        pending.append((n, info, code))
     source = "\n".join(lines) + "\n"
-    namespace: dict[str, Any] = dict(HELPERS)
-    namespace["_n"] = counter if counter is not None else [0]
-    code = compile(source, f"<policylang:{policy_set.root}>", "exec")
-    exec(code, namespace)  # noqa: S102 - generated from the policy AST only; see module docstring
+    if lines:
+        namespace: dict[str, Any] = dict(HELPERS)
+        namespace["_n"] = counter if counter is not None else [0]
+        compiled = compile(source, f"<policylang:{policy_set.root}>", "exec")
+        exec(compiled, namespace)  # noqa: S102 - generated from the policy AST only; see module docstring
+        for shape_key, name in shapes.items():
+            factories[shape_key] = namespace[name]
     out = []
-    for n, info, name, params, key in pending:
+    for n, info, code in pending:
         rule = info.rule
-        check, rest, grant_fn, limit_fn = namespace[name](*params)
+        if code.factory is None:
+            code.factory = factories[code.shape_key]
+        check, rest, grant_fn, limit_fn = code.factory(*code.params)
         out.append(CompiledRule(
             info=info, order=n, effect=rule.effect,
             check=check, rest=rest, grant=grant_fn,
             ttl=rule.grant.ttl if rule.grant is not None else 0,
-            index_key=key,
+            index_key=code.index_key,
             subjects=_globs(rule.target.subjects),
             resources=_globs(rule.target.resources),
-            reads=_reads(rule, constants),
+            reads=code.reads,
             id=info.id,
             reason=rule.because,
             approvers=rule.by.approvers if rule.by is not None else (),
             limits=specs_of(info, constants) if limit_fn is not None else (),
             limit_values=limit_fn,
         ))
-    return out, source
+    return out, source, codes
 
 
 # ------------------------------------------------------------------ plans (the tree)
@@ -603,14 +660,37 @@ class _Unnamed:
 UNNAMED = _Unnamed()
 
 
-class CompiledSet:
-    """The decision tree of a policy set: plans by (kind, action, type), built lazily and
-    memoised (bounded by the names the policies mention, plus one UNNAMED slot each)."""
+#: eager plans: at most this many (kind, action, type) combinations, or 4 per rule if that is
+#: more, are planned when the set is compiled (the rest on first use)
+EAGER_PLANS = 4096
 
-    def __init__(self, policy_set: PolicySet, instrument: bool = False):
+
+class CompiledSet:
+    """The decision tree of a policy set: plans by (kind, action, type), memoised (bounded
+    by the names the policies mention, plus one UNNAMED slot each).
+
+    ``eager`` (the default) builds the plans of every (kind, action, type) the set names,
+    and of the UNNAMED fallbacks, here, so the first request of a stream costs what a
+    warm one does (:meth:`build_plans`; identical plans are one object). A set whose
+    combinations exceed :data:`EAGER_PLANS` (or 4 per rule) gets the combinations its rules
+    name together, and builds the others on first use.
+
+    ``previous``: the compiled set of the set this one replaces (a reload): rules whose AST
+    node it compiled (the rules of files that did not change) reuse its generated code,
+    unless the constants changed or either set is instrumented.
+    """
+
+    def __init__(self, policy_set: PolicySet, instrument: bool = False, *,
+                 previous: CompiledSet | None = None, eager: bool = True):
         self.policy_set = policy_set
         self.counter = [0]
-        self.rules, self.source = compile_rules(policy_set, instrument, self.counter)
+        self.instrument = instrument
+        self.constants_signature = constants_signature(policy_set.constants)
+        reuse = None
+        if (previous is not None and not instrument and not previous.instrument
+                and previous.constants_signature == self.constants_signature):
+            reuse = previous.codes
+        self.rules, self.source, self.codes = compile_rules(policy_set, instrument, self.counter, reuse)
         self.kinds: set[str] = set()
         self.actions: set[str] = set()
         self.types: set[str] = set()
@@ -632,6 +712,8 @@ class CompiledSet:
         self._readers: dict[tuple, Callable] = {}
         self._keys: dict[tuple, Callable] = {}
         self._lock = threading.Lock()
+        if eager:
+            self.build_plans()
 
     def plan(self, kind: str, action: str, rtype: str) -> Plan:
         key = (kind if kind in self.kinds else UNNAMED,
@@ -646,11 +728,63 @@ class CompiledSet:
                     self._plans[key] = plan
         return plan
 
+    def combinations(self) -> list[tuple]:
+        """The (kind, action, type) keys :meth:`build_plans` plans: every combination of the
+        named ones and UNNAMED when there are few enough, else those the rules name together
+        (with UNNAMED where a rule has ``*``) and the all-UNNAMED fallback."""
+        kinds = [*sorted(self.kinds), UNNAMED]
+        actions = [*sorted(self.actions), UNNAMED]
+        types = [*sorted(self.types), UNNAMED]
+        budget = max(EAGER_PLANS, 4 * len(self.rules))
+        if len(kinds) * len(actions) * len(types) <= budget:
+            return [(k, a, t) for k in kinds for a in actions for t in types]
+        seen: dict[tuple, None] = {(UNNAMED, UNNAMED, UNNAMED): None}
+        for cr in self.rules:
+            t = cr.info.rule.target
+            ks = [UNNAMED] if t.subjects is None else list(dict.fromkeys(s.name for s in t.subjects))
+            acts = [UNNAMED] if t.actions is None else list(dict.fromkeys(t.actions))
+            ts = [UNNAMED] if t.resources is None else list(dict.fromkeys(s.name for s in t.resources))
+            for k in ks:
+                for a in acts:
+                    for r in ts:
+                        seen[(k, a, r)] = None
+                        if len(seen) >= budget:
+                            return list(seen)
+        return list(seen)
+
+    def build_plans(self) -> int:
+        """Build the plans of :meth:`combinations` now; returns how many distinct plans the
+        set holds. Combinations whose rule lists are the same share one plan object."""
+        shared: dict[tuple, Plan] = {}
+        by_action: dict = {}
+        with self._lock:
+            for key in self.combinations():
+                if key in self._plans:
+                    continue
+                candidates = by_action.get(key[1])
+                if candidates is None:
+                    candidates = by_action[key[1]] = self._candidates(key[1])
+                entries = self._entries(*key, candidates)
+                sig = tuple((e[0].order, id(e[1]), id(e[2])) for e in entries)
+                plan = shared.get(sig)
+                if plan is None:
+                    plan = shared[sig] = self._plan_of(entries)
+                self._plans[key] = plan
+        return len({id(p) for p in self._plans.values()})
+
     def _build(self, kind: str, action: str, rtype: str) -> Plan:
+        return self._plan_of(self._entries(kind, action, rtype))
+
+    def _candidates(self, action) -> list:
+        """The rules of ``action`` and of ``*`` actions, in source order."""
         candidates = list(self.by_action.get(action, ())) if action != UNNAMED else []
         candidates += self.by_action.get("*", ())
+        candidates.sort(key=lambda c: c.order)
+        return candidates
+
+    def _entries(self, kind: str, action: str, rtype: str, candidates: list | None = None) -> list:
         entries = []
-        for cr in sorted(candidates, key=lambda c: c.order):
+        for cr in (self._candidates(action) if candidates is None else candidates):
             if cr.subjects is None:
                 sg = None
             elif kind in cr.subjects:
@@ -664,6 +798,9 @@ class CompiledSet:
             else:
                 continue
             entries.append((cr, sg, rg, cr.check))
+        return entries
+
+    def _plan_of(self, entries: list) -> Plan:
         groups_by_path: dict[tuple, list] = {}
         for e in entries:
             if e[0].index_key is not None:

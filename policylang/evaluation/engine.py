@@ -66,11 +66,13 @@ class Engine:
     and no store fails its limited permits closed. ``clock``: seconds since the epoch
     for the limit windows (default ``time.time``).
     """
+    ``previous``: the engine this one replaces on a reload (docs/engine.md#loading): the
+    rules of unchanged files reuse its compiled code; the same set shares its whole tree.
 
     def __init__(self, policies: PolicySet, *, entities: Any = None, approvals: ApprovalChecker | None = None,
                  audit: Any = None, cache_size: int = 10_000, cache_ttl: float | None = None,
                  instrument: bool = False, limits: Any = None, clock: Callable[[], float] | None = None,
-                 strict: bool = False):
+                 strict: bool = False, previous: "Engine | None" = None):
         if not isinstance(policies, PolicySet):
             raise TypeError("Engine needs a PolicySet from policylang.load() or policylang.loads()")
         if entities is not None and not (callable(entities) or isinstance(entities, Mapping)):
@@ -81,7 +83,12 @@ class Engine:
             if problem:
                 raise ValueError(f"entities: {problem}")
         self.policies = policies
-        self.tree = CompiledSet(policies, instrument)
+        if previous is not None and not isinstance(previous, Engine):
+            raise TypeError("previous must be the Engine this one replaces")
+        if previous is not None and previous.policies is policies and previous._instrument == instrument:
+            self.tree = previous.tree  # the same set: share its compiled tree (forked workers)
+        else:  # plans built now; with previous, unchanged rules reuse its generated code
+            self.tree = CompiledSet(policies, instrument, previous=previous.tree if previous is not None else None)
         self.counters = Counters(self.tree.counter)
         self._instrument = instrument
         self._lookup = entity_lookup(policies.entities, entities)

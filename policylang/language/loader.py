@@ -67,20 +67,48 @@ def entities_shape_error(data: Any) -> str | None:
     return None
 
 
+def _parsed_files(previous: PolicySet | None) -> dict[str, tuple[str, nodes.PolicyFile]]:
+    """display path -> (text, parsed file) of an earlier set, for :func:`build`'s reuse."""
+    if previous is None:
+        return {}
+    if not isinstance(previous, PolicySet):
+        raise TypeError("previous must be the PolicySet this load replaces (from policylang.load)")
+    out = {}
+    for f in previous.files:
+        text = previous.sources.get(f.path)
+        if text is not None:
+            out[f.path] = (text, f)
+    return out
+
+
 def build(sources: Iterable[tuple[str, str, str]], entity_sources: Iterable[tuple[str, str, str]],
-          root: str, *, raise_errors: bool = True) -> tuple[PolicySet | None, list[Diagnostic]]:
+          root: str, *, raise_errors: bool = True,
+          previous: PolicySet | None = None) -> tuple[PolicySet | None, list[Diagnostic]]:
     """Parse and check.
 
     ``sources``/``entity_sources`` are ``(display path, relative path, text)`` triples in
     load order. Returns the set (``None`` when there are errors) and every diagnostic;
     with ``raise_errors`` a set with errors raises :class:`PolicyError` instead.
+
+    ``previous``: an earlier set of the same files (a reload). A policy file whose path and
+    text are those of one of its files is not parsed again: its syntax tree is reused
+    (parsing is a pure function of the text and the path). Everything else runs as on a
+    fresh load: entity files are parsed, and every checker stage runs over the whole set,
+    because most checks span files (constants, options and the schema are set-wide, rule
+    ids must be unique across files, W104/W105/W107 compare rules and constants of any
+    files). The result, its diagnostics and its version hash are a fresh load's.
     """
     sources = list(sources)
     entity_sources = list(entity_sources)
     diags: list[Diagnostic] = []
     files: list[nodes.PolicyFile] = []
     texts = {display: text for display, _rel, text in sources}
+    earlier = _parsed_files(previous)
     for display, _rel, text in sources:
+        old = earlier.get(display)
+        if old is not None and old[0] == text:
+            files.append(old[1])
+            continue
         try:
             files.append(parse(text, display))
         except PolicyError as e:
@@ -167,29 +195,35 @@ def collect(path: str | os.PathLike) -> tuple[list[tuple[str, str, str]], list[t
     return sources, entity_sources, problems, str(p.parent)
 
 
-def load(path: str | os.PathLike) -> PolicySet:
-    """Load a policy file or directory. Raises :class:`PolicyError` with every error."""
+def load(path: str | os.PathLike, *, previous: PolicySet | None = None) -> PolicySet:
+    """Load a policy file or directory. Raises :class:`PolicyError` with every error.
+
+    ``previous``: the set this load replaces (a reload; docs/engine.md#loading): files
+    whose bytes did not change are not parsed again. The result equals a fresh load's."""
     sources, entity_sources, problems, root = collect(path)
     if problems:
         raise PolicyError(problems)
-    policy_set, _ = build(sources, entity_sources, root)
+    policy_set, _ = build(sources, entity_sources, root, previous=previous)
     assert policy_set is not None
     return policy_set
 
 
-def loads(text: str, name: str = "inline.policy") -> PolicySet:
-    """Load a policy set from one string. ``name`` is its path in diagnostics and ids."""
+def loads(text: str, name: str = "inline.policy", *, previous: PolicySet | None = None) -> PolicySet:
+    """Load a policy set from one string. ``name`` is its path in diagnostics and ids;
+    ``previous`` as for :func:`load`."""
     if not isinstance(text, str):
         raise PolicyError([Diagnostic.make("E001", f"policy text must be a string, not {type(text).__name__}",
                                            _span(name))])
-    policy_set, _ = build([(name, name, text)], [], ".")
+    policy_set, _ = build([(name, name, text)], [], ".", previous=previous)
     assert policy_set is not None
     return policy_set
 
 
-def check_path(path: str | os.PathLike) -> tuple[PolicySet | None, list[Diagnostic]]:
-    """Every diagnostic of the set at ``path`` (for ``policylang check``); never raises."""
+def check_path(path: str | os.PathLike, *,
+               previous: PolicySet | None = None) -> tuple[PolicySet | None, list[Diagnostic]]:
+    """Every diagnostic of the set at ``path`` (for ``policylang check`` and the server's
+    reload); never raises. ``previous`` as for :func:`load`."""
     sources, entity_sources, problems, root = collect(path)
     if problems:
         return None, [d for d in sort_diagnostics(problems)]
-    return build(sources, entity_sources, root, raise_errors=False)
+    return build(sources, entity_sources, root, raise_errors=False, previous=previous)

@@ -11,8 +11,11 @@ the diagnostics.
 The :class:`Reloader` thread polls the files' (mtime, size, inode) every
 ``poll_interval`` seconds and reloads once a changed signature has held still for one
 interval (a file is re-read only after it stopped changing); SIGHUP asks it for a reload
-at once. Nothing here is shared between processes: every worker and every replica loads
-the same files by itself.
+at once. A reload is incremental (docs/server.md#hot-reload): files whose bytes did not
+change are not parsed again and their rules' compiled code is reused, while every check
+runs over the whole set. Workers of ``serve --workers N`` start from the set their parent
+loaded (:meth:`PolicyService.adopt`, docs/server.md#workers) and reload on their own;
+replicas load the files by themselves.
 """
 
 from __future__ import annotations
@@ -111,6 +114,8 @@ class Snapshot:
     #: sorted action names of the rule targets and the schema, for action search
     actions: list[str]
     loaded_at: float
+    #: the ``--entities`` files' data alone (what the engine was given besides the set)
+    extra: Mapping[str, Mapping[str, Mapping]] | None = None
 
     @property
     def version(self) -> str:
@@ -167,6 +172,8 @@ class PolicyService:
         self.last_reload: ReloadResult | None = None
         #: the file signature the current snapshot (or the last failed attempt) was read at
         self.signature: tuple = ()
+        #: set by adopt(frozen=True) in a forked worker: unfreeze at the first swap
+        self._unfreeze = False
 
     # -- loading ------------------------------------------------------------------------
 
@@ -195,6 +202,10 @@ class PolicyService:
                 changed = self.current is None or self.current.version != snapshot.version or \
                     self.current.entities != snapshot.entities
                 self.current = snapshot  # the swap: one reference assignment
+                if self._unfreeze and changed:
+                    import gc
+                    self._unfreeze = False
+                    gc.unfreeze()  # the parent's set (frozen before the fork) is garbage now
                 result = ReloadResult(True, trigger, started, diags, snapshot.version, changed)
                 if trigger != "startup":
                     log.info("policy reload (%s): serving %s%s", trigger, snapshot.version,
@@ -207,10 +218,44 @@ class PolicyService:
                 log.exception("reload hook failed")
         return result
 
+    def adopt(self, snapshot: Snapshot, signature: tuple, *, frozen: bool = False) -> ReloadResult:
+        """Serve ``snapshot``, loaded by another :class:`PolicyService` of the same config
+        (the ``serve --workers N`` parent, before it forked this worker), read at file
+        ``signature``: this service's engine shares the snapshot's compiled tree (copy-on-write
+        pages after a fork) and uses this service's own approvals, audit log and limit store.
+        A file changed since ``signature`` is picked up by the next poll, as usual.
+        ``frozen``: the parent froze its heap before the fork (``gc.freeze()``); the first
+        reload that swaps in another set unfreezes it, so the adopted set's garbage is
+        collected once nothing serves it."""
+        from ..evaluation.engine import Engine
+
+        with self._lock:
+            old = snapshot.engine
+            engine = Engine(snapshot.policies, entities=snapshot.extra, approvals=self.approvals,
+                            audit=self.audit, cache_size=self.config.cache_size,
+                            cache_ttl=self.config.cache_ttl, limits=self.limits, previous=old)
+            self.current = Snapshot(snapshot.policies, engine, snapshot.entities, snapshot.candidates,
+                                    snapshot.actions, snapshot.loaded_at, snapshot.extra)
+            self.signature = signature
+            self._unfreeze = frozen
+            result = ReloadResult(True, "startup", time.time(), list(snapshot.policies.diagnostics),
+                                  snapshot.version, True)
+            self.last_reload = result
+        if self.on_reload is not None:
+            try:
+                self.on_reload(result)
+            except Exception:  # metrics must never break reloading
+                log.exception("reload hook failed")
+        return result
+
     def _build(self) -> tuple[Snapshot | None, list[Diagnostic]]:
         from ..evaluation.engine import Engine
 
-        policies, diags = check_path(self.config.path)
+        # incremental (docs/server.md#hot-reload): files whose bytes did not change are
+        # not parsed again and their rules' compiled code is reused; the checks run over
+        # the whole set, so the result is a fresh load's (same diagnostics, same version)
+        current = self.current
+        policies, diags = check_path(self.config.path, previous=current.policies if current else None)
         extra: dict = {}
         for path in self.config.entities:
             text, problem = _read(path)
@@ -224,7 +269,8 @@ class PolicyService:
         if policies is None or any(d.severity == "error" for d in diags):
             return None, list(diags)
         engine = Engine(policies, entities=extra or None, approvals=self.approvals, audit=self.audit,
-                        cache_size=self.config.cache_size, cache_ttl=self.config.cache_ttl, limits=self.limits)
+                        cache_size=self.config.cache_size, cache_ttl=self.config.cache_ttl, limits=self.limits,
+                        previous=current.engine if current else None)
         merged: dict = {}
         for source in (policies.entities, extra):
             merge_entities(merged, source)
@@ -235,7 +281,7 @@ class PolicyService:
             if names:
                 actions.update(names)
         actions.update(policies.schema.actions)
-        snapshot = Snapshot(policies, engine, merged, candidates, sorted(actions), time.time())
+        snapshot = Snapshot(policies, engine, merged, candidates, sorted(actions), time.time(), extra or None)
         return snapshot, list(diags)
 
     # -- watching -----------------------------------------------------------------------

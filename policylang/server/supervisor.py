@@ -1,7 +1,15 @@
 """The process supervisor of ``policylang serve --workers N`` (docs/server.md, docs/deploy.md).
 
-:func:`run_workers` starts N uvicorn worker processes that each load the same files.
-SIGHUP to the supervisor is passed on to every worker (each reloads in place); SIGINT or
+:func:`run_workers` starts N uvicorn worker processes. Given the service ``serve`` loaded
+(the set parsed, checked and compiled once, in this process), it *forks* them after the
+load (Linux, docs/server.md#workers): the parent freezes its heap (``gc.freeze()``, so no
+collection in a worker writes to the shared pages) and every worker starts serving that
+compiled set at once, sharing its memory copy-on-write, with its own store connections,
+audit log and caches. Without a loaded service, or where fork is unsafe, workers are
+spawned and each loads the files itself. SIGHUP to the supervisor is passed on to every
+worker: each reloads in place, incrementally from the set it serves (unchanged files are
+not parsed again, unchanged rules not compiled again); the reloaded set is the worker's
+own (not shared) until the supervisor restarts it. SIGINT or
 SIGTERM stops them all (gracefully, then killed after the grace period); a worker that
 exits is replaced, unless workers keep dying right after they start (then the supervisor
 stops and exits 1). /metrics aggregates all workers through a shared multiprocess
@@ -26,6 +34,9 @@ import time
 
 import click
 
+#: set in a forked worker, before it serves: (snapshot, file signature) the parent loaded
+_PRELOADED: tuple | None = None
+
 __all__ = ["run_workers", "uvicorn_options"]
 
 #: deaths within this many seconds of a worker's start count as start-up failures
@@ -46,10 +57,13 @@ def uvicorn_options(common: dict) -> dict:
     return options
 
 
-def run_workers(config, workers: int, common: dict) -> None:
+def run_workers(config, workers: int, common: dict, service=None) -> None:
     """Serve ``config`` (a :class:`~policylang.server.service.ServiceConfig`) from
     ``workers`` uvicorn processes; ``common`` holds the uvicorn settings (``host``,
-    ``port``, ``header_timeout``, …). Returns when they have stopped."""
+    ``port``, ``header_timeout``, …). ``service``: the
+    :class:`~policylang.server.service.PolicyService` already loaded from ``config``: its
+    set is handed to forked workers (see the module docstring). Returns when they have
+    stopped."""
     from .app import CONFIG_ENV
 
     os.environ[CONFIG_ENV] = json.dumps(config.to_dict())
@@ -57,9 +71,12 @@ def run_workers(config, workers: int, common: dict) -> None:
     if not (os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get("prometheus_multiproc_dir")):
         own_dir = tempfile.mkdtemp(prefix="policylang-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = own_dir
+    preloaded = None
+    if service is not None and service.current is not None and _can_fork(own_dir is not None):
+        preloaded = (service.current, service.signature)
     try:
         if hasattr(socket, "SO_REUSEPORT") and sys.platform.startswith("linux"):
-            _supervise_reuseport(workers, common)
+            _supervise_reuseport(workers, common, preloaded)
         else:  # pragma: no cover - not Linux
             _supervise_shared_socket(workers, common)
     finally:
@@ -91,12 +108,56 @@ def _answers(host: str, port: int) -> bool:
         return False
 
 
+def _can_fork(new_metrics_dir: bool) -> bool:
+    """May workers be forked from this process? Linux only (macOS forks are unsafe with
+    system frameworks loaded), and only when prometheus_client's value class will see the
+    multiprocess directory (it reads the variable when first imported)."""
+    if not sys.platform.startswith("linux") or "fork" not in _start_methods():
+        return False
+    return not (new_metrics_dir and "prometheus_client.values" in sys.modules)
+
+
+def _start_methods() -> list[str]:
+    import multiprocessing
+    return multiprocessing.get_all_start_methods()
+
+
 def _worker_main(common: dict) -> None:
     """One worker process: its own listening socket, then uvicorn until told to stop."""
     import uvicorn
     sock = _listen(common["host"], common["port"], listen=True)
-    config = uvicorn.Config("policylang.server.app:app_from_env", factory=True, **uvicorn_options(common))
+    if _PRELOADED is not None:
+        config = uvicorn.Config(_preloaded_app(*_PRELOADED), **uvicorn_options(common))
+    else:
+        config = uvicorn.Config("policylang.server.app:app_from_env", factory=True, **uvicorn_options(common))
     uvicorn.Server(config).run(sockets=[sock])
+
+
+def _forked_worker_main(common: dict, preloaded: tuple) -> None:
+    """A worker forked after the load: the parent's signal handlers are the supervisor's,
+    so they are reset first (SIGHUP ignored until the app's lifespan takes it over)."""
+    global _PRELOADED
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    _PRELOADED = preloaded
+    _worker_main(common)
+
+
+def _preloaded_app(snapshot, signature):
+    """The app of a forked worker: its own service (store, approvals, audit, metrics)
+    serving the parent's compiled set."""
+    from .aarp import AARP_ENV
+    from .app import CONFIG_ENV, create_app
+    from .service import ServiceConfig, build_service
+
+    config = ServiceConfig.from_dict(json.loads(os.environ[CONFIG_ENV]))
+    service, extras = build_service(config)
+    service.adopt(snapshot, signature, frozen=True)
+    if service.files_signature() != signature:  # a worker started after the files changed
+        service.load("startup")  # (incremental from the adopted set; a bad set keeps it)
+    aarp = os.environ.get(AARP_ENV)
+    return create_app(config, service=service, extras=extras, aarp=json.loads(aarp) if aarp else None)
 
 
 def _claim_port(host: str, port: int) -> int:
@@ -122,12 +183,19 @@ def _claim_port(host: str, port: int) -> int:
 class _Workers:
     """The worker processes of one supervisor, and the signals it has received."""
 
-    def __init__(self, workers: int, common: dict):
+    def __init__(self, workers: int, common: dict, preloaded: tuple | None = None):
+        import gc
         import multiprocessing
         import threading
 
         self.common = common
-        self.ctx = multiprocessing.get_context("spawn")
+        self.preloaded = preloaded
+        self.ctx = multiprocessing.get_context("fork" if preloaded is not None else "spawn")
+        if preloaded is not None:
+            # the server CLI's process only: what is alive now (the compiled set) moves to
+            # the permanent generation, so no worker's collector touches (copies) its pages
+            gc.collect()
+            gc.freeze()
         self.wake = threading.Event()
         self.pending: list[int] = []
         self.quick_deaths = 0
@@ -140,7 +208,10 @@ class _Workers:
         self.wake.set()
 
     def spawn(self):
-        proc = self.ctx.Process(target=_worker_main, args=(self.common,), daemon=False)
+        if self.preloaded is not None:
+            proc = self.ctx.Process(target=_forked_worker_main, args=(self.common, self.preloaded), daemon=False)
+        else:
+            proc = self.ctx.Process(target=_worker_main, args=(self.common,), daemon=False)
         proc.start()
         return proc, time.monotonic()
 
@@ -193,11 +264,11 @@ class _Workers:
                 proc.join()
 
 
-def _supervise_reuseport(workers: int, common: dict) -> None:
+def _supervise_reuseport(workers: int, common: dict, preloaded: tuple | None = None) -> None:
     common = dict(common, port=_claim_port(common["host"], common["port"]))
     host = f"[{common['host']}]" if ":" in common["host"] else common["host"]
     _echo_err(f"policylang serve: {workers} workers on http://{host}:{common['port']} (pid {os.getpid()})")
-    pool = _Workers(workers, common)
+    pool = _Workers(workers, common, preloaded)
     pool.run()
     pool.stop()
     if pool.quick_deaths >= _MAX_QUICK_DEATHS:
