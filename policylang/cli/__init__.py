@@ -24,6 +24,7 @@ SUBCOMMANDS = {
     "diff": "diff", "query": "query",
     "report": "report",
     "lsp": "lsp",
+    "playground": "playground",
 }
 
 
