@@ -462,3 +462,52 @@ def test_a_tampered_record_detail_says_so(log_file):
     assert d["status"] == "tampered" and "hash does not match" in d["reason"]
     assert d["verification"]["ok"] is False
     assert d["presented"]["decision"] == "allow", "what the line claims, shown next to its flag"
+
+
+# -- wired into the playground, behind its front --------------------------------------------------
+
+
+@pytest.fixture
+def playground(tmp_path, log_file):
+    from policylang.playground.app import create_app
+
+    (tmp_path / "p.policy").write_text(POLICY, encoding="utf-8")
+    return TestClient(create_app(tmp_path / "p.policy", audit_path=log_file), base_url="http://127.0.0.1")
+
+
+def test_the_playground_serves_the_viewer_and_its_api(playground):
+    page = playground.get("/static/audit.html")
+    assert page.status_code == 200 and 'src="audit.js"' in page.text and 'src="path.js"' in page.text
+    for asset in ("audit.js", "audit.css", "path.js"):
+        assert playground.get(f"/static/{asset}").status_code == 200, asset
+    assert 'href="static/audit.html"' in playground.get("/").text
+    report = playground.get("/api/audit/log").json()
+    assert report["verification"]["summary"] == "chain verified: 6 records"
+    assert playground.get("/api/audit/config").json() == {
+        "configured": True, "name": "audit.jsonl", "read_only": True, "max_upload_bytes": audit_view.MAX_UPLOAD_BYTES,
+        "filters": ["task", "principal", "decision"]}
+
+
+def test_a_page_on_another_origin_cannot_upload_or_read_through_rebinding(playground, log_file):
+    """Attack: a web page the user visits posts to the loopback playground, or reaches it
+    through a DNS name rebound to 127.0.0.1. The playground's front refuses both."""
+    r = playground.post("/api/audit/log", content=log_file.read_bytes(), headers={"origin": "http://evil.example"})
+    assert r.status_code == 403 and "cross-origin" in r.json()["error"]["message"]
+    r = playground.get("/api/audit/log", headers={"host": "evil.example"})
+    assert r.status_code == 403 and "loopback" in r.json()["error"]["message"]
+
+
+def test_no_route_opens_a_file_other_than_the_configured_log(tmp_path, log_file):
+    """Attack: ask the viewer for another file (a path parameter, a traversal in the line)."""
+    secret = tmp_path / "secret.txt"
+    secret.write_text("top-secret-value\n", encoding="utf-8")
+    client = client_for(log_file)
+    for params in ({"path": str(secret)}, {"file": str(secret)}, {"audit": str(secret)}):
+        r = client.get("/api/audit/log", params=params)
+        assert r.status_code == 200 and r.json()["name"] == "audit.jsonl" and "top-secret" not in r.text
+    for line in ("..%2Fsecret.txt", "%2E%2E/secret.txt", "1%2F..%2F..%2Fsecret.txt"):
+        r = client.get(f"/api/audit/records/{line}")
+        assert r.status_code in (400, 404) and "top-secret" not in r.text
+    none = client_for(None)
+    r = none.get("/api/audit/log", params={"path": str(secret)})
+    assert r.status_code == 404 and "top-secret" not in r.text

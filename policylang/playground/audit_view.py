@@ -444,7 +444,8 @@ def _verified(data: bytes, head: str | None) -> dict:
     try:
         return verify_lines(data, head=head or None)
     except ValueError as e:
-        raise ViewerError(400, "head", str(e)) from e
+        message = str(e)
+        raise ViewerError(400, "head", message[5:] if message.startswith("head ") else message) from e
 
 
 def build_report(data: bytes, params: Mapping[str, Any] | None = None, *, source: str = "upload",
