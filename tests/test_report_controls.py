@@ -431,12 +431,18 @@ forbid agent to runner on tool
 permit agent to exec on sandbox
   because "a permit enables it"
 
+@id("no-shell-tool")
+require approval for agent to "tools/call" on tool "run_shell*"
+  by "sre"
+  because "shell tools need a person"
+
 @id("chain-check")
 forbid agent to * on *
   when any a in delegation.chain: a.kind == "untrusted"
   because "z"
 ''')
-    assert set(covering(r, "ASI05")) == {"no-tool-exec"}
+    assert set(covering(r, "ASI05")) == {"no-tool-exec", "no-shell-tool"}
+    assert "resource id 'run_shell*'" in covering(r, "ASI05")["no-shell-tool"][0].reason
     assert "chain-check" in covering(r, "ASI07")
     assert "delegation.chain" in covering(r, "ASI07")["chain-check"][0].reason
 

@@ -303,6 +303,7 @@ def infer(info: RuleInfo) -> list[tuple[tuple[str, ...], str]]:
     if guard:
         names = [("action", a) for a in (rule.target.actions or ())]
         names += [("resource type", r.name) for r in (rule.target.resources or ())]
+        names += [("resource id", r.glob) for r in (rule.target.resources or ()) if r.glob]
         for label, words, risk, controls in NAME_WORDS:
             hits = [(kind, n) for kind, n in names if _words(n) & words]
             if hits:
