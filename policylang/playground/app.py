@@ -44,6 +44,7 @@ STATIC = {
     "highlight.js": "text/javascript; charset=utf-8",
     "path.js": "text/javascript; charset=utf-8",
     "audit.js": "text/javascript; charset=utf-8",
+    "audit.css": "text/css; charset=utf-8",
     "audit.html": "text/html; charset=utf-8",
     "audit.css": "text/css; charset=utf-8",
     "index.html": "text/html; charset=utf-8",
