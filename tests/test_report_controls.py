@@ -485,3 +485,13 @@ def test_a_huge_tag_value_is_a_short_diagnostic():
     r = report_for('@id("x")\n@tag("owasp:' + "x" * 100_000 + '")\npermit agent to read on doc\n  because "y"\n')
     (d,) = r.diagnostics
     assert d.code == "R001" and (d.line, d.column) == (2, 6) and len(d.message) < 300
+
+
+def test_a_quantifier_variable_named_like_a_root_is_not_the_root():
+    r = report_for('''\
+@id("not-risk")
+forbid agent to * on *
+  when any risk in principal.tags: risk == "a"
+  because "b"
+''')
+    assert "not-risk" not in covering(r, "ASI10")

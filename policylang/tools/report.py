@@ -180,9 +180,11 @@ def _value_span(policy_set: PolicySet, ann: nodes.Annotation) -> Span:
     quote = text.find('"', span.start, span.end)
     if quote < 0 or "\n" in text[span.start:quote]:
         return span
+    close = text.rfind('"', quote + 1, span.end)
+    if close < 0:
+        return span
     col = span.column + (quote - span.start)
-    return Span(span.path, span.line, col, span.line, min(span.end_column, col + len(text[quote:span.end]) - 1),
-                quote, span.end - 1)
+    return Span(span.path, span.line, col, span.line, col + (close + 1 - quote), quote, close + 1)
 
 
 def _tag_coverage(policy_set: PolicySet, info: RuleInfo, report: ControlsReport) -> Iterable[tuple[Control, Coverage]]:
@@ -214,24 +216,23 @@ _ROOTS_READ = ("delegation", "risk", "intent")
 
 
 def _reads(rule: nodes.Rule) -> dict[str, set[str]]:
-    """root name -> the attributes the rule's conditions read from it (``""``: the root whole),
-    and ``"call:" + name`` for every function called."""
+    """root name -> the attributes the rule's conditions read from it (empty: the root read
+    whole), and ``"call:" + name`` for every function called. A name some quantifier of the
+    condition binds is not read as a root anywhere in that condition (fewer claims, never
+    more)."""
     out: dict[str, set[str]] = {}
     for cond in rule.conditions:
-        bound: set[str] = set()
-        for node in nodes.walk(cond.expr):
-            if isinstance(node, nodes.Quantifier):
-                bound.add(node.var)
+        found = list(nodes.walk(cond.expr))
+        bound = {n.var for n in found if isinstance(n, nodes.Quantifier)}
+        for node in found:
             if isinstance(node, nodes.Attr) and isinstance(node.obj, nodes.Name) and node.obj.name not in bound:
                 out.setdefault(node.obj.name, set()).add(node.name)
-            elif isinstance(node, nodes.Has) and isinstance(node.operand, nodes.Name):
+            elif isinstance(node, nodes.Has) and isinstance(node.operand, nodes.Name) \
+                    and node.operand.name not in bound:
                 out.setdefault(node.operand.name, set()).add(node.name)
             elif isinstance(node, nodes.Call):
                 out.setdefault("call:" + node.func, set())
-    # a root read whole (``risk`` alone) shows up as a Name not under an Attr: record it too
-    for cond in rule.conditions:
-        for node in nodes.walk(cond.expr):
-            if isinstance(node, nodes.Name) and node.name in _ROOTS_READ:
+            elif isinstance(node, nodes.Name) and node.name in _ROOTS_READ and node.name not in bound:
                 out.setdefault(node.name, set())
     return out
 
