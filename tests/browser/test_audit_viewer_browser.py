@@ -118,6 +118,7 @@ def test_a_tampered_line_is_flagged_and_a_record_path_drawn(serve_playground, br
     detail = page.get_by_test_id("audit-detail")
     expect(detail).to_be_visible()
     expect(detail.get_by_test_id("detail-status")).to_have_attribute("data-status", "ok")
+    expect(detail.get_by_test_id("detail-claim")).to_be_hidden()
     expect(detail.get_by_test_id("decision")).to_have_text("allow")
     hops = detail.get_by_test_id("path-hop")
     expect(hops).to_have_count(3)
@@ -135,6 +136,8 @@ def test_a_tampered_line_is_flagged_and_a_record_path_drawn(serve_playground, br
     expect(detail.get_by_test_id("detail-status")).to_have_attribute("data-status", "tampered")
     expect(detail.get_by_test_id("detail-status")).to_contain_text("hash does not match")
     expect(detail.get_by_test_id("detail-line")).to_have_text("2")
+    expect(detail.get_by_test_id("detail-claim")).to_be_visible()
+    page.screenshot(path=str(artifacts_dir / "audit-viewer-tampered-record.png"), full_page=True)
 
 
 def test_an_uploaded_log_verifies_filters_and_shows_an_attenuation_denial(serve_playground, browser_page,

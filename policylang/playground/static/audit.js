@@ -93,6 +93,12 @@
     return td;
   }
 
+  /* "2026-12-02T03:51:21.147417Z" as "2026-12-02 03:51:21" (the whole value is the cell's title) */
+  function shortTime(t) {
+    var m = /^(\d{4}-\d\d-\d\d)T(\d\d:\d\d:\d\d)/.exec(t || "");
+    return m ? m[1] + " " + m[2] : t;
+  }
+
   function rowElement(row) {
     var tr = el("tr", "av-row av-row--" + row.status);
     tr.setAttribute("data-testid", "audit-row");
@@ -100,7 +106,8 @@
     tr.setAttribute("data-status", row.status);
     tr.tabIndex = 0;
     cell(tr, row.line);
-    cell(tr, row.time);
+    var time = cell(tr, shortTime(row.time));
+    if (row.time) time.title = row.time;
     cell(tr, row.event !== null ? row.event : row.preview);
     cell(tr, row.principal);
     cell(tr, row.action);
@@ -175,12 +182,12 @@
     try { return JSON.stringify(value, null, 2); } catch (e) { return String(value); }
   }
 
-  var DETAIL_TEXT = {
-    ok: "verified: this record is intact and chained to the one before",
-    tampered: "tampered",
-    broken: "not verified",
-    torn: "incomplete last record",
-  };
+  /* what the detail says of a line's status (a broken or torn line's reason says it all) */
+  function statusText(d) {
+    if (d.status === "ok") return "verified: this record is intact and chained to the one before";
+    if (d.status === "tampered") return "\u26a0 tampered: " + d.reason;
+    return d.reason || d.status;
+  }
 
   function showRecord(line, tr) {
     var seq = ++state.seq;
@@ -196,7 +203,9 @@
       var status = $("detail-status");
       status.className = "av-detail-status av-detail-status--" + d.status;
       status.setAttribute("data-status", d.status);
-      status.textContent = DETAIL_TEXT[d.status] + (d.reason ? ": " + d.reason : "");
+      status.textContent = statusText(d);
+      $("detail-claim").hidden = d.status === "ok";
+      $("detail-drawn").className = "av-drawn" + (d.status === "ok" ? "" : " av-drawn--unverified");
       $("detail-line").textContent = String(d.line);
       var p = d.presented;
       var decision = $("detail-decision");
