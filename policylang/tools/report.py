@@ -343,7 +343,11 @@ def _proven_findings(policy_set: PolicySet, report: ControlsReport) -> list[Any]
         report.notes.append("solver-proven lints: not run (this version has no policylang.analysis.lints.proven_lints)")
         return []
     try:
-        found = list(proven_lints(policy_set))
+        result = proven_lints(policy_set)
+        for name in ("findings", "diagnostics"):  # a result object rather than a list
+            if not isinstance(result, (list, tuple)) and hasattr(result, name):
+                result = getattr(result, name)
+        found = list(result)
     except Exception as e:  # noqa: BLE001 - the report still stands on the checker's lints
         report.notes.append(f"solver-proven lints: failed ({type(e).__name__}: {e}); only the checker's lints "
                             f"are listed")
