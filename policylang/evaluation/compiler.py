@@ -660,9 +660,10 @@ class _Unnamed:
 UNNAMED = _Unnamed()
 
 
-#: eager plans: at most this many (kind, action, type) combinations, or 4 per rule if that is
-#: more, are planned when the set is compiled (the rest on first use)
+#: eager plans: at most this many (kind, action, type) combinations, or EAGER_PLANS_PER_RULE
+#: per rule if that is more, are planned when the set is compiled (the rest on first use)
 EAGER_PLANS = 4096
+EAGER_PLANS_PER_RULE = 4
 
 
 class CompiledSet:
@@ -672,7 +673,7 @@ class CompiledSet:
     ``eager`` (the default) builds the plans of every (kind, action, type) the set names,
     and of the UNNAMED fallbacks, here, so the first request of a stream costs what a
     warm one does (:meth:`build_plans`; identical plans are one object). A set whose
-    combinations exceed :data:`EAGER_PLANS` (or 4 per rule) gets the combinations its rules
+    combinations exceed :data:`EAGER_PLANS` (or :data:`EAGER_PLANS_PER_RULE` per rule) gets the combinations its rules
     name together, and builds the others on first use.
 
     ``previous``: the compiled set of the set this one replaces (a reload): rules whose AST
@@ -735,7 +736,7 @@ class CompiledSet:
         kinds = [*sorted(self.kinds), UNNAMED]
         actions = [*sorted(self.actions), UNNAMED]
         types = [*sorted(self.types), UNNAMED]
-        budget = max(EAGER_PLANS, 4 * len(self.rules))
+        budget = max(EAGER_PLANS, EAGER_PLANS_PER_RULE * len(self.rules))
         if len(kinds) * len(actions) * len(types) <= budget:
             return [(k, a, t) for k in kinds for a in actions for t in types]
         seen: dict[tuple, None] = {(UNNAMED, UNNAMED, UNNAMED): None}

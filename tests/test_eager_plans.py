@@ -1,0 +1,64 @@
+"""Plans ready before the first request (docs/engine.md#loading): the engine builds the
+decision plan of every (kind, action, type) its set names, and the fallbacks for names no
+rule mentions, when it is constructed; identical plans are one object; sets with too many
+combinations plan what their rules name together and build the rest on first use, with the
+same decisions."""
+
+from __future__ import annotations
+
+import policylang
+from benchmarks.scenarios import abac_scenario, rbac_scenario
+from policylang.evaluation import compiler
+from policylang.evaluation.compiler import UNNAMED, CompiledSet
+
+SCN = abac_scenario(300, n_requests=600, seed=11)
+
+
+def _summary(d) -> tuple:
+    return (d.decision, tuple(d.rules), tuple(d.reasons), tuple(e["message"] for e in d.errors))
+
+
+def test_every_combination_is_planned_at_construction_and_no_request_adds_one():
+    engine = policylang.Engine(policylang.loads(SCN.text), cache_size=0)
+    tree = engine.tree
+    expected = (len(tree.kinds) + 1) * (len(tree.actions) + 1) * (len(tree.types) + 1)
+    assert len(tree._plans) == expected
+    before = dict(tree._plans)
+    other = {"principal": {"kind": "robot", "id": "r1"}, "action": {"name": "fly"},
+             "resource": {"type": "moon", "id": "m1"}}
+    for r in [*SCN.requests, other]:
+        engine.decide(r)
+    assert tree._plans == before  # nothing was built on a request
+    assert (UNNAMED, UNNAMED, UNNAMED) in tree._plans
+
+
+def test_combinations_with_the_same_rules_share_one_plan():
+    tree = policylang.Engine(policylang.loads(rbac_scenario(40).text), cache_size=0).tree
+    distinct = {id(p) for p in tree._plans.values()}
+    assert len(distinct) < len(tree._plans)
+
+
+def test_eager_and_lazy_plans_decide_alike(monkeypatch):
+    ps = policylang.loads(SCN.text)
+    eager = policylang.Engine(ps, cache_size=0)
+    lazy = policylang.Engine(ps, cache_size=0)
+    lazy.tree = CompiledSet(ps, eager=False)
+    assert not lazy.tree._plans
+    assert [_summary(eager.decide(r)) for r in SCN.requests] == [_summary(lazy.decide(r)) for r in SCN.requests]
+
+
+def test_over_the_budget_only_the_named_combinations_are_planned(monkeypatch):
+    monkeypatch.setattr(compiler, "EAGER_PLANS", 1)
+    monkeypatch.setattr(compiler, "EAGER_PLANS_PER_RULE", 1)
+    ps = policylang.loads(SCN.text)
+    tree = CompiledSet(ps)
+    full = (len(tree.kinds) + 1) * (len(tree.actions) + 1) * (len(tree.types) + 1)
+    assert len(tree._plans) <= len(ps.rules) < full
+    named = {(UNNAMED, a, t) for r in ps.rules for a in (r.rule.target.actions or (UNNAMED,))
+             for t in ([s.name for s in r.rule.target.resources] if r.rule.target.resources else [UNNAMED])}
+    assert set(tree._plans) <= named | {(UNNAMED, UNNAMED, UNNAMED)}
+    engine = policylang.Engine(ps, cache_size=0)
+    monkeypatch.undo()
+    reference = policylang.Engine(ps, cache_size=0)
+    assert [_summary(engine.decide(r)) for r in SCN.requests] == \
+        [_summary(reference.decide(r)) for r in SCN.requests]
