@@ -5,6 +5,7 @@ its source line highlighted. Screenshots go to the artefacts directory (conftest
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from pathlib import Path
@@ -162,3 +163,25 @@ def test_read_only_by_default_and_saving_only_with_allow_write(browser_page, ser
     page.click("[data-testid=save-button]")
     page.wait_for_selector("[data-testid=file-tab][data-file='agents.policy']:not(:has-text('*'))")
     assert (pipeline / "agents.policy").read_text().endswith("# saved from the playground\n")
+
+
+def test_markup_in_a_request_or_a_policy_is_shown_as_text_never_run(browser_page, serve_playground, tmp_path):
+    policies = tmp_path / "xss"
+    policies.mkdir()
+    (policies / "x.policy").write_text(
+        '@id("reads")\n'
+        'permit agent to read on doc\n'
+        '  because "<img src=x onerror=\\"window.__pwned=1\\">"\n')
+    page = browser_page
+    _open(page, serve_playground(policies))
+    evil = '<img src=x onerror="window.__pwned=2">'
+    page.locator("[data-testid=request-editor]").fill(json.dumps({
+        "principal": {"kind": "agent", "id": evil}, "action": "read", "resource": {"type": "doc", "id": "d"},
+        "delegation": [{"kind": "human", "id": "<script>window.__pwned=3</script>"}]}))
+    page.click("[data-testid=decide-button]")
+    _wait(page, "[data-testid=request-error][data-state=ok]")
+    assert page.locator("[data-testid=decision]").inner_text() == "allow"
+    assert evil in page.locator("[data-testid=path-hop]").last.inner_text()
+    assert "onerror" in page.locator("[data-testid=reasons]").inner_text()
+    assert page.locator("img").count() == 0 and page.locator("#path script").count() == 0
+    assert page.evaluate("window.__pwned") is None
