@@ -26,10 +26,11 @@ import io
 import json
 import math
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from ..evaluation.decision import DECISION_FIELDS
 from ..privilege.audit import (
     GENESIS,
     _check_head,
@@ -48,6 +49,7 @@ __all__ = [
     "record_detail",
     "row_summary",
     "verify_lines",
+    "walk_lines",
 ]
 
 #: the largest uploaded log the API reads (bytes); a larger body is a 413
@@ -90,22 +92,19 @@ def _lines(data: bytes) -> Iterable[bytes]:
     return io.BytesIO(data)
 
 
-def verify_lines(data: bytes, head: str | None = None) -> dict:
-    """Check the chain of the log text ``data`` and give every line its status.
-
-    Returns ``{"verification": {...}, "lines": [(n, status, reason, record, raw), ...]}``.
-    ``verification`` holds exactly what :func:`policylang.audit.verify_file` finds for the
-    same bytes (``ok``, ``records``, ``head``, ``line``, ``message``, ``torn_line``) plus
-    ``lines`` (the number of lines) and ``summary``, the banner text. ``record`` is the
-    parsed JSON object of the line or None, ``raw`` the line without its newline.
-    Raises ValueError for a malformed ``head``.
-    """
+def walk_lines(data: bytes, head: str | None, sink: Callable[[int, str, str, Any, bytes], None]) -> dict:
+    """Check the chain of the log text ``data``, calling ``sink(n, status, reason, record,
+    raw)`` for every line in order (``record``: the line's parsed JSON object or None;
+    ``raw``: the line without its newline), and return the verification: exactly what
+    :func:`policylang.audit.verify_file` finds for the same bytes (``ok``, ``records``,
+    ``head``, ``line``, ``message``, ``torn_line``) plus ``lines`` (how many),
+    ``anchored_head`` and ``summary``, the banner text. Nothing of a line is kept after its
+    call. Raises ValueError for a malformed ``head``."""
     head = _check_head(head)
     prev, count, seen_head = GENESIS, 0, head is None
     bad_line: int | None = None
     message = ""
     torn_line: int | None = None
-    out: list[tuple[int, str, str, Any, bytes]] = []
     n = 0
     for n, raw in enumerate(_lines(data), start=1):
         if bad_line is not None:
@@ -114,12 +113,12 @@ def verify_lines(data: bytes, head: str | None = None) -> dict:
             reason = f"not verified: the chain is broken at line {bad_line}"
             if problem is not None:
                 reason += f"; this line: {problem}"
-            out.append((n, "broken", reason, rec if isinstance(rec, dict) else None, body))
+            sink(n, "broken", reason, rec if isinstance(rec, dict) else None, body)
             continue
         if not raw.endswith(b"\n") and not _whole_last_line(raw, prev):
             torn_line = n
             rec, _ = _parse_line(raw)
-            out.append((n, "torn", TORN_REASON, rec if isinstance(rec, dict) else None, raw))
+            sink(n, "torn", TORN_REASON, rec if isinstance(rec, dict) else None, raw)
             break
         body = raw.rstrip(b"\n")
         rec, problem = _parse_line(body)
@@ -127,22 +126,29 @@ def verify_lines(data: bytes, head: str | None = None) -> dict:
             problem = _record_problem(rec, body, prev, n)
         if problem is not None:
             bad_line, message = n, problem
-            out.append((n, "tampered", problem, rec if isinstance(rec, dict) else None, body))
+            sink(n, "tampered", problem, rec if isinstance(rec, dict) else None, body)
             continue
         prev = rec["hash"]
         count += 1
         if not seen_head and prev == head:
             seen_head = True
-        out.append((n, "ok", "", rec, body))
+        sink(n, "ok", "", rec, body)
     ok = bad_line is None
     line = bad_line
     if ok and not seen_head:
         ok, line, message = False, count + 1, _missing_head(head, count)
-    verification = {
+    return {
         "ok": ok, "records": count, "head": prev, "line": line, "message": message,
         "torn_line": torn_line, "lines": n, "anchored_head": head,
         "summary": _summary(ok, count, line, message, torn_line, head),
     }
+
+
+def verify_lines(data: bytes, head: str | None = None) -> dict:
+    """:func:`walk_lines` with every line kept: ``{"verification": {...}, "lines": [(n,
+    status, reason, record, raw), ...]}``. Raises ValueError for a malformed ``head``."""
+    out: list[tuple[int, str, str, Any, bytes]] = []
+    verification = walk_lines(data, head, lambda *line: out.append(line))
     return {"verification": verification, "lines": out}
 
 
@@ -440,12 +446,12 @@ def _filters(params: Mapping[str, Any]) -> dict[str, str | None]:
     return out
 
 
-def _verified(data: bytes, head: str | None) -> dict:
+def _walk(data: bytes, params: Mapping[str, Any], sink) -> dict:
     try:
-        return verify_lines(data, head=head or None)
+        return walk_lines(data, params.get("head") or None, sink)
     except ValueError as e:
         message = str(e)
-        raise ViewerError(400, "head", message[5:] if message.startswith("head ") else message) from e
+        raise ViewerError(400, "head", message.removeprefix("head ")) from e
 
 
 def build_report(data: bytes, params: Mapping[str, Any] | None = None, *, source: str = "upload",
@@ -456,43 +462,54 @@ def build_report(data: bytes, params: Mapping[str, Any] | None = None, *, source
     ``principal`` also matches any id on the record's delegation path), ``head`` (an
     anchored hash the chain must contain), ``offset`` and ``limit`` (paging of the matching
     rows). Raises :class:`ViewerError` (400) naming the bad parameter. The verification
-    always covers the whole log, whatever the filters.
+    always covers the whole log, whatever the filters; only the page's rows are kept.
     """
     params = params or {}
     filters = _filters(params)
     offset = _int_param("offset", params.get("offset"), 0)
     limit = _int_param("limit", params.get("limit"), DEFAULT_LIMIT, MAX_LIMIT)
-    checked = _verified(data, params.get("head"))
-    rows = []
-    for n, status, reason, rec, raw in checked["lines"]:
+    rows: list[dict] = []
+    matched = 0
+
+    def sink(n, status, reason, rec, raw):
+        nonlocal matched
         row = row_summary(n, status, reason, rec, raw)
         if _matches(row, rec, filters):
-            rows.append(row)
+            if offset <= matched < offset + limit:
+                rows.append(row)
+            matched += 1
+
+    verification = _walk(data, params, sink)
     return {
-        "source": source, "name": name, "verification": checked["verification"],
-        "filters": filters, "total": len(checked["lines"]), "matched": len(rows),
-        "offset": offset, "limit": limit, "rows": rows[offset:offset + limit],
+        "source": source, "name": name, "verification": verification,
+        "filters": filters, "total": verification["lines"], "matched": matched,
+        "offset": offset, "limit": limit, "rows": rows,
     }
 
 
 def record_detail(data: bytes, line: str | int, params: Mapping[str, Any] | None = None) -> dict:
     """One line of the log text ``data``: its status, the record, its request and decision
     fields, and ``presented`` (:func:`present_record`; None for a line that is not a JSON
-    object). Raises :class:`ViewerError`: 400 for a malformed ``line``, 404 for a line the
-    log does not have."""
+    object), with the verification of the whole log. Raises :class:`ViewerError`: 400 for
+    a malformed ``line`` or ``head``, 404 for a line the log does not have."""
     params = params or {}
     number = _int_param("line", str(line), 0)
     if number < 1:
         raise ViewerError(400, "line", "must be a line number, 1 or more")
-    checked = _verified(data, params.get("head"))
-    if number > len(checked["lines"]):
-        raise ViewerError(404, "line", f"the log has {len(checked['lines'])} lines, not {number}")
-    n, status, reason, rec, raw = checked["lines"][number - 1]
+    found: list[tuple] = []
+
+    def sink(n, status, reason, rec, raw):
+        if n == number:
+            found.append((n, status, reason, rec, raw))
+
+    verification = _walk(data, params, sink)
+    if not found:
+        raise ViewerError(404, "line", f"the log has {verification['lines']} lines, not {number}")
+    n, status, reason, rec, raw = found[0]
     row = row_summary(n, status, reason, rec, raw)
     out: dict[str, Any] = {"line": n, "status": status, "reason": reason, "row": row,
-                           "verification": checked["verification"]}
+                           "verification": verification}
     if isinstance(rec, Mapping):
-        from ..evaluation.decision import DECISION_FIELDS
         out["record"] = _safe(rec)
         out["request"] = _safe(rec.get("request"))
         out["decision_fields"] = {k: _safe(rec[k]) for k in DECISION_FIELDS if k in rec}
