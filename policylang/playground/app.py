@@ -46,7 +46,6 @@ STATIC = {
     "audit.js": "text/javascript; charset=utf-8",
     "audit.css": "text/css; charset=utf-8",
     "audit.html": "text/html; charset=utf-8",
-    "audit.css": "text/css; charset=utf-8",
     "index.html": "text/html; charset=utf-8",
 }
 
@@ -124,6 +123,8 @@ class Playground:
         self.ws = Workspace(path)
         self.read_only = read_only
         self.audit_path = audit_path
+        #: the engines over the set on disk, by entity data and approvals (api/changes)
+        self._base_engines: tuple = (None, {})
 
     # -- helpers
 
@@ -136,6 +137,22 @@ class Playground:
         from ..evaluation.engine import Engine
 
         return Engine(policy_set, entities=entities, approvals=approval_checker(approved), cache_size=0, strict=True)
+
+    def _decider(self, policy_set, engines: dict):
+        """``decide(example)`` over ``policy_set``: one engine per entity data and approvals
+        (kept in ``engines``); a request the engine refuses is an ``error`` outcome."""
+        from ..language.errors import RequestError
+
+        def decide(ex):
+            key = (id(ex.entities), ex.approved)
+            engine = engines.get(key)
+            if engine is None:
+                engine = engines[key] = self._engine(policy_set, ex.entities, ex.approved)
+            try:
+                return engine.decide(ex.request)
+            except RequestError as e:
+                return {"decision": "error", "rules": [], "reasons": [f"bad request: {e}"]}
+        return decide
 
     @staticmethod
     def _broken(diags) -> JSONResponse:
@@ -222,20 +239,18 @@ class Playground:
         if edited is None:
             return self._broken(diags)
         base, _base_diags = self.ws.baseline()
+        if self._base_engines[0] is not base:
+            self._base_engines = (base, {})
+        decide_after = self._decider(edited, {})
+        decide_before = self._decider(base, self._base_engines[1]) if base is not None else None
         out = []
         compared = 0
         for ex in self.ws.examples():
-            try:
-                after = summary(self._engine(edited, ex.entities, ex.approved).decide(ex.request))
-            except Exception as e:  # noqa: BLE001 - a bad example request is listed, not fatal
-                after = {"decision": "error", "rules": [], "reasons": [str(e)]}
-            if base is None:
+            after = summary(decide_after(ex))
+            if decide_before is None:
                 before = {"decision": None, "rules": [], "reasons": ["the set on disk does not load"]}
             else:
-                try:
-                    before = summary(self._engine(base, ex.entities, ex.approved).decide(ex.request))
-                except Exception as e:  # noqa: BLE001
-                    before = {"decision": "error", "rules": [], "reasons": [str(e)]}
+                before = summary(decide_before(ex))
             compared += 1
             if (before["decision"], before["rules"]) != (after["decision"], after["rules"]):
                 out.append({"example": ex.id, "name": ex.name, "source": ex.source, "request": ex.request,
