@@ -53,6 +53,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -328,6 +329,8 @@ def start_cerbos(binary: str, policy_dir: Path, port: int, cpus: list[int]) -> s
     cmd = [*_pin(cpus), binary, "server", "--log-level=error",
            "--set=storage.driver=disk", f"--set=storage.disk.directory={policy_dir}",
            "--set=storage.disk.watchForChanges=false",
+           # Cerbos answers at most 50 resources per request unless told otherwise
+           f"--set=server.requestLimits.maxResourcesPerRequest={BATCH}",
            f"--set=server.httpListenAddr=127.0.0.1:{port}", f"--set=server.grpcListenAddr=127.0.0.1:{grpc}"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("CERBOS_")}
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
@@ -338,8 +341,11 @@ def start_cerbos(binary: str, policy_dir: Path, port: int, cpus: list[int]) -> s
 def _post(port: int, path: str, body: str) -> dict:
     req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body.encode(),
                                  headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=30) as r:
-        return json.loads(r.read())
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        raise AssertionError(f"{path}: HTTP {e.code}: {e.read()[:500]!r}") from None
 
 
 def verify(name: str, port: int, bodies: dict, st: dict) -> int:

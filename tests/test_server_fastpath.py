@@ -348,3 +348,81 @@ def test_parse_body_takes_the_standard_decoder_where_orjson_differs():
                 b'{"f": 0.1, "g": -0.0, "h": 1E5}'):
         assert parse_body(b"application/json", raw) == parse_json_body("application/json", raw)
         assert type(parse_body(b"application/json", raw).get("n")) is type(parse_json_body("application/json", raw).get("n"))
+
+
+# ------------------------------------------------------------------ over real sockets
+
+def _read_response(f) -> tuple[int, dict, bytes]:
+    status = int(f.readline().split()[1])
+    headers = {}
+    while True:
+        line = f.readline()
+        if line in (b"\r\n", b""):
+            break
+        k, _, v = line.decode("latin-1").partition(":")
+        headers[k.strip().lower()] = v.strip()
+    body = f.read(int(headers.get("content-length", 0)))
+    return status, headers, body
+
+
+def _exchange(port: int, chunks: list[bytes], n: int, delay: float = 0.0) -> list:
+    """Write ``chunks`` on one connection (``delay`` apart), then read ``n`` answers."""
+    import socket
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+        for i, c in enumerate(chunks):
+            if i and delay:
+                time.sleep(delay)
+            sock.sendall(c)
+        f = sock.makefile("rb")
+        out = []
+        for _ in range(n):
+            status, headers, body = _read_response(f)
+            headers.pop("date", None)
+            rid = headers.pop("x-request-id", "")
+            assert re.fullmatch(r"[0-9a-f]{32}|given-\d+", rid), rid
+            out.append((status, headers, body))
+        return out
+
+
+def _http(path: str, body: bytes, *extra: str, rid: int | None = None) -> bytes:
+    head = [f"POST {path} HTTP/1.1", "Host: x", "Content-Type: application/json", *extra]
+    if not any(h.lower().startswith("transfer-encoding") for h in extra):
+        head.append(f"Content-Length: {len(body)}")
+    if rid is not None:
+        head.append(f"X-Request-ID: given-{rid}")
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+def test_over_uvicorn_pipelined_chunked_slow_and_oversized_answer_the_same():
+    """Both paths served by ``policylang serve`` (uvicorn, httptools): pipelined requests
+    on one kept-alive connection, a chunked body, a body in two writes, a body too slow
+    (408) and one too large (413) answer the same, byte for byte but Date and generated
+    request ids."""
+    try:
+        from test_server_harness import LiveServer
+    except ImportError:  # tests/ as a package
+        from tests.test_server_harness import LiveServer
+    args = (CERT, "--poll-interval", "0", "--max-body", "4096", "--body-timeout", "0.5")
+    with LiveServer(*args, env={"POLICYLANG_FAST_PATH": "1"}) as fast, \
+            LiveServer(*args, env={"POLICYLANG_FAST_PATH": "0"}) as plain:
+        corpus = [_http(p, _body(b)) for p, b in GOOD_BODIES[:5] + BAD_BODIES[:5] if len(_body(b)) < 4000]
+        corpus += [_http("/access/v1/evaluation", raw) for raw in RAW_BODIES[:14]]
+        corpus += [_http("/access/v1/evaluation", _body(GOOD), rid=7)]
+        good = _body(GOOD)
+        chunked = b"%x\r\n%s\r\n%x\r\n%s\r\n0\r\n\r\n" % (10, good[:10], len(good) - 10, good[10:])
+        corpus += [_http("/v1/decide", chunked.replace(good, good), "Transfer-Encoding: chunked")]
+        big = _body({**GOOD, "context": {"pad": "x" * 5000}})
+        for server in (fast, plain):
+            server.answers = _exchange(server.port, [b"".join(corpus)], len(corpus))  # pipelined
+            server.answers += _exchange(server.port, [_http("/access/v1/evaluation", good)[:-20], good[-20:]], 1,
+                                        delay=0.1)  # the body in two writes
+            server.answers += _exchange(server.port, [_http("/access/v1/evaluation", good)[:-20], good[-20:]], 1,
+                                        delay=1.0)  # too slow: 408
+            server.answers += _exchange(server.port, [_http("/access/v1/evaluations", big)], 1)  # 413
+            server.answers += _exchange(server.port, [_http("/access/v1/evaluations", b"", "Transfer-Encoding: chunked")
+                                                      + b"".join(b"%x\r\n%s\r\n" % (97, big[i:i + 97])
+                                                                 for i in range(0, 97 * 50, 97)) + b"0\r\n\r\n"],
+                                        1)  # 413, chunked
+        assert fast.answers == plain.answers
+        statuses = [a[0] for a in fast.answers]
+        assert statuses[-4:] == [200, 408, 413, 413] and statuses.count(200) >= 6
