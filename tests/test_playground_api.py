@@ -90,6 +90,31 @@ def test_examples_are_the_cases_of_the_suites_and_the_request_files(coding):
     assert isinstance(first["request"], dict) and first["expect"] in ("allow", "deny", "require_approval")
 
 
+def test_a_one_file_set_shows_that_file_and_the_request_next_to_it(tmp_path):
+    dest = tmp_path / "approval-flow"
+    shutil.copytree(EXAMPLES / "approval-flow", dest)
+    c = client(dest / "policies" / "deploy.policy")
+    assert [f["path"] for f in c.get("/api/files").json()["files"]] == ["deploy.policy"]
+    ex = _example(c, "request.json")
+    assert ex["request"] == json.loads((dest / "request.json").read_text())
+    r = c.post("/api/check", json={"files": {"other.policy": "permit agent to read on doc\n"}})
+    assert r.status_code == 400 and r.json()["error"]["field"] == "files.other.policy"
+    p = c.post("/api/decide", json={"request": ex["request"], "example": ex["id"]}).json()["decision"]
+    assert p["decision"] in ("allow", "deny", "require_approval") and p["path"][-1]["role"] == "subject"
+
+
+def test_a_set_that_does_not_load_on_disk_still_opens_with_its_diagnostics(pipeline):
+    broken = (pipeline / "agents.policy").read_text() + "\npermit\n"
+    (pipeline / "agents.policy").write_text(broken)
+    c = client(pipeline)
+    assert next(f for f in c.get("/api/files").json()["files"] if f["path"] == "agents.policy")["text"] == broken
+    body = c.post("/api/check", json={}).json()
+    assert body["ok"] is False and any(d["file"] == "agents.policy" for d in body["diagnostics"])
+    fixed = broken[: -len("\npermit\n")]
+    changes = c.post("/api/changes", json={"files": {"agents.policy": fixed}}).json()
+    assert changes["changed"] and all(ch["before"]["decision"] is None for ch in changes["changed"])
+
+
 # ------------------------------------------------------------------ check
 
 def test_check_reports_diagnostics_with_file_line_and_column_and_writes_nothing(pipeline):

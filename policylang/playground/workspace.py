@@ -212,18 +212,20 @@ class Workspace:
                                      expect=expect.get("decision") if isinstance(expect, dict) else None))
                 if len(found) >= MAX_EXAMPLES:
                     return found
+        import json
+        request_files = []
         for folder in (self.dir / "requests", self.dir.parent / "requests"):
-            if not folder.is_dir():
+            if folder.is_dir():
+                request_files.extend(sorted(folder.glob("*.json")))
+        request_files.extend(f for f in (self.dir / "request.json", self.dir.parent / "request.json") if f.is_file())
+        for f in request_files:
+            try:
+                req = json.loads(f.read_text(encoding="utf-8-sig"))
+            except (OSError, UnicodeDecodeError, ValueError, RecursionError):
                 continue
-            for f in sorted(folder.glob("*.json")):
-                import json
-                try:
-                    req = json.loads(f.read_text(encoding="utf-8-sig"))
-                except (OSError, UnicodeDecodeError, ValueError):
-                    continue
-                if isinstance(req, dict):
-                    shown = os.path.relpath(f, self.dir.parent).replace(os.sep, "/")
-                    found.append(Example(id=shown, name=f.stem, source=shown, request=req))
+            if isinstance(req, dict):
+                shown = os.path.relpath(f, self.dir.parent).replace(os.sep, "/")
+                found.append(Example(id=shown, name=f.stem, source=shown, request=req))
         return found
 
     # ------------------------------------------------------------------ writing
