@@ -6,6 +6,8 @@ decision and delegation path. Screenshots are saved to the artefacts directory."
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 import policylang
@@ -196,3 +198,33 @@ def test_a_record_cannot_inject_markup_into_the_viewer(serve_playground, browser
     expect(page.get_by_test_id("audit-detail").get_by_test_id("reasons")).to_contain_text("<script>")
     assert page.evaluate("window.__pwned === undefined")
     assert page.locator("main img, main script").count() == 0
+
+
+def test_a_cut_off_tail_shows_against_the_anchored_head_and_garbage_per_line(serve_playground, browser_page,
+                                                                           log_file, policy_dir, tmp_path):
+    lines = log_file.read_bytes().splitlines(keepends=True)
+    head = json.loads(lines[-1])["hash"]
+    log_file.write_bytes(b"".join(lines[:-2]))  # the last two records removed
+    page = browser_page
+    page.goto(serve_playground(policy_dir, audit=log_file) + "static/audit.html")
+    banner = page.get_by_test_id("audit-banner")
+    expect(banner).to_have_text("chain verified: 3 records")  # a chain alone cannot tell
+    page.get_by_test_id("anchored-head").fill(head)
+    page.get_by_test_id("apply-filters").click()
+    expect(banner).to_have_attribute("data-ok", "false")
+    expect(banner).to_contain_text("chain broken at line 4: no record has the anchored head hash")
+    expect(banner).to_contain_text("the log was cut off after line 3")
+    page.get_by_test_id("anchored-head").fill("not a hash")
+    page.get_by_test_id("apply-filters").click()
+    expect(banner).to_have_text("head: must be a SHA-256 hash: 64 hexadecimal digits")
+    page.get_by_test_id("clear-filters").click()
+    expect(banner).to_have_text("chain verified: 3 records")
+
+    garbage = tmp_path / "garbage.jsonl"
+    garbage.write_bytes(b"hello\n\xff\xfe\n" + b"".join(lines))
+    page.get_by_test_id("audit-file").set_input_files(str(garbage))
+    expect(banner).to_contain_text("chain broken at line 1: not a JSON record")
+    expect(row(page, 1)).to_have_attribute("data-status", "tampered")
+    expect(row(page, 1)).to_contain_text("hello")
+    expect(row(page, 2).get_by_test_id("row-status")).to_contain_text("this line: not UTF-8")
+    expect(page.locator('[data-testid="audit-row"][data-status="broken"]')).to_have_count(len(lines) + 1)

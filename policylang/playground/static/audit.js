@@ -20,7 +20,8 @@
     offset: 0,
     selected: null,
     token: null,
-    seq: 0,
+    loadSeq: 0,        // the latest table load: older answers are dropped
+    detailSeq: 0,      // the latest record shown: older answers are dropped
   };
   try { state.token = window.sessionStorage.getItem(TOKEN_KEY) || null; } catch (e) { /* none */ }
 
@@ -142,11 +143,12 @@
   }
 
   function load(append) {
-    var seq = ++state.seq;
+    var seq = ++state.loadSeq;
+    if (!append) state.detailSeq++;
     var offset = append ? state.rows.length : 0;
     if (!append) setBanner("none", "verifying…");
     return logCall("log", { offset: String(offset) }).then(function (r) {
-      if (seq !== state.seq) return;
+      if (seq !== state.loadSeq) return;
       if (!r.ok) {
         setBanner("error", errorText(r));
         if (!append) { state.rows = []; state.matched = 0; renderRows(false); }
@@ -190,13 +192,13 @@
   }
 
   function showRecord(line, tr) {
-    var seq = ++state.seq;
+    var seq = ++state.detailSeq;
     Array.prototype.forEach.call(document.querySelectorAll(".av-row--selected"), function (n) {
       n.classList.remove("av-row--selected");
     });
     if (tr) tr.classList.add("av-row--selected");
     return logCall("records/" + encodeURIComponent(line)).then(function (r) {
-      if (seq !== state.seq) return;
+      if (seq !== state.detailSeq) return;
       if (!r.ok) { setBanner("error", errorText(r)); return; }
       var d = r.data;
       state.selected = line;
