@@ -31,6 +31,7 @@ import argparse
 import datetime as _dt
 import gc
 import json
+import math
 import os
 import platform
 import statistics
@@ -41,10 +42,10 @@ from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: python benchmarks/compare.py
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    __package__ = "benchmarks"  # noqa: A001
+    __package__ = "benchmarks"
 
-from benchmarks import scenarios as sc  # noqa: E402
-from benchmarks.peers import ADAPTERS, PEERS, Adapter, PolicylangAdapter  # noqa: E402
+from benchmarks import scenarios as sc
+from benchmarks.peers import ADAPTERS, PEERS, Adapter, PolicylangAdapter
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "performance.md"
@@ -76,6 +77,8 @@ class Result:
     mismatches: int = 0
     first_mismatch: str = ""
     error: str = ""
+    #: decided only the first ``capped`` requests of the stream (0: all of it)
+    capped: int = 0
 
     @property
     def median_us(self) -> float:
@@ -151,18 +154,27 @@ def timed_pass(adapter: Adapter, chunks: list[list], res: Result, expected: list
                                   f"{json.dumps(requests[i])}")
 
 
-def run_scenario(scn: sc.Scenario, adapters: dict[str, Adapter], args, log) -> dict[str, Result]:
-    expected = [e == "allow" for e in scn.expected_all()]
-    chunks = batches(scn.requests, args.batch)
+def run_scenario(scn: sc.Scenario, adapters: dict[str, Adapter], args, log,
+                 caps: dict[str, int] | None = None) -> dict[str, Result]:
+    """``caps``: {engine: N}, that engine decides only the first N requests of the stream
+    (the slowest peers at L; said so in the tables)."""
+    expected_all = [e == "allow" for e in scn.expected_all()]
+    caps = caps or {}
+    stream = {name: (scn.requests[:caps[name]], expected_all[:caps[name]]) if name in caps
+              else (scn.requests, expected_all) for name in adapters}
+    chunks_of = {name: batches(reqs, args.batch) for name, (reqs, _) in stream.items()}
     results: dict[str, Result] = {}
     live: dict[str, Adapter] = {}
     for name, adapter in adapters.items():
+        chunks = chunks_of[name]
         res = results[name] = Result(name, scn.name, len(scn.rules))
+        if name in caps:
+            res.capped = len(stream[name][0])
         gc.collect()
         t0 = time.perf_counter()
         try:
             adapter.load(scn)
-        except Exception as e:  # a peer that cannot express the scenario is reported
+        except Exception as e:  # noqa: BLE001 - a peer that cannot express the scenario is reported
             res.error = f"load failed: {type(e).__name__}: {e}"
             log(f"  {name}: {res.error}")
             continue
@@ -171,7 +183,7 @@ def run_scenario(scn: sc.Scenario, adapters: dict[str, Adapter], args, log) -> d
             res.load_s = float("nan")  # reuses another row's engine: no load of its own
         try:  # warm-up: one batch, untimed (first-call costs, lazy imports)
             adapter.allowed(adapter.run(chunks[0]))
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - reported, the run goes on
             res.error = f"run failed: {type(e).__name__}: {e}"
             log(f"  {name}: {res.error}")
             continue
@@ -182,8 +194,8 @@ def run_scenario(scn: sc.Scenario, adapters: dict[str, Adapter], args, log) -> d
         for name in list(live):
             res = results[name]
             try:
-                timed_pass(live[name], chunks, res, expected, scn.requests)
-            except Exception as e:
+                timed_pass(live[name], chunks_of[name], res, stream[name][1], stream[name][0])
+            except Exception as e:  # noqa: BLE001 - reported, the run goes on
                 res.error = f"run failed: {type(e).__name__}: {e}"
                 log(f"  {name}: {res.error}")
                 del live[name]
@@ -256,9 +268,446 @@ def issue3_figures(args, log) -> dict:
     return fig
 
 
+# --------------------------------------------------------------------------- issue 20
+ISSUE20 = {
+    "vs_regorus": 5.0,        # regorus compiled median / policylang median, at M and at L, at least
+    "cache_hit_share": 0.25,  # cached decide (hit) median / uncached median at M, at most
+    "reload_one_file_s": 0.150,  # one changed file of the 10k set in ~100 files, at most
+    "rss_growth_mb": 30.0,    # resident memory growth for the 10k set, at most
+    "service_vs_cerbos": 8.0, # policylang serve decisions/s / the Cerbos PDP's, at least
+}
+
+
+def _median_cpu_wall(fn, rounds: int):
+    """(median CPU s, median wall s, last result) of ``rounds`` calls."""
+    cpu, wall, out = [], [], None
+    for _ in range(rounds):
+        gc.collect()
+        c0, t0 = time.process_time(), time.perf_counter()
+        out = fn()
+        cpu.append(time.process_time() - c0)
+        wall.append(time.perf_counter() - t0)
+    return statistics.median(cpu), statistics.median(wall), out
+
+
+def _check(engine, scn: sc.Scenario) -> int:
+    """Decide the whole stream with ``engine``; the number of decisions that differ from
+    the scenario's expected ones (every figure below is checked so)."""
+    want = scn.expected_all()
+    return sum(engine.decide(r).decision != w for r, w in zip(scn.requests, want, strict=True))
+
+
+def cache_figures(args, log) -> dict:
+    """At M: uncached decide, a cache hit on the same request dict, and a hit on a fresh
+    dict equal to a decided one (what a service sees), timed round robin in batches."""
+    import copy
+
+    import policylang
+    scn = sc.scenario("M", seed=args.seed, n_requests=args.requests)
+    ps = policylang.loads(scn.text, name="M.policy")
+    uncached = policylang.Engine(ps, cache_size=0)
+    cached = policylang.Engine(ps)  # the default cache
+    want = scn.expected_all()
+    mismatches = 0
+    for r, w in zip(scn.requests, want, strict=True):  # warm the cache: every request once
+        mismatches += cached.decide(r).decision != w
+    hits0 = cached.counters.cache_hits
+    samples: dict[str, list[float]] = {"uncached": [], "same": [], "fresh": []}
+    clock = time.perf_counter_ns
+    chunks = batches(list(range(len(scn.requests))), args.batch)
+    spent = 0.0
+    passes = 0
+    while passes < 1 or (spent < args.budget and passes < args.max_passes):
+        fresh = copy.deepcopy(scn.requests)  # new dicts, equal to the decided ones (untimed)
+        for idx in chunks:
+            for kind, eng, reqs in (("uncached", uncached, scn.requests), ("same", cached, scn.requests),
+                                    ("fresh", cached, fresh)):
+                decide = eng.decide
+                batch = [reqs[i] for i in idx]
+                t0 = clock()
+                got = [decide(r) for r in batch]
+                t1 = clock()
+                samples[kind].append((t1 - t0) / len(batch) / 1e3)
+                spent += (t1 - t0) / 1e9
+                mismatches += sum(d.decision != want[i] for d, i in zip(got, idx, strict=True))
+        passes += 1
+    c = cached.counters
+    fig = {k: statistics.median(v) for k, v in samples.items()}
+    fig.update(passes=passes, mismatches=mismatches, hits=c.cache_hits - hits0,
+               misses_after_warmup=c.cache_misses - len(scn.requests))
+    fig["share_same"] = fig["same"] / fig["uncached"]
+    fig["share_fresh"] = fig["fresh"] / fig["uncached"]
+    log(f"  cache at M: uncached {fig['uncached']:.2f} µs, hit (same dict) {fig['same']:.2f} µs, "
+        f"hit (fresh equal dict) {fig['fresh']:.2f} µs")
+    return fig
+
+
+def load_figures(args, log, avail: dict) -> dict:
+    """Load of the 10k-rule set (L) from its text, for policylang and the native peers,
+    medians of ``--rounds`` in one run: policylang ``loads`` + ``Engine``; cedar
+    ``PolicySet.from_str`` (and with its ``Entities``); regorus ``compile_from_modules``
+    (compiled) and ``Engine.add_policy``/``add_data_json``; cel ``cel.compile`` of every
+    condition + the index. Each peer's text is translated before the clock starts."""
+    import policylang
+    from benchmarks import peers as pe
+    scn = sc.scenario("L", seed=args.seed, n_requests=args.requests)
+    text = scn.text
+    fig: dict = {}
+    rows: dict[str, tuple] = {}
+    rows["policylang"] = _median_cpu_wall(
+        lambda: policylang.Engine(policylang.loads(text, name="L.policy"), cache_size=0), args.rounds)[:2]
+    if avail.get("cedar", (False,))[0]:
+        import cedarpy
+        ctext, etext = pe.CedarAdapter.policy_text(scn), pe.CedarAdapter.entities_json(scn)
+        rows["cedar"] = _median_cpu_wall(lambda: cedarpy.PolicySet.from_str(ctext), args.rounds)[:2]
+        rows["cedar (+ entities)"] = _median_cpu_wall(
+            lambda: (cedarpy.PolicySet.from_str(ctext), cedarpy.Entities.from_json_str(etext)), args.rounds)[:2]
+    if avail.get("regorus", (False,))[0]:
+        import regorus
+        rego, data = pe.RegorusAdapter.policy_and_data(scn)
+        djson = json.dumps(data)
+        rows["regorus"] = _median_cpu_wall(lambda: regorus.Program.compile_from_modules(
+            djson, [("bench.rego", rego)], [pe.RegorusAdapter.entry]), args.rounds)[:2]
+
+        def interp():
+            e = regorus.Engine()
+            e.add_policy("bench.rego", rego)
+            e.add_data_json(djson)
+            return e
+        rows["regorus (interpreted)"] = _median_cpu_wall(interp, args.rounds)[:2]
+    if avail.get("cel", (False,))[0]:
+        rows["cel"] = _median_cpu_wall(lambda: pe.CelAdapter().load(scn), args.rounds)[:2]
+    fig["rows"] = {k: {"cpu_s": c, "wall_s": w} for k, (c, w) in rows.items()}
+    for k, (c, w) in rows.items():
+        log(f"  load L, {k}: {c:.2f} s CPU ({w:.2f} s wall)")
+    return fig
+
+
+def _incremental_api() -> tuple[bool, bool]:
+    """(``policylang.load`` takes ``previous=``, ``Engine`` takes ``previous=``)."""
+    import inspect
+
+    import policylang
+
+    def takes(fn) -> bool:
+        try:
+            return "previous" in inspect.signature(fn).parameters
+        except (TypeError, ValueError):
+            return False
+    return takes(policylang.load), takes(policylang.Engine)
+
+
+def reload_figures(args, log, n_files: int = 100) -> dict:
+    """L written as ~``n_files`` files of about 100 rules; load + Engine; then, each round,
+    one file changes (one rule's threshold) and the set is reloaded: with the incremental
+    API when policylang has it (``load(path, previous=old_set)``, ``Engine(new_set,
+    previous=old_engine)``), otherwise a full load + Engine (said so). Every reloaded engine
+    decides the whole stream against the changed scenario's expected answers."""
+    import dataclasses
+    import tempfile
+
+    import policylang
+    scn = sc.scenario("L", seed=args.seed, n_requests=args.requests)
+    rules = list(scn.rules)
+    per = -(-len(rules) // n_files)
+    inc_load, inc_engine = _incremental_api()
+    if inc_load and inc_engine:
+        mode = "incremental: `load(path, previous=old_set)` + `Engine(new_set, previous=old_engine)`"
+    elif inc_engine:
+        mode = "full reload of the files (`load` takes no `previous`) + `Engine(new_set, previous=old_engine)`"
+    elif inc_load:
+        mode = "`load(path, previous=old_set)` + a full `Engine(new_set)` (`Engine` takes no `previous`)"
+    else:
+        mode = "full reload (no incremental API): `load(path)` + `Engine(new_set)`"
+    cpu, wall = [], []
+    mismatches = 0
+    with tempfile.TemporaryDirectory(prefix="reload-L-") as tmp:
+        root = Path(tmp)
+
+        def write(i: int, chunk: list) -> None:
+            (root / f"rules-{i:03d}.policy").write_text(
+                f"# part {i} of scenario L\n" + "\n".join(r.to_policy() for r in chunk), encoding="utf-8")
+
+        parts = [rules[i:i + per] for i in range(0, len(rules), per)]
+        for i, chunk in enumerate(parts):
+            write(i, chunk)
+        gc.collect()
+        c0, t0 = time.process_time(), time.perf_counter()
+        old_set = policylang.load(root)
+        old_engine = policylang.Engine(old_set, cache_size=0)
+        full_cpu, full_wall = time.process_time() - c0, time.perf_counter() - t0
+        mismatches += _check(old_engine, scn)
+        target = 0  # the file that changes: the first one (permits only)
+        for k in range(args.rounds):
+            changed = list(parts[target])
+            changed[0] = dataclasses.replace(changed[0], risk_below=round(0.51 + 0.02 * k, 2))
+            parts[target] = changed
+            write(target, changed)
+            gc.collect()
+            c0, t0 = time.process_time(), time.perf_counter()
+            new_set = policylang.load(root, previous=old_set) if inc_load else policylang.load(root)
+            new_engine = (policylang.Engine(new_set, cache_size=0, previous=old_engine) if inc_engine
+                          else policylang.Engine(new_set, cache_size=0))
+            cpu.append(time.process_time() - c0)
+            wall.append(time.perf_counter() - t0)
+            now = dataclasses.replace(scn, rules=tuple(r for part in parts for r in part), _index={})
+            now.__dict__.pop("text", None)
+            mismatches += _check(new_engine, now)
+            old_set, old_engine = new_set, new_engine
+    fig = {"files": len(parts), "rules_per_file": per, "mode": mode,
+           "incremental": inc_load and inc_engine, "cpu_s": statistics.median(cpu),
+           "wall_s": statistics.median(wall), "full_load_cpu_s": full_cpu, "full_load_wall_s": full_wall,
+           "rounds": args.rounds, "mismatches": mismatches}
+    log(f"  one-file reload of L ({len(parts)} files): {fig['cpu_s'] * 1e3:.0f} ms CPU "
+        f"({fig['wall_s'] * 1e3:.0f} ms wall); {mode}")
+    return fig
+
+
+_RSS_CHILD = r"""
+import gc, json, sys
+sys.path.insert(0, sys.argv[1])
+from benchmarks import scenarios as sc
+from benchmarks.peers import ADAPTERS
+engine, seed = sys.argv[2], int(sys.argv[3])
+
+def rss_kb():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+
+scn = sc.scenario("L", seed=seed, n_requests=50)
+scn.text
+adapter = ADAPTERS[engine]()
+mod = {"policylang": "policylang", "cedar": "cedarpy", "regorus": "regorus",
+       "regorus (interpreted)": "regorus", "cel": "cel"}.get(engine)
+if mod:
+    __import__(mod)
+adapter.run  # noqa
+gc.collect()
+before = rss_kb()
+adapter.load(scn)
+got = adapter.allowed(adapter.run(scn.requests[:1]))
+gc.collect()
+after = rss_kb()
+ok = got == [scn.expected(scn.requests[0]) == "allow"]
+print(json.dumps({"before_kb": before, "after_kb": after, "agrees": ok}))
+"""
+
+
+def rss_figures(args, log, engines: list[str]) -> dict:
+    """Resident memory growth for the 10k set, each engine in a fresh process: RSS after
+    the scenario is built and the engine's module imported, against RSS after load, the
+    engine ready and one decision (``/proc/self/status`` VmRSS, after a ``gc.collect()``).
+    Linux only."""
+    import subprocess
+    if not Path("/proc/self/status").exists():
+        return {"skipped": "no /proc/self/status (not Linux)"}
+    out: dict = {}
+    for e in engines:
+        proc = subprocess.run([sys.executable, "-c", _RSS_CHILD, str(ROOT), e, str(args.seed)],
+                              capture_output=True, text=True, check=False, cwd=str(ROOT))
+        if proc.returncode != 0:
+            out[e] = {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "failed"}
+            log(f"  RSS {e}: {out[e]['error']}")
+            continue
+        r = json.loads(proc.stdout.strip().splitlines()[-1])
+        r["growth_mb"] = (r["after_kb"] - r["before_kb"]) / 1024
+        out[e] = r
+        log(f"  RSS growth for L, {e}: {r['growth_mb']:.1f} MB")
+    return out
+
+
+def instruction_figures(args, log, engines: list[str]) -> dict:
+    """``benchmarks/instructions.py`` as a subprocess, once per scenario of
+    ``--instructions-scenarios``; its JSON per scenario, or why it was skipped."""
+    import shutil
+    import subprocess
+    import tempfile
+    if shutil.which("valgrind") is None:
+        return {"skipped": "valgrind is not installed"}
+    out: dict = {}
+    for scen in [s.strip().upper() for s in args.instructions_scenarios.split(",") if s.strip()]:
+        with tempfile.TemporaryDirectory() as tmp:
+            jpath = Path(tmp) / "instructions.json"
+            cmd = [sys.executable, "-m", "benchmarks.instructions", "--scenario", scen,
+                   "--engine", ",".join(engines), "--json", str(jpath), "--requests", str(args.requests),
+                   "--warmup", str(args.instructions_warmup), "--decisions", str(args.instructions_decisions)]
+            for cap in args.instructions_cap:
+                cmd += ["--cap", cap]
+            log(f"  callgrind at {scen}: {', '.join(engines)}")
+            proc = subprocess.run(cmd, cwd=str(ROOT), capture_output=True, text=True, check=False)
+            if not jpath.exists():
+                out[scen] = {"error": (proc.stderr.strip() or "no output")[-1500:]}
+                log(f"  instructions at {scen} failed: {out[scen]['error']}")
+                continue
+            out[scen] = json.loads(jpath.read_text())
+            for e, r in out[scen]["engines"].items():
+                log(f"  instructions at {scen}, {e}: {r['per_decision']:,.0f} per decision")
+    return out
+
+
+def service_figures(args, log) -> dict:
+    """benchmarks/service_compare.py (policylang serve against the Cerbos PDP under wrk),
+    when it is there; ``{"skipped": why}`` otherwise."""
+    try:
+        from benchmarks import service_compare
+    except ImportError as e:
+        return {"skipped": f"benchmarks/service_compare.py does not import ({e})"}
+    if not hasattr(service_compare, "measure") or not hasattr(service_compare, "markdown"):
+        return {"skipped": "benchmarks/service_compare.py has no measure()/markdown()"}
+    cores = [int(c) for c in args.service_cores.split(",") if c.strip()]
+    log(f"  service: {args.service_seconds:g} s per stream on {cores} core(s)")
+    try:
+        res = service_compare.measure(args.service_seconds, cores)
+    except Exception as e:  # noqa: BLE001 - the rest of the page is still worth writing
+        return {"skipped": f"service_compare.measure failed: {type(e).__name__}: {e}"}
+    res["_markdown"] = service_compare.markdown(res)
+    return res
+
+
+def issue20_rows(all_res: dict[str, dict[str, Result]], x: dict) -> tuple[str, dict]:
+    """The Done-when targets of issue 20: measured value and met / not met."""
+    rows, checks = [], {}
+    ins = x.get("instructions") or {}
+    for s in ("M", "L"):
+        pl, rg = all_res.get(s, {}).get("policylang"), all_res.get(s, {}).get("regorus")
+        if pl and rg and pl.samples_us and rg.samples_us:
+            ratio = rg.median_us / pl.median_us
+            checks[f"vs_regorus_{s}"] = ratio >= ISSUE20["vs_regorus"]
+            rows.append(f"| {s} median ≥ {ISSUE20['vs_regorus']:g}× faster than regorus (compiled) | "
+                        f"{ratio:.1f}× ({fmt_us(rg.median_us)} vs {fmt_us(pl.median_us)} µs) | "
+                        f"{ok(checks[f'vs_regorus_{s}'])} |")
+        else:
+            rows.append(f"| {s} median ≥ {ISSUE20['vs_regorus']:g}× faster than regorus (compiled) | not measured | — |")
+        r = (ins.get(s) or {}).get("ratios", {}).get("regorus")
+        if r is not None:
+            checks[f"instructions_vs_regorus_{s}"] = r >= ISSUE20["vs_regorus"]
+            rows.append(f"| instructions per decision at {s}: regorus / policylang ≥ {ISSUE20['vs_regorus']:g} "
+                        f"(callgrind) | {r:.1f}× | {ok(checks[f'instructions_vs_regorus_{s}'])} |")
+    c = x.get("cache")
+    if c:
+        for key, label in (("share_fresh", "a fresh dict equal to a decided one"),
+                           ("share_same", "the same request dict")):
+            flag = c[key] <= ISSUE20["cache_hit_share"]
+            checks[f"cache_{key}"] = flag
+            rows.append(f"| cache hit at M ({label}) ≤ ¼ of the uncached median | "
+                        f"{c[key]:.2f} ({fmt_us(c['fresh' if key == 'share_fresh' else 'same'])} vs "
+                        f"{fmt_us(c['uncached'])} µs) | {ok(flag)} |")
+    ld = (x.get("load") or {}).get("rows", {})
+    if "policylang" in ld and "cedar" in ld:
+        p, ce = ld["policylang"]["cpu_s"], ld["cedar"]["cpu_s"]
+        checks["load_vs_cedar"] = p <= ce
+        rows.append(f"| load of the 10k-rule set ≤ Cedar's (`PolicySet.from_str`), CPU | "
+                    f"{p:.2f} s vs {ce:.2f} s | {ok(checks['load_vs_cedar'])} |")
+    rl = x.get("reload")
+    if rl and "cpu_s" in rl:
+        checks["reload"] = rl["cpu_s"] <= ISSUE20["reload_one_file_s"]
+        rows.append(f"| one-file reload of the 10k set ({rl['files']} files) ≤ "
+                    f"{ISSUE20['reload_one_file_s'] * 1e3:.0f} ms, CPU | {rl['cpu_s'] * 1e3:.0f} ms "
+                    f"({'incremental' if rl['incremental'] else 'full reload: no incremental API'}) | "
+                    f"{ok(checks['reload'])} |")
+    rss = (x.get("rss") or {}).get("policylang")
+    if rss and "growth_mb" in rss:
+        checks["rss"] = rss["growth_mb"] <= ISSUE20["rss_growth_mb"]
+        rows.append(f"| resident memory growth, 10k set ≤ {ISSUE20['rss_growth_mb']:g} MB | "
+                    f"{rss['growth_mb']:.1f} MB | {ok(checks['rss'])} |")
+    sv = x.get("service") or {}
+    for n, run in (sv.get("runs") or {}).items():
+        for kind in ("single", "batch"):
+            r = (run.get("ratio") or {}).get(kind)
+            if r is None:
+                continue
+            flag = r >= ISSUE20["service_vs_cerbos"]
+            checks[f"service_{kind}_{n}"] = flag
+            rows.append(f"| service decisions/s ≥ {ISSUE20['service_vs_cerbos']:g}× the Cerbos PDP's "
+                        f"({kind} checks, {n} core(s)) | {r:.1f}× | {ok(flag)} |")
+    if "skipped" in sv:
+        rows.append(f"| service decisions/s ≥ {ISSUE20['service_vs_cerbos']:g}× the Cerbos PDP's | "
+                    f"skipped: {sv['skipped']} | — |")
+    return "| target (issue 20) | measured | |\n|---|---|---|\n" + "\n".join(rows), checks
+
+
+def issue20_tables(x: dict) -> str:
+    """The issue-20 figures as markdown (instructions, cache, load, reload, memory, service)."""
+    out = []
+    ins = x.get("instructions")
+    if ins is not None:
+        out += ["### Instructions per decision (callgrind)", ""]
+        if "skipped" in ins:
+            out += [f"Skipped: {ins['skipped']}.", ""]
+        else:
+            from benchmarks.instructions import markdown as ins_md
+            for scen, res in ins.items():
+                out += [f"Error at {scen}: {res['error']}" if "error" in res else ins_md(res), ""]
+            out += [("Counted by `python -m benchmarks.instructions` (valgrind's callgrind): each engine in "
+                    "its own process decides a warm-up of the stream, then the counted decisions from the "
+                    "start of the stream in batches of 16 through the same adapter `run` that is timed "
+                    "above; only that stretch is counted (callgrind zeroes at a `getppid` call just "
+                    "before it and dumps at a `getpgrp` call just after it), with `PYTHONHASHSEED=0`. "
+                    "The count is the same whatever else runs on the machine, so these ratios can be "
+                    "gated (`--gate RATIO`). Every counted decision is checked against the expected one."),
+                    ""]
+    c = x.get("cache")
+    if c:
+        out += ["### Decision cache at M", "",
+                "| call | median µs | share of uncached |", "|---|---:|---:|",
+                f"| `decide`, `cache_size=0` | {fmt_us(c['uncached'])} | 1.00 |",
+                f"| `decide`, cache hit, the same request dict | {fmt_us(c['same'])} | {c['share_same']:.2f} |",
+                (f"| `decide`, cache hit, a fresh dict equal to a decided one | {fmt_us(c['fresh'])} | "
+                f"{c['share_fresh']:.2f} |"), "",
+                (f"The default cache, warmed with the whole stream; then the three calls round robin per "
+                f"batch, {c['passes']} pass(es) (fresh dicts are deep copies made before the clock starts). "
+                f"{c['hits']:,} hits and {c['misses_after_warmup']:,} misses after the warm-up."), ""]
+    ld = x.get("load")
+    if ld:
+        out += ["### Load of the 10,000-rule set (L)", "",
+                "| engine | what is timed | CPU s | wall s |", "|---|---|---:|---:|"]
+        what = {"policylang": "`loads(text)` + `Engine(set)`",
+                "cedar": "`PolicySet.from_str(text)`",
+                "cedar (+ entities)": "`PolicySet.from_str` + `Entities.from_json_str` (5,000 resources, 2,000 users)",
+                "regorus": "`Program.compile_from_modules(data, [rego], [entry])`",
+                "regorus (interpreted)": "`Engine()` + `add_policy` + `add_data_json`",
+                "cel": "`cel.compile` of each condition + the (action, type) index"}
+        for k, r in ld["rows"].items():
+            out.append(f"| {k} | {what.get(k, '')} | {r['cpu_s']:.2f} | {r['wall_s']:.2f} |")
+        out += ["", "Medians of `--rounds` rounds; each peer's text is translated before the clock starts.", ""]
+    rl = x.get("reload")
+    if rl and "cpu_s" in rl:
+        out += ["### One-file reload of the 10,000-rule set", "",
+                "| figure | CPU ms | wall ms |", "|---|---:|---:|",
+                (f"| first load of the {rl['files']} files + `Engine` | {rl['full_load_cpu_s'] * 1e3:,.0f} | "
+                f"{rl['full_load_wall_s'] * 1e3:,.0f} |"),
+                (f"| reload after one file changed (median of {rl['rounds']}) | {rl['cpu_s'] * 1e3:,.0f} | "
+                f"{rl['wall_s'] * 1e3:,.0f} |"), "",
+                (f"L written as {rl['files']} files of {rl['rules_per_file']} rules; each round changes one "
+                f"rule's threshold in one file. Mode: {rl['mode']}. Every reloaded engine decided the whole "
+                f"stream against the changed set's expected answers ({rl['mismatches']} mismatches)."), ""]
+    rss = x.get("rss")
+    if rss:
+        out += ["### Resident memory for the 10,000-rule set", ""]
+        if "skipped" in rss:
+            out += [f"Skipped: {rss['skipped']}.", ""]
+        else:
+            out += ["| engine | RSS before MB | RSS after MB | growth MB |", "|---|---:|---:|---:|"]
+            for e, r in rss.items():
+                if "error" in r:
+                    out.append(f"| {e} | — | — | {r['error']} |")
+                else:
+                    out.append(f"| {e} | {r['before_kb'] / 1024:.1f} | {r['after_kb'] / 1024:.1f} | "
+                               f"{r['growth_mb']:.1f} |")
+            out += ["", ("Each engine in a fresh process: RSS (`VmRSS`) once the scenario is built and the "
+                    "engine's module imported, and again after the adapter's load (translation, parse, "
+                    "index), one decision and a `gc.collect()`."), ""]
+    sv = x.get("service")
+    if sv is not None:
+        out += ["### Service: policylang serve against the Cerbos PDP", ""]
+        out += [sv["_markdown"] if "_markdown" in sv else f"Skipped: {sv.get('skipped', 'not run')}.", ""]
+    return "\n".join(out)
+
+
 # --------------------------------------------------------------------------- output
 def fmt_us(x: float) -> str:
-    if x != x:
+    if math.isnan(x):
         return "—"
     if x >= 1000:
         return f"{x:,.0f}"
@@ -266,7 +715,7 @@ def fmt_us(x: float) -> str:
 
 
 def fmt_ms(s: float) -> str:
-    if s != s:
+    if math.isnan(s):
         return "—"
     return f"{s * 1e3:,.0f}" if s >= 0.01 else f"{s * 1e3:.2f}"
 
@@ -312,7 +761,9 @@ def tables(all_res: dict[str, dict[str, Result]], engines: list[str]) -> str:
                 continue
             rel = (r.median_us / base.median_us) if base and base.samples_us else float("nan")
             agree = "all match" if not r.mismatches else f"**{r.mismatches} MISMATCHES**"
-            rel_s = f"{rel:.1f}×" if rel == rel else "—"
+            if r.capped:
+                agree += f" (first {r.capped:,} requests only, `--cap-l`)"
+            rel_s = f"{rel:.1f}×" if not math.isnan(rel) else "—"
             out.append(f"| {s} | {r.rules:,} | {e} | {fmt_us(r.median_us)} | {fmt_us(r.p99_us)} | "
                        f"{fmt_us(r.cpu_p99_us)} | {r.per_s:,.0f} | {fmt_ms(r.load_s)} | {r.passes} | {rel_s} | {agree} |")
     return "\n".join(out)
@@ -379,7 +830,7 @@ def plot(all_res: dict[str, dict[str, Result]], engines: list[str], path: Path) 
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-    except Exception as e:  # pragma: no cover
+    except Exception as e:  # noqa: BLE001 - pragma: no cover
         print(f"matplotlib not available ({e}); no plot written", file=sys.stderr)
         return False
     fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=120)
@@ -428,7 +879,7 @@ def machine() -> str:
     return text
 
 
-def render_doc(all_res, engines, fig, checks_table, avail, args, cmd, plotted) -> str:
+def render_doc(all_res, engines, fig, checks_table, avail, args, cmd, plotted, x=None, t20_table="") -> str:
     vers = versions([e for e in ADAPTERS])
     now = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
     installed = [f"- **{n}** ({vers[n]}): " + ("installs and imports; used" if avail[n][0] else f"skipped — {avail[n][1]}")
@@ -443,79 +894,94 @@ def render_doc(all_res, engines, fig, checks_table, avail, args, cmd, plotted) -
         "",
         "## policylang against its peers (issue 7)",
         "",
-        "Three scenarios built from one seed (`benchmarks/scenarios.py`, seed "
-        f"{args.seed}, {args.requests:,} requests each):",
+        ("Three scenarios built from one seed (`benchmarks/scenarios.py`, seed "
+        f"{args.seed}, {args.requests:,} requests each):"),
         "",
         "- **S**: 10 RBAC rules — a role (of 5) may do some of 6 actions on one of 5 resource types.",
-        "- **M**: 1,000 permits `permit * to A on T when principal.dept == D and risk.score < H and "
+        ("- **M**: 1,000 permits `permit * to A on T when principal.dept == D and risk.score < H and "
         "resource.owner == principal.tenant` (A of 50 actions, T of 20 types, D of 20 departments, "
         "H in 0.50–0.95) plus 10 forbids (risk above 0.9; four action+department pairs; five types "
         "with risk above 0.6). 2,000 users and 5,000 resources; about 80% of the requests target a "
-        "rule, the rest are random; about half are allowed.",
+        "rule, the rest are random; about half are allowed."),
         "- **L**: the same with 10,000 permits.",
         "",
-        "Every engine decides the identical request stream and every decision is checked against "
+        ("Every engine decides the identical request stream and every decision is checked against "
         "the scenario's plain evaluator (and so against every other engine); a single mismatch "
         "fails the run. Times are per decision, from the plain request dict to the engine's own "
         f"decision object, measured in batches of {args.batch} (batch time / batch size is one "
         "sample; median and p99 are over samples; engines run round robin so the machine's noise "
         f"spreads over all of them; each gets about {args.budget:g} s or {args.max_passes} passes, "
-        "and at least one full pass). Load time is translation + parsing + indexing/compiling, once.",
+        "and at least one full pass). Load time is translation + parsing + indexing/compiling, once."),
         "",
         tables(all_res, engines),
         "",
     ]
     s += [
-        "p99 is over batch samples, so one scheduler preemption inside a batch lifts a whole sample: "
+        ("p99 is over batch samples, so one scheduler preemption inside a batch lifts a whole sample: "
         "on a loaded shared machine the wall-clock p99 mostly measures the machine. *p99 CPU* times "
         "the same batches in process CPU time, which a preemption does not inflate (garbage "
-        "collection and cold caches still show). The medians are the figures to compare.",
+        "collection and cold caches still show). The medians are the figures to compare."),
         "",
     ]
     if plotted:
         s += ["![median latency vs rule count, log scale](performance.png)", "",
-              "S is the RBAC family and M, L the ABAC family, so the S→M segment changes the kind of "
-              "rules as well as their number; M→L is the same family at ten times the size.", ""]
+              ("S is the RBAC family and M, L the ABAC family, so the S→M segment changes the kind of "
+              "rules as well as their number; M→L is the same family at ten times the size."), ""]
     s += [
         "How each engine is set up (each at its best as far as we know it; see `benchmarks/peers.py`):",
         "",
-        "- **policylang**: `policylang.loads(text)` then `Engine(policies, cache_size=0)`; the timed "
+        ("- **policylang**: `policylang.loads(text)` then `Engine(policies, cache_size=0)`; the timed "
         "call is `engine.decide(request_dict)` returning a `Decision`. `policylang (decide_many)` is "
-        "the same engine through its batch call.",
-        "- **cedar** (cedarpy): `PolicySet.from_str` and `Entities` parsed once, `is_authorized_batch` "
+        "the same engine through its batch call."),
+        ("- **cedar** (cedarpy): `PolicySet.from_str` and `Entities` parsed once, `is_authorized_batch` "
         "per batch. Risk is a Cedar `decimal`. A Cedar request cannot carry attributes, so Cedar reads "
         "them from its pre-parsed entity store (equal to the request's attrs). Cedar has no policy "
-        "index: every policy is evaluated per request, hence the linear growth.",
-        "- **casbin** (pycasbin): `FastEnforcer` with `cache_key_order` on (action, type), its "
+        "index: every policy is evaluated per request, hence the linear growth."),
+        ("- **casbin** (pycasbin): `FastEnforcer` with `cache_key_order` on (action, type), its "
         "policy index; `*` targets are expanded to one row per (action, type) so the index holds "
-        "them; numeric thresholds; `batch_enforce`; its per-request log line disabled.",
-        "- **oso**: one Polar rule per rule shape over a table of ground facts, so Polar's rule index "
-        "on ground arguments selects candidates; `query_rule_once`.",
-        "- **vakt**: `MemoryStorage` + `RulesChecker` + `Guard.is_allowed_check`, a custom `Rule` for "
-        "`resource.owner == principal.tenant`. No index in memory: every policy is checked.",
-        "- **py-abac**: `MemoryStorage` + `PDP` (deny-overrides), the action as the policy target, "
-        "`EqualsAttribute` for the owner test, `AccessRequest` built directly. No index in memory.",
+        "them; numeric thresholds; `batch_enforce`; its per-request log line disabled."),
+        ("- **oso**: one Polar rule per rule shape over a table of ground facts, so Polar's rule index "
+        "on ground arguments selects candidates; `query_rule_once`."),
+        ("- **vakt**: `MemoryStorage` + `RulesChecker` + `Guard.is_allowed_check`, a custom `Rule` for "
+        "`resource.owner == principal.tenant`. No index in memory: every policy is checked."),
+        ("- **py-abac**: `MemoryStorage` + `PDP` (deny-overrides), the action as the policy target, "
+        "`EqualsAttribute` for the owner test, `AccessRequest` built directly. No index in memory."),
+        ("- **regorus** (gordon-to-regorus, Microsoft's Rego in Rust): Rego written for speed — the rules "
+        "are data indexed by action and type (`data.t0[input.action][input.resource.type]` is the list of "
+        "that bucket's condition tuples), one rule body per rule shape iterating only its bucket, "
+        "`allow if { not deny; permit }`. `regorus` is the compiled RVM program "
+        "(`Program.compile_from_modules`, one `Rvm`; per request `set_input_json` of the request and "
+        "`execute`); `regorus (interpreted)` is the `Engine` on the same Rego and data (`set_input` of "
+        "the request dict, `eval_rule`)."),
+        ("- **cel** (common-expression-language, CEL in Rust): each rule's condition compiled once "
+        "(`cel.compile`), a dict index {(action, type): (forbids, permits)} with the `*` rules merged "
+        "into every bucket; per request one `cel.Context` of the request's fields as flat variables "
+        "(building a context costs about 2 µs per variable, nested maps far more), the forbids then the "
+        "permits, stopping at the first that holds."),
         "",
         "Peers (the optional `bench` extra, `pip install -e '.[bench]'`), on Python 3.11 here:",
         "",
         *installed,
         "",
-        "Install note: `oso` 0.27 declares `cffi~=1.15` while `cryptography` ≥ 48 (the `credentials` "
-        "extra) wants `cffi>=2`; pip reports the conflict, but oso works with cffi 2 in practice.",
+        ("Install note: `oso` 0.27 declares `cffi~=1.15` while `cryptography` ≥ 48 (the `credentials` "
+        "extra) wants `cffi>=2`; pip reports the conflict, but oso works with cffi 2 in practice."),
         "",
     ]
     if fig:
         s += [
             "## Issue 2 and 3 figures",
             "",
-            "The issue-3 sets are the ABAC family above with 10, 1,000 and 10,000 permits (+10 "
+            ("The issue-3 sets are the ABAC family above with 10, 1,000 and 10,000 permits (+10 "
             "forbids; 1,000 is M and 10,000 is L). Uncached is `cache_size=0`; the cache hit is the "
             "default cache warmed with the whole stream first. Parse + check is `policylang.loads`; "
-            "the varied set is `varied_policy_text(10_000)`, using most of the language.",
+            "the varied set is `varied_policy_text(10_000)`, using most of the language."),
             "",
             figures_table(fig),
             "",
         ]
+    if x:
+        s += ["## Issue 20 figures: native engines, cache, load, reload, memory, service", "",
+              issue20_tables(x), ""]
     s += [
         "## Targets",
         "",
@@ -523,27 +989,42 @@ def render_doc(all_res, engines, fig, checks_table, avail, args, cmd, plotted) -
         "",
         checks_table,
         "",
+    ]
+    if t20_table:
+        s += ["The targets of issue 20 (performance against native engines):", "", t20_table, ""]
+    s += [
         "## How to rerun",
         "",
         "```sh",
         "pip install -e '.[dev,bench]'",
         "python -m benchmarks.compare --write-docs      # peers + issue-2/3 figures, rewrites this page and the plot",
         "python -m benchmarks.compare --scenarios M --engines policylang,casbin --budget 1   # a quick look",
+        "python -m benchmarks.instructions --scenario M --engine policylang,regorus,cel --gate 5   # callgrind counts, gated",
         "pytest benchmarks/ --benchmark-enable --benchmark-only   # the pytest-benchmark suite, timed",
         "pytest benchmarks/ --benchmark-disable                    # what CI runs: a smoke test of every benchmark",
         "```",
         "",
-        "The pytest-benchmark suite (`benchmarks/test_bench_*.py`) covers parse, check (load), "
+        ("The pytest-benchmark suite (`benchmarks/test_bench_*.py`) covers parse, check (load), "
         "compile, decide uncached and cached, `decide_many`, `explain` and the formatter on M and L, "
         "the issue-3 sets, and parse + check of a varied 10,000-rule set. "
         "`benchmarks/test_condition_count.py` guards the compiled index without timing anything: on "
-        "the L stream an instrumented engine must evaluate at most 4 conditions per decision.",
+        "the L stream an instrumented engine must evaluate at most 4 conditions per decision."),
         "",
     ]
     return "\n".join(s)
 
 
 # --------------------------------------------------------------------------- main
+def _caps(items: list[str], ap) -> dict[str, int]:
+    caps = {}
+    for item in items:
+        name, _, n = item.rpartition("=")
+        if not name or not n.isdigit():
+            ap.error(f"--cap-l wants ENGINE=N, got {item!r}")
+        caps[name] = int(n)
+    return caps
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.compare", description=__doc__.split("\n")[0])
     ap.add_argument("--seed", type=int, default=sc.DEFAULT_SEED)
@@ -559,7 +1040,31 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--write-docs", action="store_true", help="write docs/performance.md and .png")
     ap.add_argument("--plot", type=Path, default=None, help="write the plot here (default with --write-docs: docs/performance.png)")
     ap.add_argument("--json", type=Path, default=None, help="also write the raw results as JSON")
+    ap.add_argument("--cap-l", action="append", default=[], metavar="ENGINE=N",
+                    help="at L, ENGINE decides only the first N requests of the stream (a slow peer; "
+                         "said so in the table), e.g. --cap-l py-abac=400")
+    g = ap.add_argument_group("issue-20 figures (cache hit, load, one-file reload, memory, "
+                              "instructions, service); all on by default with --write-docs")
+    g.add_argument("--no-issue20", action="store_true",
+                   help="skip the cache/load/reload/memory figures (--no-figures skips them too)")
+    g.add_argument("--instructions", action="store_true",
+                   help="count instructions per decision with callgrind (default with --write-docs "
+                        "when valgrind is installed)")
+    g.add_argument("--no-instructions", action="store_true", help="never run callgrind")
+    g.add_argument("--instructions-scenarios", default="M,L", help="default M,L")
+    g.add_argument("--instructions-warmup", type=int, default=200)
+    g.add_argument("--instructions-decisions", type=int, default=2000)
+    g.add_argument("--instructions-cap", action="append", default=None, metavar="ENGINE=N",
+                   help="passed to instructions.py --cap (default: cedar=200)")
+    g.add_argument("--service", action="store_true",
+                   help="policylang serve against the Cerbos PDP (benchmarks/service_compare.py; "
+                        "default with --write-docs when wrk is installed)")
+    g.add_argument("--no-service", action="store_true")
+    g.add_argument("--service-seconds", type=float, default=10.0)
+    g.add_argument("--service-cores", default="1,2", help="core counts to run the servers on (default 1,2)")
     args = ap.parse_args(argv)
+    if args.instructions_cap is None:
+        args.instructions_cap = ["cedar=200"]
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
@@ -591,7 +1096,8 @@ def main(argv: list[str] | None = None) -> int:
                 adapters[e] = PolicylangAdapter(many=True, share=adapters.get("policylang"))
             else:
                 adapters[e] = adapters_for[e]()
-        all_res[name] = run_scenario(scn, adapters, args, log)
+        caps = _caps(args.cap_l, ap) if name == "L" else {}
+        all_res[name] = run_scenario(scn, adapters, args, log, caps)
         del adapters
         gc.collect()
 
@@ -600,21 +1106,50 @@ def main(argv: list[str] | None = None) -> int:
         log("issue-2/3 figures")
         fig = issue3_figures(args, log)
 
+    import shutil
+    x: dict = {}
+    if "policylang" in adapters_for and not args.no_issue20 and not args.no_figures:
+        log("issue-20 figures")
+        x["cache"] = cache_figures(args, log)
+        x["load"] = load_figures(args, log, avail)
+        x["reload"] = reload_figures(args, log)
+        x["rss"] = rss_figures(args, log, [e for e in ("policylang", "cedar", "regorus", "cel")
+                                           if e in adapters_for])
+    if not args.no_instructions and (args.instructions or (args.write_docs and shutil.which("valgrind"))):
+        ins_engines = [e for e in ("policylang", "regorus", "regorus (interpreted)", "cel", "cedar")
+                       if e in adapters_for]
+        log("instructions per decision (callgrind)")
+        x["instructions"] = instruction_figures(args, log, ins_engines)
+    elif args.instructions and not args.no_instructions:
+        x["instructions"] = {"skipped": "valgrind is not installed"}
+    if not args.no_service and (args.service or (args.write_docs and shutil.which("wrk"))):
+        log("service comparison")
+        x["service"] = service_figures(args, log)
+    elif args.write_docs and not args.no_service:
+        x["service"] = {"skipped": "wrk is not installed (the service comparison needs it)"}
+
     checks_table, checks = target_rows(all_res, fig)
+    t20_table, t20 = issue20_rows(all_res, x)
     print("## policylang against its peers\n")
     print(tables(all_res, engines))
     if fig:
         print("\n## Issue 2/3 figures\n")
         print(figures_table(fig))
+    if x:
+        print("\n## Issue 20 figures\n")
+        print(issue20_tables(x))
     print("\n## Targets\n")
     print(checks_table)
+    print("\n## Targets of issue 20\n")
+    print(t20_table)
 
     plot_path = args.plot or (PLOT if args.write_docs else None)
     plotted = plot(all_res, engines, plot_path) if plot_path else False
     if args.write_docs:
         cmd = "python -m benchmarks.compare " + " ".join(argv if argv is not None else sys.argv[1:])
         DOC.parent.mkdir(parents=True, exist_ok=True)
-        DOC.write_text(render_doc(all_res, engines, fig, checks_table, avail, args, cmd.strip(), plotted),
+        DOC.write_text(render_doc(all_res, engines, fig, checks_table, avail, args, cmd.strip(), plotted,
+                                  x, t20_table),
                        encoding="utf-8")
         log(f"wrote {DOC}" + (f" and {plot_path}" if plotted else ""))
     if args.json:
@@ -623,11 +1158,27 @@ def main(argv: list[str] | None = None) -> int:
             "versions": versions(list(ADAPTERS)),
             "results": {s: {e: r.summary() for e, r in rs.items()} for s, rs in all_res.items()},
             "figures": fig, "targets": checks,
+            "issue20": {k: ({kk: vv for kk, vv in v.items() if kk != "_markdown"} if isinstance(v, dict) else v)
+                        for k, v in x.items()},
+            "issue20_targets": t20,
         }, indent=2, default=str), encoding="utf-8")
 
     failures = [(s, r) for s, rs in all_res.items() for r in rs.values() if r.mismatches]
     if fig and fig.get("mismatches"):
         failures.append(("issue-3", Result("policylang", "issue-3", 0, mismatches=fig["mismatches"])))
+    for key in ("cache", "reload"):
+        if (x.get(key) or {}).get("mismatches"):
+            failures.append((f"issue-20 {key}", Result("policylang", key, 0, mismatches=x[key]["mismatches"],
+                                                       first_mismatch="(see the figure)")))
+    for e, r in (x.get("rss") or {}).items():
+        if isinstance(r, dict) and r.get("agrees") is False:
+            failures.append(("issue-20 memory", Result(e, "rss", 0, mismatches=1,
+                                                       first_mismatch="its one decision")))
+    for scen, res in (x.get("instructions") or {}).items():
+        for e, r in (res.get("engines", {}) if isinstance(res, dict) else {}).items():
+            if r.get("mismatches"):
+                failures.append((f"instructions {scen}", Result(e, scen, 0, mismatches=r["mismatches"],
+                                                                first_mismatch=r.get("first_mismatch", ""))))
     for s, r in failures:
         log(f"FAIL {r.engine} on {s}: {r.mismatches} decisions differ from the expected ones; "
             f"first: {r.first_mismatch}")

@@ -1,75 +1,259 @@
-"""Instructions per decision, counted by valgrind's callgrind: a figure machine noise does
-not change, so two trees (or two commits) can be compared on a shared machine.
+"""Instructions per decision, counted by valgrind's callgrind, for policylang and every
+in-process peer on the same stream: a figure machine noise does not change, so two trees
+(or two commits, or two engines) can be compared on a shared machine.
 
-    python -m benchmarks.instructions --scenario M            # this checkout
-    python -m benchmarks.instructions --scenario M --tree DIR # another checkout (a worktree)
+    python -m benchmarks.instructions --scenario M                     # policylang, this checkout
+    python -m benchmarks.instructions --scenario M --tree DIR          # another checkout (a worktree)
+    python -m benchmarks.instructions --scenario M --engine policylang,regorus,cel,cedar
+    python -m benchmarks.instructions --scenario M --engine policylang,regorus --gate 5
 
-It runs the same stream twice under ``valgrind --tool=callgrind``, with N1 and N2 decisions
-after the same load and warm-up, and reports (total(N2) - total(N1)) / (N2 - N1): the
-instructions of one uncached decision, with start-up, load and warm-up cancelled out.
-Needs ``valgrind`` (Debian: ``apt-get install valgrind``).
+Each engine runs in its own process under ``valgrind --tool=callgrind``: it loads the
+scenario through its adapter (``benchmarks/peers.py``, the same translation and calls
+``compare.py`` times), decides ``--warmup`` requests of the stream (not counted), then
+``--decisions`` requests from the start of the stream (cycling), in batches of ``--batch``
+through ``Adapter.run``. Only that stretch is counted: the child calls ``os.getppid()``
+just before it and ``os.getpgrp()`` just after it, and callgrind is told to zero its
+counters on entry to ``getppid`` and to dump them on entry to ``getpgrp``
+(``--zero-before``/``--dump-before``), so start-up, load, warm-up and the checking are
+outside the count. The count divided by the number of decisions is the figure. After the
+count every decision is checked against the scenario's expected one; a mismatch fails
+the run (exit status 1).
+
+A fixed ``PYTHONHASHSEED`` keeps string hashing, hence dict probing, the same run to run.
+``--gate RATIO`` exits with status 1 when any peer's count per decision divided by
+policylang's is below ``RATIO`` (policylang is measured whenever ``--gate`` is given), so a
+CI job can require "at least RATIO times fewer instructions than each peer". ``--json FILE``
+also writes the figures as JSON. Needs ``valgrind`` (Debian: ``apt-get install valgrind``).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import pickle
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parent.parent
+
+#: the child: benchmarks from this checkout (by path), policylang from PYTHONPATH (the tree)
 _CHILD = r"""
-import pickle, sys
-requests, text = pickle.load(open(sys.argv[1], "rb"))
-import policylang
-engine = policylang.Engine(policylang.loads(text, name="scenario.policy"), cache_size=0)
-for r in requests[:int(sys.argv[3])]:
-    engine.decide(r)
-for i in range(int(sys.argv[2])):
-    engine.decide(requests[i % len(requests)])
+import importlib.util, json, os, pickle, sys
+root, data, engine, warmup, n, batch = sys.argv[1], sys.argv[2], sys.argv[3], *map(int, sys.argv[4:7])
+spec = importlib.util.spec_from_file_location(
+    "benchmarks", os.path.join(root, "benchmarks", "__init__.py"),
+    submodule_search_locations=[os.path.join(root, "benchmarks")])
+pkg = importlib.util.module_from_spec(spec)
+sys.modules["benchmarks"] = pkg
+spec.loader.exec_module(pkg)
+from benchmarks.peers import ADAPTERS
+scn = pickle.load(open(data, "rb"))
+reqs = scn.requests
+adapter = ADAPTERS[engine]()
+adapter.load(scn)
+run = adapter.run
+warm = [reqs[i:i + batch] for i in range(0, min(warmup, len(reqs)), batch)]
+stream = [reqs[i % len(reqs)] for i in range(n)]
+chunks = [stream[i:i + batch] for i in range(0, n, batch)]
+for c in warm:
+    run(c)
+raws = []
+os.getppid()  # callgrind: --zero-before=getppid
+for c in chunks:
+    raws.append(run(c))
+os.getpgrp()  # callgrind: --dump-before=getpgrp
+got = [g for raw in raws for g in adapter.allowed(raw)]
+want = [scn.expected(r) == "allow" for r in stream]
+bad = [i for i, (g, w) in enumerate(zip(got, want)) if g != w]
+print(json.dumps({"decisions": len(got), "mismatches": len(bad),
+                  "first_mismatch": (json.dumps(stream[bad[0]]) if bad else "")}))
 """
 
 
-def _count(tree: str, data: str, child: str, n: int, warmup: int) -> int:
+def valgrind_available() -> bool:
+    return shutil.which("valgrind") is not None
+
+
+def count(engine: str, data: str, child: str, tmp: str, *, tree: str, warmup: int,
+          decisions: int, batch: int) -> dict:
+    """Run one engine under callgrind; {'instructions', 'decisions', 'mismatches', ...}."""
+    out_file = os.path.join(tmp, f"cg.{re.sub(r'[^A-Za-z0-9]+', '_', engine)}.out")
     # a fixed hash seed: string hashing changes dict probing, hence the count, run to run
     env = dict(os.environ, PYTHONPATH=tree, PYTHONHASHSEED="0")
-    out = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
-                          sys.executable, child, data, str(n), str(warmup)],
-                         env=env, capture_output=True, text=True, check=True).stderr
-    m = re.search(r"Collected\s*:\s*(\d+)", out)
-    if not m:
-        raise SystemExit(f"callgrind printed no total:\n{out[-2000:]}")
-    return int(m.group(1))
+    proc = subprocess.run(
+        ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_file}",
+         "--zero-before=getppid", "--dump-before=getpgrp",
+         sys.executable, child, str(ROOT), data, engine, str(warmup), str(decisions), str(batch)],
+        env=env, cwd=tmp, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{engine}: the child failed under callgrind (exit {proc.returncode}):\n"
+                           f"{proc.stderr[-3000:]}")
+    parts = []
+    for p in sorted(Path(tmp).glob(Path(out_file).name + ".*")):
+        text = p.read_text(errors="replace")
+        if "Trigger: --dump-before=getpgrp" in text:
+            m = re.search(r"^summary:\s*(\d+)", text, re.MULTILINE)
+            if m:
+                parts.append(int(m.group(1)))
+        p.unlink()
+    Path(out_file).unlink(missing_ok=True)
+    if len(parts) != 1:
+        raise RuntimeError(f"{engine}: expected one callgrind dump at getpgrp, found {len(parts)} "
+                           "(does the engine call getpgrp itself?)")
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result.update(instructions=parts[0], warmup=warmup,
+                  per_decision=parts[0] / max(1, result["decisions"]))
+    return result
+
+
+def measure(scenario: str = "M", engines: list[str] | tuple[str, ...] = ("policylang",), *,
+            tree: str | None = None, warmup: int = 200, decisions: int = 2000, batch: int = 16,
+            caps: dict[str, int] | None = None, jobs: int = 2, seed: int | None = None,
+            n_requests: int = 2_000, log=None) -> dict:
+    """Count instructions per decision for each engine on one scenario's stream.
+
+    ``caps``: {engine: N}, at most N warm-up and N measured decisions for that engine (the
+    slow peers). Returns {"scenario", "engines": {name: {...}}, "ratios": {name: x / policylang}}.
+    """
+    from benchmarks import scenarios as sc
+    from benchmarks.peers import ADAPTERS
+
+    if not valgrind_available():
+        raise RuntimeError("valgrind is not installed (Debian: apt-get install valgrind)")
+    unknown = [e for e in engines if e not in ADAPTERS]
+    if unknown:
+        raise ValueError(f"unknown engine(s) {unknown}; known: {', '.join(ADAPTERS)}")
+    kw = {} if seed is None else {"seed": seed}
+    scn = sc.scenario(scenario, n_requests=n_requests, **kw)
+    scn.text  # noqa: B018 - computed once here, pickled with the scenario
+    caps = caps or {}
+    out: dict = {"scenario": scenario, "rules": len(scn.rules), "tree": tree or str(ROOT),
+                 "batch": batch, "engines": {}, "errors": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        data = os.path.join(tmp, "scenario.pkl")
+        child = os.path.join(tmp, "child.py")
+        with open(data, "wb") as f:
+            pickle.dump(scn, f)
+        Path(child).write_text(_CHILD)
+
+        def one(e: str):
+            cap = caps.get(e)
+            w, n = (warmup, decisions) if cap is None else (min(warmup, cap), min(decisions, cap))
+            if log:
+                log(f"  callgrind {scenario} {e}: warm-up {w}, {n} decisions")
+            return e, count(e, data, child, tmp, tree=tree or str(ROOT), warmup=w, decisions=n,
+                            batch=batch)
+
+        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+            futures = [pool.submit(one, e) for e in engines]
+            for fut, e in zip(futures, engines):
+                try:
+                    name, res = fut.result()
+                    out["engines"][name] = res
+                except Exception as ex:  # noqa: BLE001 - one engine's failure is reported, not fatal
+                    out["errors"][e] = str(ex)
+                    if log:
+                        log(f"  callgrind {scenario} {e}: {ex}")
+    base = out["engines"].get("policylang")
+    out["ratios"] = ({e: r["per_decision"] / base["per_decision"] for e, r in out["engines"].items()}
+                     if base else {})
+    return out
+
+
+def markdown(result: dict) -> str:
+    rows = ["| scenario | engine | instructions per decision | × policylang | decisions counted | warm-up | agreement |",
+            "|---|---|---:|---:|---:|---:|---|"]
+    for e, r in result["engines"].items():
+        ratio = result["ratios"].get(e)
+        agree = "all match" if not r["mismatches"] else f"**{r['mismatches']} MISMATCHES**"
+        rows.append(f"| {result['scenario']} | {e} | {r['per_decision']:,.0f} | "
+                    f"{f'{ratio:.1f}×' if ratio is not None else '—'} | {r['decisions']:,} | "
+                    f"{r['warmup']:,} | {agree} |")
+    for e, err in result.get("errors", {}).items():
+        rows.append(f"| {result['scenario']} | {e} | — | — | — | — | {err.splitlines()[0]} |")
+    return "\n".join(rows)
+
+
+def _caps(items: list[str]) -> dict[str, int]:
+    caps = {}
+    for item in items:
+        name, _, n = item.rpartition("=")
+        if not name or not n.isdigit():
+            raise argparse.ArgumentTypeError(f"--cap wants ENGINE=N, got {item!r}")
+        caps[name] = int(n)
+    return caps
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.instructions",
+                                 description=__doc__.split("\n\n")[0])
     ap.add_argument("--scenario", default="M", help="S, M or L (benchmarks/scenarios.py)")
-    ap.add_argument("--tree", default=str(Path(__file__).resolve().parent.parent),
+    ap.add_argument("--engine", "--engines", dest="engines", default="policylang",
+                    help="comma-separated adapters of benchmarks/peers.py (default policylang)")
+    ap.add_argument("--tree", default=str(ROOT),
                     help="the checkout whose policylang is measured (default: this one)")
     ap.add_argument("--warmup", type=int, default=200,
-                    help="requests decided before counting (plans are built lazily, so a "
-                         "warm-up of every request counts steady-state decisions only)")
-    ap.add_argument("--n1", type=int, default=1000)
-    ap.add_argument("--n2", type=int, default=5000)
+                    help="requests decided before counting (plans are built lazily; a warm-up "
+                         "of the whole stream counts steady-state decisions only)")
+    ap.add_argument("--decisions", type=int, default=2000, help="decisions counted (default 2000)")
+    ap.add_argument("--requests", type=int, default=2000, help="requests in the stream (default 2000)")
+    ap.add_argument("--batch", type=int, default=16, help="requests per Adapter.run call (default 16)")
+    ap.add_argument("--cap", action="append", default=[], metavar="ENGINE=N",
+                    help="at most N warm-up and N counted decisions for ENGINE (slow peers)")
+    ap.add_argument("--jobs", type=int, default=2, help="engines counted at once (default 2)")
+    ap.add_argument("--gate", type=float, default=None, metavar="RATIO",
+                    help="exit 1 when a peer's count / policylang's count is below RATIO")
+    ap.add_argument("--json", type=Path, default=None, help="also write the figures as JSON here")
     args = ap.parse_args(argv)
-    from benchmarks import scenarios
-    sc = scenarios.scenario(args.scenario)
-    with tempfile.TemporaryDirectory() as tmp:
-        data = os.path.join(tmp, "stream.pkl")
-        child = os.path.join(tmp, "child.py")
-        with open(data, "wb") as f:
-            pickle.dump((sc.requests, sc.text), f)
-        Path(child).write_text(_CHILD)
-        a = _count(args.tree, data, child, args.n1, args.warmup)
-        b = _count(args.tree, data, child, args.n2, args.warmup)
-    per = (b - a) / (args.n2 - args.n1)
-    print(f"scenario {args.scenario}: {per:,.0f} instructions per uncached decision "
-          f"(tree {args.tree}, warm-up {args.warmup})")
-    return 0
+    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    if args.gate is not None and "policylang" not in engines:
+        engines.insert(0, "policylang")
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    try:
+        res = measure(args.scenario.upper(), engines, tree=args.tree, warmup=args.warmup,
+                      decisions=args.decisions, batch=args.batch, caps=_caps(args.cap),
+                      jobs=args.jobs, n_requests=args.requests, log=log)
+    except (RuntimeError, ValueError) as e:
+        log(str(e))
+        return 2
+    pl = res["engines"].get("policylang")
+    if pl and len(engines) == 1:  # the one-line form other scripts read
+        print(f"scenario {args.scenario}: {pl['per_decision']:,.0f} instructions per uncached decision "
+              f"(tree {args.tree}, warm-up {args.warmup})")
+    print(markdown(res))
+    if args.json:
+        args.json.write_text(json.dumps(res, indent=2), encoding="utf-8")
+    status = 0
+    if res["errors"]:
+        status = 1
+    for e, r in res["engines"].items():
+        if r["mismatches"]:
+            log(f"FAIL {e}: {r['mismatches']} decisions differ from the expected ones; first: "
+                f"{r['first_mismatch']}")
+            status = 1
+    if args.gate is not None:
+        if not pl:
+            log("FAIL gate: policylang was not measured")
+            return 1
+        for e, ratio in res["ratios"].items():
+            if e.startswith("policylang"):
+                continue
+            if ratio < args.gate:
+                log(f"FAIL gate: {e} uses {ratio:.2f}× policylang's instructions per decision, "
+                    f"below {args.gate:g}×")
+                status = 1
+            else:
+                log(f"gate: {e} {ratio:.2f}× ≥ {args.gate:g}×")
+    return status
 
 
 if __name__ == "__main__":
