@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..evaluation.decision import DECISION_FIELDS
+from ..evaluation.decision import DECISION_FIELDS, attenuation_denial
 from ..privilege.audit import (
     GENESIS,
     _check_head,
@@ -331,6 +331,12 @@ def _kinds(rec: Mapping, ids: list[str]) -> dict[int, str]:
     return kinds
 
 
+def _attenuation_reason(delegator: str, action: str) -> str:
+    """The reason the engine gives when ``delegator`` lacked the authority (the one text,
+    from evaluation/decision.py)."""
+    return attenuation_denial(delegator, action, "", [], []).reasons[0]
+
+
 def present_record(record: Mapping) -> dict:
     """The playground's presented decision (what ``PolicylangPath.draw`` draws) for one
     audit record: the decision fields copied onto the record, and its delegation path
@@ -343,9 +349,10 @@ def present_record(record: Mapping) -> dict:
     names is ``false``, the ones before it ``true``, the rest ``null``. The subject is
     ``allowed`` as the playground marks it (``decision == "allow"``), ``null`` for an
     event without a decision. ``kind`` comes from the request where its chain lines up
-    with the path; ``trace`` is empty (a record keeps no trace). Values of any type are accepted (an uploaded log is untrusted):
-    what is not of the documented type is shown as text or left out. (The playground's
-    ``present.present_record`` reads trusted decision fields; this one reads a log.)
+    with the path; ``trace`` is empty (a record keeps no trace). Values of any type are
+    accepted (an uploaded log is untrusted): what is not of the documented type is shown
+    as text or left out. (The playground's ``present.present_record`` reads trusted
+    decision fields; this one reads a log.)
     """
     if not isinstance(record, Mapping):
         raise TypeError(f"an audit record is a JSON object, not {type(record).__name__}")
@@ -365,7 +372,7 @@ def present_record(record: Mapping) -> dict:
     refused: int | None = None  # the delegator an attenuation denial names
     if decision == "deny" and not rules and action is not None:
         for i, ident in enumerate(ids[:-1]):
-            if f"delegator {ident} is not allowed to {action} this resource (attenuate_delegation)" in reasons:
+            if _attenuation_reason(ident, action) in reasons:
                 refused = i
                 break
 
