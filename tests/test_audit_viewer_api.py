@@ -511,3 +511,30 @@ def test_no_route_opens_a_file_other_than_the_configured_log(tmp_path, log_file)
     none = client_for(None)
     r = none.get("/api/audit/log", params={"path": str(secret)})
     assert r.status_code == 404 and "top-secret" not in r.text
+
+
+def test_a_record_is_presented_as_the_playground_presents_its_decision(tmp_path):
+    """The same decision, presented live by the playground (present.present) and from its
+    audit record (present_record): same decision fields, same hops, roles and labels; the
+    hops a record can tell (subject; delegators of an attenuation denial) marked alike."""
+    from policylang.playground.present import present
+
+    policies = policylang.loads(POLICY)
+    log = AuditLog(tmp_path / "a.jsonl", fsync=False)
+    engine = policylang.Engine(policies, audit=log)
+    for req in (_request("read", "readme", "T-1"), _request("read", "secret", "T-1"),
+                _request("write", "readme", "T-2"), _request("publish", "readme", "T-2"),
+                _request("read", "notes", "T-3", principal=HUMAN, chain=())):
+        live = present(policies, req, engine.decide(req))
+        rec = json.loads(lines_of(tmp_path / "a.jsonl")[-1])
+        mine = present_record(rec)
+        for key in ("decision", "allowed", "reasons", "determining", "errors", "grants", "approvers",
+                    "policy_version"):
+            assert mine[key] == live[key], (req["action"], key)
+        assert [(h["id"], h["role"], h["kind"], h["label"]) for h in mine["path"]] == \
+            [(h["id"], h["role"], h["kind"], h["label"]) for h in live["path"]]
+        assert mine["path"][-1]["allowed"] == live["path"][-1]["allowed"]
+        for got, want in zip(mine["path"][:-1], live["path"][:-1]):
+            assert got["allowed"] in (None, want["allowed"]), (req["action"], got["id"])
+        if rec["decision"] == "deny" and not rec["rules"]:  # the attenuation denial
+            assert [h["allowed"] for h in mine["path"]] == [h["allowed"] for h in live["path"]]
