@@ -40,7 +40,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -145,44 +144,16 @@ def check_answers(port: int) -> None:
 
 # --------------------------------------------------------------------------------- wrk
 
-WRK_SCRIPT = r"""
-local bodies = {%s}
-local method, path = "%s", "%s"
-local i = 0
-local headers = {["Content-Type"] = "application/json"}
-request = function()
-  i = i %% #bodies + 1
-  if method == "GET" then return wrk.format("GET", path) end
-  return wrk.format(method, path, headers, bodies[i])
-end
-done = function(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format('\nRESULT {"requests": %%d, "duration_us": %%d, "p50_us": %%d, "p90_us": %%d, "p99_us": %%d, "max_us": %%d, "errors": %%d}\n',
-    summary.requests, summary.duration, latency:percentile(50), latency:percentile(90), latency:percentile(99),
-    latency.max, e.connect + e.read + e.write + e.status + e.timeout))
-end
-"""
-
-
 def run_wrk(port: int, load: dict, duration: float, connections: int, threads: int) -> dict:
-    bodies = ", ".join("[==[" + b + "]==]" for b in load["bodies"])
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
-        f.write(WRK_SCRIPT % (bodies, load["method"], load["path"]))
-        script = f.name
+    """wrk cycling through the stream's bodies (the runner of benchmarks/service_compare.py)."""
     try:
-        out = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(duration))}s",
-                              "--timeout", "10s", "-s", script, f"http://127.0.0.1:{port}{load['path']}"],
-                             capture_output=True, text=True, timeout=duration + 60)
-    finally:
-        os.unlink(script)
-    line = next((ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")), None)
-    if line is None:
-        raise SystemExit(f"wrk failed:\n{out.stdout}\n{out.stderr}")
-    r = json.loads(line[len("RESULT "):])
-    seconds = r["duration_us"] / 1e6
-    return {"requests": r["requests"], "seconds": seconds, "rps": r["requests"] / seconds,
-            "p50_ms": r["p50_us"] / 1000, "p90_ms": r["p90_us"] / 1000, "p99_ms": r["p99_us"] / 1000,
-            "max_ms": r["max_us"] / 1000, "errors": r["errors"]}
+        from service_compare import run_wrk as wrk
+    except ImportError:  # imported as benchmarks.bench_server
+        from benchmarks.service_compare import run_wrk as wrk
+    try:
+        return wrk(port, load["method"], load["path"], load["bodies"], duration, connections, threads)
+    except RuntimeError as e:
+        raise SystemExit(str(e)) from None
 
 
 # ------------------------------------------------------------------- built-in client
@@ -256,40 +227,13 @@ def run_python_client(port: int, load: dict, duration: float, connections: int, 
 
 # ------------------------------------------------------------------------ CPU accounting
 
-def _descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-            children.setdefault(ppid, []).append(int(entry))
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        todo.extend(children.get(p, ()))
-    return out
-
-
 def server_cpu_seconds(pid: int) -> float:
-    """User + system CPU time of the server and its workers so far (Linux /proc), or NaN.
-    CPU time per request does not depend on what else the machine is doing, so it says
-    what the service costs even on a busy machine."""
-    if not os.path.isdir("/proc"):
-        return float("nan")
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for p in _descendants(pid):
-        try:
-            with open(f"/proc/{p}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])  # utime, stime
-        except (OSError, ValueError, IndexError):
-            continue
-    return total / tick
+    """User + system CPU time of the server and its workers so far (benchmarks/service_compare.py)."""
+    try:
+        from service_compare import server_cpu_seconds as cpu
+    except ImportError:  # imported as benchmarks.bench_server
+        from benchmarks.service_compare import server_cpu_seconds as cpu
+    return cpu(pid)
 
 
 # ---------------------------------------------------------------------------------- main
@@ -339,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
             load = loads[name]
             conns = args.batch_connections if name == "batch" else args.connections
 
-            def run(seconds: float) -> dict:
+            def run(seconds: float, load: dict = load, conns: int = conns) -> dict:
                 if client == "wrk":
                     return run_wrk(port, load, seconds, conns, args.client_threads)
                 return run_python_client(port, load, seconds, conns, args.client_threads)
