@@ -282,8 +282,7 @@
     var body = { request: request, files: overrides() };
     var ex = $("example-select").value;
     var chosen = state.examples.filter(function (e) { return e.id === ex; })[0];
-    if (chosen && JSON.stringify(chosen.request) === JSON.stringify(request)) body.example = ex;
-    else if (chosen) body.example = ex;  // its entities and approvals still apply to an edited copy
+    if (chosen) body.example = ex;  // its entities and approvals apply, to an edited copy too
     if (!quiet) { errBox.textContent = "deciding…"; errBox.setAttribute("data-state", "pending"); }
     return api("POST", "decide", body).then(function (r) {
       if (!r.ok) {
