@@ -390,3 +390,13 @@ def test_present_record_draws_a_record_known_by_its_fields_only():
     assert [h["role"] for h in p["path"]] == ["root", "delegator", "subject"]
     assert [h["allowed"] for h in p["path"]] == [None, None, False]
     assert p["determining"] == ["r"] and p["trace"] == [] and p["allowed"] is False
+
+
+def test_the_cli_names_the_missing_server_extra(pipeline, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "fastapi" else real(name, *a))
+    r = CliRunner().invoke(main, ["playground", str(pipeline)])
+    assert r.exit_code == 1
+    assert "pip install 'policylang[server]'" in r.output and "fastapi" in r.output
