@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Mapping
 from importlib import resources
 from typing import Any
@@ -125,8 +126,19 @@ class Playground:
         self.audit_path = audit_path
         #: the engines over the set on disk, by entity data and approvals (api/changes)
         self._base_engines: tuple = (None, {})
+        self._lock = threading.Lock()
 
     # -- helpers
+
+    async def _off_loop(self, fn, data) -> Response:
+        """Run a handler's work in a worker thread, one at a time: checking and deciding
+        are CPU work, and under ``serve --ui`` the event loop is the decision service's."""
+        from starlette.concurrency import run_in_threadpool
+
+        def locked():
+            with self._lock:
+                return fn(data)
+        return await run_in_threadpool(locked)
 
     def _edited(self, data: Mapping):
         files = self.ws.merged(_files_field(data))
@@ -175,6 +187,9 @@ class Playground:
                              "single_file": self.ws.single, "audit": self.audit_path is not None})
 
     async def files(self, request: Request) -> Response:
+        return await self._off_loop(self._files, None)
+
+    def _files(self, _data) -> Response:
         files = self.ws.disk_files()
         return JSONResponse({
             "path": self.ws.given, "read_only": self.read_only,
@@ -184,19 +199,26 @@ class Playground:
         })
 
     async def check(self, request: Request) -> Response:
-        data = await _body(request)
+        return await self._off_loop(self._check, await _body(request))
+
+    def _check(self, data: dict) -> Response:
         _files, policy_set, diags = self._edited(data)
         return JSONResponse({"ok": policy_set is not None, "rules": len(policy_set.rules) if policy_set else None,
                              "diagnostics": [diagnostic_json(d) for d in diags]})
 
     async def examples(self, request: Request) -> Response:
+        return await self._off_loop(self._examples, None)
+
+    def _examples(self, _data) -> Response:
         return JSONResponse({"examples": [e.public() for e in self.ws.examples()]})
 
     async def decide(self, request: Request) -> Response:
+        return await self._off_loop(self._decide_body, await _body(request))
+
+    def _decide_body(self, data: dict) -> Response:
         from ..language.errors import RequestError
         from ..language.loader import entities_shape_error
 
-        data = await _body(request)
         if "request" not in data:
             raise FieldError("request", "missing: the request to decide (docs/requests.md#request)")
         entities = data.get("entities")
@@ -232,9 +254,11 @@ class Playground:
                              "diagnostics": [diagnostic_json(d) for d in diags]})
 
     async def changes(self, request: Request) -> Response:
+        return await self._off_loop(self._changes, await _body(request))
+
+    def _changes(self, data: dict) -> Response:
         from .present import summary
 
-        data = await _body(request)
         _files, edited, diags = self._edited(data)
         if edited is None:
             return self._broken(diags)
@@ -260,7 +284,9 @@ class Playground:
     async def save(self, request: Request) -> Response:
         if self.read_only:
             return _error(403, None, "this playground is read-only: start it with --allow-write to save files")
-        data = await _body(request)
+        return await self._off_loop(self._save, await _body(request))
+
+    def _save(self, data: dict) -> Response:
         try:
             rel = self.ws.write(data.get("path"), data.get("text"))
         except WriteRefused as e:
