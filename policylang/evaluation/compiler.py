@@ -511,6 +511,12 @@ class RuleCode:
     reads: frozenset
     #: the compiled factory of the rule's shape (shared by every rule of that shape)
     factory: Callable | None = None
+    #: what the factory made for this rule: (check, rest, grant, limits) — pure functions
+    #: of the request (kept only when not instrumented: those count into their set's cell)
+    fns: tuple | None = None
+    #: the rule's target globs by kind and by type
+    subjects: dict | None = None
+    resources: dict | None = None
 
 
 def _codegen(gen: ExpressionCodegen, rule: nodes.Rule, instrument: bool,
@@ -575,7 +581,7 @@ def compile_rules(policy_set: PolicySet, instrument: bool = False,
     for n, info in enumerate(policy_set.rules):
         rule = info.rule
         code = reuse.get(id(rule)) if reuse else None
-        if code is not None and code.rule is rule and code.factory is not None:
+        if code is not None and code.rule is rule and code.factory is not None and code.fns is not None:
             factories.setdefault(code.shape_key, code.factory)
         else:
             params, text, code = _codegen(gen, rule, instrument, constants)
@@ -597,16 +603,23 @@ def compile_rules(policy_set: PolicySet, instrument: bool = False,
     out = []
     for n, info, code in pending:
         rule = info.rule
-        if code.factory is None:
-            code.factory = factories[code.shape_key]
-        check, rest, grant_fn, limit_fn = code.factory(*code.params)
+        fns = code.fns
+        if fns is None:
+            if code.factory is None:
+                code.factory = factories[code.shape_key]
+            fns = code.factory(*code.params)
+            code.subjects = _globs(rule.target.subjects)
+            code.resources = _globs(rule.target.resources)
+            if not instrument:
+                code.fns = fns
+        check, rest, grant_fn, limit_fn = fns
         out.append(CompiledRule(
             info=info, order=n, effect=rule.effect,
             check=check, rest=rest, grant=grant_fn,
             ttl=rule.grant.ttl if rule.grant is not None else 0,
             index_key=code.index_key,
-            subjects=_globs(rule.target.subjects),
-            resources=_globs(rule.target.resources),
+            subjects=code.subjects,
+            resources=code.resources,
             reads=code.reads,
             id=info.id,
             reason=rule.because,
@@ -645,6 +658,10 @@ class Plan:
     #: and the delegation (action, resource, context, risk, intent), for the plans of
     #: the delegators (whose principal and chain the main key already holds in full)
     env_key: Callable | None = None
+
+
+def _order(entry: tuple) -> int:
+    return entry[0].order
 
 
 class _Unnamed:
@@ -755,23 +772,52 @@ class CompiledSet:
 
     def build_plans(self) -> int:
         """Build the plans of :meth:`combinations` now; returns how many distinct plans the
-        set holds. Combinations whose rule lists are the same share one plan object."""
+        set holds. Combinations whose rule lists are the same share one plan object.
+
+        The same entries as :meth:`_entries` (which builds one plan on first use), found per
+        (kind, action) in one pass over its rules, bucketed by resource type."""
         shared: dict[tuple, Plan] = {}
-        by_action: dict = {}
+        by_pair: dict[tuple, list] = {}
+        for kind, action, rtype in self.combinations():
+            by_pair.setdefault((kind, action), []).append(rtype)
+        candidates_of: dict = {}
+        plans = self._plans
         with self._lock:
-            for key in self.combinations():
-                if key in self._plans:
-                    continue
-                candidates = by_action.get(key[1])
+            for (kind, action), rtypes in by_pair.items():
+                candidates = candidates_of.get(action)
                 if candidates is None:
-                    candidates = by_action[key[1]] = self._candidates(key[1])
-                entries = self._entries(*key, candidates)
-                sig = tuple((e[0].order, id(e[1]), id(e[2])) for e in entries)
-                plan = shared.get(sig)
-                if plan is None:
-                    plan = shared[sig] = self._plan_of(entries)
-                self._plans[key] = plan
-        return len({id(p) for p in self._plans.values()})
+                    candidates = candidates_of[action] = self._candidates(action)
+                wild: list = []
+                typed: dict[str, list] = {}
+                for cr in candidates:
+                    if cr.subjects is None:
+                        sg = None
+                    elif kind in cr.subjects:
+                        sg = cr.subjects[kind]
+                    else:
+                        continue
+                    if cr.resources is None:
+                        wild.append((cr, sg, None, cr.check))
+                    else:
+                        for rt_name, rg in cr.resources.items():
+                            typed.setdefault(rt_name, []).append((cr, sg, rg, cr.check))
+                for rtype in rtypes:
+                    key = (kind, action, rtype)
+                    if key in plans:
+                        continue
+                    own = typed.get(rtype) if rtype is not UNNAMED else None
+                    if not own:
+                        entries = wild
+                    elif not wild:
+                        entries = own
+                    else:
+                        entries = sorted(wild + own, key=_order)
+                    sig = tuple([(e[0].order, id(e[1]), id(e[2])) for e in entries])
+                    plan = shared.get(sig)
+                    if plan is None:
+                        plan = shared[sig] = self._plan_of(entries)
+                    plans[key] = plan
+        return len({id(p) for p in plans.values()})
 
     def _build(self, kind: str, action: str, rtype: str) -> Plan:
         return self._plan_of(self._entries(kind, action, rtype))

@@ -284,25 +284,24 @@ class PolicyFile(Node):
 
 def children(node: Node) -> tuple[Node, ...]:
     """The direct sub-expressions of an expression node (for generic walks)."""
-    if isinstance(node, (Literal, Name)):
-        return ()
-    if isinstance(node, ListExpr):
-        return node.items
-    if isinstance(node, Attr):
+    cls = node.__class__  # the node classes have no subclasses: tests by identity, commonest first
+    if cls is Attr:
         return (node.obj,)
-    if isinstance(node, Index):
-        return (node.obj, node.index)
-    if isinstance(node, Call):
-        return node.args
-    if isinstance(node, Unary):
-        return (node.operand,)
-    if isinstance(node, Binary):
+    if cls is Name or cls is Literal:
+        return ()
+    if cls is Binary:
         return (node.left, node.right)
-    if isinstance(node, BoolOp):
+    if cls is BoolOp or cls is ListExpr:
         return node.items
-    if isinstance(node, (Matches, Has)):
+    if cls is Index:
+        return (node.obj, node.index)
+    if cls is Call:
+        return node.args
+    if cls is Unary:
         return (node.operand,)
-    if isinstance(node, Quantifier):
+    if cls is Matches or cls is Has:
+        return (node.operand,)
+    if cls is Quantifier:
         return (node.collection, node.body)
     return ()
 

@@ -64,6 +64,10 @@ def _clauses_and_ids(ctx: CheckContext) -> None:
 
 
 def _cidr_networks(ctx: CheckContext) -> None:
+    if ctx.cidr_calls is not None:  # the names stage found them
+        for call, bound in ctx.cidr_calls:
+            _cidr_network(ctx, call, bound)
+        return
     for info in ctx.rules:
         rule = info.rule
         for c in rule.conditions:
@@ -83,7 +87,12 @@ def _cidrs(ctx: CheckContext, n: nodes.Expr, bound: frozenset) -> None:
         return
     for child in nodes.children(n):
         _cidrs(ctx, child, bound)
-    if n.__class__ is not nodes.Call or n.func != "in_cidr" or len(n.args) != 2:
+    if n.__class__ is nodes.Call and n.func == "in_cidr":
+        _cidr_network(ctx, n, bound)
+
+
+def _cidr_network(ctx: CheckContext, n: nodes.Call, bound) -> None:
+    if len(n.args) != 2:
         return
     net = n.args[1]
     text = None

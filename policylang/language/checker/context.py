@@ -35,6 +35,9 @@ class CheckContext:
     facts: ExprFacts | None = None
     #: the kinds and types the set's entity data files have records for (for W108)
     entity_types: frozenset[str] = frozenset()
+    #: ``(in_cidr call, quantifier variables in scope)`` of every condition and grant scope,
+    #: in walk order (filled by the names stage; None until it ran)
+    cidr_calls: list | None = None
 
     def report(self, code: str, message: str, span: Span) -> None:
         self.diagnostics.append(Diagnostic.make(code, message, span))

@@ -21,6 +21,9 @@ DELEGATION_FIELDS = ("chain", "depth", "root")
 
 
 def stage_names(ctx: CheckContext) -> None:
+    # the in_cidr calls of conditions and grant scopes, with their quantifier variables in
+    # scope, for the clauses stage's network check (so it needs no walk of its own)
+    cidr = ctx.cidr_calls = []
     for info in ctx.rules:
         rule = info.rule
         for c in rule.conditions:
@@ -30,8 +33,10 @@ def stage_names(ctx: CheckContext) -> None:
                 for scope in clause.scopes:
                     _resolve(ctx, scope, ())
             elif clause.__class__ is nodes.Limit:
+                ctx.cidr_calls = []  # limits are not checked for networks
                 for e in limit_exprs(clause):
                     _resolve(ctx, e, ())
+                ctx.cidr_calls = cidr
 
 
 def limit_exprs(limit: nodes.Limit) -> tuple[nodes.Expr, ...]:
@@ -57,6 +62,8 @@ def _resolve(ctx: CheckContext, n: nodes.Expr, bound: tuple[str, ...]) -> None:
         _resolve(ctx, child, bound)
     if cls is nodes.Call:
         _call(ctx, n)
+        if n.func == "in_cidr" and ctx.cidr_calls is not None:
+            ctx.cidr_calls.append((n, bound))
     elif cls is nodes.Attr and _is_delegation(n.obj, bound):
         _delegation_field(ctx, n.name, tail_span(n.span, len(n.name)))
     elif (cls is nodes.Index and _is_delegation(n.obj, bound) and n.index.__class__ is nodes.Literal
