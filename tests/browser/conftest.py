@@ -98,8 +98,7 @@ def _free_socket() -> socket.socket:
 @pytest.fixture
 def serve_playground():
     """A factory: ``serve_playground(path, audit=None, allow_write=False, **kw)`` -> base URL."""
-    import uvicorn
-
+    uvicorn = pytest.importorskip("uvicorn", reason="the server extra is not installed (pip install 'policylang[server]')")
     from policylang.playground.app import create_app
 
     running: list[tuple] = []
