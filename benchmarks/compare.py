@@ -19,8 +19,22 @@ is not installed is skipped with a message. What it does:
    are over those samples, decisions/s over all timed decisions.
 4. Checks every decision of every pass against the expected one. One mismatch fails the
    run (exit status 1) and is printed; it is never averaged away.
-5. Prints markdown tables (and with ``--write-docs`` writes docs/performance.md and the
+5. Issue 20 (unless ``--no-figures``/``--no-issue20``): a cache hit at M against the
+   uncached median (the same dict, and a fresh equal dict), the load of the 10,000-rule set
+   (L) for policylang, cedar, regorus and cel, a one-file reload of L written as ~100
+   files (with the incremental API when ``policylang.load``/``Engine`` take ``previous=``),
+   resident memory growth for L in a fresh process per engine; with ``--instructions`` (or
+   ``--write-docs`` when valgrind is installed) instructions per decision from
+   ``benchmarks/instructions.py`` (callgrind); with ``--service`` (or ``--write-docs`` when
+   wrk is installed) policylang serve against the Cerbos PDP from
+   ``benchmarks/service_compare.py``; and a table of the issue's targets, met or not.
+6. Prints markdown tables (and with ``--write-docs`` writes docs/performance.md and the
    log-scale plot docs/performance.png).
+
+The slow pure-Python peers take tens of ms a decision at L and every engine does at
+least one full pass: ``--cap-l ENGINE=N`` limits one of them to the first N requests at L
+(default ``py-abac=500``; the table says so). A full ``--write-docs`` takes about 10-15
+minutes on a quiet 2-core machine.
 
 Compare ratios within one run: the machine is shared and noisy.
 """
@@ -311,7 +325,7 @@ def cache_figures(args, log) -> dict:
     mismatches = 0
     for r, w in zip(scn.requests, want, strict=True):  # warm the cache: every request once
         mismatches += cached.decide(r).decision != w
-    hits0 = cached.counters.cache_hits
+    hits0, misses0 = cached.counters.cache_hits, cached.counters.cache_misses
     samples: dict[str, list[float]] = {"uncached": [], "same": [], "fresh": []}
     clock = time.perf_counter_ns
     chunks = batches(list(range(len(scn.requests))), args.batch)
@@ -334,7 +348,7 @@ def cache_figures(args, log) -> dict:
     c = cached.counters
     fig = {k: statistics.median(v) for k, v in samples.items()}
     fig.update(passes=passes, mismatches=mismatches, hits=c.cache_hits - hits0,
-               misses_after_warmup=c.cache_misses - len(scn.requests))
+               misses_after_warmup=c.cache_misses - misses0)
     fig["share_same"] = fig["same"] / fig["uncached"]
     fig["share_fresh"] = fig["fresh"] / fig["uncached"]
     log(f"  cache at M: uncached {fig['uncached']:.2f} µs, hit (same dict) {fig['same']:.2f} µs, "
@@ -366,8 +380,13 @@ def load_figures(args, log, avail: dict) -> dict:
         import regorus
         rego, data = pe.RegorusAdapter.policy_and_data(scn)
         djson = json.dumps(data)
-        rows["regorus"] = _median_cpu_wall(lambda: regorus.Program.compile_from_modules(
-            djson, [("bench.rego", rego)], [pe.RegorusAdapter.entry]), args.rounds)[:2]
+        def compiled():
+            vm = regorus.Rvm()
+            vm.load_program(regorus.Program.compile_from_modules(
+                djson, [("bench.rego", rego)], [pe.RegorusAdapter.entry]))
+            vm.set_data_json(djson)
+            return vm
+        rows["regorus"] = _median_cpu_wall(compiled, args.rounds)[:2]
 
         def interp():
             e = regorus.Engine()
@@ -665,7 +684,7 @@ def issue20_tables(x: dict) -> str:
         what = {"policylang": "`loads(text)` + `Engine(set)`",
                 "cedar": "`PolicySet.from_str(text)`",
                 "cedar (+ entities)": "`PolicySet.from_str` + `Entities.from_json_str` (5,000 resources, 2,000 users)",
-                "regorus": "`Program.compile_from_modules(data, [rego], [entry])`",
+                "regorus": "`Program.compile_from_modules(data, [rego], [entry])` + `Rvm` `load_program`, `set_data_json`",
                 "regorus (interpreted)": "`Engine()` + `add_policy` + `add_data_json`",
                 "cel": "`cel.compile` of each condition + the (action, type) index"}
         for k, r in ld["rows"].items():
@@ -1040,9 +1059,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--write-docs", action="store_true", help="write docs/performance.md and .png")
     ap.add_argument("--plot", type=Path, default=None, help="write the plot here (default with --write-docs: docs/performance.png)")
     ap.add_argument("--json", type=Path, default=None, help="also write the raw results as JSON")
-    ap.add_argument("--cap-l", action="append", default=[], metavar="ENGINE=N",
+    ap.add_argument("--cap-l", action="append", default=None, metavar="ENGINE=N",
                     help="at L, ENGINE decides only the first N requests of the stream (a slow peer; "
-                         "said so in the table), e.g. --cap-l py-abac=400")
+                         "said so in the table); default py-abac=500 (about 40 ms a decision at L); "
+                         "--cap-l none for no cap")
     g = ap.add_argument_group("issue-20 figures (cache hit, load, one-file reload, memory, "
                               "instructions, service); all on by default with --write-docs")
     g.add_argument("--no-issue20", action="store_true",
@@ -1051,7 +1071,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="count instructions per decision with callgrind (default with --write-docs "
                         "when valgrind is installed)")
     g.add_argument("--no-instructions", action="store_true", help="never run callgrind")
-    g.add_argument("--instructions-scenarios", default="M,L", help="default M,L")
+    g.add_argument("--instructions-scenarios", default="M",
+                   help="default M (L adds about 10 minutes under callgrind: loading 10,000 rules)")
     g.add_argument("--instructions-warmup", type=int, default=200)
     g.add_argument("--instructions-decisions", type=int, default=2000)
     g.add_argument("--instructions-cap", action="append", default=None, metavar="ENGINE=N",
@@ -1063,6 +1084,9 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--service-seconds", type=float, default=10.0)
     g.add_argument("--service-cores", default="1,2", help="core counts to run the servers on (default 1,2)")
     args = ap.parse_args(argv)
+    if args.cap_l is None:
+        args.cap_l = ["py-abac=500"]
+    args.cap_l = [c for c in args.cap_l if c != "none"]
     if args.instructions_cap is None:
         args.instructions_cap = ["cedar=200"]
 

@@ -51,3 +51,24 @@ def test_rego_is_indexed_by_action_and_type():
     (a, per_type), = list(data["t0"].items())[:1]
     assert a in sc.ACTIONS and set(per_type) <= set(sc.TYPES)
     assert isinstance(data["t1"], list)  # forbid-high-risk: no target, a flat list
+
+
+def _fake_counts(**_kw) -> dict:
+    engines = {"policylang": 40_000, "regorus": 100_000, "cel": 60_000}
+    return {"scenario": "M", "rules": 1010, "tree": ".", "batch": 16, "errors": {},
+            "engines": {e: {"instructions": n * 100, "decisions": 100, "mismatches": 0,
+                            "first_mismatch": "", "warmup": 10, "per_decision": float(n)}
+                        for e, n in engines.items()},
+            "ratios": {e: n / engines["policylang"] for e, n in engines.items()}}
+
+
+def test_instructions_gate(monkeypatch, capsys):
+    """--gate RATIO: exit 1 when a peer's count / policylang's is below RATIO (valgrind is
+    not run here: the counts are given)."""
+    from . import instructions
+
+    monkeypatch.setattr(instructions, "measure", lambda *a, **kw: _fake_counts())
+    assert instructions.main(["--engine", "regorus,cel", "--gate", "1.4"]) == 0
+    assert "| M | regorus | 100,000 | 2.5× |" in capsys.readouterr().out
+    assert instructions.main(["--engine", "regorus,cel", "--gate", "2"]) == 1  # cel is 1.5×
+    assert "FAIL gate: cel" in capsys.readouterr().err
