@@ -423,6 +423,16 @@ def test_over_uvicorn_pipelined_chunked_slow_and_oversized_answer_the_same():
                                                       + b"".join(b"%x\r\n%s\r\n" % (97, big[i:i + 97])
                                                                  for i in range(0, 97 * 50, 97)) + b"0\r\n\r\n"],
                                         1)  # 413, chunked
+            # the client asks to close: answered, then closed (nothing more on the socket)
+            import socket
+            with socket.create_connection(("127.0.0.1", server.port), timeout=20) as sock:
+                sock.sendall(_http("/access/v1/evaluation", good, "Connection: close") + _http("/v1/decide", good))
+                f = sock.makefile("rb")
+                status, headers, body = _read_response(f)
+                headers.pop("date")
+                headers.pop("x-request-id")
+                server.closing = (status, headers, body, f.read())
         assert fast.answers == plain.answers
+        assert fast.closing == plain.closing and fast.closing[0] == 200 and fast.closing[-1] == b""
         statuses = [a[0] for a in fast.answers]
         assert statuses[-4:] == [200, 408, 413, 413] and statuses.count(200) >= 6

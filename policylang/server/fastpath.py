@@ -86,6 +86,33 @@ def _cycle_class():
     return RequestResponseCycle
 
 
+class _Coalesced:
+    """A transport stand-in that keeps what is written until :meth:`flush`; everything
+    else (``is_closing``, ``close`` after a flush, ...) is the real transport's."""
+
+    __slots__ = ("_parts", "_transport")
+
+    def __init__(self, transport):
+        self._transport = transport
+        self._parts: list = []
+
+    def write(self, data) -> None:
+        self._parts.append(data)
+
+    def flush(self) -> None:
+        parts = self._parts
+        if parts:
+            self._parts = []
+            self._transport.write(parts[0] if len(parts) == 1 else b"".join(parts))
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def __getattr__(self, name):
+        return getattr(self._transport, name)
+
+
 def enabled_by_env() -> bool:
     """False when ``POLICYLANG_FAST_PATH`` says off."""
     return os.environ.get(ENV, "").strip().lower() not in ("0", "false", "off", "no")
@@ -175,9 +202,23 @@ class FastPath:
         if raw is None:
             return
         status, body = await handler(ctype, raw)
-        await send({"type": _START, "status": status,
-                    "headers": [(b"content-length", str(len(body)).encode()), (b"content-type", _JSON),
-                                (b"x-request-id", rid)]})
+        start = {"type": _START, "status": status,
+                 "headers": [(b"content-length", str(len(body)).encode()), (b"content-type", _JSON),
+                             (b"x-request-id", rid)]}
+        if cycle.__class__ is self._cycle and getattr(send, "__self__", None) is cycle:
+            # uvicorn writes the head and the body with one write each (two syscalls, two
+            # segments): collect both, write them once; the bytes are the same
+            transport = cycle.transport
+            buffer = _Coalesced(transport)
+            cycle.transport = buffer
+            try:
+                await send(start)
+                await send({"type": _BODY, "body": body})
+            finally:
+                cycle.transport = transport
+                buffer.flush()
+            return
+        await send(start)
         await send({"type": _BODY, "body": body})
 
     def _failure(self, endpoint: str, exc: Exception) -> tuple[int, bytes]:
