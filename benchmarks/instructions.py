@@ -202,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="requests decided before counting (plans are built lazily; a warm-up "
                          "of the whole stream counts steady-state decisions only)")
     ap.add_argument("--decisions", type=int, default=2000, help="decisions counted (default 2000)")
+    ap.add_argument("--n1", type=int, default=None, help=argparse.SUPPRESS)  # the old two-run form:
+    ap.add_argument("--n2", type=int, default=None, help=argparse.SUPPRESS)  # counts n2 - n1 decisions
     ap.add_argument("--requests", type=int, default=2000, help="requests in the stream (default 2000)")
     ap.add_argument("--batch", type=int, default=16, help="requests per Adapter.run call (default 16)")
     ap.add_argument("--cap", action="append", default=[], metavar="ENGINE=N",
@@ -211,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="exit 1 when a peer's count / policylang's count is below RATIO")
     ap.add_argument("--json", type=Path, default=None, help="also write the figures as JSON here")
     args = ap.parse_args(argv)
+    if args.n1 is not None or args.n2 is not None:
+        args.decisions = (args.n2 if args.n2 is not None else 5000) - (args.n1 or 0)
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
     if args.gate is not None and "policylang" not in engines:
         engines.insert(0, "policylang")
