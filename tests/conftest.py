@@ -24,6 +24,8 @@ SLOW_FILES = frozenset({
     "test_mcp_guard.py", "test_limits_concurrency.py", "test_limits_redis.py",
     "security/test_service_attacks.py", "security/test_service_auth.py", "security/test_svid_attacks.py",
     "security/test_token_attacks.py", "test_server_errors.py",
+    # headless Chromium against a playground on loopback
+    "browser/test_playground_browser.py", "browser/test_audit_viewer_browser.py",
 })
 
 #: single tests (by function name) that take seconds: hypothesis searches, crash loops,
