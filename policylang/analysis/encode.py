@@ -64,7 +64,7 @@ class SV:
     object path), ``items`` (a literal list), ``ent`` (an entity), ``alts`` (an if-then-else
     of two values) say how to look inside it."""
 
-    __slots__ = ("tag", "b", "n", "s", "node", "items", "ent", "alts")
+    __slots__ = ("alts", "b", "ent", "items", "n", "node", "s", "tag")
 
     def __init__(self, tag, b=_FALSE, n=None, s=None, node=None, items=None, ent=None, alts=None):
         self.tag = tag if isinstance(tag, z3.ExprRef) else z3.IntVal(tag)
@@ -106,7 +106,7 @@ def ite(c, a: SV, b: SV) -> SV:
 class Node:
     """An attribute path of the request: its tag, typed values, children and list items."""
 
-    def __init__(self, enc: "Encoder", name: str, tags=(ABSENT, BOOL, NUM, STR, LIST, OBJ)):
+    def __init__(self, enc: Encoder, name: str, tags=(ABSENT, BOOL, NUM, STR, LIST, OBJ)):
         self.enc, self.name = enc, name
         self.tag = z3.Int(f"{name}#tag")
         self.b = z3.Bool(f"{name}#b")
@@ -121,14 +121,14 @@ class Node:
     def sv(self) -> SV:
         return SV(self.tag, self.b, self.n, self.s, node=self)
 
-    def child(self, key: str) -> "Node":
+    def child(self, key: str) -> Node:
         c = self.children.get(key)
         if c is None:
             c = self.children[key] = Node(self.enc, f"{self.name}.{key}")
             self.enc.facts.append(z3.Implies(c.tag != ABSENT, self.tag == OBJ))
         return c
 
-    def items(self) -> list["Node"]:
+    def items(self) -> list[Node]:
         if self.item_nodes is None:
             self.item_nodes = [Node(self.enc, f"{self.name}[{i}]") for i in range(self.enc.list_bound)]
         return self.item_nodes
@@ -159,7 +159,7 @@ class Result:
     held: dict
     approved: dict
     facts: list
-    encoder: "Encoder"
+    encoder: Encoder
 
 
 class Encoder:
@@ -167,13 +167,20 @@ class Encoder:
     and the others are strings, or ``None`` for "some name no rule target names"."""
 
     def __init__(self, kind: str | None, action: str | None, rtype: str | None, tag: str = "",
-                 list_bound: int = LIST_BOUND, others: tuple = ((), (), ())):
+                 list_bound: int = LIST_BOUND, others: tuple = ((), (), ()), symbolic: bool = False):
         self.list_bound = list_bound
         self.facts: list = []
         self.pre = tag
-        self.kind_s, self.action_s, self.type_s = (
-            z3.StringVal(v) if v is not None else self._fresh_name(f"{tag}{role}", taken)
-            for v, role, taken in zip((kind, action, rtype), ("kind", "action", "type"), others))
+        #: ``symbolic``: one encoder for every (kind, action, type); the three names are free
+        #: strings that :meth:`triple_facts` pins per triple, and rules' terms are built once
+        #: (:meth:`held`) and shared by every triple and by both sets of a diff
+        self.symbolic = symbolic
+        if symbolic:
+            self.kind_s, self.action_s, self.type_s = (z3.String(f"{tag}{role}") for role in ("kind", "action", "type"))
+        else:
+            self.kind_s, self.action_s, self.type_s = (
+                z3.StringVal(v) if v is not None else self._fresh_name(f"{tag}{role}", taken)
+                for v, role, taken in zip((kind, action, rtype), ("kind", "action", "type"), others))
         self.names = (kind, action, rtype)
         self.pid = z3.String(f"{tag}principal.id")
         self.rid = z3.String(f"{tag}resource.id")
@@ -202,6 +209,10 @@ class Encoder:
         self._frees: dict = {}
         #: what a proof over this encoding assumes beyond the list bound
         self.assumptions: set = set()
+        #: while :meth:`held` encodes a rule: what its terms use (see :class:`Held`)
+        self._track: dict | None = None
+        self._held: dict = {}
+        self._memo: dict = {}
 
     def _fresh_name(self, name, taken):
         v = z3.String(name)
@@ -212,9 +223,25 @@ class Encoder:
     # ------------------------------------------------------------ expressions
 
     def ev(self, e: nodes.Expr, env: dict) -> tuple[Any, SV]:
-        """``(raises, value)`` of ``e``: ``raises`` a z3 bool, ``value`` meaningful when it is false."""
+        """``(raises, value)`` of ``e``: ``raises`` a z3 bool, ``value`` meaningful when it is false.
+        An operator outside any quantifier is built once per expression (syntax tree, spans
+        ignored) and constants: rules that repeat one share its terms."""
         m = getattr(self, "_" + type(e).__name__)
-        return m(e, env)
+        if env["vars"] or type(e) not in _MEMO:
+            return m(e, env)
+        key = (e, id(env["constants"]))
+        got = self._memo.get(key)
+        outer = self._track
+        if got is None:
+            self._track = inner = _new_track()
+            try:
+                out = m(e, env)
+            finally:
+                self._track = outer
+            got = self._memo[key] = (out, inner)
+        if outer is not None:
+            _merge_track(outer, got[1])
+        return got[0]
 
     def _Literal(self, e, env):
         return _FALSE, lit(e.value)
@@ -260,11 +287,13 @@ class Encoder:
             return out.tag == ABSENT, out
         if z3.is_int_value(v.tag) and v.tag.as_long() == DELEG:
             if key == "depth":
+                self._bounded("delegation.depth")
                 return _FALSE, SV(NUM, n=z3.ToReal(self.depth))
             if key == "chain":
                 return _FALSE, SV(LIST, items=[SV(ENT, ent=c) for c in self.chain], n=z3.ToReal(self.depth),
                                   ent="chain")
             if key == "root":
+                self._witness()
                 return _FALSE, self._root()
             return _TRUE, SV(ABSENT)
         if v.node is not None:
@@ -324,6 +353,7 @@ class Encoder:
             return z3.If(c, ea, eb), ite(c, va, vb)
         if v.items is not None:
             if v.ent == "chain":
+                self._bounded("an index into delegation.chain")
                 if not 0 <= i < len(self.chain):
                     return _TRUE, SV(ABSENT)
                 return z3.Not(z3.IntVal(i) < self.depth), v.items[i]
@@ -331,6 +361,7 @@ class Encoder:
                 return v.items[i].tag == ABSENT, v.items[i]
             return _TRUE, SV(ABSENT)
         if v.node is not None:
+            self._bounded("an index into a request list")
             if not 0 <= i < self.list_bound:
                 return _TRUE, SV(ABSENT)
             it = v.node.items()[i]
@@ -361,6 +392,8 @@ class Encoder:
             if len(vals) != 1:
                 return _TRUE, SV(ABSENT)
             v = vals[0]
+            if _reqlist(v):
+                self._bounded("len() of a request value (lists are bounded)")
             ln = _dist(v, lambda x: self._length(x)[0])
             is_list = v.tag == LIST
             return (z3.Or(err, z3.Not(z3.Or(is_list, v.tag == STR))),
@@ -407,6 +440,8 @@ class Encoder:
                      "<=": a.s <= b.s, ">": b.s < a.s, ">=": b.s <= a.s}[op]
             return z3.Or(err, z3.Not(z3.Or(nums, strs))), SV(BOOL, b=z3.If(nums, cmp_n, cmp_s))
         if op in ("in", "not in"):
+            if _reqlist(b):
+                self._witness()
             member = _dist(b, lambda x: _or([z3.And(g, self.equals(a, it, 0)) for g, it in self._length(x)[1]]))
             sub = z3.Contains(b.s, a.s)
             ok = z3.Or(b.tag == LIST, z3.And(b.tag == STR, a.tag == STR))
@@ -414,7 +449,7 @@ class Encoder:
             return z3.Or(err, z3.Not(ok)), SV(BOOL, b=res if op == "in" else z3.Not(res))
         nums = z3.And(a.tag == NUM, b.tag == NUM)
         if not (z3.is_int_value(a.tag) and a.tag.as_long() == STR or z3.is_int_value(b.tag) and b.tag.as_long() == STR):
-            self.assumptions.add(ARITH_ASSUMPTION)
+            self._assume(ARITH_ASSUMPTION)
         if op == "+":
             strs = z3.And(a.tag == STR, b.tag == STR)
             return (z3.Or(err, z3.Not(z3.Or(nums, strs))),
@@ -458,6 +493,8 @@ class Encoder:
             # lists nested deeper than the bound: whether they are equal is left free
             free = self._free_eq(a, b, "list", "an equality of lists nested deeper than the bound")
             return z3.And(a.tag == LIST, b.tag == LIST, free)
+        if _reqlist(a) or _reqlist(b):
+            self._bounded("an equality with a request list")
         la, ia = self._length(a)
         lb, ib = self._length(b)
         same = [la == lb]
@@ -465,7 +502,7 @@ class Encoder:
             same.append(z3.Implies(ia[i][0], self.equals(ia[i][1], ib[i][1], depth + 1)))
         if len(ia) != len(ib):
             longer = ia if len(ia) > len(ib) else ib
-            shorter = len(ib) if len(ia) > len(ib) else len(ia)
+            shorter = min(len(ia), len(ib))
             for g, _ in longer[shorter:]:
                 same.append(z3.Not(g))
         return z3.And(a.tag == LIST, b.tag == LIST, *same)
@@ -480,12 +517,15 @@ class Encoder:
         else:
             self._free += 1
             key = (what, self._free)
-        v = self._frees.get(key)
-        if v is None:
-            v = self._frees[key] = z3.Bool(f"{self.pre}{what}eq#{len(self._frees)}")
+        got = self._frees.get(key)
+        if got is None:
+            v = z3.Bool(f"{self.pre}{what}eq#{len(self._frees)}")
+            got = self._frees[key] = (v, len(self.approx_guards))
             self.approx.append(construct)
             self.approx_guards.append(z3.And(a.tag == tag, b.tag == tag))
-        return v
+        if self._track is not None:
+            self._track["guards"].add(got[1])
+        return got[0]
 
     def _Matches(self, e, env):
         err, v = self.ev(e.operand, env)
@@ -494,6 +534,8 @@ class Encoder:
     def _Quantifier(self, e, env):
         """``any`` stops at the first item whose body holds, ``all`` at the first that does not."""
         err, coll = self.ev(e.collection, env)
+        if _reqlist(coll):
+            self._witness()
         _, items = self._length(coll)
         if coll.items is None and coll.node is None:
             return _TRUE, SV(BOOL)
@@ -510,9 +552,60 @@ class Encoder:
 
     # ------------------------------------------------------------ rules and the decision
 
-    def target(self, t: nodes.Target):
-        """docs/language.md#rules for this (kind, action, type): a z3 bool, or False."""
-        kind, action, rtype = self.names
+    # ------------------------------------------------------------ what a rule's terms use
+
+    def _assume(self, what: str) -> None:
+        self.assumptions.add(what)
+        if self._track is not None:
+            self._track["assumptions"].add(what)
+
+    def _bounded(self, what: str) -> None:
+        """A construct whose value the list bound can change (a proof over it holds only
+        within the bound)."""
+        if self._track is not None:
+            self._track["bounded"].add(what)
+
+    def _witness(self) -> None:
+        """A test over a request list that one item witnesses (``in``, ``any``/``all``,
+        ``delegation.root``): with no bounded construct, a request that satisfies the terms
+        has one whose lists keep only the witnesses, so a bound of at least the number of
+        such tests loses no request."""
+        if self._track is not None:
+            self._track["witnesses"] += 1
+
+    def held(self, info, constants) -> Held:
+        """:meth:`rule_held` of a rule (without its target) with what its terms use, built
+        once per rule syntax tree and constants (a diff's unchanged rules share one)."""
+        key = (info.rule, id(constants))
+        got = self._held.get(key)
+        if got is not None:
+            return got
+        self._track = _new_track()
+        try:
+            term, err = self.rule_held(info, constants), None
+        except Incomplete as e:
+            term, err = None, e.construct
+        finally:
+            tr, self._track = self._track, None
+        got = self._held[key] = Held(term, err, frozenset(tr["guards"]), frozenset(tr["assumptions"]),
+                                     frozenset(tr["bounded"]), tr["witnesses"], constants)
+        return got
+
+    def triple_facts(self, triple, names) -> list:
+        """A symbolic encoder's request pinned to one (kind, action, type): each name
+        equal to the triple's, or (``None``) to none of the mentioned ones."""
+        out = []
+        for var, v, taken in zip((self.kind_s, self.action_s, self.type_s), triple, names):
+            if v is not None:
+                out.append(var == z3.StringVal(v))
+            else:
+                out.extend(var != z3.StringVal(x) for x in taken)
+        return out
+
+    def target(self, t: nodes.Target, names=None):
+        """docs/language.md#rules for this (kind, action, type) (``names``: another one,
+        for a symbolic encoder): a z3 bool, or False."""
+        kind, action, rtype = self.names if names is None else names
         conds = []
         if t.actions is not None and action not in t.actions:
             return _FALSE
@@ -557,18 +650,56 @@ class Encoder:
         return tail
 
 
-def solve(solver, enc: Encoder, *extra):
+@dataclass(frozen=True)
+class Held:
+    """A rule's "holds" term (target aside) with what it uses: ``incomplete`` (the construct
+    that is not encoded; ``term`` is None), ``guards`` (indices into ``approx_guards``: the
+    equalities left free), ``assumptions``, ``bounded`` (constructs the list bound changes)
+    and ``witnesses`` (see :meth:`Encoder._witness`)."""
+
+    term: Any
+    incomplete: str | None
+    guards: frozenset
+    assumptions: frozenset
+    bounded: frozenset
+    witnesses: int
+    constants: Any = None
+
+
+def solve(solver, enc: Encoder, *extra, guards=None):
     """``(status, model)``: a model where no over-approximated equality occurs when there is
     one (``"sat"``), else any model (``"approx"``, to be replayed), or ``"unsat"`` (a proof)
-    or ``"unknown"``."""
-    if enc.approx_guards:
-        exact = z3.And(*[z3.Not(g) for g in enc.approx_guards])
+    or ``"unknown"``. ``guards``: the over-approximation guards that matter (default: all)."""
+    guards = enc.approx_guards if guards is None else guards
+    if guards:
+        exact = z3.And(*[z3.Not(g) for g in guards])
         if solver.check(*extra, exact) == z3.sat:
             return "sat", solver.model()
     r = solver.check(*extra)
     if r == z3.sat:
-        return ("approx" if enc.approx_guards else "sat"), solver.model()
+        return ("approx" if guards else "sat"), solver.model()
     return ("unsat" if r == z3.unsat else "unknown"), None
+
+
+_MEMO = (nodes.Binary, nodes.BoolOp, nodes.Call, nodes.Matches, nodes.Quantifier, nodes.Has, nodes.Unary)
+
+
+def _new_track() -> dict:
+    return {"guards": set(), "assumptions": set(), "bounded": set(), "witnesses": 0}
+
+
+def _merge_track(into: dict, part: dict) -> None:
+    into["guards"] |= part["guards"]
+    into["assumptions"] |= part["assumptions"]
+    into["bounded"] |= part["bounded"]
+    into["witnesses"] += part["witnesses"]
+
+
+def _reqlist(v: SV) -> bool:
+    """Whether ``v`` may be a request list (an attribute path or ``delegation.chain``)."""
+    if v.alts is not None:
+        return _reqlist(v.alts[1]) or _reqlist(v.alts[2])
+    return v.node is not None or v.ent == "chain"
 
 
 def _dist(v: SV, f):
@@ -681,6 +812,30 @@ def encode_decision(enc: Encoder, policy_set, approvals: str = "none", rules=Non
     return Result(dec, held, approved, enc.facts, enc)
 
 
+def triple_decision(enc: Encoder, policy_set, rules, triple, names, constants=None):
+    """For a symbolic encoder: ``(decision term, {rule id: holds term}, guard indices,
+    assumptions)`` of ``rules`` (the rules applicable to ``triple``) with no approval
+    confirmed, each rule's terms built once (:meth:`Encoder.held`). Raises
+    :class:`Incomplete`."""
+    why = set_incomplete(policy_set)
+    if why:
+        raise Incomplete(why)
+    constants = policy_set.constants if constants is None else constants
+    forbids, gates, permits, held = [], [], [], {}
+    guards: set = set()
+    assumptions: set = set()
+    for info in rules:
+        h = enc.held(info, constants)
+        if h.term is None:
+            raise Incomplete(h.incomplete, info.id)
+        guards |= h.guards
+        assumptions |= h.assumptions
+        term = held[info.id] = z3.And(enc.target(info.rule.target, triple), h.term)
+        (forbids if info.rule.effect == "forbid" else permits if info.rule.effect == "permit" else gates).append(term)
+    dec = z3.If(_or(forbids), DENY, z3.If(_or(gates), REQUIRE_APPROVAL, z3.If(_or(permits), ALLOW, DENY)))
+    return dec, held, guards, assumptions
+
+
 # ------------------------------------------------------------------ decoding a model
 
 def _val(model, t):
@@ -691,7 +846,7 @@ def _py_string(model, s) -> str:
     v = _val(model, s)
     try:
         text = v.as_string()
-    except Exception:  # pragma: no cover - older z3
+    except Exception:  # noqa: BLE001  # pragma: no cover - older z3
         text = str(v).strip('"')
     # z3 writes characters outside printable ASCII as \u{hex}
     return _ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), text)

@@ -9,8 +9,20 @@ from dataclasses import dataclass, field
 
 import z3
 
-from .encode import (CODES, DECISIONS, LIST_BOUND, Incomplete, applicable, decode, encode_decision,
-                     new_encoder, solve, triples)
+from .encode import (
+    CODES,
+    DECISIONS,
+    LIST_BOUND,
+    Encoder,
+    Incomplete,
+    applicable,
+    decode,
+    encode_decision,
+    new_encoder,
+    solve,
+    triple_decision,
+    triples,
+)
 
 #: what a decision change is called (docs/analysis.md#diff)
 CHANGE_NAMES = {
@@ -94,7 +106,7 @@ def _engine(ps):
 def _replay(engine, req) -> tuple[str, list] | None:
     try:
         d = engine.decide(req)
-    except Exception:
+    except Exception:  # noqa: BLE001 - an example the engine rejects is not a finding
         return None
     return d.decision, list(d.rules)
 
@@ -116,6 +128,13 @@ def diff(old, new, list_bound: int = LIST_BOUND, timeout_ms: int = 20_000,
     by_triple_old = _index(old, all_triples)
     by_triple_new = _index(new, all_triples)
     same_consts = dict(old.constants) == dict(new.constants)
+    consts_new = old.constants if same_consts else new.constants
+    # one symbolic request for every triple and both sets: each rule's terms are built
+    # once (an unchanged rule once for both sets), each triple pins the three names
+    enc = Encoder(None, None, None, list_bound=list_bound, symbolic=True)
+    solver = z3.Solver()
+    solver.set("timeout", timeout_ms)
+    added = 0
     for triple in all_triples:
         ro, rn = by_triple_old[triple], by_triple_new[triple]
         if skip_identical and same_consts and old.options == new.options and [r.rule for r in ro] == [r.rule for r in rn] \
@@ -124,23 +143,25 @@ def diff(old, new, list_bound: int = LIST_BOUND, timeout_ms: int = 20_000,
             continue
         out.checked += 1
         kind, action, rtype = (_name(x) for x in triple)
-        enc = new_encoder(triple, names, list_bound=list_bound)
         try:
-            d_old = encode_decision(enc, old, rules=ro).decision
-            d_new = encode_decision(enc, new, rules=rn).decision
+            d_old, _, g_old, a_old = triple_decision(enc, old, ro, triple, names)
+            d_new, _, g_new, a_new = triple_decision(enc, new, rn, triple, names, consts_new)
         except Incomplete as e:
             out.incomplete.append({"kind": kind, "action": action, "type": rtype, "reason": str(e)})
             continue
-        out.assumptions |= enc.assumptions
-        solver = z3.Solver()
-        solver.set("timeout", timeout_ms)
-        solver.add(*enc.facts)
+        out.assumptions |= a_old | a_new
+        solver.add(*enc.facts[added:])  # facts hold of every request: kept for every triple
+        added = len(enc.facts)
+        guard_ids = sorted(g_old | g_new)
+        guards = [enc.approx_guards[i] for i in guard_ids]
+        solver.push()
+        solver.add(*enc.triple_facts(triple, names))
         # one check per change found, plus one that proves there is no other: each model
         # names its (old, new) pair, which is then excluded
         seen: list = []
         while True:
             extra = [d_old != d_new] + [z3.Not(z3.And(d_old == o, d_new == n)) for o, n in seen]
-            status, model = solve(solver, enc, *extra)
+            status, model = solve(solver, enc, *extra, guards=guards)
             if model is None:
                 if status == "unknown":
                     out.incomplete.append({"kind": kind, "action": action, "type": rtype,
@@ -155,12 +176,13 @@ def diff(old, new, list_bound: int = LIST_BOUND, timeout_ms: int = 20_000,
                 out.findings.append(Finding(CHANGE_NAMES[(so, sn)], so, sn, kind, action, rtype, req, a[1], b[1]))
             elif status == "approx":
                 out.incomplete.append({"kind": kind, "action": action, "type": rtype,
-                                       "reason": f"{so} -> {sn} only with {enc.approx[0]} "
+                                       "reason": f"{so} -> {sn} only with {enc.approx[guard_ids[0]]} "
                                                  f"(left free by the encoding)"})
             else:
                 out.unconfirmed.append({"kind": kind, "action": action, "type": rtype,
                                         "claimed": [so, sn], "request": req,
                                         "replayed": [a and a[0], b and b[0]]})
+        solver.pop()
     out.seconds = time.perf_counter() - t0
     return out
 
