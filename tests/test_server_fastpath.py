@@ -13,6 +13,8 @@ import time
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from policylang.server import ServiceConfig, create_app
 from policylang.server.app import DISCARD_LIMIT
@@ -183,6 +185,7 @@ RAW_BODIES = [
 ]
 
 CONTENT_TYPES = [None, b"text/plain", b"application/json; charset=utf-8", b"Application/JSON",
+                 b" application/json ", b"application/json\xa0", b"application/json;", b"application/json ;q=1",
                  b"application/jsonx", b"", b"application/x-www-form-urlencoded"]
 
 
@@ -217,7 +220,7 @@ def test_content_types_answer_the_same(apps):
         headers = [] if ctype is None else [(b"content-type", ctype)]
         for path in ("/access/v1/evaluation", "/access/v1/evaluations", "/v1/decide"):
             status, _, answer = _same(apps, "POST", path, headers=headers, chunks=[_body(GOOD)])
-            if ctype is None or ctype.split(b";")[0].strip().lower() != b"application/json":
+            if ctype is None or ctype.decode("latin-1").split(";")[0].strip().lower() != "application/json":
                 assert status == 400 and "Content-Type" in answer["error"]["message"]
     # two Content-Type headers: the first counts, on both paths
     _same(apps, "POST", "/access/v1/evaluation", headers=[(b"content-type", b"text/plain"), *JSON],
@@ -436,3 +439,29 @@ def test_over_uvicorn_pipelined_chunked_slow_and_oversized_answer_the_same():
         assert fast.closing == plain.closing and fast.closing[0] == 200 and fast.closing[-1] == b""
         statuses = [a[0] for a in fast.answers]
         assert statuses[-4:] == [200, 408, 413, 413] and statuses.count(200) >= 6
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4),
+    max_leaves=20)
+
+
+def _outcome(fn, *args):
+    try:
+        value = fn(*args)
+    except Exception as e:  # noqa: BLE001 - the outcome is compared, whatever it is
+        return ("error", type(e).__name__, str(e))
+    return ("value", json.dumps(value, sort_keys=True), repr(value))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(value=st.dictionaries(st.text(max_size=5), _json_values, max_size=5), cut=st.integers(0, 400),
+       junk=st.binary(max_size=3))
+def test_parse_body_is_parse_json_body(value, cut, junk):
+    """The fast path's parser gives what the ordinary one gives (the value, with its
+    types, or the same error) for JSON objects, their prefixes and bytes spliced in."""
+    from policylang.server.app import parse_json_body
+    raw = json.dumps(value).encode()
+    for body in (raw, raw[:cut], raw[:cut] + junk + raw[cut:], json.dumps(value, ensure_ascii=False).encode()):
+        assert _outcome(parse_body, b"application/json", body) == _outcome(parse_json_body, "application/json", body)

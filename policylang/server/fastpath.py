@@ -139,10 +139,17 @@ def eligible(ctx, config) -> str | None:
     return None
 
 
+def _media(content_type: bytes) -> bytes:
+    """The media type of a Content-Type, as ``parse_json_body`` reads it (ASCII
+    whitespace and case only: anything else is left to it)."""
+    return content_type.split(b";", 1)[0].strip().lower()
+
+
 def parse_body(content_type: bytes | None, raw: bytes) -> dict:
     """:func:`~policylang.server.app.parse_json_body` for a body of
     ``Content-Type: application/json``, through orjson when it gives the same value."""
-    if content_type == _JSON and _LONG_DIGITS not in raw.translate(_DIGITS):
+    if content_type is not None and (content_type == _JSON or _media(content_type) == _JSON) \
+            and _LONG_DIGITS not in raw.translate(_DIGITS):
         try:
             data = _orjson_loads(raw)
         except _OrjsonError:
