@@ -23,6 +23,7 @@ from .decision import ALLOW, DENY, Decision, attenuate, combine, confirmed
 from ..language.policyset import PolicySet
 from .strict import check_strict
 from .request import Request, entity_lookup, parse_parts
+from .cache import RequestCache, request_copy, request_key
 from ..language.errors import RequestError
 from .runtime import EvalError
 from .limits import Limiter, idempotency_key, release_decision, set_has_limits
@@ -65,9 +66,9 @@ class Engine:
     :class:`policylang.privilege.store.Store`; docs/language.md#limits); a set with limits
     and no store fails its limited permits closed. ``clock``: seconds since the epoch
     for the limit windows (default ``time.time``).
-    """
     ``previous``: the engine this one replaces on a reload (docs/engine.md#loading): the
     rules of unchanged files reuse its compiled code; the same set shares its whole tree.
+    """
 
     def __init__(self, policies: PolicySet, *, entities: Any = None, approvals: ApprovalChecker | None = None,
                  audit: Any = None, cache_size: int = 10_000, cache_ttl: float | None = None,
@@ -101,6 +102,10 @@ class Engine:
             self._cache = TTLCache(cache_size, cache_ttl) if cache_ttl else LRUCache(cache_size)
         else:
             self._cache = None
+        #: the request cache (cache.py): exact request bytes -> decision, read without a
+        #: lock; off when an entity source is a callable (its answers may change)
+        self._fast = (RequestCache(cache_size, cache_ttl)
+                      if self._cache is not None and not _has_callable(entities) else None)
         self._cache_lock = threading.Lock()
         #: the reservation step of docs/language.md#limits; None for a set without limits
         self._limiter = Limiter(limits, clock) if set_has_limits(policies) else None
@@ -168,6 +173,8 @@ class Engine:
             req = ctx
         else:
             _engine, parts, raw = ctx if len(ctx) == 3 else (None, *ctx)
+            if parts is None:  # a request-cache hit keeps the request only: validate it now
+                parts = parse_parts(raw, self._lookup, self._authority)
             req = Request(*parts, raw)
         plan = self.tree.plan(req.principal.kind, req.action.name, req.resource.kind)
         entries = list(plan.plain) + [e for g in plan.groups for e in g.entries]
@@ -175,9 +182,13 @@ class Engine:
         return interpreter.explain(self.policies, req, decision, candidates)
 
     def cache_info(self) -> dict:
+        """The decision caches: ``size`` of the value-keyed cache, ``requests`` of the
+        request cache (exact requests), ``maxsize`` of each, hits and misses of both."""
         cache = self._cache
+        fast = self._fast
         return {"size": len(cache) if cache is not None else 0,
                 "maxsize": cache.maxsize if cache is not None else 0,
+                "requests": len(fast) if fast is not None else 0,
                 "hits": self.counters.cache_hits, "misses": self.counters.cache_misses}
 
     # ------------------------------------------------------------------ internals
@@ -188,6 +199,25 @@ class Engine:
     # as the loop it would hold; `python -m benchmarks.instructions --scenario M --warmup
     # 2000` counts ~44k instructions per decision, so one extra call per rule is a few %).
     def _decide(self, request: Mapping) -> Decision:
+        fast = self._fast
+        fkey = None
+        if fast is not None and request.__class__ is dict and request.get("approval") is None:
+            # the request cache (policylang/evaluation/cache.py): exact bytes -> decision
+            fkey = request_key(request)
+            if fkey is not None:
+                hit = fast.get(fkey)
+                if hit is not None:
+                    counters = self.counters
+                    counters.cache_hits += 1
+                    if self._instrument:
+                        counters.decisions += 1
+                    d, rules, reasons, grants, approvers, path = hit
+                    return Decision(d, list(rules), list(reasons),
+                                    [{"rule": g[0], "scopes": list(g[1]), "ttl": g[2]} for g in grants]
+                                    if grants else [], list(approvers), [], list(path), self._version,
+                                    (self, None, request))
+                # decide the key's own copy: what is stored is a function of the key alone
+                request = request_copy(fkey)
         parts = parse_parts(request, self._lookup, self._authority)
         P, A, R, C, K, CH, I, approval = parts
         if self._instrument:
@@ -216,10 +246,13 @@ class Engine:
             else:
                 self.counters.cache_hits += 1
                 d, rules, reasons, grants, approvers, errors = hit
+                path = _path(P, CH)
+                if fkey is not None and not errors:
+                    fast.put(fkey, (d, rules, reasons, grants, approvers, tuple(path)))
                 return Decision(d, list(rules), list(reasons),
                                 [{"rule": g[0], "scopes": list(g[1]), "ttl": g[2]} for g in grants] if grants else [],
                                 list(approvers), [{"rule": e[0], "message": e[1]} for e in errors] if errors else [],
-                                _path(P, CH), self._version, (self, parts, request))
+                                path, self._version, (self, parts, request))
         decision = self._evaluate(plan, parts, request, self.approvals)
         if self._attenuate and CH and decision.decision == ALLOW:
             allowed = decision
@@ -227,15 +260,19 @@ class Engine:
                                  (self, parts, request))
             if decision is not allowed and allowed.limits:  # a delegator lacked the authority
                 release_decision(self._limiter, allowed)
-        if key is not None and not decision.errors and not decision.limits:
+        if (key is not None or fkey is not None) and not decision.errors and not decision.limits:
             # decisions with errors are not cached: a message can name what made a value
             # unreadable (absent, or a string where an object was read …), which the key,
             # holding only "unreadable", does not tell apart
-            value = (decision.decision, tuple(decision.rules), tuple(decision.reasons),
-                     tuple((g["rule"], tuple(g["scopes"]), g["ttl"]) for g in decision.grants),
-                     tuple(decision.approvers), tuple((e["rule"], e["message"]) for e in decision.errors))
-            with self._cache_lock:
-                cache[key] = value
+            rules, reasons = tuple(decision.rules), tuple(decision.reasons)
+            grants = tuple((g["rule"], tuple(g["scopes"]), g["ttl"]) for g in decision.grants)
+            approvers = tuple(decision.approvers)
+            if key is not None:
+                with self._cache_lock:
+                    cache[key] = (decision.decision, rules, reasons, grants, approvers, ())
+            if fkey is not None:
+                fast.put(fkey, (decision.decision, rules, reasons, grants, approvers,
+                                tuple(decision.delegation_path)))
         return decision
 
     def _evaluate(self, plan, parts: tuple, request: Mapping, approvals, reserve: bool = True) -> Decision:
@@ -339,6 +376,11 @@ class Engine:
             prefix.append(delegator)
             return ok
         return allows
+
+
+def _has_callable(entities: Any) -> bool:
+    """Is the engine's entity source a callable (whose answers may change between calls)?"""
+    return entities is not None and callable(entities) and not isinstance(entities, Mapping)
 
 
 def _indexed_runs(plan, parts: tuple) -> list:

@@ -8,6 +8,8 @@ every decision and must cost well under a microsecond or two. Every problem rais
 
 from __future__ import annotations
 
+import copy
+import marshal
 from collections.abc import Sequence
 from typing import Any, Callable, Mapping
 
@@ -472,6 +474,27 @@ def _binding_intent(intent: Any, strict: bool) -> tuple:
     return task, (purpose if isinstance(purpose, str) else None)
 
 
+def _snapshot(merged: dict) -> dict:
+    """A deep copy of merged entity maps, so that the engine owns its entity data: a
+    caller changing its mapping after the engine was built changes no decision, cached
+    or not (the request cache keys requests alone; docs/engine.md#the-decision-cache).
+    Plain data is copied by one marshal round trip (C); other operator data (a YAML date
+    …) by ``copy.deepcopy``, and what even that cannot copy is kept as it is."""
+    try:
+        return marshal.loads(marshal.dumps(merged))
+    except ValueError:
+        pass
+    out: dict = {}
+    for kind, ids in merged.items():
+        copied = out[kind] = {}
+        for eid, attrs in ids.items():
+            try:
+                copied[eid] = copy.deepcopy(attrs)
+            except Exception:  # noqa: BLE001 - an uncopyable value is kept, not refused
+                copied[eid] = attrs
+    return out
+
+
 def entity_lookup(*sources: Any) -> EntityLookup | None:
     """One lookup over entity sources, later ones winning: mappings
     ``{kind: {id: attrs}}`` or callables ``(kind, id) -> attrs | None``."""
@@ -489,6 +512,7 @@ def entity_lookup(*sources: Any) -> EntityLookup | None:
                         ids[eid] = _normalised(attrs, f"entities[{kind}][{eid}]")
                     except RequestError:
                         pass  # operator data the loader accepted (a YAML date …): kept as it is
+        merged = _snapshot(merged)
 
         def lookup(kind: str, eid: str):
             ids = merged.get(kind)
