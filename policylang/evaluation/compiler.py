@@ -517,6 +517,9 @@ class RuleCode:
     #: the rule's target globs by kind and by type
     subjects: dict | None = None
     resources: dict | None = None
+    #: the last CompiledRule made of this record (reused by a set that has the rule with
+    #: the same id, place and path)
+    compiled: CompiledRule | None = None
 
 
 def _codegen(gen: ExpressionCodegen, rule: nodes.Rule, instrument: bool,
@@ -603,6 +606,13 @@ def compile_rules(policy_set: PolicySet, instrument: bool = False,
     out = []
     for n, info, code in pending:
         rule = info.rule
+        cr = code.compiled if code.fns is not None else None
+        if cr is not None:
+            old = cr.info
+            if (cr.order == n and old.rule is rule and old.id == info.id and old.index == info.index
+                    and old.path == info.path and old.explicit_id == info.explicit_id):
+                out.append(cr)  # the same rule in the same place: its compiled rule as it is
+                continue
         fns = code.fns
         if fns is None:
             if code.factory is None:
@@ -627,6 +637,8 @@ def compile_rules(policy_set: PolicySet, instrument: bool = False,
             limits=specs_of(info, constants) if limit_fn is not None else (),
             limit_values=limit_fn,
         ))
+        if not instrument:
+            code.compiled = out[-1]
     return out, source, codes
 
 
@@ -658,10 +670,23 @@ class Plan:
     #: and the delegation (action, resource, context, risk, intent), for the plans of
     #: the delegators (whose principal and chain the main key already holds in full)
     env_key: Callable | None = None
+    #: every entry, in rule order (what the plan was built from: a reload that finds the
+    #: same entries for its key keeps the plan)
+    entries: tuple = ()
 
 
 def _order(entry: tuple) -> int:
     return entry[0].order
+
+
+def _same_entries(old: tuple, new: list) -> bool:
+    """Are these the same entries (the same compiled rules with the same globs)?"""
+    if len(old) != len(new):
+        return False
+    for a, b in zip(old, new):
+        if a[0] is not b[0] or a[1] is not b[1] or a[2] is not b[2]:
+            return False
+    return True
 
 
 class _Unnamed:
@@ -708,6 +733,9 @@ class CompiledSet:
         if (previous is not None and not instrument and not previous.instrument
                 and previous.constants_signature == self.constants_signature):
             reuse = previous.codes
+        #: the previous set's plans, for build_plans to keep those whose entries are the same
+        self._previous_plans = previous._plans if reuse is not None and \
+            previous.attenuate == policy_set.options.attenuate_delegation else None
         self.rules, self.source, self.codes = compile_rules(policy_set, instrument, self.counter, reuse)
         self.kinds: set[str] = set()
         self.actions: set[str] = set()
@@ -732,6 +760,7 @@ class CompiledSet:
         self._lock = threading.Lock()
         if eager:
             self.build_plans()
+        self._previous_plans = None
 
     def plan(self, kind: str, action: str, rtype: str) -> Plan:
         key = (kind if kind in self.kinds else UNNAMED,
@@ -782,6 +811,7 @@ class CompiledSet:
             by_pair.setdefault((kind, action), []).append(rtype)
         candidates_of: dict = {}
         plans = self._plans
+        previous = self._previous_plans
         with self._lock:
             for (kind, action), rtypes in by_pair.items():
                 candidates = candidates_of.get(action)
@@ -815,7 +845,12 @@ class CompiledSet:
                     sig = tuple([(e[0].order, id(e[1]), id(e[2])) for e in entries])
                     plan = shared.get(sig)
                     if plan is None:
-                        plan = shared[sig] = self._plan_of(entries)
+                        old = previous.get(key) if previous is not None else None
+                        if old is not None and _same_entries(old.entries, entries):
+                            plan = old  # a reload that did not touch this plan's rules
+                        else:
+                            plan = self._plan_of(entries)
+                        shared[sig] = plan
                     plans[key] = plan
         return len({id(p) for p in plans.values()})
 
@@ -876,7 +911,7 @@ class CompiledSet:
         env_key = None
         if self.attenuate:
             env_key = self._key({r for r in reads if r[0] not in ("principal", "delegation")}, False)
-        return Plan(plain, tuple(groups), has_gates, self._key(reads, self.attenuate), env_key)
+        return Plan(plain, tuple(groups), has_gates, self._key(reads, self.attenuate), env_key, tuple(entries))
 
     def _key(self, reads: set, attenuate: bool) -> Callable:
         memo = (frozenset(reads), attenuate)

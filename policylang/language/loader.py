@@ -92,11 +92,13 @@ def build(sources: Iterable[tuple[str, str, str]], entity_sources: Iterable[tupl
 
     ``previous``: an earlier set of the same files (a reload). A policy file whose path and
     text are those of one of its files is not parsed again: its syntax tree is reused
-    (parsing is a pure function of the text and the path). Everything else runs as on a
-    fresh load: entity files are parsed, and every checker stage runs over the whole set,
-    because most checks span files (constants, options and the schema are set-wide, rule
-    ids must be unique across files, W104/W105/W107 compare rules and constants of any
-    files). The result, its diagnostics and its version hash are a fresh load's.
+    (parsing is a pure function of the text and the path). The checker reuses the
+    per-rule results (names, types, schema reads, W103) of the reused rules when the set's
+    declarations (constants, options, schema) are the very same nodes
+    (:mod:`.checker.memo`); every set-wide check runs over the whole set (constants, options
+    and the schema are set-wide, rule ids must be unique across files, W104/W105/W107/W108
+    compare rules and constants of any files). Entity files are parsed again. The result,
+    its diagnostics and its version hash are a fresh load's.
     """
     sources = list(sources)
     entity_sources = list(entity_sources)
@@ -126,7 +128,8 @@ def build(sources: Iterable[tuple[str, str, str]], entity_sources: Iterable[tupl
     result = None
     if not diags:
         result = check(files, {display: rel for display, rel, _ in sources},
-                       entity_types=[kind for kind, ids in entities.items() if ids])
+                       entity_types=[kind for kind, ids in entities.items() if ids],
+                       previous=previous.check_memo if previous is not None else None)
         diags.extend(result.diagnostics)
         diags.extend(check_entities(result.schema, parsed))
 
@@ -157,6 +160,7 @@ def build(sources: Iterable[tuple[str, str, str]], entity_sources: Iterable[tupl
         entities=entities,
         diagnostics=tuple(diags),
         version="sha256:" + digest.hexdigest(),
+        check_memo=result.memo,
     )
     return policy_set, diags
 

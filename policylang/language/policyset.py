@@ -115,6 +115,9 @@ class PolicySet:
     #: every diagnostic found (only warnings when loading succeeded)
     diagnostics: tuple[Diagnostic, ...]
     version: str
+    #: what the checker keeps for an incremental reload of this set (load(previous=));
+    #: not part of the set's value
+    check_memo: Any = field(default=None, compare=False, repr=False)
 
     @property
     def entity_authority(self) -> EntityAuthority | None:

@@ -73,6 +73,7 @@ from .collect import OPTION_NAMES, stage_collect
 from .constants import stage_constants
 from .context import CheckContext, CheckResult, format_duration, suggest
 from .lint import glob_covers, stage_lint
+from .memo import CheckMemo, environment
 from .names import stage_names
 from .schema import stage_schema
 from .typecheck import stage_types
@@ -94,10 +95,18 @@ STAGES: list[tuple[str, Callable[[CheckContext], None]]] = [
 
 
 def check(files: Sequence[nodes.PolicyFile], rel_paths: Mapping[str, str],
-          entity_types: Iterable[str] = ()) -> CheckResult:
+          entity_types: Iterable[str] = (), previous: CheckMemo | None = None) -> CheckResult:
     """Check a parsed set. ``entity_types``: the kinds and types its entity data has
-    records for (W108 warns only about those)."""
-    ctx = CheckContext(files, rel_paths, entity_types=frozenset(entity_types))
+    records for (W108 warns only about those). ``previous``: the memo of an earlier check
+    of the set (``CheckResult.memo``): the per-rule results of rules it checked are reused
+    when the declarations are the same nodes (:mod:`.memo`); the result is the same."""
+    entity_types = frozenset(entity_types)
+    ctx = CheckContext(files, rel_paths, entity_types=entity_types)
+    env = environment(files, rel_paths, entity_types)
+    ctx.new_memo = CheckMemo(env)
+    if previous is not None and previous.matches(env):
+        ctx.memo = previous
     for _name, stage in STAGES:
         stage(ctx)
-    return CheckResult(tuple(ctx.rules), dict(ctx.constants), ctx.options, ctx.schema, tuple(ctx.diagnostics))
+    return CheckResult(tuple(ctx.rules), dict(ctx.constants), ctx.options, ctx.schema, tuple(ctx.diagnostics),
+                       ctx.new_memo)

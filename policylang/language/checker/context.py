@@ -38,6 +38,10 @@ class CheckContext:
     #: ``(in_cidr call, quantifier variables in scope)`` of every condition and grant scope,
     #: in walk order (filled by the names stage; None until it ran)
     cidr_calls: list | None = None
+    #: the previous check's per-rule results, when its environment is this one's (see .memo)
+    memo: Any = None
+    #: this check's per-rule results, for the next check
+    new_memo: Any = None
 
     def report(self, code: str, message: str, span: Span) -> None:
         self.diagnostics.append(Diagnostic.make(code, message, span))
@@ -56,6 +60,8 @@ class CheckResult:
     options: Options
     schema: Schema
     diagnostics: tuple[Diagnostic, ...]
+    #: the per-rule results for the next check of this set (:class:`.memo.CheckMemo`)
+    memo: Any = None
 
 
 #: ``"; did you mean 'x'?"`` (end of a message) — the one suggestion search is in words.py

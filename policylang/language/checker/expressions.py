@@ -13,7 +13,7 @@ the rules.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .. import nodes
 from ..errors import Diagnostic
@@ -22,6 +22,7 @@ from ..policyset import RuleInfo
 from ...evaluation.runtime import FUNCTIONS
 from ..source import Span
 from .context import CheckContext, did_you_mean, quoted_list, tail_span
+from .memo import UNSET
 from .types import (ANY_PRINCIPAL, BOOL, CHAIN, CONTEXT, DELEGATION, LITERAL_TYPES, NUMBER, OBJECT, ORDERED,
                     RISK, ROOT_TYPES, SCALARS, SCHEMA_TYPES, SIGNALS, STRING, ActionType, EntityType, ListType,
                     StaticType, describe_type, is_list, common, type_of_ref, type_of_value)
@@ -192,40 +193,74 @@ class ExpressionWalk:
 
     # -- rules --------------------------------------------------------------------
     def run(self) -> None:
-        d = self._d
-        empty: dict = {}
+        """Walk every rule; a rule the previous check walked in the same environment (its
+        memo, see :mod:`.memo`) gets its recorded results instead."""
+        facts = self.facts
+        lists = (facts.schema, facts.types, facts.lint)
+        memo, out = self.ctx.memo, self.ctx.new_memo
+        all_used = self.used_constants
         for info in self.ctx.rules:
             rule = info.rule
-            self.enter_rule(rule.target)
-            self.gate = info if rule.effect != "permit" else None
-            # a rule's conditions stop at the first that fails, so a `has` that an earlier
-            # condition needs to hold guards every later one (`when principal has trust`
-            # then `when principal.trust >= 0.5`)
-            carried: set[str] = set()
-            for c in rule.conditions:
-                self.reads = []
-                self.guards = set(carried)
-                e = c.expr
-                t = d[e.__class__](e, empty)
-                if t is not None and t is not BOOL:
-                    self._type_error(f"a `{c.kind}` condition must be a boolean, but this is {describe_type(t)}; "
-                                     f"compare it to something (e.g. `== …`)", e.span)
-                if self.reads:
-                    self._unguarded(c)
-                carried |= sure_guards(e, c.kind == "when")
-            self.gate = None
+            hit = memo.entry(rule) if memo is not None else None
+            if hit is not None and hit[2] is not UNSET:  # same rule node, same declarations
+                results = hit[2]
+                if results is not None:
+                    for into, found in zip(lists, results):
+                        into.extend(found)
+                    # an entity read names its rule: this set's RuleInfo of it
+                    facts.entity_reads.extend(r if r.info is info else replace(r, info=info) for r in results[3])
+                    all_used.update(results[4])
+            else:
+                starts = [len(x) for x in lists]
+                reads0 = len(facts.entity_reads)
+                self.used_constants = used = set()
+                self._rule(info)
+                self.used_constants = all_used
+                all_used.update(used)
+                results = (*(tuple(x[n:]) for x, n in zip(lists, starts)), tuple(facts.entity_reads[reads0:]),
+                           frozenset(used))
+                results = results if any(results) else None
+            if out is not None:
+                entry = out.rules.get(id(rule))
+                if entry is not None:
+                    entry[2] = results
+                else:
+                    out.rules[id(rule)] = [rule, UNSET, results]
+
+    def _rule(self, info: RuleInfo) -> None:
+        d = self._d
+        empty: dict = {}
+        rule = info.rule
+        self.enter_rule(rule.target)
+        self.gate = info if rule.effect != "permit" else None
+        # a rule's conditions stop at the first that fails, so a `has` that an earlier
+        # condition needs to hold guards every later one (`when principal has trust`
+        # then `when principal.trust >= 0.5`)
+        carried: set[str] = set()
+        for c in rule.conditions:
             self.reads = []
-            for clause in rule.clauses:
-                if clause.__class__ is nodes.Grant:
-                    for scope in clause.scopes:
-                        t = d[scope.__class__](scope, empty)
-                        if t is not None and t is not STRING:
-                            self._type_error(f"a grant scope must be a string, but this is {describe_type(t)}; "
-                                             f"build it with string concatenation, e.g. \"repo:read:\" + resource.id",
-                                             scope.span)
-                elif clause.__class__ is nodes.Limit:
-                    self._limit(clause, empty)
-            self.reads = []
+            self.guards = set(carried)
+            e = c.expr
+            t = d[e.__class__](e, empty)
+            if t is not None and t is not BOOL:
+                self._type_error(f"a `{c.kind}` condition must be a boolean, but this is {describe_type(t)}; "
+                                 f"compare it to something (e.g. `== …`)", e.span)
+            if self.reads:
+                self._unguarded(c)
+            carried |= sure_guards(e, c.kind == "when")
+        self.gate = None
+        self.reads = []
+        for clause in rule.clauses:
+            if clause.__class__ is nodes.Grant:
+                for scope in clause.scopes:
+                    t = d[scope.__class__](scope, empty)
+                    if t is not None and t is not STRING:
+                        self._type_error(f"a grant scope must be a string, but this is {describe_type(t)}; "
+                                         f"build it with string concatenation, e.g. \"repo:read:\" + resource.id",
+                                         scope.span)
+            elif clause.__class__ is nodes.Limit:
+                self._limit(clause, empty)
+        self.reads = []
 
     def _limit(self, clause: nodes.Limit, env) -> None:
         """E005 for a limit whose amount or bound is not a number, or whose key is not a

@@ -16,6 +16,7 @@ from .. import nodes
 from ..roots import NAMES as ROOTS
 from ...evaluation.runtime import FUNCTIONS
 from .context import CheckContext, did_you_mean, head_span, suggest, tail_span
+from .memo import UNSET
 
 DELEGATION_FIELDS = ("chain", "depth", "root")
 
@@ -24,19 +25,43 @@ def stage_names(ctx: CheckContext) -> None:
     # the in_cidr calls of conditions and grant scopes, with their quantifier variables in
     # scope, for the clauses stage's network check (so it needs no walk of its own)
     cidr = ctx.cidr_calls = []
+    memo, out = ctx.memo, ctx.new_memo
+    diags = ctx.diagnostics
+    all_used = ctx.used_constants
     for info in ctx.rules:
         rule = info.rule
-        for c in rule.conditions:
-            _resolve(ctx, c.expr, ())
-        for clause in rule.clauses:
-            if clause.__class__ is nodes.Grant:
-                for scope in clause.scopes:
-                    _resolve(ctx, scope, ())
-            elif clause.__class__ is nodes.Limit:
-                ctx.cidr_calls = []  # limits are not checked for networks
-                for e in limit_exprs(clause):
-                    _resolve(ctx, e, ())
-                ctx.cidr_calls = cidr
+        hit = memo.entry(rule) if memo is not None else None
+        if hit is not None and hit[1] is not UNSET:  # same rule node, same declarations
+            results = hit[1]
+            if results is not None:
+                diags.extend(results[0])
+                all_used.update(results[1])
+                cidr.extend(results[2])
+            if out is not None:
+                out.rules[id(rule)] = [rule, results, UNSET]
+            continue
+        d0, c0 = len(diags), len(cidr)
+        ctx.used_constants = used = set()
+        _rule_names(ctx, rule, cidr)
+        ctx.used_constants = all_used
+        all_used.update(used)
+        if out is not None:
+            found = (tuple(diags[d0:]), frozenset(used), tuple(cidr[c0:]))
+            out.rules[id(rule)] = [rule, found if any(found) else None, UNSET]
+
+
+def _rule_names(ctx: CheckContext, rule: nodes.Rule, cidr: list) -> None:
+    for c in rule.conditions:
+        _resolve(ctx, c.expr, ())
+    for clause in rule.clauses:
+        if clause.__class__ is nodes.Grant:
+            for scope in clause.scopes:
+                _resolve(ctx, scope, ())
+        elif clause.__class__ is nodes.Limit:
+            ctx.cidr_calls = []  # limits are not checked for networks
+            for e in limit_exprs(clause):
+                _resolve(ctx, e, ())
+            ctx.cidr_calls = cidr
 
 
 def limit_exprs(limit: nodes.Limit) -> tuple[nodes.Expr, ...]:
