@@ -1073,7 +1073,9 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--no-instructions", action="store_true", help="never run callgrind")
     g.add_argument("--instructions-scenarios", default="M",
                    help="default M (L adds about 10 minutes under callgrind: loading 10,000 rules)")
-    g.add_argument("--instructions-warmup", type=int, default=200)
+    g.add_argument("--instructions-warmup", type=int, default=2000,
+                   help="requests decided before counting (default 2000: the whole stream, so the "
+                        "count is of steady-state decisions; policylang builds plans lazily)")
     g.add_argument("--instructions-decisions", type=int, default=2000)
     g.add_argument("--instructions-cap", action="append", default=None, metavar="ENGINE=N",
                    help="passed to instructions.py --cap (default: cedar=200)")

@@ -11,13 +11,16 @@ Each engine runs in its own process under ``valgrind --tool=callgrind``: it load
 scenario through its adapter (``benchmarks/peers.py``, the same translation and calls
 ``compare.py`` times), decides ``--warmup`` requests of the stream (not counted), then
 ``--decisions`` requests from the start of the stream (cycling), in batches of ``--batch``
-through ``Adapter.run``. Only that stretch is counted: the child calls ``os.getppid()``
-just before it and ``os.getpgrp()`` just after it, and callgrind is told to zero its
-counters on entry to ``getppid`` and to dump them on entry to ``getpgrp``
-(``--zero-before``/``--dump-before``), so start-up, load, warm-up and the checking are
-outside the count. The count divided by the number of decisions is the figure. After the
-count every decision is checked against the scenario's expected one; a mismatch fails
-the run (exit status 1).
+through ``Adapter.run``. Only those calls are counted: each runs as
+``operator.call(adapter.run, batch)`` and callgrind collects only inside that C function
+(``--collect-atstart=no --toggle-collect=_operator_call``), so start-up, load, warm-up
+and the checking are outside the count, and each batch's decision objects are turned
+into booleans (uncounted) and dropped before the next batch, so the live heap does not
+grow with the number of decisions (a growing heap would make the garbage collector's
+passes, hence the count, grow with it). The count divided by the number of decisions is
+the figure. Every decision is checked against the scenario's expected one; a mismatch
+fails the run (exit status 1). Needs a Python whose ``_operator_call`` symbol is not
+stripped (python.org and pyenv builds keep it; the script says so otherwise).
 
 A fixed ``PYTHONHASHSEED`` keeps string hashing, hence dict probing, the same run to run.
 ``--gate RATIO`` exits with status 1 when any peer's count per decision divided by
@@ -42,6 +45,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
+#: the C function the counted calls run inside (``operator.call``): callgrind collects
+#: only while in it (``--collect-atstart=no --toggle-collect``)
+TOGGLE = "_operator_call"
+
 #: the child: benchmarks from this checkout (by path), policylang from PYTHONPATH (the tree)
 _CHILD = r"""
 import importlib.util, json, os, pickle, sys
@@ -63,12 +70,10 @@ stream = [reqs[i % len(reqs)] for i in range(n)]
 chunks = [stream[i:i + batch] for i in range(0, n, batch)]
 for c in warm:
     run(c)
-raws = []
-os.getppid()  # callgrind: --zero-before=getppid
+from operator import call  # callgrind collects only inside operator.call (--toggle-collect)
+allowed, got = adapter.allowed, []
 for c in chunks:
-    raws.append(run(c))
-os.getpgrp()  # callgrind: --dump-before=getpgrp
-got = [g for raw in raws for g in adapter.allowed(raw)]
+    got.extend(allowed(call(run, c)))  # each batch's own objects are freed before the next
 want = [scn.expected(r) == "allow" for r in stream]
 bad = [i for i, (g, w) in enumerate(zip(got, want)) if g != w]
 print(json.dumps({"decisions": len(got), "mismatches": len(bad),
@@ -88,27 +93,23 @@ def count(engine: str, data: str, child: str, tmp: str, *, tree: str, warmup: in
     env = dict(os.environ, PYTHONPATH=tree, PYTHONHASHSEED="0")
     proc = subprocess.run(
         ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_file}",
-         "--zero-before=getppid", "--dump-before=getpgrp",
+         "--collect-atstart=no", f"--toggle-collect={TOGGLE}",
          sys.executable, child, str(ROOT), data, engine, str(warmup), str(decisions), str(batch)],
         env=env, cwd=tmp, capture_output=True, text=True, check=False)
+    Path(out_file).unlink(missing_ok=True)
     if proc.returncode != 0:
         raise RuntimeError(f"{engine}: the child failed under callgrind (exit {proc.returncode}):\n"
                            f"{proc.stderr[-3000:]}")
-    parts = []
-    for p in sorted(Path(tmp).glob(Path(out_file).name + ".*")):
-        text = p.read_text(errors="replace")
-        if "Trigger: --dump-before=getpgrp" in text:
-            m = re.search(r"^summary:\s*(\d+)", text, re.MULTILINE)
-            if m:
-                parts.append(int(m.group(1)))
-        p.unlink()
-    Path(out_file).unlink(missing_ok=True)
-    if len(parts) != 1:
-        raise RuntimeError(f"{engine}: expected one callgrind dump at getpgrp, found {len(parts)} "
-                           "(does the engine call getpgrp itself?)")
+    m = re.search(r"Collected\s*:\s*(\d+)", proc.stderr)
+    if not m:
+        raise RuntimeError(f"{engine}: callgrind printed no total:\n{proc.stderr[-2000:]}")
+    total = int(m.group(1))
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    result.update(instructions=parts[0], warmup=warmup,
-                  per_decision=parts[0] / max(1, result["decisions"]))
+    if result["decisions"] and total < 100 * result["decisions"]:
+        raise RuntimeError(f"{engine}: callgrind collected {total:,} instructions for "
+                           f"{result['decisions']:,} decisions: this Python's {TOGGLE} symbol is "
+                           "probably stripped (a Python with its symbol table is needed)")
+    result.update(instructions=total, warmup=warmup, per_decision=total / max(1, result["decisions"]))
     return result
 
 
