@@ -99,7 +99,7 @@ def test_every_code_is_documented_with_severity():
     doc = (Path(__file__).resolve().parents[1] / "docs" / "diagnostics.md").read_text(encoding="utf-8")
     for code, (severity, _desc) in CODES.items():
         assert f"## {code}" in doc, code
-        assert severity == ("error" if code.startswith("E") else "warning")
+        assert severity == {"E": "error", "W": "warning", "N": "note"}[code[0]]
 
 
 def test_stages_are_named_in_order_and_documented():

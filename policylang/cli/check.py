@@ -33,9 +33,15 @@ DESCRIPTION = "Check policy sets and print every diagnostic."
               help="Check each .policy FILE as part of the set it belongs to: its directory, and "
                    "upward while the parent directory holds .policy files too (for pre-commit, "
                    "which passes changed files one by one).")
-def command(paths: tuple[str, ...], fmt: str, strict: bool, set_root: bool) -> None:
+@click.option("--prove", is_flag=True,
+              help="Also run the lints the z3 solver proves (W201-W203, notes N201; "
+                   "docs/analysis.md#proven-lints) on each set that loads. Needs the analysis "
+                   "extra: pip install 'policylang[analysis]'.")
+def command(paths: tuple[str, ...], fmt: str, strict: bool, set_root: bool, prove: bool = False) -> None:
     from ..language.loader import check_path
 
+    if prove:
+        _need_z3()
     if set_root:
         paths = set_roots(paths)
     diagnostics = []
@@ -47,14 +53,19 @@ def command(paths: tuple[str, ...], fmt: str, strict: bool, set_root: bool) -> N
             click.echo(f"{path}: internal error: {type(e).__name__}: {e} (please report this)", err=True)
             sys.exit(1)
         diagnostics.extend(diags)
+        if prove and policies is not None and policies.rules:
+            diagnostics.extend(_proven(policies))
         if policies is not None and not policies.files:
             empty.append(path)
 
     errors = sum(1 for d in diagnostics if d.severity == "error")
     warnings = sum(1 for d in diagnostics if d.severity == "warning")
+    notes = sum(1 for d in diagnostics if d.severity == "note")
 
     if fmt == "json":
         out = {"diagnostics": [d.to_dict() for d in diagnostics], "errors": errors, "warnings": warnings}
+        if prove:
+            out["notes"] = notes
         click.echo(json.dumps(out, indent=2, ensure_ascii=False))
     elif fmt == "sarif":
         from ..tools.sarif import sarif_log
@@ -63,13 +74,40 @@ def command(paths: tuple[str, ...], fmt: str, strict: bool, set_root: bool) -> N
         for d in diagnostics:
             click.echo(d.render())
         sets = "1 policy set" if len(paths) == 1 else f"{len(paths)} policy sets"
-        click.echo(f"checked {sets}: {_count(errors, 'error')}, {_count(warnings, 'warning')}", err=True)
+        proven = f", {_count(notes, 'note')} (--prove)" if prove else ""
+        click.echo(f"checked {sets}: {_count(errors, 'error')}, {_count(warnings, 'warning')}{proven}", err=True)
 
     for path in empty:  # on stderr in every format
         click.echo(f"error: {path} has no .policy files (is the path right?)", err=True)
     if errors or empty or (strict and warnings):
         # a path without policies is an error: a mis-pointed CI step must not pass
         sys.exit(1)
+
+
+def _need_z3() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("z3") is None:
+        click.echo("error: --prove needs the z3 solver, which is not installed: "
+                   "pip install 'policylang[analysis]'", err=True)
+        sys.exit(2)
+
+
+def _proven(policies) -> list:
+    """proven_lints of a set that loaded, each with its source line for the caret."""
+    from ..analysis.lints import proven_lints
+
+    lines: dict = {}
+    out = []
+    for d in proven_lints(policies):
+        if d.path not in lines:
+            try:
+                with open(d.path, encoding="utf-8") as f:
+                    lines[d.path] = f.read()
+            except (OSError, UnicodeDecodeError):
+                lines[d.path] = None
+        out.append(d.with_line_text(lines[d.path]) if lines[d.path] is not None else d)
+    return out
 
 
 def _has_policies(directory) -> bool:

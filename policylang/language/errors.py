@@ -14,7 +14,7 @@ from typing import Iterable, Literal
 
 from .source import Span, render_caret
 
-Severity = Literal["error", "warning"]
+Severity = Literal["error", "warning", "note"]
 
 #: Every code with its severity and a one-line description (used by SARIF output).
 CODES: dict[str, tuple[Severity, str]] = {
@@ -40,6 +40,11 @@ CODES: dict[str, tuple[Severity, str]] = {
     "W111": ("warning", "Entity data with an undeclared attribute"),
     "W112": ("warning", "Substring test between two string attributes"),
     "W113": ("warning", "Gate that also gates the delegators under attenuate_delegation"),
+    # check --prove (policylang/analysis/lints.py, docs/analysis.md#proven-lints)
+    "W201": ("warning", "Rule that can never determine a decision (proven)"),
+    "W202": ("warning", "Permit subsumed by another permit (proven)"),
+    "W203": ("warning", "Permit that a forbid always blocks (proven)"),
+    "N201": ("note", "Rule whose lints are not proven"),
 }
 
 

@@ -75,9 +75,19 @@ FULL_DESCRIPTIONS: dict[str, str] = {
             "membership was probably meant.",
     "W113": "Under attenuate_delegation, an approval gate that also applies to the delegators of a "
             "principal, so an approved call is still denied by the gate on the delegator.",
+    "W201": "check --prove: the solver proved that the rule never determines a decision: no request satisfies "
+            "its target and conditions, or every request it holds for is denied by a forbid (the exact "
+            "version of W104; docs/analysis.md#proven-lints).",
+    "W202": "check --prove: the solver proved that another permit with the same grant allows every request "
+            "this permit allows (it is subsumed by, or equivalent to, the permit the message names).",
+    "W203": "check --prove: the solver proved that the forbid the message names denies every request this "
+            "permit allows, so the permit is dead.",
+    "N201": "check --prove: the rule is not checked by the solver (it uses a construct the encoding does not "
+            "express exactly, one the list bound changes, numeric arithmetic, or the solver gave up), so no "
+            "proven lint is claimed for it.",
 }
 
-_LEVEL = {"error": "error", "warning": "warning"}
+_LEVEL = {"error": "error", "warning": "warning", "note": "note"}
 
 
 def artifact_uri(path: str) -> str:
