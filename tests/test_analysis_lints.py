@@ -93,6 +93,13 @@ def test_a_threshold_forbid_kills_a_stricter_permit_and_not_a_looser_one():
                   'permit agent to read on doc\n  when principal.level > 3\n') == []
 
 
+def test_comparisons_of_two_request_attributes_are_proven_whatever_the_lists_lengths():
+    text = ('forbid * to * on *\n  when resource.owner != principal.tenant\n'
+            'permit agent to read on doc\n  when resource.owner != principal.tenant and principal.level > 1\n'
+            'permit agent to read on doc\n  when resource.owner == principal.tenant\n')
+    assert _codes(text) == [("W203", 3)]
+
+
 def test_fail_closed_errors_are_part_of_the_proof():
     # the forbid raises (and so holds) when principal.level is missing or not a number;
     # the permit needs level < 0, where the forbid's unless fails: dead
@@ -224,8 +231,9 @@ def test_check_prove_without_z3_exits_2_with_a_clear_message(tmp_path, monkeypat
 _CONDS = ['principal.level > 1', 'principal.level > 3', 'principal.level < 3', 'principal.level >= 5',
           'principal.team == "a"', 'principal.team in ["a", "b"]', 'principal.team != "b"',
           'resource.public == true', 'principal.trusted != true', 'principal.trusted == false',
-          'not resource.public']
-_LEVELS, _TEAMS, _BOOLS = [None, 0, 2, 3, 4, 6, "x"], [None, "a", "b", "c", 1], [None, True, False]
+          'not resource.public', 'resource.owner == principal.team', 'resource.owner != principal.team']
+_LEVELS, _TEAMS, _BOOLS = [None, 0, 2, 3, 4, 6, "x"], [None, "a", "b", "c", 1, ["a"]], [None, True, False]
+_OWNERS = [None, "a", ["a"]]
 
 
 @st.composite
@@ -247,15 +255,15 @@ def _sets(draw):
 
 
 def _all_requests():
-    for action, level, team, public, trusted in itertools.product(
-            ["read", "write"], _LEVELS, _TEAMS, _BOOLS, _BOOLS):
+    for action, level, team, public, trusted, owner in itertools.product(
+            ["read", "write"], _LEVELS, _TEAMS, _BOOLS, _BOOLS, _OWNERS):
         p = {k: v for k, v in (("level", level), ("team", team), ("trusted", trusted)) if v is not None}
-        r = {"public": public} if public is not None else {}
+        r = {k: v for k, v in (("public", public), ("owner", owner)) if v is not None}
         yield {"principal": {"id": "a1", "kind": "agent", "attrs": p}, "action": action,
                "resource": {"type": "doc", "id": "d", "attrs": r}}
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
 @given(_sets())
 def test_no_request_of_the_domain_contradicts_a_lint(text):
     ps = policylang.loads(text, name="gen.policy")
