@@ -581,11 +581,20 @@ def compile_rules(policy_set: PolicySet, instrument: bool = False,
     codes: dict[int, RuleCode] = {}
     keys: dict[str, str] = {}
     pending = []
+    out: list = [None] * len(policy_set.rules)
     for n, info in enumerate(policy_set.rules):
         rule = info.rule
         code = reuse.get(id(rule)) if reuse else None
         if code is not None and code.rule is rule and code.factory is not None and code.fns is not None:
             factories.setdefault(code.shape_key, code.factory)
+            cr = code.compiled
+            if cr is not None and cr.order == n:
+                old = cr.info
+                if (old.rule is rule and old.id == info.id and old.index == info.index
+                        and old.path == info.path and old.explicit_id == info.explicit_id):
+                    out[n] = cr  # the same rule in the same place: its compiled rule as it is
+                    codes[id(rule)] = code
+                    continue
         else:
             params, text, code = _codegen(gen, rule, instrument, constants)
             if code.shape_key not in shapes and code.shape_key not in factories:
@@ -603,16 +612,8 @@ def compile_rules(policy_set: PolicySet, instrument: bool = False,
         exec(compiled, namespace)  # noqa: S102 - generated from the policy AST only; see module docstring
         for shape_key, name in shapes.items():
             factories[shape_key] = namespace[name]
-    out = []
     for n, info, code in pending:
         rule = info.rule
-        cr = code.compiled if code.fns is not None else None
-        if cr is not None:
-            old = cr.info
-            if (cr.order == n and old.rule is rule and old.id == info.id and old.index == info.index
-                    and old.path == info.path and old.explicit_id == info.explicit_id):
-                out.append(cr)  # the same rule in the same place: its compiled rule as it is
-                continue
         fns = code.fns
         if fns is None:
             if code.factory is None:
@@ -623,7 +624,7 @@ def compile_rules(policy_set: PolicySet, instrument: bool = False,
             if not instrument:
                 code.fns = fns
         check, rest, grant_fn, limit_fn = fns
-        out.append(CompiledRule(
+        cr = out[n] = (CompiledRule(
             info=info, order=n, effect=rule.effect,
             check=check, rest=rest, grant=grant_fn,
             ttl=rule.grant.ttl if rule.grant is not None else 0,
@@ -638,7 +639,7 @@ def compile_rules(policy_set: PolicySet, instrument: bool = False,
             limit_values=limit_fn,
         ))
         if not instrument:
-            code.compiled = out[-1]
+            code.compiled = cr
     return out, source, codes
 
 
