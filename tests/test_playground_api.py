@@ -19,7 +19,6 @@ from starlette.testclient import TestClient
 
 from policylang.cli import main
 from policylang.playground.app import create_app, mount_ui
-from policylang.playground.present import present_record
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 LOCAL = "http://127.0.0.1:8182"
@@ -380,16 +379,6 @@ def test_serve_ui_mounts_the_playground_read_only_at_ui(pipeline):
     assert "agents.policy" in [f["path"] for f in c.get("/ui/api/files").json()["files"]]
     assert c.post("/ui/api/save", json={"path": "agents.policy", "text": "#\n"}).status_code == 403
     assert c.get("/healthz").status_code == 200  # the service is still there
-
-
-# ------------------------------------------------------------------ the shared shape
-
-def test_present_record_draws_a_record_known_by_its_fields_only():
-    p = present_record({"decision": "deny", "rules": ["r"], "reasons": ["no"],
-                        "delegation_path": ["user:alice", "agent:orch", "agent:worker"]})
-    assert [h["role"] for h in p["path"]] == ["root", "delegator", "subject"]
-    assert [h["allowed"] for h in p["path"]] == [None, None, False]
-    assert p["determining"] == ["r"] and p["trace"] == [] and p["allowed"] is False
 
 
 def test_the_cli_names_the_missing_server_extra(pipeline, monkeypatch):

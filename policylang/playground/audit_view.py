@@ -31,14 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from ..evaluation.decision import DECISION_FIELDS, attenuation_denial
-from ..privilege.audit import (
-    GENESIS,
-    _check_head,
-    _missing_head,
-    _parse_line,
-    _record_problem,
-    _whole_last_line,
-)
+from ..privilege.audit import TORN_REASON, check_lines
 
 __all__ = [
     "MAX_FILE_BYTES",
@@ -68,7 +61,6 @@ _CELL = 300
 _MAX_PATH = 100
 _PREVIEW = 200
 
-TORN_REASON = "incomplete last record (an interrupted write), ignored"
 FILTERS = ("task", "principal", "decision")
 
 
@@ -99,48 +91,14 @@ def walk_lines(data: bytes, head: str | None, sink: Callable[[int, str, str, Any
     :func:`policylang.audit.verify_file` finds for the same bytes (``ok``, ``records``,
     ``head``, ``line``, ``message``, ``torn_line``) plus ``lines`` (how many),
     ``anchored_head`` and ``summary``, the banner text. Nothing of a line is kept after its
-    call. Raises ValueError for a malformed ``head``."""
-    head = _check_head(head)
-    prev, count, seen_head = GENESIS, 0, head is None
-    bad_line: int | None = None
-    message = ""
-    torn_line: int | None = None
-    n = 0
-    for n, raw in enumerate(_lines(data), start=1):
-        if bad_line is not None:
-            body = raw.rstrip(b"\n")
-            rec, problem = _parse_line(body)
-            reason = f"not verified: the chain is broken at line {bad_line}"
-            if problem is not None:
-                reason += f"; this line: {problem}"
-            sink(n, "broken", reason, rec if isinstance(rec, dict) else None, body)
-            continue
-        if not raw.endswith(b"\n") and not _whole_last_line(raw, prev):
-            torn_line = n
-            rec, _ = _parse_line(raw)
-            sink(n, "torn", TORN_REASON, rec if isinstance(rec, dict) else None, raw)
-            break
-        body = raw.rstrip(b"\n")
-        rec, problem = _parse_line(body)
-        if problem is None:
-            problem = _record_problem(rec, body, prev, n)
-        if problem is not None:
-            bad_line, message = n, problem
-            sink(n, "tampered", problem, rec if isinstance(rec, dict) else None, body)
-            continue
-        prev = rec["hash"]
-        count += 1
-        if not seen_head and prev == head:
-            seen_head = True
-        sink(n, "ok", "", rec, body)
-    ok = bad_line is None
-    line = bad_line
-    if ok and not seen_head:
-        ok, line, message = False, count + 1, _missing_head(head, count)
+    call. Both run the one loop, :func:`policylang.audit.check_lines`. Raises ValueError
+    for a malformed ``head``."""
+    result, n = check_lines(_lines(data), head, sink)
+    anchored = head.strip().lower() if head is not None else None
     return {
-        "ok": ok, "records": count, "head": prev, "line": line, "message": message,
-        "torn_line": torn_line, "lines": n, "anchored_head": head,
-        "summary": _summary(ok, count, line, message, torn_line, head),
+        "ok": result.ok, "records": result.records, "head": result.head, "line": result.line,
+        "message": result.message, "torn_line": result.torn_line, "lines": n, "anchored_head": anchored,
+        "summary": _summary(result.ok, result.records, result.line, result.message, result.torn_line, anchored),
     }
 
 
@@ -351,8 +309,7 @@ def present_record(record: Mapping) -> dict:
     event without a decision. ``kind`` comes from the request where its chain lines up
     with the path; ``trace`` is empty (a record keeps no trace). Values of any type are
     accepted (an uploaded log is untrusted): what is not of the documented type is shown
-    as text or left out. (The playground's ``present.present_record`` reads trusted
-    decision fields; this one reads a log.)
+    as text or left out.
     """
     if not isinstance(record, Mapping):
         raise TypeError(f"an audit record is a JSON object, not {type(record).__name__}")

@@ -5,8 +5,8 @@
 it answered into plain JSON: the decision's own fields, the delegation path as hops
 (human -> orchestrator -> sub-agent), each marked allowed or denied by its own evaluation
 under ``attenuate_delegation``, and the explain trace as one row per rule considered.
-:func:`present_record` does the same for a decision that is only known by its fields (an
-audit record): the hops are then marked ``null`` (not known), and there is no trace.
+:func:`policylang.playground.audit_view.present_record` does the same for an audit
+record, a decision known only by its fields (and read from an untrusted file).
 """
 
 from __future__ import annotations
@@ -138,24 +138,6 @@ def present(policy_set, request: Mapping, decision, *, entities: Any = None) -> 
     out = _base(decision.to_dict())
     out["path"] = path_hops(policy_set, req, decision)
     out["trace"] = trace_rows(policy_set, req)
-    return out
-
-
-def present_record(fields: Mapping[str, Any]) -> dict:
-    """The presented decision of decision fields alone (an audit record's ``decision``
-    with its ``delegation_path``): the hops are known by id only (``allowed`` is ``None``
-    except the subject's, which is the decision), and the trace is empty."""
-    out = _base(fields)
-    path = [str(x) for x in fields.get("delegation_path") or []]
-    hops = []
-    for i, hid in enumerate(path):
-        last = i == len(path) - 1
-        hops.append({"id": hid, "kind": None, "label": hid,
-                     "role": "subject" if last else ("root" if i == 0 else "delegator"),
-                     "allowed": (out["decision"] == ALLOW) if last else None,
-                     "note": str(out["decision"]) if last else ""})
-    out["path"] = hops
-    out["trace"] = []
     return out
 
 

@@ -36,8 +36,9 @@ import os
 import re
 import threading
 import uuid
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 from ..evaluation.decision import DECISION_FIELDS, decision_fields  # noqa: F401  (decision_fields is re-exported)
 
@@ -364,6 +365,68 @@ def _missing_head(head: str, count: int) -> str:
     return f"no record has the anchored head hash {head}: the log is empty"
 
 
+#: a line's status in :func:`check_lines`
+LINE_OK, LINE_TAMPERED, LINE_BROKEN, LINE_TORN = "ok", "tampered", "broken", "torn"
+#: the reason given for an unterminated last line
+TORN_REASON = "incomplete last record (an interrupted write), ignored"
+
+
+def check_lines(lines: Iterable[bytes], head: str | None = None,
+                on_line: Callable[[int, str, str, Any, bytes], None] | None = None) -> tuple[VerifyResult, int]:
+    """Check the chain of a log's lines (each with its newline, as a binary file iterates
+    them): the one verification loop, behind :func:`verify_file` and the audit viewer.
+
+    ``on_line(n, status, reason, record, raw)``, when given, is called for every line in
+    order: ``status`` is ``"ok"``, ``"tampered"`` (the first bad line; ``reason`` says
+    why), ``"broken"`` (every line after it: not verified) or ``"torn"`` (an
+    unterminated last line, ignored); ``record`` is the line's parsed JSON object or None,
+    ``raw`` the line without its newline. Without ``on_line`` the check stops at the
+    first bad line. Returns the :class:`VerifyResult` and the number of lines read.
+    Raises ValueError for a malformed ``head``.
+    """
+    head = _check_head(head)
+    prev, count, seen_head = GENESIS, 0, head is None
+    bad: tuple[int, str] | None = None
+    torn_line = None
+    n = 0
+    for n, raw in enumerate(lines, start=1):
+        if bad is not None:  # only reached with on_line
+            body = raw.rstrip(b"\n")
+            rec, problem = _parse_line(body)
+            reason = f"not verified: the chain is broken at line {bad[0]}"
+            if problem is not None:
+                reason += f"; this line: {problem}"
+            on_line(n, LINE_BROKEN, reason, rec if isinstance(rec, dict) else None, body)
+            continue
+        if not raw.endswith(b"\n") and not _whole_last_line(raw, prev):
+            torn_line = n
+            if on_line is not None:
+                rec, _ = _parse_line(raw)
+                on_line(n, LINE_TORN, TORN_REASON, rec if isinstance(rec, dict) else None, raw)
+            break
+        body = raw.rstrip(b"\n")
+        rec, problem = _parse_line(body)
+        if problem is None:
+            problem = _record_problem(rec, body, prev, n)
+        if problem is not None:
+            bad = (n, problem)
+            if on_line is None:
+                break
+            on_line(n, LINE_TAMPERED, problem, rec if isinstance(rec, dict) else None, body)
+            continue
+        prev = rec["hash"]
+        count += 1
+        if not seen_head and prev == head:
+            seen_head = True
+        if on_line is not None:
+            on_line(n, LINE_OK, "", rec, body)
+    if bad is not None:
+        return VerifyResult(False, count, prev, bad[0], bad[1], torn_line), n
+    if not seen_head:
+        return VerifyResult(False, count, prev, count + 1, _missing_head(head, count), torn_line), n
+    return VerifyResult(True, count, prev, None, "", torn_line), n
+
+
 def verify_file(path: str | os.PathLike, head: str | None = None) -> VerifyResult:
     """Check the chain of ``path``. With ``head``, also require a record with that hash
     (an anchor kept elsewhere) to be in the chain, which detects a cut-off tail.
@@ -371,25 +434,5 @@ def verify_file(path: str | os.PathLike, head: str | None = None) -> VerifyResul
     Raises OSError when the file cannot be read, ValueError for a malformed ``head``.
     """
     head = _check_head(head)
-    prev = GENESIS
-    seen_head = head is None
-    count = 0
-    torn_line = None
     with open(path, "rb") as f:
-        for n, raw in enumerate(f, start=1):
-            if not raw.endswith(b"\n") and not _whole_last_line(raw, prev):
-                torn_line = n
-                break
-            raw = raw.rstrip(b"\n")
-            rec, problem = _parse_line(raw)
-            if problem is None:
-                problem = _record_problem(rec, raw, prev, n)
-            if problem is not None:
-                return VerifyResult(False, count, prev, n, problem, torn_line)
-            prev = rec["hash"]
-            count += 1
-            if not seen_head and prev == head:
-                seen_head = True
-    if not seen_head:
-        return VerifyResult(False, count, prev, count + 1, _missing_head(head, count), torn_line)
-    return VerifyResult(True, count, prev, None, "", torn_line)
+        return check_lines(f, head)[0]
