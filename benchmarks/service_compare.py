@@ -434,35 +434,64 @@ def _layout(n: int) -> tuple[list[int], list[int], str]:
     return server, server, f"server on cpus {','.join(map(str, server))}, wrk shares them"
 
 
-def _run_streams(port: int, pid: int, bodies: dict, seconds: float, wrk_cpus: list[int], warmup: float) -> dict:
-    out = {}
-    plan = (("single", "single", CONNECTIONS, 1), ("batch", "batch", BATCH_CONNECTIONS, BATCH),
-            ("single_c1", "single", 1, 1))
-    for name, kind, conns, per in plan:
-        path, texts = bodies[kind]
-        if warmup > 0:
-            run_wrk(port, "POST", path, texts, warmup, conns, cpus=wrk_cpus)
-        load0, cpu0 = os.getloadavg()[0], server_cpu_seconds(pid)
-        r = run_wrk(port, "POST", path, texts, seconds, conns, cpus=wrk_cpus)
-        cpu = server_cpu_seconds(pid) - cpu0
-        # the server's own CPU time per decision: what a busy machine inflates least
-        r["server_cpu_us_per_decision"] = cpu / (r["requests"] * per) * 1e6 if r["requests"] else float("nan")
-        r["connections"] = conns
-        r["decisions_per_request"] = per
-        r["decisions_per_s"] = r["rps"] * per
-        r["loadavg"] = round(max(load0, os.getloadavg()[0]), 2)
-        if r["errors"]:
-            raise AssertionError(f"{name}: {r['errors']} wrk errors (non-2xx answers or socket errors)")
-        out[name] = r
+#: (stream, body kind, connections, decisions per request)
+PLAN = (("single", "single", CONNECTIONS, 1), ("batch", "batch", BATCH_CONNECTIONS, BATCH),
+        ("single_c1", "single", 1, 1))
+
+
+def _one_run(port: int, pid: int, bodies: dict, kind: str, conns: int, per: int, seconds: float,
+             wrk_cpus: list[int], warmup: float) -> dict:
+    path, texts = bodies[kind]
+    if warmup > 0:
+        run_wrk(port, "POST", path, texts, warmup, conns, cpus=wrk_cpus)
+    load0, cpu0 = os.getloadavg()[0], server_cpu_seconds(pid)
+    r = run_wrk(port, "POST", path, texts, seconds, conns, cpus=wrk_cpus)
+    cpu = server_cpu_seconds(pid) - cpu0
+    if r["errors"]:
+        raise AssertionError(f"{kind} on port {port}: {r['errors']} wrk errors (non-2xx answers or socket errors)")
+    # the server's own CPU time per decision: what a busy machine inflates least
+    r["server_cpu_us_per_decision"] = cpu / (r["requests"] * per) * 1e6 if r["requests"] else float("nan")
+    r["connections"] = conns
+    r["decisions_per_request"] = per
+    r["decisions_per_s"] = r["rps"] * per
+    r["loadavg"] = round(max(load0, os.getloadavg()[0]), 2)
+    return r
+
+
+def _median_run(samples: list[dict]) -> dict:
+    """The sample of median decisions/s, with every sample's figures kept."""
+    ordered = sorted(samples, key=lambda r: r["decisions_per_s"])
+    out = dict(ordered[(len(ordered) - 1) // 2])
+    out["samples"] = [{k: r[k] for k in ("decisions_per_s", "p50_ms", "p99_ms", "server_cpu_us_per_decision",
+                                         "loadavg")} for r in samples]
+    return out
+
+
+def _run_streams(servers: dict, seconds: float, wrk_cpus: list[int], warmup: float, repeats: int) -> dict:
+    """Each stream on each server, back to back (policylang then Cerbos, then the other
+    way round, ``repeats`` times), so that both see the same machine; per server and
+    stream the median run."""
+    out: dict = {name: {} for name in servers}
+    names = list(servers)
+    for stream, kind, conns, per in PLAN:
+        samples: dict = {name: [] for name in names}
+        for rep in range(repeats):
+            for name in (names if rep % 2 == 0 else names[::-1]):
+                port, pid, bodies = servers[name]
+                samples[name].append(_one_run(port, pid, bodies, kind, conns, per, seconds, wrk_cpus, warmup))
+        for name in names:
+            out[name][stream] = _median_run(samples[name])
     return out
 
 
 def measure(seconds: float, cores: list[int], *, warmup: float | None = None, scenario: str = "M",
-            policylang_cache_size: int | None = None) -> dict:
+            policylang_cache_size: int | None = None, repeats: int = 3) -> dict:
     """Measure both services on each core count of ``cores`` (e.g. ``[1, 2]``) for
-    ``seconds`` per stream. The result holds, per core count, per server, the three
-    streams (``single``, ``batch``, ``single_c1``) with rps, decisions/s, p50/p99 ms,
-    and the ratios policylang / Cerbos; ``{"skipped": why}`` when a tool is missing."""
+    ``seconds`` per run, ``repeats`` runs per stream and server (alternating servers).
+    The result holds, per core count, per server, the three streams (``single``,
+    ``batch``, ``single_c1``: the median run, with every sample) with rps, decisions/s,
+    p50/p99 ms, the server's CPU µs per decision, and the ratios policylang / Cerbos;
+    ``{"skipped": why}`` when a tool is missing."""
     why = _missing_tools()
     if why:
         return _skip(why)
@@ -473,7 +502,7 @@ def measure(seconds: float, cores: list[int], *, warmup: float | None = None, sc
     scn = sc.scenario(scenario)
     st = streams(scn)
     pl_bodies, cb_bodies = policylang_bodies(st), cerbos_bodies(st)
-    result: dict = {"scenario": scenario, "seconds": seconds, "cerbos": cerbos_version(binary),
+    result: dict = {"scenario": scenario, "seconds": seconds, "repeats": repeats, "cerbos": cerbos_version(binary),
                     "cerbos_from": how, "policylang_cache_size": policylang_cache_size,
                     "cpus": os.cpu_count(), "runs": {}, "verified": {}}
     try:
@@ -491,17 +520,21 @@ def measure(seconds: float, cores: list[int], *, warmup: float | None = None, sc
         for n in cores:
             server_cpus, wrk_cpus, note = _layout(n)
             run: dict = {"layout": note}
-            for name in ("policylang", "cerbos"):
-                port = free_port()
-                if name == "policylang":
-                    proc = start_policylang(pdir, port, server_cpus, policylang_cache_size)
-                else:
-                    proc = start_cerbos(binary, cdir, port, server_cpus)
-                try:
-                    result["verified"][name] = verify(name, port, pl_bodies if name == "policylang" else cb_bodies, st)
-                    run[name] = _run_streams(port, proc.pid, pl_bodies if name == "policylang" else cb_bodies,
-                                             seconds, wrk_cpus, warmup)
-                finally:
+            procs: dict = {}
+            try:
+                servers = {}
+                for name in ("policylang", "cerbos"):
+                    port = free_port()
+                    if name == "policylang":
+                        procs[name] = start_policylang(pdir, port, server_cpus, policylang_cache_size)
+                    else:
+                        procs[name] = start_cerbos(binary, cdir, port, server_cpus)
+                    bodies = pl_bodies if name == "policylang" else cb_bodies
+                    result["verified"][name] = verify(name, port, bodies, st)
+                    servers[name] = (port, procs[name].pid, bodies)
+                run.update(_run_streams(servers, seconds, wrk_cpus, warmup, repeats))
+            finally:
+                for proc in procs.values():
                     stop(proc)
             run["ratio"] = {k: run["policylang"][k]["decisions_per_s"] / run["cerbos"][k]["decisions_per_s"]
                             for k in ("single", "batch")}
@@ -520,8 +553,11 @@ def markdown(result: dict) -> str:
     verified = ", ".join(f"{k}: {v:,}" for k, v in result["verified"].items())
     lines = [(f"Scenario {result['scenario']}, policylang {result.get('policylang', '?')} (`policylang serve`, "
               f"uvicorn/httptools/uvloop, one worker per core) against Cerbos {result['cerbos']} "
-              f"(`cerbos server`, disk store), the same wrk on the same cores, {result['seconds']:g} s per "
-              f"stream; every decision checked before timing ({verified})."), "",
+              f"(`cerbos server`, disk store), the same wrk on the same cores; {result.get('repeats', 1)} runs of "
+              f"{result['seconds']:g} s per stream and server, alternating between the servers, the median run "
+              f"shown; every decision checked before timing ({verified})"
+              + (f"; policylang --cache-size {result['policylang_cache_size']}"
+                 if result.get("policylang_cache_size") is not None else "") + "."), "",
              ("| cores | server | single: decisions/s | p50 ms | p99 ms | CPU µs/decision | batch of 100: "
               "decisions/s | p50 ms | p99 ms | CPU µs/decision | 1 connection: p50 ms | p99 ms | load |"),
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -551,10 +587,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=float, default=None, help="seconds of warm-up per stream")
     ap.add_argument("--cache-size", type=int, default=None,
                     help="policylang serve --cache-size (default: the server's default; 0: no decision cache)")
+    ap.add_argument("--repeats", type=int, default=3, help="runs per stream and server, alternating (default 3)")
     ap.add_argument("--json", help="write the result here as JSON")
     args = ap.parse_args(argv)
     cores = [int(c) for c in args.cores.split(",") if c.strip()]
-    result = measure(args.seconds, cores, warmup=args.warmup, policylang_cache_size=args.cache_size)
+    result = measure(args.seconds, cores, warmup=args.warmup, policylang_cache_size=args.cache_size,
+                     repeats=max(1, args.repeats))
     print(markdown(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
