@@ -153,11 +153,28 @@ def test_an_inexact_forbid_is_never_the_reason_for_a_lint():
     assert _codes(text) == [("N201", 1)]
 
 
-def test_a_set_with_entity_data_gets_one_note(tmp_path):
-    (tmp_path / "a.policy").write_text('permit agent to read on doc\n  when principal.level > 5 and principal.level < 3\n')
-    (tmp_path / "agents.entities.json").write_text(json.dumps({"agent": {"a": {"level": 1}}}))
-    ds = proven_lints(policylang.load(str(tmp_path)))
-    assert [d.code for d in ds] == ["N201"] and "entity data" in ds[0].message
+def test_lints_hold_over_stored_entity_data_authoritative_or_not(tmp_path):
+    # merged attributes are attributes a request could carry itself: the proof covers them
+    (tmp_path / "a.policy").write_text(
+        'principal agent authoritative { suspended: bool }\n'
+        '@id("no-suspended")\nforbid agent to read on doc\n  when principal.suspended\n'
+        '@id("suspended-read")\npermit agent to read on doc\n  when principal.suspended == true\n'
+        '@id("never")\npermit agent to read on doc\n  when principal.suspended and not principal.suspended\n')
+    (tmp_path / "agents.entities.json").write_text(json.dumps({"agent": {"a1": {"suspended": True}}}))
+    ps = policylang.load(str(tmp_path))
+    assert [(d.code, d.line) for d in proven_lints(ps)] == [("W203", 6), ("W201", 9)]
+    engine = policylang.Engine(ps)
+    for attrs in ({}, {"suspended": False}, {"suspended": True}):
+        for pid in ("a1", "a2"):
+            got = engine.decide({"principal": {"id": pid, "kind": "agent", "attrs": attrs},
+                                 "action": "read", "resource": {"type": "doc"}})
+            assert not {"suspended-read", "never"} & set(got.rules)
+
+
+def test_a_set_with_attenuate_delegation_gets_one_note():
+    ds = _lints('option attenuate_delegation = true\npermit agent to read on doc\n'
+                '  when principal.level > 5 and principal.level < 3\n')
+    assert [d.code for d in ds] == ["N201"] and "attenuate_delegation" in ds[0].message
 
 
 # ------------------------------------------------------------------ the CLI

@@ -10,8 +10,11 @@ type) in turn), three lints, each a proof that no request is a counterexample:
   every request it allows, the other allows too;
 * **W203** a forbid that blocks everything a permit allows (the permit is dead).
 
+Stored entity data does not stop a proof: after the merge an entity's attributes are ones
+a request could carry itself. ``option attenuate_delegation`` does (one note for the set).
+
 A rule whose terms are not exact — a construct the encoding does not express (lower(),
-in_cidr(), ``/``, limits, entity data, …), a construct the list bound changes (``len`` of
+in_cidr(), ``/``, limits, …), a construct the list bound changes (``len`` of
 a request list, an index into one, ``delegation.depth``), numeric arithmetic (proofs
 assume exact rationals), or more tests over request lists than the bound — is never the
 subject of a lint: it gets a note (**N201** "not proven: …") instead. As *another* rule in
@@ -26,7 +29,7 @@ from dataclasses import dataclass, field
 import z3
 
 from ..language.errors import Diagnostic
-from .encode import LIST_BOUND, Encoder, set_incomplete, triples
+from .encode import LIST_BOUND, Encoder, triples
 
 #: the codes (docs/diagnostics.md); the notes are severity "note"
 W_NEVER, W_SUBSUMED, W_DEAD, N_NOT_PROVEN = "W201", "W202", "W203", "N201"
@@ -64,10 +67,13 @@ def proven_lints(policy_set, list_bound: int = LIST_BOUND, timeout_ms: int = 5_0
     rules = list(policy_set.rules)
     if not rules:
         return []
-    why = set_incomplete(policy_set)
-    if why:
+    if policy_set.options.attenuate_delegation:
         return [_diag(N_NOT_PROVEN, "note", rules[0],
-                      f"not proven: {why}, so no rule is checked by the solver (docs/analysis.md#proven-lints)")]
+                      "not proven: the set uses option attenuate_delegation, so no rule is checked by the "
+                      "solver (docs/analysis.md#proven-lints)")]
+    # Entity data needs no note: an entity's attributes after the merge (stored under the
+    # request's, or the stored record alone when authoritative) are attributes some request
+    # could carry itself, so a proof over every request's attributes covers them.
     from .solve import _index
 
     all_triples, names = triples(policy_set)
