@@ -660,8 +660,9 @@ def issue20_tables(x: dict) -> str:
             out += [("Counted by `python -m benchmarks.instructions` (valgrind's callgrind): each engine in "
                     "its own process decides a warm-up of the stream, then the counted decisions from the "
                     "start of the stream in batches of 16 through the same adapter `run` that is timed "
-                    "above; only that stretch is counted (callgrind zeroes at a `getppid` call just "
-                    "before it and dumps at a `getpgrp` call just after it), with `PYTHONHASHSEED=0`. "
+                    "above; only those calls are counted (each runs inside `operator.call`, and callgrind "
+                    "collects only there: `--collect-atstart=no --toggle-collect=_operator_call`), "
+                    "with `PYTHONHASHSEED=0`. "
                     "The count is the same whatever else runs on the machine, so these ratios can be "
                     "gated (`--gate RATIO`). Every counted decision is checked against the expected one."),
                     ""]
