@@ -100,6 +100,13 @@ def test_comparisons_of_two_request_attributes_are_proven_whatever_the_lists_len
     assert _codes(text) == [("W203", 3)]
 
 
+def test_a_grant_built_by_string_concatenation_is_exact():
+    # "+" with a string on one side is concatenation (or an error), never arithmetic
+    text = ('permit agent to read on doc\n  when principal.team == "a"\n  grant "doc:" + resource.id + ":r" for 5m\n'
+            'permit agent to read on doc\n  grant "doc:" + resource.id + ":r" for 5m\n')
+    assert _codes(text) == [("W202", 1)]
+
+
 def test_fail_closed_errors_are_part_of_the_proof():
     # the forbid raises (and so holds) when principal.level is missing or not a number;
     # the permit needs level < 0, where the forbid's unless fails: dead

@@ -450,8 +450,12 @@ class Encoder:
             res = z3.If(b.tag == LIST, member, sub)
             return z3.Or(err, z3.Not(ok)), SV(BOOL, b=res if op == "in" else z3.Not(res))
         nums = z3.And(a.tag == NUM, b.tag == NUM)
-        if not (z3.is_int_value(a.tag) and a.tag.as_long() == STR or z3.is_int_value(b.tag) and b.tag.as_long() == STR):
-            self._assume(ARITH_ASSUMPTION)
+        a_str = z3.is_int_value(a.tag) and a.tag.as_long() == STR
+        b_str = z3.is_int_value(b.tag) and b.tag.as_long() == STR
+        if op == "+" and (a_str or b_str):
+            # a string on one side: concatenation or an error, never arithmetic
+            return z3.Or(err, a.tag != STR, b.tag != STR), SV(STR, s=z3.Concat(a.s, b.s))
+        self._assume(ARITH_ASSUMPTION)
         if op == "+":
             strs = z3.And(a.tag == STR, b.tag == STR)
             return (z3.Or(err, z3.Not(z3.Or(nums, strs))),

@@ -112,7 +112,8 @@ def _terms(enc, ps, rs, triple, state, list_bound) -> dict:
             why[info.id] = (f"rule {info.id} uses {min(h.bounded)}, which the list bound "
                             f"({list_bound} items) changes")
         elif h.assumptions:
-            why[info.id] = f"rule {info.id} uses numeric arithmetic (the encoding assumes {min(h.assumptions)})"
+            why[info.id] = (f"rule {info.id} uses numeric arithmetic (+ - * on numbers, which the encoding "
+                            f"takes as exact rationals, not the requests' floating point)")
     witnesses = sum(h.witnesses for i, h in helds.items() if i not in why)
     if witnesses > list_bound:
         for i, h in helds.items():
