@@ -424,8 +424,9 @@ def _index_key(test, constants) -> tuple | None:
     return None
 
 
-def _reads(rule: nodes.Rule, constants) -> frozenset:
-    """Every attribute path the rule's conditions and grant read."""
+def _reads(rule: nodes.Rule, constants, memo: dict | None = None) -> frozenset:
+    """Every attribute path the rule's conditions and grant read (with ``memo``, one object
+    per distinct path and per distinct set of them: most rules read the same ones)."""
     reads: set[tuple[str, ...]] = set()
     exprs = [c.expr for c in rule.conditions]
     if rule.grant is not None:
@@ -451,7 +452,10 @@ def _reads(rule: nodes.Rule, constants) -> frozenset:
     for s in rule.target.resources or ():
         if s.glob is not None:
             reads.add(("resource", "id"))
-    return frozenset(reads)
+    if memo is None:
+        return frozenset(reads)
+    found = frozenset(memo.setdefault(p, p) for p in reads)
+    return memo.setdefault(found, found)
 
 
 def _globs(refs) -> dict | None:
@@ -523,7 +527,7 @@ class RuleCode:
 
 
 def _codegen(gen: ExpressionCodegen, rule: nodes.Rule, instrument: bool,
-             constants) -> tuple[str, str, RuleCode]:
+             constants, memo: dict | None = None) -> tuple[str, str, RuleCode]:
     """(parameter list, function body, code record) of one rule's shape."""
     I2 = " " * 8
     tests = _tests(rule)
@@ -553,7 +557,7 @@ def _codegen(gen: ExpressionCodegen, rule: nodes.Rule, instrument: bool,
     body.append("    return check, rest, grant, limits")
     params = ", ".join(f"_p{i}" for i in range(len(gen.params)))
     text = "\n".join(body)
-    return params, text, RuleCode(rule, params + "\n" + text, tuple(gen.params), key, _reads(rule, constants))
+    return params, text, RuleCode(rule, params + "\n" + text, tuple(gen.params), key, _reads(rule, constants, memo))
 
 
 def compile_rules(policy_set: PolicySet, instrument: bool = False,
@@ -579,7 +583,7 @@ def compile_rules(policy_set: PolicySet, instrument: bool = False,
     shapes: dict[str, str] = {}
     factories: dict[str, Callable] = {}
     codes: dict[int, RuleCode] = {}
-    keys: dict[str, str] = {}
+    keys: dict = {}  # one object per distinct shape key, attribute path and set of paths
     pending = []
     out: list = [None] * len(policy_set.rules)
     for n, info in enumerate(policy_set.rules):
@@ -596,7 +600,7 @@ def compile_rules(policy_set: PolicySet, instrument: bool = False,
                     codes[id(rule)] = code
                     continue
         else:
-            params, text, code = _codegen(gen, rule, instrument, constants)
+            params, text, code = _codegen(gen, rule, instrument, constants, keys)
             if code.shape_key not in shapes and code.shape_key not in factories:
                 name = shapes[code.shape_key] = f"_shape_{len(shapes)}"
                 lines.append(f"def {name}({params}):")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import json
 import re
+import sys
 import threading
 from pathlib import Path
 
@@ -125,10 +126,14 @@ class _Builder:
         return node
 
     def _string(self, t: LexToken) -> str:
-        value = json.loads(t.value)
-        if any(0xD800 <= ord(c) <= 0xDFFF for c in value):
+        raw = t.value
+        # without a backslash the literal is its text: the STRING terminal admits no control
+        # character, so json.loads would return exactly the characters between the quotes
+        value = raw[1:-1] if "\\" not in raw else json.loads(raw)
+        if not value.isascii() and any(0xD800 <= ord(c) <= 0xDFFF for c in value):
             raise _SyntaxProblem("string contains an unpaired \\u surrogate escape", self._tok_span(t))
-        return value
+        # one object per distinct short string (ids, departments … repeat across rules)
+        return sys.intern(value) if len(value) <= 64 else value
 
     def _check_not_keyword(self, t: LexToken, what: str) -> None:
         if t.value in KEYWORDS:
@@ -541,6 +546,7 @@ class LalrDriver:
         parser state it met (before any reduction): the error path re-parses a failed text
         that way to find the word that started the trouble (:func:`_syntax_diagnostic`)."""
         states, keywords, end_state = self.states, self.keywords, self.end_state
+        intern = sys.intern
         match = self.scanner.match
         state_stack = [self.start_state]
         value_stack: list = []
@@ -566,6 +572,7 @@ class LalrDriver:
                     continue
                 value = m.group()
                 if kind == "NAME":
+                    value = intern(value)  # names repeat: one string object each
                     kw = keywords.get(value)
                     if kw is not None and kw in states[state_stack[-1]]:
                         kind = kw
