@@ -682,13 +682,15 @@ def solve(solver, enc: Encoder, *extra, guards=None):
     one (``"sat"``), else any model (``"approx"``, to be replayed), or ``"unsat"`` (a proof)
     or ``"unknown"``. ``guards``: the over-approximation guards that matter (default: all)."""
     guards = enc.approx_guards if guards is None else guards
-    if guards:
+    r = solver.check(*extra)  # a proof takes one check
+    if r == z3.sat:
+        model = solver.model()
+        if not guards or not any(z3.is_true(model.eval(g, True)) for g in guards):
+            return "sat", model
         exact = z3.And(*[z3.Not(g) for g in guards])
         if solver.check(*extra, exact) == z3.sat:
             return "sat", solver.model()
-    r = solver.check(*extra)
-    if r == z3.sat:
-        return ("approx" if guards else "sat"), solver.model()
+        return "approx", model
     return ("unsat" if r == z3.unsat else "unknown"), None
 
 
