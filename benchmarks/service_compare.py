@@ -32,9 +32,14 @@ error, and a run with errors fails too.
 Pinning (Linux ``taskset``): with 1 core the server runs on cpu 0 and wrk on cpu 1; with
 2 cores the server gets cpus 0-1 and wrk runs on the same two cores (it shares them:
 said so in the table). policylang runs one uvicorn worker per core; Cerbos (Go) uses the
-cores it is given. Throughput is wrk with 32 connections for single checks and 8 for
-batches, each after a warm-up; ``p50 (c1)`` is one connection (``wrk -c1 -t1``).
-Decisions/s is requests/s times the decisions per request.
+cores it is given. Both servers are up at once; each stream (single checks over 32
+connections, batches over 8, single checks over one connection: ``wrk -c1 -t1``) runs
+on one server then the other, ``repeats`` times in alternating order, each run after a
+warm-up, and the median run is reported (every sample is in the JSON), so that both see
+the same machine. Decisions/s is requests/s times the decisions per request; the
+server's CPU time per decision (``/proc``, the server and its workers) is reported too,
+as it is what a busy machine inflates least. A full run takes about
+``len(cores) * 3 streams * 2 servers * repeats * (seconds + warm-up)``.
 
 ``measure(seconds, cores) -> dict`` and ``markdown(result) -> str`` are what
 ``benchmarks/compare.py`` calls; ``main()`` is the CLI. Without wrk, npm/the Cerbos
