@@ -15,10 +15,12 @@ z3 = pytest.importorskip("z3")
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from policygen import policy_sets, requests
 
 import policylang
 from policylang.analysis.lints import proven_lints
 from policylang.cli import main
+from policylang.language.errors import CODES
 
 
 def _lints(text: str) -> list:
@@ -237,6 +239,20 @@ def test_check_prove_on_a_set_with_errors_reports_the_errors_only(tmp_path):
     assert r.exit_code == 1 and "E002" in r.output and "N201" not in r.output and "W20" not in r.output
 
 
+def test_check_prove_fails_closed_with_a_message_if_the_solver_breaks(tmp_path, monkeypatch):
+    from policylang.analysis import lints
+
+    def broken(_ps):
+        raise z3.Z3Exception("boom")
+
+    monkeypatch.setattr(lints, "proven_lints", broken)
+    p = tmp_path / "s.policy"
+    p.write_text("permit agent to read on doc\n")
+    r = _run("--prove", str(p))
+    assert r.exit_code == 1 and "internal error in --prove: Z3Exception" in r.stderr
+    assert "Traceback" not in r.output
+
+
 def test_check_prove_without_z3_exits_2_with_a_clear_message(tmp_path, monkeypatch):
     import importlib.util
 
@@ -306,3 +322,25 @@ def test_no_request_of_the_domain_contradicts_a_lint(text):
         if got.decision == "allow":
             for p, q in subsumed.items():
                 assert p not in got.rules or q in got.rules, (text, req, got.to_dict())
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
+@given(policy_sets(), st.lists(requests(), min_size=1, max_size=6))
+def test_lints_on_the_fuzzers_sets_never_crash_and_sampled_requests_agree(text, reqs):
+    # the generator's sets use every construct (quantifiers, delegation, lists, constants…)
+    try:
+        ps = policylang.loads(text, name="gen.policy")
+    except policylang.PolicyError:
+        return
+    ds = proven_lints(ps)
+    by_line = {info.rule.head_span.line: info for info in ps.rules}
+    for d in ds:
+        assert d.code in CODES and d.severity == CODES[d.code][0] and d.line in by_line
+    dead = {by_line[d.line].id for d in ds if d.code in ("W201", "W203")}
+    engine = policylang.Engine(ps)
+    for req in reqs:
+        try:
+            got = engine.decide(req)
+        except policylang.RequestError:
+            continue
+        assert not dead & set(got.rules), (text, req, got.to_dict())

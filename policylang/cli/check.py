@@ -54,7 +54,12 @@ def command(paths: tuple[str, ...], fmt: str, strict: bool, set_root: bool, prov
             sys.exit(1)
         diagnostics.extend(diags)
         if prove and policies is not None and policies.rules:
-            diagnostics.extend(_proven(policies))
+            try:
+                diagnostics.extend(_proven(policies))
+            except Exception as e:  # noqa: BLE001 - fail closed with a message, never a traceback
+                click.echo(f"{path}: internal error in --prove: {type(e).__name__}: {e} (please report this)",
+                           err=True)
+                sys.exit(1)
         if policies is not None and not policies.files:
             empty.append(path)
 
