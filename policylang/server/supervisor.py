@@ -72,7 +72,7 @@ def run_workers(config, workers: int, common: dict, service=None) -> None:
         own_dir = tempfile.mkdtemp(prefix="policylang-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = own_dir
     preloaded = None
-    if service is not None and service.current is not None and _can_fork(own_dir is not None):
+    if service is not None and service.current is not None and _can_fork():
         preloaded = (service.current, service.signature)
     try:
         if hasattr(socket, "SO_REUSEPORT") and sys.platform.startswith("linux"):
@@ -108,13 +108,10 @@ def _answers(host: str, port: int) -> bool:
         return False
 
 
-def _can_fork(new_metrics_dir: bool) -> bool:
+def _can_fork() -> bool:
     """May workers be forked from this process? Linux only (macOS forks are unsafe with
-    system frameworks loaded), and only when prometheus_client's value class will see the
-    multiprocess directory (it reads the variable when first imported)."""
-    if not sys.platform.startswith("linux") or "fork" not in _start_methods():
-        return False
-    return not (new_metrics_dir and "prometheus_client.values" in sys.modules)
+    system frameworks loaded)."""
+    return sys.platform.startswith("linux") and "fork" in _start_methods()
 
 
 def _start_methods() -> list[str]:
@@ -151,6 +148,12 @@ def _preloaded_app(snapshot, signature):
     from .app import CONFIG_ENV, create_app
     from .service import ServiceConfig, build_service
 
+    values = sys.modules.get("prometheus_client.values")
+    if values is not None:
+        # prometheus_client picks its value class when first imported, which may have been
+        # before run_workers set PROMETHEUS_MULTIPROC_DIR: pick again, as a spawned worker
+        # would (this worker's Metrics are created below, after this)
+        values.ValueClass = values.get_value_class()
     config = ServiceConfig.from_dict(json.loads(os.environ[CONFIG_ENV]))
     service, extras = build_service(config)
     service.adopt(snapshot, signature, frozen=True)
@@ -267,7 +270,8 @@ class _Workers:
 def _supervise_reuseport(workers: int, common: dict, preloaded: tuple | None = None) -> None:
     common = dict(common, port=_claim_port(common["host"], common["port"]))
     host = f"[{common['host']}]" if ":" in common["host"] else common["host"]
-    _echo_err(f"policylang serve: {workers} workers on http://{host}:{common['port']} (pid {os.getpid()})")
+    how = ", forked after the load" if preloaded is not None else ""
+    _echo_err(f"policylang serve: {workers} workers on http://{host}:{common['port']} (pid {os.getpid()}{how})")
     pool = _Workers(workers, common, preloaded)
     pool.run()
     pool.stop()
