@@ -2,8 +2,9 @@
 
 The set is loaded and checked before anything listens: a set with errors prints every
 diagnostic and exits 1. Then uvicorn serves it, in this process (``--workers 1``) or in
-N worker processes that each load the same files (``--workers N``; SIGHUP to the parent
-is passed on to every worker, which reloads in place). Nothing is shared between
+N worker processes forked after this load, sharing the compiled set copy-on-write
+(``--workers N``, docs/server.md#workers; SIGHUP to the parent is passed on to every
+worker, which reloads incrementally in place). Apart from that, nothing is shared between
 workers or replicas except what the optional ``--store`` holds (approvals, revocations,
 tasks, and the counters of the set's ``limit`` clauses: docs/server.md#limits).
 """
