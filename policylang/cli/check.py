@@ -8,7 +8,8 @@ and a caret), ``json`` (``{"diagnostics": […], "errors": N, "warnings": M}``) 
 (or warnings under ``--strict``), 2 for usage errors.
 
 Only the loader and checker are imported: never the engine or compiler, so the command
-starts fast enough for editors and pre-commit hooks.
+starts fast enough for editors and pre-commit hooks. ``--prove`` also imports the solver's
+lints (policylang/analysis/lints.py, docs/analysis.md#proven-lints; z3 needed, else exit 2).
 """
 
 from __future__ import annotations
