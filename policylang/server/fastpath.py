@@ -120,6 +120,15 @@ class _Coalesced:
         return getattr(self._transport, name)
 
 
+def _whole(cycle, cap: int) -> bool:
+    """Has uvicorn's cycle received the whole body, within ``cap`` bytes (so that its
+    ``receive()`` returns at once)? False whenever it cannot tell (another version)."""
+    event = getattr(cycle, "message_event", None)
+    body = getattr(cycle, "body", None)
+    return (getattr(cycle, "more_body", True) is False and getattr(cycle, "disconnected", True) is False
+            and event is not None and event.is_set() and body is not None and len(body) <= cap)
+
+
 def enabled_by_env() -> bool:
     """False when ``POLICYLANG_FAST_PATH`` says off."""
     return os.environ.get(ENV, "").strip().lower() not in ("0", "false", "off", "no")
@@ -197,8 +206,9 @@ class FastPath:
         scope["policylang.request_id"] = rid
         limit = self.body
         cycle = getattr(receive, "__self__", None)
-        if (cycle.__class__ is self._cycle and cycle.more_body is False and cycle.message_event.is_set()
-                and not cycle.disconnected and len(cycle.body) <= limit.max_body):
+        if cycle.__class__ is not self._cycle:
+            cycle = None
+        if cycle is not None and _whole(cycle, limit.max_body):
             # the whole body is in and within the cap: receive() returns it at once (no
             # deadline to keep) and the reader answers nothing
             raw = await limit._read(scope, receive, send)
@@ -220,7 +230,7 @@ class FastPath:
         start = {"type": _START, "status": status,
                  "headers": [(b"content-length", b"%d" % len(body)), (b"content-type", _JSON),
                              (b"x-request-id", rid)]}
-        if cycle.__class__ is self._cycle and getattr(send, "__self__", None) is cycle:
+        if cycle is not None and getattr(send, "__self__", None) is cycle and hasattr(cycle, "transport"):
             # uvicorn writes the head and the body with one write each (two syscalls, two
             # segments): collect both, write them once; the bytes are the same
             transport = cycle.transport
