@@ -36,6 +36,7 @@ SLOW_TESTS = frozenset({
     "test_driver_matches_stock_lark_on_generated_policies", "test_driver_matches_stock_lark_on_mutated_corpora",
     "test_any_json_body_maps_or_is_a_400", "test_w104_index_keeps_many_forbids_and_permits_linear",
     "test_any_coaz_shape_maps_or_is_a_400", "test_installed_script_checks_files",
+    "test_no_request_of_the_domain_contradicts_a_lint", "test_diff_is_sound_and_misses_no_sampled_change",
 })
 
 _HERE = Path(__file__).resolve().parent
