@@ -181,3 +181,56 @@ def test_a_forked_worker_adopts_the_parents_set(tmp_path):
     assert worker.current.engine.tree is parent.current.engine.tree
     assert worker.signature == parent.signature
     _same_as_fresh(root, worker.current.policies, worker.current.engine)
+
+
+SCHEMA = '''principal agent { team: string, level: number? }
+resource repo { owner: string, stars: number? }
+action read, push on repo
+const TEAM = "core"
+'''
+CHECKED = '''@id("reads-optional-unguarded")
+permit agent to read on repo when principal.level > 2 because "W103: level is optional"
+
+@id("reads-undeclared")
+permit agent to push on repo when principal.team == TEAM and resource.size > 1 because "E004"
+'''
+
+
+def test_the_check_memo_reports_what_a_fresh_check_does(tmp_path):
+    root = tmp_path / "set"
+    root.mkdir()
+    (root / "a-schema.policy").write_text(SCHEMA, encoding="utf-8")
+    (root / "b-checked.policy").write_text(CHECKED.replace("resource.size > 1", "resource.stars > 1"),
+                                            encoding="utf-8")
+    other = root / "c-other.policy"
+    other.write_text('@id("o1")\npermit agent to read on repo when resource.owner == "x" because "o"\n',
+                     encoding="utf-8")
+
+    def both() -> tuple[list[str], list[str]]:
+        try:
+            inc = [d.render() for d in policylang.load(root, previous=ps).diagnostics]
+        except PolicyError as e:
+            inc = [d.render() for d in e.diagnostics]
+        try:
+            fresh = [d.render() for d in policylang.load(root).diagnostics]
+        except PolicyError as e:
+            fresh = [d.render() for d in e.diagnostics]
+        return inc, fresh
+
+    ps = policylang.load(root)
+    assert any("W103" in d.render() for d in ps.diagnostics)
+    other.write_text(other.read_text(encoding="utf-8").replace('"x"', '"y"'), encoding="utf-8")
+    inc, fresh = both()
+    assert inc == fresh and any("W103" in d for d in inc)
+    # the unchanged file's rules were checked from the memo: the same results
+    new = policylang.load(root, previous=ps)
+    assert new.check_memo.entry(new.rules[0].rule) is not None and new.rules[0].rule is ps.rules[0].rule
+    # a schema change invalidates the memo: the unchanged rules are checked again (E004 now)
+    ps = new
+    (root / "a-schema.policy").write_text(SCHEMA.replace(", stars: number?", ""), encoding="utf-8")
+    inc, fresh = both()
+    assert inc == fresh and any("E004" in d for d in inc)
+    # a constant used by an unchanged file goes away: E002 there
+    (root / "a-schema.policy").write_text(SCHEMA.replace('const TEAM = "core"\n', ""), encoding="utf-8")
+    inc, fresh = both()
+    assert inc == fresh and any("E002" in d for d in inc)
