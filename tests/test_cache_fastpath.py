@@ -224,7 +224,8 @@ def _load(text):
 
 
 ADVERSARIAL = settings(max_examples=40, deadline=None,
-                       suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+                       suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                              HealthCheck.filter_too_much])
 
 
 @ADVERSARIAL
