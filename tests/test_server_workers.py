@@ -4,19 +4,28 @@ parent makes each worker reload (incrementally) from its own copy."""
 
 from __future__ import annotations
 
+import shutil
 import signal
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import pytest
 
 try:
-    from test_server_harness import LiveServer, wait_until
-    from test_server_reload import FREEZE, READ_TODOS, policy_dir  # noqa: F401  (the fixture)
+    from test_server_harness import TODO, LiveServer, wait_until
+    from test_server_reload import FREEZE, READ_TODOS
 except ImportError:  # tests/ as a package
-    from tests.test_server_harness import LiveServer, wait_until
-    from tests.test_server_reload import FREEZE, READ_TODOS, policy_dir  # noqa: F401
+    from tests.test_server_harness import TODO, LiveServer, wait_until
+    from tests.test_server_reload import FREEZE, READ_TODOS
+
+@pytest.fixture
+def policy_dir(tmp_path) -> Path:
+    dst = tmp_path / "policies"
+    shutil.copytree(TODO / "policies", dst)
+    return dst
+
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="workers fork on Linux")
 
@@ -31,7 +40,7 @@ def _rules_seen(url: str, n: int = 12) -> set:
     return seen
 
 
-def test_forked_workers_serve_the_parents_set_and_reload_on_sighup(policy_dir):  # noqa: F811
+def test_forked_workers_serve_the_parents_set_and_reload_on_sighup(policy_dir):
     base = policy_dir / "todo.policy"
     with LiveServer(policy_dir, "--workers", "2", "--poll-interval", "0") as server:
         assert "forked after the load" in server.log()
