@@ -91,6 +91,28 @@ def test_the_key_tells_apart_what_equality_does_not():
     assert request_key({1: "x"}) != request_key({"1": "x"})
 
 
+def test_the_key_does_not_depend_on_who_else_holds_the_request():
+    """marshal format 2: the bytes are types and values only (formats 3+ flag objects by
+    their reference count, so a request held twice would miss its own entry)."""
+    req = _req(n=1)
+    before = request_key(req)
+    held = [req, req["context"], req["principal"]["id"]]
+    assert request_key(req) == before == request_key(json.loads(json.dumps(req)))
+    assert held
+
+
+def test_a_shared_nan_decides_as_two_nans():
+    """The copy a miss decides does not share objects the request shares: no decision
+    depends on identity (a NaN is unequal to itself, however it is held)."""
+    text = "permit agent to read on doc when context.x in context.l\npermit agent to write on doc when context.l == context.m\n"
+    cached, plain = _engines(text)
+    nan = math.nan
+    for action in ("read", "write", "read", "write"):
+        shared = {**_req(x=nan, l=[nan], m=[nan]), "action": action}
+        distinct = {**_req(x=float("nan"), l=[float("nan")], m=[float("nan")]), "action": action}
+        assert _outcome(cached, shared) == _outcome(plain, shared) == _outcome(plain, distinct)
+
+
 def test_the_copy_is_the_request_value_for_value_and_type_for_type():
     req = _req(n=-0.0, t=[1, 1.0, True, None, {"k": "v"}], nan=math.nan)
     copy = request_copy(request_key(req))
@@ -419,3 +441,18 @@ def test_many_threads_with_a_churning_cache_agree_with_the_uncached_engine():
         t.join()
     assert not bad
     assert len(cached._fast) <= 8
+
+
+def test_a_hit_neither_validates_nor_keys_by_value(monkeypatch):
+    """The cheap hit: the second decision of an identical request is the request cache's,
+    without parse_parts (validation) or the value-keyed cache."""
+    from policylang.evaluation import engine as engine_module
+
+    cached, _plain = _engines()
+    req = _req(n=1)
+    cached.decide(req)
+    calls = []
+    real = engine_module.parse_parts
+    monkeypatch.setattr(engine_module, "parse_parts", lambda *a: calls.append(a) or real(*a))
+    assert cached.decide(json.loads(json.dumps(req))).decision == "allow"
+    assert calls == [] and cached.cache_info()["requests"] == 1

@@ -5,12 +5,17 @@ A hit costs one ``marshal.dumps`` of the request (C, no validation), one dict lo
 and one :class:`~policylang.evaluation.decision.Decision` built from a frozen entry.
 Why it can never change a decision:
 
-* :func:`request_key` is ``marshal.dumps(request)``, which refuses every value that is
+* :func:`request_key` is ``marshal.dumps(request, 2)``, which refuses every value that is
   not an exact ``dict``, ``list``, ``str``, ``int``, ``float``, ``bool``, ``None`` (or
   another exact built-in type): subclasses (StrEnum, IntEnum, UserDict …) raise, and such
   requests take the engine's full path with its own cache. The bytes keep the types
-  (``1``, ``1.0`` and ``True`` differ), the float bits (``-0.0`` is not ``0.0``), key
-  order and the sharing of objects within the request.
+  (``1``, ``1.0`` and ``True`` differ), the float bits (``-0.0`` is not ``0.0``) and key
+  order. Format 2, not the default 4: from format 3 on, marshal flags every object whose
+  reference count is above one and interned strings, so the same request would get
+  other bytes depending on who else holds its parts. Format 2 depends on types and
+  values alone; it does not record which objects the request shares, which no decision
+  depends on (the evaluators compare values, never identities: a NaN shared by two
+  places compares as two NaNs do).
 * On a miss the engine decides ``marshal.loads(key)``, a private copy of the request
   rebuilt from the key, not the caller's object; so the decision stored under a key is
   a function of that key alone (a caller mutating its dicts during or after the call
@@ -59,7 +64,7 @@ def request_key(request: Any) -> bytes | None:
     holds a value marshal refuses (subclasses, other types, nesting too deep), when it is
     longer than :data:`MAX_KEY_BYTES`, or when it changes while being read."""
     try:
-        key = _dumps(request, 4)
+        key = _dumps(request, 2)
     except Exception:  # noqa: BLE001 - ValueError (unmarshallable, too deep), RuntimeError (changed size)
         return None
     return key if len(key) <= MAX_KEY_BYTES else None
@@ -72,28 +77,30 @@ def request_copy(key: bytes) -> dict:
 
 class RequestCache:
     """A bounded map ``request key -> frozen decision`` with lock-free reads (see the
-    module docstring). ``ttl``: seconds an entry lives (``None``: until evicted)."""
+    module docstring). ``ttl``: seconds an entry lives (``None``: until evicted).
+    ``data`` maps a key to its entry ``[value, expiry or None, referenced]``; the engine's
+    hit path reads it as :meth:`get` does, without the call."""
 
-    __slots__ = ("_clock", "_data", "_lock", "_ttl", "maxsize")
+    __slots__ = ("_lock", "_ttl", "clock", "data", "maxsize")
 
     def __init__(self, maxsize: int, ttl: float | None = None, clock: Callable[[], float] = time.monotonic):
         if maxsize < 1:
             raise ValueError("maxsize must be at least 1")
-        self._data: OrderedDict = OrderedDict()
+        self.data: OrderedDict = OrderedDict()
         self.maxsize = maxsize
         self._ttl = ttl if ttl else None
-        self._clock = clock
+        self.clock = clock
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
-        return len(self._data)
+        return len(self.data)
 
     def get(self, key: bytes) -> Any:
         """The value stored under ``key``, or ``None``. No lock (module docstring)."""
-        entry = self._data.get(key)
+        entry = self.data.get(key)
         if entry is None:
             return None
-        if entry[1] is not None and entry[1] <= self._clock():
+        if entry[1] is not None and entry[1] <= self.clock():
             return None  # expired: put() replaces it, eviction drops it
         entry[2] = True  # the CLOCK reference flag: one store, no reordering
         return entry[0]
@@ -102,8 +109,8 @@ class RequestCache:
         """Store ``value`` under ``key`` (replacing what was there), evicting to stay
         within ``maxsize``."""
         ttl = self._ttl
-        entry = [value, None if ttl is None else self._clock() + ttl, False]
-        data = self._data
+        entry = [value, None if ttl is None else self.clock() + ttl, False]
+        data = self.data
         with self._lock:
             if key in data:
                 data[key] = entry
@@ -111,7 +118,7 @@ class RequestCache:
             sweeps = len(data)  # each flagged entry gets one more round, then goes
             while len(data) >= self.maxsize:
                 old_key, old = data.popitem(last=False)
-                if old[2] and sweeps > 0 and (old[1] is None or old[1] > self._clock()):
+                if old[2] and sweeps > 0 and (old[1] is None or old[1] > self.clock()):
                     sweeps -= 1
                     old[2] = False
                     data[old_key] = old
@@ -119,4 +126,4 @@ class RequestCache:
 
     def clear(self) -> None:
         with self._lock:
-            self._data.clear()
+            self.data.clear()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
+from marshal import dumps as _dumps  # cache.request_key's, inline on the hit path
 from typing import Any, Callable, Iterable, Mapping
 
 from cachetools import LRUCache, TTLCache
@@ -23,7 +24,7 @@ from .decision import ALLOW, DENY, Decision, attenuate, combine, confirmed
 from ..language.policyset import PolicySet
 from .strict import check_strict
 from .request import Request, entity_lookup, parse_parts
-from .cache import RequestCache, request_copy, request_key
+from .cache import MAX_KEY_BYTES, RequestCache, request_copy
 from ..language.errors import RequestError
 from .runtime import EvalError
 from .limits import Limiter, idempotency_key, release_decision, set_has_limits
@@ -202,16 +203,24 @@ class Engine:
         fast = self._fast
         fkey = None
         if fast is not None and request.__class__ is dict and request.get("approval") is None:
-            # the request cache (policylang/evaluation/cache.py): exact bytes -> decision
-            fkey = request_key(request)
+            # the request cache (policylang/evaluation/cache.py): exact bytes -> decision;
+            # cache.request_key and RequestCache.get inline (a call costs what they do)
+            try:
+                fkey = _dumps(request, 2)  # format 2: see cache.py
+            except Exception:  # noqa: BLE001 - unmarshallable (a subclass …), too deep, changed while read
+                fkey = None
+            else:
+                if len(fkey) > MAX_KEY_BYTES:
+                    fkey = None
             if fkey is not None:
-                hit = fast.get(fkey)
-                if hit is not None:
+                entry = fast.data.get(fkey)
+                if entry is not None and (entry[1] is None or entry[1] > fast.clock()):
+                    entry[2] = True  # CLOCK's reference flag (RequestCache.get)
                     counters = self.counters
                     counters.cache_hits += 1
                     if self._instrument:
                         counters.decisions += 1
-                    d, rules, reasons, grants, approvers, path = hit
+                    d, rules, reasons, grants, approvers, path = entry[0]
                     return Decision(d, list(rules), list(reasons),
                                     [{"rule": g[0], "scopes": list(g[1]), "ttl": g[2]} for g in grants]
                                     if grants else [], list(approvers), [], list(path), self._version,
