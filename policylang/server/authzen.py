@@ -167,7 +167,8 @@ def _context(value: Any, field: str) -> tuple[dict, dict]:
     ctx = _object(value, field, False)
     if not ctx:
         return {}, {}
-    if not any(k in ctx for k in _RESERVED):
+    if "delegation" not in ctx and "risk" not in ctx and "intent" not in ctx and "approval" not in ctx \
+            and "agent" not in ctx:
         return ctx, {}
     keys = lifted_keys(ctx)
     # a lifted key leaves context, and so does a reserved key that is null (absent)
@@ -209,36 +210,112 @@ def to_request(body: Mapping, prefix: str = "", *, search: str | None = None) ->
     ``prefix`` names the place of ``body`` in the whole document (``evaluations[3].``) so
     that messages point at the field. ``search`` (``"subject"``/``"resource"``/
     ``"action"``) relaxes the searched entity: its id (or the action) may be absent.
+
+    The common well-formed shape (plain objects with exactly their own members, string
+    type/id/name, ``properties`` an object or absent, a ``context`` without reserved keys
+    or with only a policylang-shaped ``risk``) is mapped by a short path; everything else
+    by the general one. Both give the same dict (tests/test_authzen_fastmap.py).
     """
-    principal = _subject_part(body.get("subject"), prefix, search == "subject")
+    return _to_request(body, prefix, search, _subject_part, _action_part, _resource_part, _context_part)
+
+
+def _to_request_general(body: Mapping, prefix: str = "", *, search: str | None = None) -> dict:
+    """:func:`to_request` by the general mapping alone (what the short path is tested against)."""
+    return _to_request(body, prefix, search, _subject_general, _action_general, _resource_general,
+                       _context_general)
+
+
+def _to_request(body: Mapping, prefix: str, search: str | None, subject_part, action_part, resource_part,
+                context_part) -> dict:
+    principal = subject_part(body.get("subject"), prefix, search == "subject")
     if search == "action":
         action = {"name": "", "attrs": {}}
     else:
-        action = _action_part(body.get("action"), prefix)
-    resource = _resource_part(body.get("resource"), prefix, search == "resource")
-    context = _context_part(body.get("context"), prefix)
+        action = action_part(body.get("action"), prefix)
+    resource = resource_part(body.get("resource"), prefix, search == "resource")
+    context = context_part(body.get("context"), prefix)
     if search == "subject" and "agent" in context[1]:
         raise _bad(prefix + "context.agent", "a subject search cannot take a COAZ agent: its candidates "
                                              "would stand for the agent, not the user")
     return _assemble(principal, action, resource, context, prefix)
 
 
+# The parts: each ``_<part>_part`` maps the common shape itself and hands anything else
+# to ``_<part>_general`` (the same result; only the general path raises).
+
 def _subject_part(value: Any, prefix: str, searched: bool = False) -> dict:
+    if value.__class__ is dict and not searched:
+        etype = value.get("type")
+        eid = value.get("id")
+        if etype.__class__ is str and eid.__class__ is str:
+            n = len(value)
+            if n == 2:  # exactly type and id
+                return {"id": eid, "kind": etype, "attrs": {}}
+            if n == 3:
+                props = value.get("properties")
+                if props.__class__ is dict:  # exactly type, id and an object of properties
+                    return {"id": eid, "kind": etype, "attrs": props}
+    return _subject_general(value, prefix, searched)
+
+
+def _subject_general(value: Any, prefix: str, searched: bool = False) -> dict:
     stype, sid, sprops = _entity(value, prefix + "subject", need_id=not searched)
     return {"id": sid if sid is not None else "", "kind": stype, "attrs": sprops}
 
 
 def _action_part(value: Any, prefix: str) -> dict:
+    if value.__class__ is dict:
+        name = value.get("name")
+        if name.__class__ is str:
+            n = len(value)
+            if n == 1:
+                return {"name": name, "attrs": {}}
+            if n == 2:
+                props = value.get("properties")
+                if props.__class__ is dict:
+                    return {"name": name, "attrs": props}
+    return _action_general(value, prefix)
+
+
+def _action_general(value: Any, prefix: str) -> dict:
     name, props = _action(value, prefix + "action")
     return {"name": name, "attrs": props}
 
 
 def _resource_part(value: Any, prefix: str, searched: bool = False) -> dict:
+    if value.__class__ is dict and not searched:
+        etype = value.get("type")
+        eid = value.get("id")
+        if etype.__class__ is str and eid.__class__ is str:
+            n = len(value)
+            if n == 2:
+                return {"type": etype, "id": eid, "attrs": {}}
+            if n == 3:
+                props = value.get("properties")
+                if props.__class__ is dict:
+                    return {"type": etype, "id": eid, "attrs": props}
+    return _resource_general(value, prefix, searched)
+
+
+def _resource_general(value: Any, prefix: str, searched: bool = False) -> dict:
     rtype, rid, rprops = _entity(value, prefix + "resource", need_id=not searched)
     return {"type": rtype, "id": rid, "attrs": rprops}
 
 
 def _context_part(value: Any, prefix: str) -> tuple[dict, dict]:
+    if value is None:
+        return {}, {}
+    if value.__class__ is dict and "delegation" not in value and "intent" not in value \
+            and "approval" not in value and "agent" not in value:
+        if "risk" not in value:  # no reserved key: all of it is the plain context
+            return (value, {}) if value else ({}, {})
+        risk = value.get("risk")
+        if risk.__class__ is dict and _is_risk(risk):  # only risk, and lifted
+            return {k: v for k, v in value.items() if k != "risk"}, {"risk": risk}
+    return _context_general(value, prefix)
+
+
+def _context_general(value: Any, prefix: str) -> tuple[dict, dict]:
     return _context(value, prefix + "context")
 
 
@@ -347,6 +424,9 @@ class Batch:
 
 _PARTS = (("subject", _subject_part), ("action", _action_part), ("resource", _resource_part),
           ("context", _context_part))
+#: the same by the general mapping alone (what tests/test_authzen_fastmap.py compares with)
+_PARTS_GENERAL = (("subject", _subject_general), ("action", _action_general), ("resource", _resource_general),
+                  ("context", _context_general))
 
 
 #: stand-ins for the parts a top-level default is checked without
@@ -375,6 +455,15 @@ def _check_default(key: str, part) -> None:
 def parse_batch(body: Mapping) -> Batch:
     """Parse an evaluations body. Whole-body problems raise :class:`BadRequest`; a bad item
     becomes a :class:`BadRequest` in its place."""
+    return _parse_batch(body, _PARTS)
+
+
+def _parse_batch_general(body: Mapping) -> Batch:
+    """:func:`parse_batch` by the general mapping alone (what the short path is tested against)."""
+    return _parse_batch(body, _PARTS_GENERAL)
+
+
+def _parse_batch(body: Mapping, parts_of) -> Batch:
     options = _object(body.get("options"), "options", False) or {}
     semantic = options.get("evaluations_semantic")
     if semantic is None:
@@ -392,16 +481,17 @@ def parse_batch(body: Mapping) -> Batch:
     # that inherits one shares it. An invalid default is the whole body's 400, named at
     # the top level, even when every item brings its own.
     defaults: list = []
-    for key, convert in _PARTS:
+    for key, convert in parts_of:
         v = body.get(key)
         if v is None:
-            defaults.append((key, convert, None, None))
+            defaults.append((convert, None))
             continue
         if v.__class__ is not dict:
             raise _bad(key, f"expected an object, got {type_name(v)}")
         part = convert(v, "")
         _check_default(key, part)
-        defaults.append((key, convert, v, part))
+        defaults.append((convert, part))
+    (subject_part, subject), (action_part, action), (resource_part, resource), (context_part, context) = defaults
     out: list = []
     append = out.append
     coaz_subject = body.get("subject") is not None  # an entry may not replace it under a COAZ context
@@ -411,19 +501,24 @@ def parse_batch(body: Mapping) -> Batch:
             continue
         prefix = f"evaluations[{i}]."
         try:
-            parts = []
-            for key, convert, default, converted in defaults:
-                v = item.get(key)
-                if v is not None:
-                    parts.append(convert(v, prefix))
-                elif converted is not None:
-                    parts.append(converted)
-                else:  # absent here and at the top: name the item's field
-                    parts.append(convert(None, prefix))
-            if coaz_subject and "agent" in parts[3][1] and item.get("subject") is not None:
+            # each part from the item, else the top-level default, else the item's own
+            # absent field named (in this order: the first problem is the one answered)
+            v = item.get("subject")
+            p = subject_part(v, prefix) if v is not None or subject is None else subject
+            v = item.get("action")
+            a = action_part(v, prefix) if v is not None or action is None else action
+            v = item.get("resource")
+            r = resource_part(v, prefix) if v is not None or resource is None else resource
+            v = item.get("context")
+            c = context_part(v, prefix) if v is not None or context is None else context
+            lifted = c[1]
+            if not lifted:
+                append({"principal": p, "action": a, "resource": r, "context": c[0]})
+                continue
+            if coaz_subject and "agent" in lifted and item.get("subject") is not None:
                 raise _bad(prefix + "subject", "not allowed under a COAZ context.agent: the top-level "
                                                "subject is the user of every evaluation")
-            append(_assemble(*parts, prefix))
+            append(_assemble(p, a, r, c, prefix))
         except BadRequest as e:
             append(e)
     return Batch(out, semantic)
