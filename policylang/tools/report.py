@@ -65,6 +65,11 @@ WEAKENING_LINTS: dict[str, tuple[tuple[str, ...], str]] = {
     "W109": (("ASI08",), "the limit has one counter for every request, so one caller can use up every caller's budget"),
     "W112": ((), ("a substring test between two string attributes is easily satisfied where list membership "
                  "may be meant")),
+    # the solver-proven lints of `check --prove` (docs/analysis.md#proven-lints); its N201
+    # notes ("not proven: …") weaken nothing and are not listed
+    "W201": ((), "proven: the rule can never determine a decision"),
+    "W202": ((), "proven: the permit is subsumed by another permit, so it adds nothing the other does not allow"),
+    "W203": ((), "proven: a forbid blocks everything this permit allows"),
 }
 
 #: words in action and resource type names that name a kind of tool (docs/controls.md#inference)
@@ -252,36 +257,54 @@ def _effect_word(rule: nodes.Rule) -> str:
     return {"permit": "permits", "forbid": "forbids", "require_approval": "gates"}[rule.effect]
 
 
-def infer(info: RuleInfo) -> list[tuple[tuple[str, ...], str]]:
+Inference = list[tuple[tuple[str, ...], str]]
+
+
+def infer(info: RuleInfo) -> Inference:
     """What a rule covers by what it does: (control ids, reason) pairs (docs/controls.md#inference)."""
     rule = info.rule
-    out: list[tuple[tuple[str, ...], str]] = []
     what = _target_text(rule)
     guard = rule.effect in ("forbid", "require_approval")
+    reads = _reads(rule)
+    return (_by_effect(rule, what) + _by_delegation(reads.get("delegation", set()))
+            + _by_signals(rule, reads, what, guard) + _by_bounds(rule) + (_by_names(rule) if guard else []))
+
+
+def _by_effect(rule: nodes.Rule, what: str) -> Inference:
+    """An approval gate is human oversight; a forbid, a guardrail outside the agent."""
     if rule.effect == "require_approval":
         by = ", ".join(rule.by.approvers) if rule.by else "an approver"
-        out.append((("ASI09", "MAP 3", "MANAGE 2", "L6"),
-                    f"approval gate: a person ({by}) confirms {what} before it happens (human oversight)"))
-    if rule.effect == "forbid":
-        out.append((("L6",), f"a guardrail enforced outside the agent: forbids {what}"))
-        if rule.target.actions is not None:
-            out.append((("ASI02", "L3"), f"forbids the named actions {what}, bounding how tools are used"))
-    reads = _reads(rule)
-    deleg = reads.get("delegation", set())
-    if "depth" in deleg:
-        out.append((("ASI03", "ASI07", "L7"), ("reads delegation.depth: bounds how far authority is passed on "
-                                              "between agents")))
-    if "root" in deleg:
-        out.append((("ASI03", "L7"), ("reads delegation.root: ties the action to the principal at the root of the "
-                                     "delegation chain")))
-    if "chain" in deleg:
-        out.append((("ASI03", "ASI07", "L7"), ("reads delegation.chain: checks every agent the request passed "
-                                              "through")))
+        return [(("ASI09", "MAP 3", "MANAGE 2", "L6"),
+                 f"approval gate: a person ({by}) confirms {what} before it happens (human oversight)")]
+    if rule.effect != "forbid":
+        return []
+    out: Inference = [(("L6",), f"a guardrail enforced outside the agent: forbids {what}")]
+    if rule.target.actions is not None:
+        out.append((("ASI02", "L3"), f"forbids the named actions {what}, bounding how tools are used"))
+    return out
+
+
+#: what reading each part of ``delegation`` covers
+_DELEGATION_READS = (
+    ("depth", ("ASI03", "ASI07", "L7"), "reads delegation.depth: bounds how far authority is passed on between agents"),
+    ("root", ("ASI03", "L7"), ("reads delegation.root: ties the action to the principal at the root of the delegation "
+                              "chain")),
+    ("chain", ("ASI03", "ASI07", "L7"), "reads delegation.chain: checks every agent the request passed through"),
+)
+
+
+def _by_delegation(read: set[str]) -> Inference:
+    return [(controls, reason) for part, controls, reason in _DELEGATION_READS if part in read]
+
+
+def _by_signals(rule: nodes.Rule, reads: dict[str, set[str]], what: str, guard: bool) -> Inference:
+    """Conditions on the risk signal, the declared intent and the network."""
+    out: Inference = []
     if "risk" in reads:
         attrs = ", ".join(f"risk.{a}" for a in sorted(reads["risk"])) or "risk"
         out.append((("ASI01", "ASI10", "MANAGE 1", "L5"),
-                    (f"reads {attrs}: acts on a risk signal measured at request time (detects a hijacked or "
-                    f"rogue agent)")))
+                    (f"reads {attrs}: acts on a risk signal measured at request time (detects a hijacked or rogue "
+                    f"agent)")))
         if guard:
             out.append((("MANAGE 2",), (f"{_effect_word(rule)} {what} when the risk signal says so: a mechanism to "
                                        f"disengage an agent that behaves unexpectedly")))
@@ -291,26 +314,36 @@ def infer(info: RuleInfo) -> list[tuple[tuple[str, ...], str]]:
                                      f"hijacked goal cannot widen it")))
     if "call:in_cidr" in reads:
         out.append((("L4",), "calls in_cidr: restricts where requests may come from or go to on the network"))
+    return out
+
+
+def _by_bounds(rule: nodes.Rule) -> Inference:
+    """Limits (budgets, rate limits) and short-lived grants."""
+    out: Inference = []
     for lim in rule.limits:
         measure = "count" if lim.measure == "count" else "sum(…)"
         window = "" if lim.window is None else f" per {_duration(lim.window)}"
         out.append((("ASI08", "MANAGE 2", "L4"),
-                    (f"limit {measure}{window}: bounds how much the rule allows, so a runaway loop or a cascade "
-                    f"stops")))
+                    f"limit {measure}{window}: bounds how much the rule allows, so a runaway loop or a cascade stops"))
     grant = rule.grant
     if grant is not None and grant.ttl <= SHORT_GRANT_TTL:
         out.append((("ASI03", "L6"), (f"grants scoped credentials for {_duration(grant.ttl)} only (short-lived, "
                                      f"least privilege)")))
-    if guard:
-        names = [("action", a) for a in (rule.target.actions or ())]
-        names += [("resource type", r.name) for r in (rule.target.resources or ())]
-        names += [("resource id", r.glob) for r in (rule.target.resources or ()) if r.glob]
-        for label, words, risk, controls in NAME_WORDS:
-            hits = [(kind, n) for kind, n in names if _words(n) & words]
-            if hits:
-                kind, n = hits[0]
-                out.append((controls, (f"{_effect_word(rule)} {kind} '{n}', which by its name is {label} "
-                                      f"(guards against {risk})")))
+    return out
+
+
+def _by_names(rule: nodes.Rule) -> Inference:
+    """A forbid or gate on an action or resource whose name says what kind of tool it is."""
+    names = [("action", a) for a in (rule.target.actions or ())]
+    names += [("resource type", r.name) for r in (rule.target.resources or ())]
+    names += [("resource id", r.glob) for r in (rule.target.resources or ()) if r.glob]
+    out: Inference = []
+    for label, words, risk, controls in NAME_WORDS:
+        hits = [(kind, n) for kind, n in names if _words(n) & words]
+        if hits:
+            kind, n = hits[0]
+            out.append((controls, (f"{_effect_word(rule)} {kind} '{n}', which by its name is {label} "
+                                  f"(guards against {risk})")))
     return out
 
 
@@ -331,44 +364,22 @@ def _rule_at(by_path: dict[str, list[RuleInfo]], starts: dict[str, list[int]], p
     return info if line <= info.rule.span.end_line else None
 
 
-def _proven_findings(policy_set: PolicySet, report: ControlsReport) -> list[Any]:
+def _proven_findings(policy_set: PolicySet, report: ControlsReport) -> list[Diagnostic]:
+    """The weakening lints among ``check --prove``'s (W201-W203), with a note of how it went."""
     try:
         import z3  # noqa: F401
     except ImportError:
         report.notes.append("solver-proven lints: not run (z3 is not installed; pip install 'policylang[analysis]')")
         return []
+    from ..analysis.lints import proven_lints
     try:
-        from ..analysis.lints import proven_lints  # type: ignore[import-not-found]
-    except ImportError:
-        report.notes.append("solver-proven lints: not run (this version has no policylang.analysis.lints.proven_lints)")
-        return []
-    try:
-        result = proven_lints(policy_set)
-        for name in ("findings", "diagnostics"):  # a result object rather than a list
-            if not isinstance(result, (list, tuple)) and hasattr(result, name):
-                result = getattr(result, name)
-        found = list(result)
+        found = [d for d in proven_lints(policy_set) if d.code in WEAKENING_LINTS]
     except Exception as e:  # noqa: BLE001 - the report still stands on the checker's lints
         report.notes.append(f"solver-proven lints: failed ({type(e).__name__}: {e}); only the checker's lints "
                             f"are listed")
         return []
     report.notes.append(f"solver-proven lints: run ({len(found)} finding{'' if len(found) == 1 else 's'})")
     return found
-
-
-def _as_finding(item: Any, source: str) -> tuple[str, str, str, str, int, int] | None:
-    """(code, severity, message, path, line, column) of a lint finding: a Diagnostic or
-    anything with those attributes or ``to_dict`` keys."""
-    d = item.to_dict() if hasattr(item, "to_dict") else item if isinstance(item, dict) else None
-    get = (lambda k: d.get(k)) if d is not None else (lambda k: getattr(item, k, None))
-    code, message, path, line = get("code"), get("message"), get("path"), get("line")
-    col = get("column")
-    span = get("span")
-    if path is None and isinstance(span, Span):
-        path, line, col = span.path, span.line, span.column
-    if not (isinstance(code, str) and isinstance(message, str) and isinstance(path, str) and isinstance(line, int)):
-        return None
-    return (code, str(get("severity") or "warning"), message, path, line, col if isinstance(col, int) else 1)
 
 
 # ------------------------------------------------------------------ the report
@@ -418,14 +429,11 @@ def build_report(policy_set: PolicySet, *, proven: bool = True, path: str | None
         lint_items += [(x, "proven") for x in _proven_findings(policy_set, report)]
     else:
         report.notes.append("solver-proven lints: not run (--no-proven)")
-    for item, source in lint_items:
-        parts = _as_finding(item, source)
-        if parts is None:
-            continue
-        code, severity, message, path, line, col = parts
-        info = _rule_at(by_path, starts, path, line)
-        own, why = WEAKENING_LINTS.get(code, ((), message))
-        f = Finding(code, severity, message, path, line, col, info.id if info else None, source, why)
+    for d, source in lint_items:
+        info = _rule_at(by_path, starts, d.path, d.line)
+        own, why = WEAKENING_LINTS[d.code]
+        f = Finding(d.code, str(d.severity), d.message, d.path, d.line, d.column, info.id if info else None,
+                    source, why)
         targets = [_ANY_CONTROL[cid] for cid in own]
         if info is not None:
             targets += rule_controls.get(info.id, [])
