@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import re
 import sys
-import types
 from html.parser import HTMLParser
 from pathlib import Path
 
