@@ -137,52 +137,64 @@ def _check(solver, *assumptions):
 
 
 def _check_triple(solver, rs, terms, state) -> None:
+    """Update every exact rule's state with what the solver finds for this triple."""
     forbids = [i for i in rs if i.rule.effect == "forbid"]
     no_forbid = z3.Not(z3.Or(*[terms[f.id] for f in forbids])) if forbids else z3.BoolVal(True)
     for info in rs:
         st = state[info.id]
         if st.inexact or st.unknown:
             continue
-        held = terms[info.id]
-        permit = info.rule.effect == "permit"
         if info.rule.effect == "forbid":
-            if st.alive:
-                continue
+            _check_forbid(solver, terms[info.id], st)
+        elif info.rule.effect == "permit" or not st.alive:
+            _check_allowing(solver, info, rs, forbids, terms, state, no_forbid)
+
+
+def _check_forbid(solver, held, st) -> None:
+    """A forbid determines a decision wherever it holds."""
+    if st.alive:
+        return
+    r = _check(solver, held)
+    if r == "sat":
+        st.sat = st.alive = True
+    st.unknown = r == "unknown"
+
+
+def _check_allowing(solver, info, rs, forbids, terms, state, no_forbid) -> None:
+    """A permit or a gate: does it hold where no forbid does (alive)? Else does it hold at
+    all, and which forbids cover it (W203)? And for a permit: which permits with the same
+    grant hold wherever it does (W202)?"""
+    st = state[info.id]
+    held = terms[info.id]
+    permit = info.rule.effect == "permit"
+    r = _check(solver, held, no_forbid)
+    if r == "sat":
+        st.sat = st.alive = True
+    else:
+        if r == "unsat":
             r = _check(solver, held)
-            if r == "sat":
-                st.sat = st.alive = True
-            st.unknown = r == "unknown"
-            continue
-        if st.alive and not permit:
-            continue
-        r = _check(solver, held, no_forbid)
         if r == "unknown":
             st.unknown = True
-            continue
-        if r == "sat":
-            st.sat = st.alive = True
-            model = solver.model()
-        else:
-            r = _check(solver, held)
-            if r == "unknown":
-                st.unknown = True
-                continue
-            if r == "unsat":
-                continue  # it never holds here: nothing to cover
-            st.sat = True
-            model = solver.model()
-            if permit and not st.alive:  # W203: the forbids that hold wherever it holds here
-                here = {f.id for f in forbids if f.id in terms and z3.is_true(model.eval(terms[f.id], True))
-                        and not state[f.id].inexact and (st.forbids is None or f.id in st.forbids)}
-                here = {f for f in here if _covers(solver, held, terms[f], st)}
-                st.forbids = here if st.forbids is None else st.forbids & here
-        if permit:  # W202: the permits with the same grant that hold wherever it holds here
-            grant = info.rule.grant
-            here = {q.id for q in rs if q.id != info.id and q.rule.effect == "permit" and q.rule.grant == grant
-                    and not state[q.id].inexact and (st.permits is None or q.id in st.permits)
-                    and z3.is_true(model.eval(terms[q.id], True))}
-            here = {q for q in here if _covers(solver, held, terms[q], st)}
-            st.permits = here if st.permits is None else st.permits & here
+            return
+        if r == "unsat":
+            return  # it never holds here: nothing to cover
+        st.sat = True
+    model = solver.model()
+    if permit and not st.alive:  # W203: the forbids that hold wherever it holds here
+        st.forbids = _narrow(solver, held, model, [f.id for f in forbids], terms, state, st, st.forbids)
+    if permit:  # W202: the permits with the same grant that hold wherever it holds here
+        same_grant = [q.id for q in rs if q.id != info.id and q.rule.effect == "permit"
+                      and q.rule.grant == info.rule.grant]
+        st.permits = _narrow(solver, held, model, same_grant, terms, state, st, st.permits)
+
+
+def _narrow(solver, held, model, candidates, terms, state, st, current: set | None) -> set:
+    """``current`` (None: not yet narrowed) kept to the exact ``candidates`` that hold in
+    ``model`` and hold wherever ``held`` does in this triple."""
+    here = {c for c in candidates if c in terms and not state[c].inexact and (current is None or c in current)
+            and z3.is_true(model.eval(terms[c], True))}
+    here = {c for c in here if _covers(solver, held, terms[c], st)}
+    return here if current is None else current & here
 
 
 def _covers(solver, held, other, st) -> bool:
