@@ -16,6 +16,8 @@ import sys
 
 import click
 
+from .authopts import auth_options, check_auth_options, tls_settings
+
 DESCRIPTION = "Edit a policy set in the browser: diagnostics as you type, decisions with their path and trace."
 
 
@@ -34,29 +36,15 @@ def _fail(message: str, status: int = 1) -> None:
               help="An audit log for the audit viewer page (static/audit.html) to open.")
 @click.option("--allow-write", is_flag=True, default=False,
               help="Let the page save edited files (only policy and entity files inside PATH).")
-@click.option("--jwks", default=None,
-              help="Authenticate every API call by bearer JWT verified against this JWKS (a file or an https:// URL).")
-@click.option("--jwt-audience", default=None, help="The aud every caller JWT must carry (required with --jwks).")
-@click.option("--jwt-issuer", default=None, help="The iss every caller JWT must carry.")
-@click.option("--jwt-algorithm", "jwt_algorithms", multiple=True,
-              help="An accepted JWS algorithm (repeatable; default: RS*, PS*, ES*, EdDSA; never none or HS*).")
-@click.option("--jwt-caller-claim", default="sub", show_default=True, help="The claim that names the caller.")
-@click.option("--tls-cert", default=None, type=click.Path(dir_okay=False), help="Serve HTTPS with this certificate (PEM).")
-@click.option("--tls-key", default=None, type=click.Path(dir_okay=False), help="The private key of --tls-cert (PEM).")
-@click.option("--client-ca", default=None, type=click.Path(dir_okay=False),
-              help="Require client certificates signed by this CA (mutual TLS). Needs --tls-cert.")
+@auth_options(jwks_help="Authenticate every API call by bearer JWT verified against this JWKS (a file or an "
+                        "https:// URL).",
+              client_ca_help="Require client certificates signed by this CA (mutual TLS). Needs --tls-cert.")
 @click.option("--log-level", default="warning", show_default=True,
               type=click.Choice(("critical", "error", "warning", "info", "debug")))
 def command(path, host, port, audit, allow_write, jwks, jwt_audience, jwt_issuer, jwt_algorithms,
             jwt_caller_claim, tls_cert, tls_key, client_ca, log_level):
-    if jwks and not jwt_audience:
-        raise click.UsageError("--jwks needs --jwt-audience (the aud every caller token must carry)")
-    if (jwt_audience or jwt_issuer or jwt_algorithms) and not jwks:
-        raise click.UsageError("--jwt-audience, --jwt-issuer and --jwt-algorithm need --jwks")
-    if bool(tls_cert) != bool(tls_key):
-        raise click.UsageError("--tls-cert and --tls-key go together")
-    if client_ca and not tls_cert:
-        raise click.UsageError("--client-ca needs --tls-cert and --tls-key (mutual TLS)")
+    check_auth_options(jwks=jwks, jwt_audience=jwt_audience, jwt_issuer=jwt_issuer, jwt_algorithms=jwt_algorithms,
+                       tls_cert=tls_cert, tls_key=tls_key, client_ca=client_ca)
     from ..server.auth import is_loopback_host
     if not (jwks or client_ca) and not is_loopback_host(host):
         _fail(f"refusing to serve the playground on {host} without authentication: anyone who reaches the "
@@ -85,12 +73,7 @@ def command(path, host, port, audit, allow_write, jwks, jwt_audience, jwt_issuer
     import uvicorn
 
     options = {"host": host, "port": port, "log_level": log_level, "access_log": False,
-               "server_header": False, "lifespan": "off"}
-    if tls_cert:
-        import ssl
-        options.update(ssl_certfile=tls_cert, ssl_keyfile=tls_key)
-        if client_ca:
-            options.update(ssl_ca_certs=client_ca, ssl_cert_reqs=int(ssl.CERT_REQUIRED))
+               "server_header": False, "lifespan": "off", **tls_settings(tls_cert, tls_key, client_ca)}
     scheme = "https" if tls_cert else "http"
     shown = f"[{host}]" if ":" in host else host
     click.echo(f"policylang playground: {path} at {scheme}://{shown}:{port}/ "

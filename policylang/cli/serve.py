@@ -15,6 +15,8 @@ import sys
 
 import click
 
+from .authopts import auth_options, check_auth_options, tls_settings
+
 DESCRIPTION = "Serve a policy set over HTTP (AuthZEN 1.0, /v1/decide, /healthz, /metrics)."
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
@@ -65,19 +67,10 @@ def _echo_err(text: str) -> None:
               help="Seconds an idle keep-alive connection is kept.")
 @click.option("--max-connections", default=1000, show_default=True, type=click.IntRange(1, None),
               help="Connections (and in-flight requests) per worker; beyond it requests are answered 503.")
-@click.option("--jwks", default=None,
-              help="Authenticate callers of the approval/token/task routes by bearer JWT verified against "
-                   "this JWKS: a file, or an https:// URL (refetched on key rotation).")
-@click.option("--jwt-audience", default=None, help="The aud every caller JWT must carry (required with --jwks).")
-@click.option("--jwt-issuer", default=None, help="The iss every caller JWT must carry.")
-@click.option("--jwt-algorithm", "jwt_algorithms", multiple=True,
-              help="An accepted JWS algorithm (repeatable; default: RS*, PS*, ES*, EdDSA; never none or HS*).")
-@click.option("--jwt-caller-claim", default="sub", show_default=True, help="The claim that names the caller.")
-@click.option("--tls-cert", default=None, type=click.Path(dir_okay=False), help="Serve HTTPS with this certificate (PEM).")
-@click.option("--tls-key", default=None, type=click.Path(dir_okay=False), help="The private key of --tls-cert (PEM).")
-@click.option("--client-ca", default=None, type=click.Path(dir_okay=False),
-              help="Require client certificates signed by this CA (mutual TLS); the caller is the "
-                   "certificate's URI SAN (e.g. a SPIFFE id). Needs --tls-cert.")
+@auth_options(jwks_help="Authenticate callers of the approval/token/task routes by bearer JWT verified against "
+                        "this JWKS: a file, or an https:// URL (refetched on key rotation).",
+              client_ca_help="Require client certificates signed by this CA (mutual TLS); the caller is the "
+                             "certificate's URI SAN (e.g. a SPIFFE id). Needs --tls-cert.")
 @click.option("--admin-policies", default=None, type=click.Path(dir_okay=True, file_okay=True),
               help="A policy set deciding which caller may use which approval/token/task route "
                    "(default: any authenticated caller).")
@@ -177,12 +170,7 @@ def command(path, entities, host, port, workers, max_body, cache_size, poll_inte
     common = dict(host=host, port=port, log_level=log_level, access_log=access_log,
                   server_header=False, lifespan="on", timeout_graceful_shutdown=10,
                   timeout_keep_alive=keep_alive_timeout, limit_concurrency=max_connections,
-                  header_timeout=header_timeout)
-    if tls_cert:
-        import ssl
-        common.update(ssl_certfile=tls_cert, ssl_keyfile=tls_key)
-        if client_ca:
-            common.update(ssl_ca_certs=client_ca, ssl_cert_reqs=int(ssl.CERT_REQUIRED))
+                  header_timeout=header_timeout, **tls_settings(tls_cert, tls_key, client_ca))
     if workers == 1:
         from ..server.app import create_app
         from ..server.supervisor import uvicorn_options
@@ -219,14 +207,8 @@ def _check_options(*, host, store, keys, issuer, jwks, jwt_audience, jwt_issuer,
         raise click.UsageError("--keys needs --store (revocations and task lifetimes live there)")
     if issuer and not keys:
         raise click.UsageError("--issuer needs --keys")
-    if jwks and not jwt_audience:
-        raise click.UsageError("--jwks needs --jwt-audience (the aud every caller token must carry)")
-    if (jwt_audience or jwt_issuer or jwt_algorithms) and not jwks:
-        raise click.UsageError("--jwt-audience, --jwt-issuer and --jwt-algorithm need --jwks")
-    if bool(tls_cert) != bool(tls_key):
-        raise click.UsageError("--tls-cert and --tls-key go together")
-    if client_ca and not tls_cert:
-        raise click.UsageError("--client-ca needs --tls-cert and --tls-key (mutual TLS)")
+    check_auth_options(jwks=jwks, jwt_audience=jwt_audience, jwt_issuer=jwt_issuer, jwt_algorithms=jwt_algorithms,
+                       tls_cert=tls_cert, tls_key=tls_key, client_ca=client_ca)
     if admin_policies and not (jwks or client_ca):
         raise click.UsageError("--admin-policies needs authentication: --jwks or --client-ca")
     from ..server.auth import is_loopback_host
