@@ -27,11 +27,14 @@ Metrics:
 
 from __future__ import annotations
 
+import math
 import os
 import threading
+from bisect import bisect_left
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client import values as _values
 
 __all__ = ["Metrics", "CONTENT_TYPE_LATEST"]
 
@@ -42,14 +45,57 @@ ENDPOINTS = ("evaluation", "evaluations", "search_subject", "search_resource", "
 BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
+def _plain_histogram(child) -> bool:
+    """Is this Histogram child the one :meth:`Metrics.flush` can carry counts into: values
+    in this process (not ``PROMETHEUS_MULTIPROC_DIR`` files), a bucket per bound of
+    :data:`BUCKETS` and +Inf, a settable sum?"""
+    buckets, total = getattr(child, "_buckets", None), getattr(child, "_sum", None)
+    mutex = getattr(_values, "MutexValue", None)
+    return (mutex is not None and total.__class__ is mutex and isinstance(buckets, list)
+            and len(buckets) == len(BUCKETS) + 1 and all(b.__class__ is mutex for b in buckets)
+            and tuple(getattr(child, "_upper_bounds", ())) == (*BUCKETS, math.inf))
+
+
 def multiprocess_dir() -> str | None:
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get("prometheus_multiproc_dir")
 
 
+class _Flush:
+    """A collector that yields nothing and carries the decision counts and latencies
+    counted since the last collection into their Prometheus metrics: registered first,
+    it runs before them on every collection of the registry (``/metrics``,
+    ``get_sample_value``)."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def describe(self) -> list:
+        return []
+
+    def collect(self) -> list:
+        self._metrics.flush()
+        return []
+
+
 class Metrics:
-    def __init__(self) -> None:
+    """The service's metrics. ``defer`` (default on): the per-request counts and latencies
+    are plain numbers here, carried into the Prometheus metrics when the registry is
+    collected (the same values a scrape shows, at a fraction of the cost per request).
+    They are counted directly when the values live in ``PROMETHEUS_MULTIPROC_DIR`` files
+    (another worker's scrape reads those) or when this prometheus_client's histogram is
+    not the one this module knows."""
+
+    def __init__(self, defer: bool = True) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        self._lock = threading.Lock()
+        self._counts = {(e, o): 0 for e in ENDPOINTS for o in OUTCOMES}
+        self._counted = dict(self._counts)  # what has been carried into the metrics
+        self._buckets = {e: [0] * (len(BUCKETS) + 1) for e in ENDPOINTS}  # the last: +Inf
+        self._bucketed = {e: [0] * (len(BUCKETS) + 1) for e in ENDPOINTS}
+        self._sums = dict.fromkeys(ENDPOINTS, 0.0)
+        self._summed = dict(self._sums)
+        r.register(_Flush(self))
         self.decisions = Counter("policylang_decisions", "Decisions made, by endpoint and outcome",
                                  ["endpoint", "outcome"], registry=r)
         self.latency = Histogram("policylang_request_duration_seconds",
@@ -71,6 +117,7 @@ class Metrics:
         # bound children: labels() costs more than the increment itself on the hot path
         self._decided = {(e, o): self.decisions.labels(e, o) for e in ENDPOINTS for o in OUTCOMES}
         self._latency = {e: self.latency.labels(e) for e in ENDPOINTS}
+        self.deferred = defer and all(_plain_histogram(c) for c in self._latency.values())
         self._sync_lock = threading.Lock()
         self._engine = None          # the engine whose counters were carried last
         self._seen = (0, 0)          # its hits and misses carried so far
@@ -78,10 +125,50 @@ class Metrics:
     # -- hot path -----------------------------------------------------------------------
 
     def decided(self, endpoint: str, outcome: str, n: int = 1) -> None:
-        self._decided[endpoint, outcome].inc(n)
+        if self.deferred:
+            key = endpoint, outcome
+            with self._lock:
+                self._counts[key] += n
+        else:
+            self._decided[endpoint, outcome].inc(n)
 
     def observe(self, endpoint: str, seconds: float) -> None:
-        self._latency[endpoint].observe(seconds)
+        if self.deferred:
+            buckets = self._buckets[endpoint]
+            with self._lock:
+                # in the first bucket whose bound is >= seconds, as Histogram.observe
+                # counts it (a NaN, not <= inf, in none; it still goes into the sum)
+                if seconds <= math.inf:
+                    buckets[bisect_left(BUCKETS, seconds)] += 1
+                self._sums[endpoint] += seconds
+        else:
+            self._latency[endpoint].observe(seconds)
+
+    def flush(self) -> None:
+        """Carry what was counted since the last flush into the Prometheus metrics (done
+        on every collection of the registry; nothing to do unless :attr:`deferred`)."""
+        if not self.deferred:
+            return
+        with self._lock:
+            counted = self._counted
+            for key, n in self._counts.items():
+                if n != counted[key]:
+                    self._decided[key].inc(n - counted[key])
+                    counted[key] = n
+            summed = self._summed
+            for endpoint, buckets in self._buckets.items():
+                done = self._bucketed[endpoint]
+                total = self._sums[endpoint]
+                if buckets == done and total is summed[endpoint]:  # (each observation makes a new float)
+                    continue
+                child = self._latency[endpoint]
+                for i, n in enumerate(buckets):
+                    if n != done[i]:
+                        child._buckets[i].inc(n - done[i])
+                        done[i] = n
+                # the sum kept here, added up in the order of the observations
+                child._sum.set(total)
+                summed[endpoint] = total
 
     def limited(self, entries) -> None:
         """Count a decision's ``limits`` entries (docs/language.md#limits): each refused
