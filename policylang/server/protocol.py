@@ -37,14 +37,22 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
     header_timeout: float = DEFAULT_HEADER_TIMEOUT
 
     _head_timer: Any = None
+    #: when the request head in progress began (loop time), None between heads
+    _head_since: float | None = None
     _tls: dict | None = None
+
+    # One timer per connection, not one per request: a head records when it began and its
+    # completion clears that; the timer, when it fires, closes the connection if a head
+    # begun ``header_timeout`` ago is still incomplete, waits on to the deadline of a head
+    # begun since, or (no head in progress) lapses, to be armed by the next head.
 
     def connection_made(self, transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._tls = _tls_extension(transport)
-        self._arm()
+        self._begin()
 
     def connection_lost(self, exc) -> None:
+        self._head_since = None
         self._disarm()
         super().connection_lost(exc)
 
@@ -52,17 +60,19 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
         super().on_message_begin()
         if self._tls is not None:
             self.scope.setdefault("extensions", {})["tls"] = self._tls  # type: ignore[typeddict-item]
-        if self._head_timer is None:  # a later request on a kept-alive connection
-            self._arm()
+        if self._head_since is None:  # a later request on a kept-alive connection
+            self._begin()
 
     def on_headers_complete(self) -> None:
-        self._disarm()
+        self._head_since = None
         super().on_headers_complete()
 
-    def _arm(self) -> None:
-        self._disarm()
+    def _begin(self) -> None:
+        """A request head begins now (the first at the connection's start)."""
         if self.header_timeout and self.header_timeout > 0:
-            self._head_timer = self.loop.call_later(self.header_timeout, self._head_timed_out)
+            since = self._head_since = self.loop.time()
+            if self._head_timer is None:
+                self._head_timer = self.loop.call_at(since + self.header_timeout, self._head_timed_out)
 
     def _disarm(self) -> None:
         if self._head_timer is not None:
@@ -71,6 +81,13 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
 
     def _head_timed_out(self) -> None:
         self._head_timer = None
+        since = self._head_since
+        if since is None:  # no head in progress: the next one arms the timer again
+            return
+        deadline = since + self.header_timeout
+        if self.loop.time() < deadline:  # a head begun after the one the timer was armed for
+            self._head_timer = self.loop.call_at(deadline, self._head_timed_out)
+            return
         if self.transport is not None and not self.transport.is_closing():
             self.logger.debug("closing a connection whose request head did not arrive in %ss",
                               self.header_timeout)
