@@ -20,7 +20,7 @@ import lark
 from lark import Lark, UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 from lark.parsers.lalr_analysis import Shift
 
-from . import nodes
+from . import fastparse, nodes
 from .errors import Diagnostic, PolicyError
 from .source import Span, offset_of
 from .words import closest, parse_duration
@@ -879,8 +879,21 @@ def _end_position(text: str) -> tuple[int, int]:
     return len(lines), len(lines[-1]) + 1
 
 
-def parse(text: str, path: str = "<policy>") -> nodes.PolicyFile:
-    """Parse one policy file. Raises :class:`PolicyError` holding a single E001."""
+#: try the recursive-descent parser of policylang/language/fastparse.py first: it builds the
+#: same tree for the valid texts it takes and gives up on the rest (then the LALR driver runs)
+FAST_PARSE = False
+
+
+def parse(text: str, path: str = "<policy>", *, fast: bool | None = None) -> nodes.PolicyFile:
+    """Parse one policy file. Raises :class:`PolicyError` holding a single E001.
+
+    ``fast``: use the fast parser first (default :data:`FAST_PARSE`); ``False``: the LALR
+    driver only (tests compare the two)."""
+    if FAST_PARSE if fast is None else fast:
+        try:
+            return fastparse.parse(text, path)
+        except fastparse.GiveUp:
+            pass
     with _lock:
         parser = _get_parser()
         _builder.reset(path)

@@ -1,0 +1,696 @@
+"""A hand-written recursive-descent parser for valid policy text (the fast path of
+:func:`policylang.language.parser.parse`).
+
+It builds exactly the tree the LALR driver builds (the same nodes, field values and
+spans) for the inputs it accepts, and gives up (:class:`GiveUp`) on anything else: a
+syntax error, an unexpected token, a keyword where it is not sure how the LALR driver's
+contextual keywords would read it, a literal the builder would reject, an expression
+nested deeper than the builder allows. ``parse`` then runs the LALR driver, which
+produces the tree or the usual E001, so the diagnostics never come from here.
+
+Tokens: the grammar's terminal patterns (grammar/policy.lark) in one regex, applied line
+by line with ``findall`` (no token spans a line: strings and comments cannot hold a
+newline). Each match is ``(blanks-and-comment, token)``; the blanks and comments are
+skipped and the matched lengths must add up to the line's length, so a character no
+terminal matches is noticed (and given up on). A token is its text: the parser tells
+names, numbers, strings and punctuation apart by the text itself.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+
+from . import nodes
+from .source import Span
+from .words import parse_duration
+
+__all__ = ["TOKEN_PATTERNS", "GiveUp", "parse"]
+
+#: keep in step with parser.py (the builder's reserved words and its depth limit)
+MAX_DEPTH = 128
+KEYWORDS = frozenset((
+    "permit", "forbid", "require", "approval", "for", "to", "on", "when", "unless", "grant", "by", "because",
+    "const", "option", "high_impact", "and", "or", "not", "in", "matches", "has", "any", "all", "true", "false",
+))
+CONTEXTUAL = frozenset({"limit", "count", "sum", "per"})
+_WORDS = KEYWORDS | CONTEXTUAL
+
+#: the grammar's regexp terminals, in the LALR scanner's order (tests compare them with
+#: the grammar file); the punctuation follows, longest first
+TOKEN_PATTERNS = {
+    "DURATION": r"(?:[0-9]+[dhms])+(?![A-Za-z0-9_])",
+    "DECIMAL": r"[0-9]+\.[0-9]+",
+    "INT": r"[0-9]+",
+    "NAME": r"[A-Za-z_][A-Za-z0-9_]*",
+    "STRING": r'"(?:[^"\\\x00-\x1f\x7f]|\\["\\\/bfnrt]|\\u[0-9a-fA-F]{4})*"',
+}
+PUNCTUATION = ("==", "!=", "<=", ">=", "<", ">", "=", "+", "-", "*", "/", "@", "?", "(", ")",
+               "[", "]", "{", "}", ",", ".", ":")
+_LINE = re.compile(
+    r"([ \t\r\f]*(?:#[^\n]*)?)("
+    + "|".join(TOKEN_PATTERNS.values())
+    + "|" + "|".join(re.escape(p) for p in PUNCTUATION)
+    + r"|\Z)"
+)
+_NAME_START = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_")
+_DIGITS = frozenset("0123456789")
+_CMP = frozenset(("==", "!=", "<=", ">=", "<", ">"))
+_SCHEMA = frozenset(("principal", "resource", "action", "context"))
+_CLAUSE_OR_STATEMENT = frozenset(("when", "unless", "grant", "by", "because", "limit", "permit", "forbid",
+                                  "require", "const", "option", "high_impact", "@", ""))
+
+_intern = sys.intern
+_setattr = object.__setattr__
+_Literal, _Name, _Attr, _Index, _Call = nodes.Literal, nodes.Name, nodes.Attr, nodes.Index, nodes.Call
+_Unary, _Binary, _BoolOp, _Matches, _Has = nodes.Unary, nodes.Binary, nodes.BoolOp, nodes.Matches, nodes.Has
+
+
+class GiveUp(Exception):
+    """The fast parser is not sure: the caller parses the text with the LALR driver."""
+
+
+def _tokenize(text: str):
+    """``(tokens, starts, lines, line_starts)``; tokens end with an ``""`` sentinel."""
+    toks: list[str] = []
+    starts: list[int] = []
+    lines: list[int] = []
+    line_starts = [0]
+    add_t, add_s, add_l = toks.append, starts.append, lines.append
+    findall = _LINE.findall
+    base = 0
+    for lineno, line in enumerate(text.split("\n"), 1):
+        pos = base
+        for pre, tok in findall(line):
+            pos += len(pre)
+            if tok:
+                add_t(tok)
+                add_s(pos)
+                add_l(lineno)
+                pos += len(tok)
+        base += len(line) + 1
+        if pos != base - 1:
+            raise GiveUp("a character no terminal matches")
+        line_starts.append(base)
+    add_t("")
+    add_s(len(text))
+    add_l(len(line_starts) - 1)
+    return toks, starts, lines, line_starts
+
+
+def _height(node) -> int:
+    """Nodes on the longest path down from ``node`` (the builder's expression depth)."""
+    best = 0
+    stack = [(node, 1)]
+    children = nodes.children
+    while stack:
+        n, d = stack.pop()
+        best = max(best, d)
+        for k in children(n):
+            stack.append((k, d + 1))
+    return best
+
+
+class _Parser:
+    __slots__ = ("i", "lines", "ls", "nest", "path", "starts", "toks")
+
+    def __init__(self, text: str, path: str) -> None:
+        self.path = path
+        self.toks, self.starts, self.lines, self.ls = _tokenize(text)
+        self.i = 0
+        self.nest = 0
+
+    # -- helpers ---------------------------------------------------------------
+    def span(self, i: int, j: int) -> Span:
+        """The span from the start of token ``i`` to the end of token ``j``."""
+        starts, lines, ls = self.starts, self.lines, self.ls
+        s = starts[i]
+        ln = lines[i]
+        e = starts[j] + len(self.toks[j])
+        eln = lines[j]
+        return Span(self.path, ln, s - ls[ln - 1] + 1, eln, e - ls[eln - 1] + 1, s, e)
+
+    def expect(self, tok: str) -> int:
+        i = self.i
+        if self.toks[i] != tok:
+            raise GiveUp(f"expected {tok!r}")
+        self.i = i + 1
+        return i
+
+    def name_any(self) -> str:
+        """A NAME where the grammar takes nothing else identifier-shaped (any word)."""
+        i = self.i
+        t = self.toks[i]
+        if t[:1] not in _NAME_START:
+            raise GiveUp("expected a name")
+        self.i = i + 1
+        return _intern(t)
+
+    def name_plain(self) -> str:
+        """A NAME that is no keyword (where a keyword could be read as one)."""
+        i = self.i
+        t = self.toks[i]
+        if t[:1] not in _NAME_START or t in _WORDS:
+            raise GiveUp("expected a plain name")
+        self.i = i + 1
+        return _intern(t)
+
+    def string_at(self, i: int) -> str:
+        raw = self.toks[i]
+        if raw[:1] != '"' or len(raw) < 2:
+            raise GiveUp("expected a string")
+        value = raw[1:-1] if "\\" not in raw else json.loads(raw)
+        if not value.isascii() and any(0xD800 <= ord(c) <= 0xDFFF for c in value):
+            raise GiveUp("unpaired surrogate")
+        return _intern(value) if len(value) <= 64 else value
+
+    def string(self) -> str:
+        i = self.i
+        value = self.string_at(i)
+        self.i = i + 1
+        return value
+
+    # -- file and statements ----------------------------------------------------
+    def file(self) -> nodes.PolicyFile:
+        toks = self.toks
+        statements = []
+        add = statements.append
+        while True:
+            t = toks[self.i]
+            if t == "":
+                break
+            if t in ("permit", "forbid", "require", "@"):
+                add(self.rule())
+            elif t == "const" or t == "option":
+                add(self.const_or_option(t))
+            elif t == "high_impact" or t == "action":
+                add(self.action_decl())
+            elif t == "principal" or t == "resource":
+                add(self.entity_decl())
+            elif t == "context":
+                add(self.context_decl())
+            else:
+                raise GiveUp("not a statement start")
+        path = self.path
+        if statements:
+            span = self.span(0, self.i - 1)
+        else:
+            span = Span(path, 1, 1, 1, 1, 0, 0)
+        return nodes.PolicyFile(path, tuple(statements), span=span)
+
+    def const_or_option(self, kw: str):
+        i0 = self.i
+        self.i = i0 + 1
+        ni = self.i
+        if kw == "const":
+            name = self.name_plain() if self.toks[ni] not in CONTEXTUAL else self.name_any()
+        else:
+            name = self.name_any()
+        self.expect("=")
+        value = self.top_expr()
+        span = self.span(i0, self.i - 1)
+        cls = nodes.Const if kw == "const" else nodes.Option
+        return cls(name, value, span=span, name_span=self.span(ni, ni))
+
+    def field_block(self):
+        self.expect("{")
+        toks = self.toks
+        fields = []
+        while toks[self.i] != "}":
+            fi = self.i
+            name = self.name_plain()
+            self.expect(":")
+            typ = self.type_ref()
+            fields.append(nodes.FieldDecl(name, typ, span=self.span(fi, self.i - 1)))
+            if toks[self.i] == ",":
+                self.i += 1
+            elif toks[self.i] != "}":
+                raise GiveUp("expected ',' or '}'")
+        self.i += 1
+        return tuple(fields)
+
+    def type_ref(self):
+        i0 = self.i
+        name = self.name_plain()
+        toks = self.toks
+        arg = None
+        optional = False
+        if toks[self.i] == "<":
+            self.i += 1
+            arg = self.type_ref()
+            self.expect(">")
+        if toks[self.i] == "?":
+            self.i += 1
+            optional = True
+        return nodes.TypeRef(name, arg, optional, span=self.span(i0, self.i - 1))
+
+    def entity_decl(self):
+        i0 = self.i
+        cat = self.toks[i0]
+        self.i = i0 + 1
+        name = self.name_plain()
+        marker = False
+        if self.toks[self.i] == "authoritative":
+            self.i += 1
+            marker = True
+        if self.toks[self.i] != "{":
+            raise GiveUp("expected '{'")
+        fields = self.field_block()
+        return nodes.EntityDecl(cat, name, fields, marker, span=self.span(i0, self.i - 1))
+
+    def _action_ref(self):
+        t = self.toks[self.i]
+        if t[:1] == '"':
+            return self.string()
+        return self.name_plain()
+
+    def action_decl(self):
+        i0 = self.i
+        toks = self.toks
+        high_impact = toks[i0] == "high_impact"
+        self.i = i0 + 1
+        if high_impact:
+            self.expect("action")
+        names = [self._action_ref()]
+        while toks[self.i] == ",":
+            self.i += 1
+            names.append(self._action_ref())
+        self.expect("on")
+        types = [self.name_plain()]
+        while toks[self.i] == ",":
+            self.i += 1
+            types.append(self.name_plain())
+        fields = self.field_block() if toks[self.i] == "{" else None
+        return nodes.ActionDecl(tuple(names), tuple(types), fields, high_impact, span=self.span(i0, self.i - 1))
+
+    def context_decl(self):
+        i0 = self.i
+        self.i = i0 + 1
+        if self.toks[self.i] != "{":
+            raise GiveUp("expected '{'")
+        fields = self.field_block()
+        return nodes.ContextDecl(fields, span=self.span(i0, self.i - 1))
+
+    # -- rules --------------------------------------------------------------------
+    def rule(self):
+        toks = self.toks
+        i0 = self.i
+        annotations = []
+        while toks[self.i] == "@":
+            ai = self.i
+            self.i += 1
+            name = self.name_any()
+            value = None
+            if toks[self.i] == "(":
+                self.i += 1
+                value = self.string()
+                self.expect(")")
+            annotations.append(nodes.Annotation(name, value, span=self.span(ai, self.i - 1)))
+        hi = self.i
+        head = toks[hi]
+        if head == "permit" or head == "forbid":
+            effect = head
+            self.i = hi + 1
+        elif head == "require":
+            self.i = hi + 1
+            self.expect("approval")
+            self.expect("for")
+            effect = "require_approval"
+        else:
+            raise GiveUp("expected a rule head")
+        head_span = self.span(hi, self.i - 1)
+        target = self.target()
+        conditions = []
+        while True:
+            t = toks[self.i]
+            if t == "when" or t == "unless":
+                ci = self.i
+                self.i += 1
+                expr = self.top_expr()
+                conditions.append(nodes.Condition(t, expr, span=self.span(ci, self.i - 1)))
+            else:
+                break
+        clauses = []
+        while True:
+            t = toks[self.i]
+            if t == "grant":
+                clauses.append(self.grant())
+            elif t == "by":
+                ci = self.i
+                self.i += 1
+                names = [self.string()]
+                while toks[self.i] == ",":
+                    self.i += 1
+                    names.append(self.string())
+                clauses.append(nodes.By(tuple(names), span=self.span(ci, self.i - 1)))
+            elif t == "because":
+                ci = self.i
+                self.i += 1
+                text = self.string()
+                clauses.append(nodes.Because(text, span=self.span(ci, self.i - 1)))
+            elif t == "limit":
+                clauses.append(self.limit())
+            else:
+                break
+        t = toks[self.i]
+        if t not in _CLAUSE_OR_STATEMENT and t not in _SCHEMA:
+            raise GiveUp("unexpected token after a rule")
+        return nodes.Rule(effect, tuple(annotations), target, tuple(conditions), tuple(clauses),
+                          span=self.span(i0, self.i - 1), head_span=head_span)
+
+    def _refs(self):
+        """subjects / resources: ``*`` or ``NAME [STRING] ("," NAME [STRING])*``."""
+        toks = self.toks
+        if toks[self.i] == "*":
+            self.i += 1
+            return None
+        refs = []
+        while True:
+            ri = self.i
+            name = self.name_any()
+            glob = None
+            if toks[self.i][:1] == '"':
+                glob = self.string()
+            refs.append(nodes.EntityRef(name, glob, span=self.span(ri, self.i - 1)))
+            if toks[self.i] != ",":
+                return tuple(refs)
+            self.i += 1
+
+    def target(self):
+        toks = self.toks
+        i0 = self.i
+        subjects = self._refs()
+        self.expect("to")
+        if toks[self.i] == "*":
+            self.i += 1
+            actions = None
+            spans = ()
+        else:
+            names = []
+            spans = []
+            while True:
+                ai = self.i
+                t = toks[ai]
+                if t[:1] == '"':
+                    names.append(self.string())
+                else:
+                    names.append(self.name_any())
+                spans.append(self.span(ai, ai))
+                if toks[self.i] != ",":
+                    break
+                self.i += 1
+            actions = tuple(names)
+            spans = tuple(spans)
+        self.expect("on")
+        resources = self._refs()
+        return nodes.Target(subjects, actions, resources, span=self.span(i0, self.i - 1), action_spans=spans)
+
+    def grant(self):
+        gi = self.i
+        self.i += 1
+        scopes = [self.top_expr()]
+        toks = self.toks
+        while toks[self.i] == ",":
+            self.i += 1
+            scopes.append(self.top_expr())
+        self.expect("for")
+        di = self.i
+        d = toks[di]
+        if d[:1] not in _DIGITS or d[-1] not in "dhms" or len(d) > 300:
+            raise GiveUp("expected a duration")
+        self.i = di + 1
+        return nodes.Grant(tuple(scopes), parse_duration(d), span=self.span(gi, di))
+
+    def limit(self):
+        toks = self.toks
+        li = self.i
+        self.i += 1
+        m = toks[self.i]
+        if m == "count":
+            self.i += 1
+            measure, amount = "count", None
+        elif m == "sum":
+            self.i += 1
+            self.expect("(")
+            amount = self.top_expr()
+            self.expect(")")
+            measure = "sum"
+        else:
+            raise GiveUp("expected count or sum")
+        self.expect("<=")
+        i0 = self.i
+        bound = self.sum_()
+        self.check_depth(bound, i0)
+        pers = []
+        while toks[self.i] == "per":
+            self.i += 1
+            pers.append(self.top_expr())
+        key = window = None
+        if len(pers) > 2:
+            raise GiveUp("too many per parts")
+        if pers and _is_duration(pers[-1]):
+            window = pers.pop().value
+        if len(pers) == 2:
+            raise GiveUp("the second per takes a window")
+        if pers:
+            key = pers[0]
+            if _is_duration(key):
+                raise GiveUp("two windows")
+        return nodes.Limit(measure, amount, bound, key, window, span=self.span(li, self.i - 1))
+
+    # -- expressions --------------------------------------------------------------
+    def check_depth(self, node, i0: int) -> None:
+        # a node of depth d spans at least d tokens: only long expressions are measured
+        if self.i - i0 > MAX_DEPTH and _height(node) > MAX_DEPTH:
+            raise GiveUp("nests too deeply")
+
+    def top_expr(self):
+        i0 = self.i
+        node = self.expr()
+        self.check_depth(node, i0)
+        return node
+
+    def expr(self):
+        self.nest += 1
+        if self.nest > 40:
+            raise GiveUp("nests deeply")
+        toks = self.toks
+        i0 = self.i
+        t = toks[i0]
+        if t == "any" or t == "all":
+            self.i = i0 + 1
+            vi = self.i
+            if toks[vi] in KEYWORDS:
+                raise GiveUp("keyword as a variable")
+            var = self.name_any()
+            self.expect("in")
+            coll = self.or_()
+            self.expect(":")
+            body = self.expr()
+            node = nodes.Quantifier(t, var, coll, body, span=self.span(i0, self.i - 1))
+        else:
+            node = self.or_()
+        self.nest -= 1
+        return node
+
+    def or_(self):
+        i0 = self.i
+        first = self.and_()
+        toks = self.toks
+        if toks[self.i] != "or":
+            return first
+        items = [first]
+        while toks[self.i] == "or":
+            self.i += 1
+            items.append(self.and_())
+        return _BoolOp("or", tuple(items), span=self.span(i0, self.i - 1))
+
+    def and_(self):
+        i0 = self.i
+        first = self.not_()
+        toks = self.toks
+        if toks[self.i] != "and":
+            return first
+        items = [first]
+        while toks[self.i] == "and":
+            self.i += 1
+            items.append(self.not_())
+        return _BoolOp("and", tuple(items), span=self.span(i0, self.i - 1))
+
+    def not_(self):
+        toks = self.toks
+        i0 = self.i
+        if toks[i0] != "not":
+            return self.comparison()
+        j = i0
+        while toks[j] == "not":
+            j += 1
+        self.i = j
+        node = self.comparison()
+        end = self.i - 1
+        for k in range(j - 1, i0 - 1, -1):
+            node = _Unary("not", node, span=self.span(k, end))
+        return node
+
+    def comparison(self):
+        i0 = self.i
+        left = self.sum_()
+        toks = self.toks
+        t = toks[self.i]
+        if t in _CMP:
+            self.i += 1
+            right = self.sum_()
+            return _Binary(t, left, right, span=self.span(i0, self.i - 1))
+        if t == "in":
+            self.i += 1
+            right = self.sum_()
+            return _Binary("in", left, right, span=self.span(i0, self.i - 1))
+        if t == "not":
+            if toks[self.i + 1] != "in":
+                raise GiveUp("not without in")
+            self.i += 2
+            right = self.sum_()
+            return _Binary("not in", left, right, span=self.span(i0, self.i - 1))
+        if t == "matches":
+            self.i += 1
+            pattern = self.string()
+            return _Matches(left, pattern, span=self.span(i0, self.i - 1))
+        if t == "has":
+            self.i += 1
+            if toks[self.i][:1] == '"':
+                name = self.string()
+            else:
+                name = self.name_any()
+            return _Has(left, name, span=self.span(i0, self.i - 1))
+        return left
+
+    def sum_(self):
+        i0 = self.i
+        left = self.product()
+        toks = self.toks
+        t = toks[self.i]
+        while t == "+" or t == "-":
+            self.i += 1
+            right = self.product()
+            left = _Binary(t, left, right, span=self.span(i0, self.i - 1))
+            t = toks[self.i]
+        return left
+
+    def product(self):
+        i0 = self.i
+        left = self.unary()
+        toks = self.toks
+        t = toks[self.i]
+        while t == "*" or t == "/":
+            self.i += 1
+            right = self.unary()
+            left = _Binary(t, left, right, span=self.span(i0, self.i - 1))
+            t = toks[self.i]
+        return left
+
+    def unary(self):
+        toks = self.toks
+        i0 = self.i
+        if toks[i0] != "-":
+            return self.postfix()
+        j = i0
+        while toks[j] == "-":
+            j += 1
+        self.i = j
+        node = self.postfix()
+        end = self.i - 1
+        for k in range(j - 1, i0 - 1, -1):
+            node = _Unary("-", node, span=self.span(k, end))
+        return node
+
+    def postfix(self):
+        toks = self.toks
+        i0 = self.i
+        node = self.atom()
+        t = toks[self.i]
+        while t == "." or t == "[":
+            self.i += 1
+            if t == ".":
+                name = self.name_any()
+                node = _Attr(node, name, span=self.span(i0, self.i - 1))
+            else:
+                idx = self.expr()
+                self.expect("]")
+                node = _Index(node, idx, span=self.span(i0, self.i - 1))
+            t = toks[self.i]
+        return node
+
+    def atom(self):
+        toks = self.toks
+        i = self.i
+        t = toks[i]
+        c = t[:1]
+        if c in _NAME_START:
+            if t in KEYWORDS:
+                if t == "true" or t == "false":
+                    self.i = i + 1
+                    return _Literal(t == "true", "bool", span=self.span(i, i))
+                raise GiveUp("keyword in an expression")
+            self.i = i + 1
+            if toks[i + 1] == "(":
+                self.i = i + 2
+                args = []
+                if toks[self.i] != ")":
+                    args.append(self.expr())
+                    while toks[self.i] == ",":
+                        self.i += 1
+                        args.append(self.expr())
+                self.expect(")")
+                return _Call(_intern(t), tuple(args), span=self.span(i, self.i - 1))
+            return _Name(_intern(t), span=self.span(i, i))
+        if c == '"':
+            self.i = i + 1
+            return _Literal(self.string_at(i), "string", span=self.span(i, i))
+        if c in _DIGITS:
+            self.i = i + 1
+            last = t[-1]
+            if last in "dhms":
+                if len(t) > 300:
+                    raise GiveUp("long duration")
+                return _Literal(parse_duration(t), "duration", span=self.span(i, i))
+            if "." in t:
+                value = float(t)
+                if value == float("inf"):
+                    raise GiveUp("decimal out of range")
+                return _Literal(value, "decimal", span=self.span(i, i))
+            if len(t) > 300:
+                raise GiveUp("long integer")
+            return _Literal(int(t), "int", span=self.span(i, i))
+        if t == "(":
+            self.i = i + 1
+            inner = self.expr()
+            self.expect(")")
+            # the node's span covers its parentheses (as the LALR builder's `paren`)
+            _setattr(inner, "span", self.span(i, self.i - 1))
+            return inner
+        if t == "[":
+            self.i = i + 1
+            items = []
+            while toks[self.i] != "]":
+                items.append(self.expr())
+                if toks[self.i] == ",":
+                    self.i += 1
+                elif toks[self.i] != "]":
+                    raise GiveUp("expected ',' or ']'")
+            self.i += 1
+            return nodes.ListExpr(tuple(items), span=self.span(i, self.i - 1))
+        raise GiveUp("expected an expression")
+
+
+def _is_duration(node) -> bool:
+    return node.__class__ is nodes.Literal and node.kind == "duration"
+
+
+def parse(text: str, path: str = "<policy>") -> nodes.PolicyFile:
+    """The tree of a valid ``text``; :class:`GiveUp` where the fast parser is not sure."""
+    try:
+        return _Parser(text, path).file()
+    except (IndexError, RecursionError, ValueError) as e:
+        # IndexError: a token was read past the end sentinel; ValueError: json/int/float
+        raise GiveUp(str(e)) from None
