@@ -31,18 +31,22 @@ Requests that differ only in values no applicable rule reads share a cache entry
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from ..language import nodes
+from ..language.policyset import PolicySet, RuleInfo
 from ..language.roots import ARGS, BY_NAME, NAMES, POSITION
 from . import runtime as rt
 from .interpreter import Scope, describe, evaluate
-from ..language.policyset import PolicySet, RuleInfo
-from .runtime import EvalError
 from .limits import specs_of
+from .runtime import EvalError
 
 _NUM = frozenset([int, float])
+#: literal classes a rule's skeleton leaves open (see _skeleton); booleans are spelled
+#: into the code (``is True``), so they are part of the skeleton
+_PLACEABLE = frozenset([str, int, float])
 MISSING = object()
 
 
@@ -100,9 +104,7 @@ def _read(obj, name: str):
     """Read for cache keys and index lookups: never raises; MISSING when unreadable."""
     if obj is MISSING:
         return MISSING
-    if isinstance(obj, dict):
-        v = obj.get(name)
-    elif isinstance(obj, (rt.Entity, rt.Action, rt.Delegation)):
+    if isinstance(obj, dict) or isinstance(obj, (rt.Entity, rt.Action, rt.Delegation)):
         v = obj.get(name)
     else:
         return MISSING
@@ -164,6 +166,9 @@ class ExpressionCodegen:
         #: them as _p0, _p1 … so rules that differ only in literals share one shape
         self.params: list[Any] = []
         self._memo: dict = {}
+        #: when a dict: id(literal node) -> the indices of the parameters made of its value
+        #: (compile_rules uses it to reuse one rule's shape for rules of the same skeleton)
+        self.track: dict | None = None
 
     def param(self, value: Any) -> str:
         self.params.append(value)
@@ -205,6 +210,8 @@ class ExpressionCodegen:
 
     # one method per expression node, in the order of docs/language.md#expressions
     def _literal(self, node: nodes.Literal, bound: frozenset) -> tuple[str, str | None]:
+        if self.track is not None and node.value.__class__ in _PLACEABLE:
+            self.track.setdefault(id(node), []).append(len(self.params))
         return self.value(node.value)
 
     def _name(self, node: nodes.Name, bound: frozenset) -> tuple[str, str | None]:
@@ -472,6 +479,17 @@ def _globs(refs) -> dict | None:
     return out
 
 
+def _globs_memo(refs, memo: dict) -> dict | None:
+    """:func:`_globs`, one table per distinct list of references (the tables are only read)."""
+    if refs is None:
+        return None
+    key = tuple([(r.name, r.glob) for r in refs])
+    out = memo.get(key)
+    if out is None:
+        out = memo[key] = _globs(refs)
+    return out
+
+
 def _test_lines(gen: ExpressionCodegen, tests, instrument: bool, indent: str) -> list[str]:
     lines = []
     for kind, expr, what in tests:
@@ -526,6 +544,156 @@ class RuleCode:
     compiled: CompiledRule | None = None
 
 
+# ------------------------------------------------------------------ skeletons (one codegen per shape)
+
+def _exact(lit: nodes.Literal) -> tuple:
+    v = lit.value
+    return ("L", v.__class__, repr(v) if v.__class__ is float else v)
+
+
+def _open(lit: nodes.Literal, ok: bool, lits: list) -> tuple:
+    """The key of a literal operand: open (its value a parameter of the shape) when ``ok``
+    and its class is placeable, else the literal itself."""
+    v = lit.value
+    if ok and v.__class__ in _PLACEABLE:
+        lits.append(lit)
+        return ("P", v.__class__)
+    return _exact(lit)
+
+
+def _sk(node: nodes.Expr, bound: frozenset, constants, lits: list, exact: bool) -> tuple[tuple, bool]:
+    """(skeleton key, depends on the request) of an expression.
+
+    The key holds everything :class:`ExpressionCodegen` makes code text of: node classes,
+    operators, names, patterns, bound variables, the classes of literals, and the value of
+    every literal except those the generator only ever turns into a parameter (operands of
+    a binary operator, a call, an index or a list that is not folded). Those are appended
+    to ``lits``; the generated code is the same for every value of them. Constant
+    subexpressions (folded at compile time) and the object of an attribute read (whose
+    description is part of an error message) are keyed exactly (``exact``)."""
+    cls = node.__class__
+    if cls is nodes.Attr:
+        k, f = _sk(node.obj, bound, constants, lits, True)
+        return ("A", k, node.name), f
+    if cls is nodes.Name:
+        n = node.name
+        return ("N", n), (n in bound or n not in constants)
+    if cls is nodes.Literal:
+        return _exact(node), False
+    if cls is nodes.Binary:
+        left, right = node.left, node.right
+        lit_l, lit_r = left.__class__ is nodes.Literal, right.__class__ is nodes.Literal
+        lk, lf = (None, False) if lit_l else _sk(left, bound, constants, lits, exact)
+        rk, rf = (None, False) if lit_r else _sk(right, bound, constants, lits, exact)
+        free = lf or rf
+        if lit_l:
+            lk = _open(left, free and not exact, lits)
+        if lit_r:
+            rk = _open(right, free and not exact, lits)
+        return ("B", node.op, lk, rk), free
+    if cls is nodes.Call or cls is nodes.ListExpr or cls is nodes.Index:
+        items = (node.obj, node.index) if cls is nodes.Index else node.args if cls is nodes.Call else node.items
+        sub = exact or (cls is nodes.Call and node.func == "in_cidr")  # in_cidr reads its literal
+        keys: list = []
+        free = False
+        for item in items:
+            if item.__class__ is nodes.Literal:
+                keys.append(item)
+            else:
+                k, f = _sk(item, bound, constants, lits, sub)
+                keys.append(k)
+                free = free or f
+        for i, k in enumerate(keys):
+            if k.__class__ is nodes.Literal:
+                keys[i] = _open(k, free and not sub, lits)
+        tag = ("C", node.func) if cls is nodes.Call else ("I",) if cls is nodes.Index else ("[",)
+        return (tag, tuple(keys)), free
+    if cls is nodes.BoolOp:
+        keys, free = [], False
+        for item in node.items:
+            k, f = _sk(item, bound, constants, lits, exact)
+            keys.append(k)
+            free = free or f
+        return ("O", node.op, tuple(keys)), free
+    if cls is nodes.Unary:
+        k, f = _sk(node.operand, bound, constants, lits, exact)
+        return ("U", node.op, k), f
+    if cls is nodes.Matches:
+        k, f = _sk(node.operand, bound, constants, lits, exact)
+        return ("M", k, node.pattern), f
+    if cls is nodes.Has:
+        k, f = _sk(node.operand, bound, constants, lits, exact)
+        return ("H", k, node.name), f
+    if cls is nodes.Quantifier:
+        ck, cf = _sk(node.collection, bound, constants, lits, exact)
+        bk, bf = _sk(node.body, bound | {node.var}, constants, lits, exact)
+        return ("Q", node.kind, node.var, ck, bk), cf or bf
+    return ("?", id(node)), True  # pragma: no cover - the checker admits no other node
+
+
+def _top(node: nodes.Expr, constants, lits: list) -> tuple:
+    """The key of an expression generated on its own (a grant scope, a limit's amount or
+    key): a literal there only becomes a parameter."""
+    if node.__class__ is nodes.Literal:
+        return _open(node, True, lits)
+    return _sk(node, frozenset(), constants, lits, False)[0]
+
+
+def _skeleton(rule: nodes.Rule, constants) -> tuple[tuple, list]:
+    """(key, open literals) of a rule: two rules with the same key generate the same code,
+    their parameters differing only in the values of the open literals (in this order)."""
+    lits: list = []
+    none = frozenset()
+    conds = tuple([(c.kind, _sk(c.expr, none, constants, lits, False)[0]) for c in rule.conditions])
+    grant = rule.grant
+    g = None if grant is None else tuple([_top(e, constants, lits) for e in grant.scopes])
+    lim = tuple([(c.measure, None if c.amount is None else _top(c.amount, constants, lits),
+                  None if c.key is None else _top(c.key, constants, lits)) for c in rule.limits])
+    return (rule.effect, conds, g, lim), lits
+
+
+@dataclass(eq=False, slots=True)
+class _Shape:
+    """What one full code generation of a rule tells about every rule of its skeleton."""
+
+    shape_key: str
+    #: per parameter: the index of the open literal it is the value of, or -1 (then
+    #: ``fixed`` holds it: a constant, a folded value or a literal the skeleton spells)
+    pmap: tuple
+    fixed: tuple
+    #: (path, tag, open literal index or -1, fixed value) of the indexed first test, or None
+    index: tuple | None
+    #: (subjects globbed, resources globbed) -> the read set
+    reads: dict
+
+
+def _shape_of(rule: nodes.Rule, code: RuleCode, lits: list, track: dict, constants) -> _Shape | None:
+    """The shape of the rule just generated (``track``: what ExpressionCodegen recorded), or
+    None when some open literal did not become a parameter of its own (then every rule of
+    this skeleton is generated in full)."""
+    pmap = [-1] * len(code.params)
+    for j, lit in enumerate(lits):
+        at = track.get(id(lit))
+        if not at:
+            return None
+        for i in at:  # once in the check, again in the check without its first test
+            if pmap[i] != -1:
+                return None
+            pmap[i] = j
+    fixed = tuple(None if j >= 0 else v for j, v in zip(pmap, code.params))
+    index = None
+    if code.index_key is not None:
+        path, tag, value = code.index_key
+        j = -1
+        expr = _tests(rule)[0][1]
+        for side in (expr.left, expr.right):
+            if side.__class__ is nodes.Literal:
+                j = next((n for n, lit in enumerate(lits) if lit is side), -1)
+                break
+        index = (path, tag, j, value)
+    return _Shape(code.shape_key, tuple(pmap), fixed, index, {})
+
+
 def _codegen(gen: ExpressionCodegen, rule: nodes.Rule, instrument: bool,
              constants, memo: dict | None = None) -> tuple[str, str, RuleCode]:
     """(parameter list, function body, code record) of one rule's shape."""
@@ -560,6 +728,23 @@ def _codegen(gen: ExpressionCodegen, rule: nodes.Rule, instrument: bool,
     return params, text, RuleCode(rule, params + "\n" + text, tuple(gen.params), key, _reads(rule, constants, memo))
 
 
+def _from_shape(shape: _Shape, rule: nodes.Rule, lits: list, constants, memo: dict) -> RuleCode:
+    """The code record of a rule whose skeleton was generated before: the same shape, the
+    parameters taken from its open literals (what :func:`_codegen` would make of it)."""
+    params = tuple([lits[j].value if j >= 0 else f for j, f in zip(shape.pmap, shape.fixed)])
+    index_key = None
+    if shape.index is not None:
+        path, tag, j, value = shape.index
+        index_key = (path, tag, lits[j].value if j >= 0 else value)
+    target = rule.target
+    globbed = (any(s.glob is not None for s in target.subjects or ()),
+               any(s.glob is not None for s in target.resources or ()))
+    reads = shape.reads.get(globbed)
+    if reads is None:
+        reads = shape.reads[globbed] = _reads(rule, constants, memo)
+    return RuleCode(rule, shape.shape_key, params, index_key, reads)
+
+
 def compile_rules(policy_set: PolicySet, instrument: bool = False,
                   counter: list | None = None,
                   reuse: dict[int, RuleCode] | None = None) -> tuple[list[CompiledRule], str, dict[int, RuleCode]]:
@@ -584,6 +769,9 @@ def compile_rules(policy_set: PolicySet, instrument: bool = False,
     factories: dict[str, Callable] = {}
     codes: dict[int, RuleCode] = {}
     keys: dict = {}  # one object per distinct shape key, attribute path and set of paths
+    #: skeleton key -> its _Shape (None: generate every rule of it in full)
+    templates: dict[tuple, _Shape | None] = {}
+    globs: dict = {}  # target references -> their glob table (one per distinct target)
     pending = []
     out: list = [None] * len(policy_set.rules)
     for n, info in enumerate(policy_set.rules):
@@ -600,11 +788,20 @@ def compile_rules(policy_set: PolicySet, instrument: bool = False,
                     codes[id(rule)] = code
                     continue
         else:
-            params, text, code = _codegen(gen, rule, instrument, constants, keys)
-            if code.shape_key not in shapes and code.shape_key not in factories:
-                name = shapes[code.shape_key] = f"_shape_{len(shapes)}"
-                lines.append(f"def {name}({params}):")
-                lines.append(text)
+            skey, lits = _skeleton(rule, constants)
+            shape = templates.get(skey, MISSING)
+            if shape is not MISSING and shape is not None:
+                code = _from_shape(shape, rule, lits, constants, keys)
+            else:
+                gen.track = {} if shape is MISSING else None
+                params, text, code = _codegen(gen, rule, instrument, constants, keys)
+                if shape is MISSING:
+                    templates[skey] = _shape_of(rule, code, lits, gen.track, constants)
+                    gen.track = None
+                if code.shape_key not in shapes and code.shape_key not in factories:
+                    name = shapes[code.shape_key] = f"_shape_{len(shapes)}"
+                    lines.append(f"def {name}({params}):")
+                    lines.append(text)
         code.shape_key = keys.setdefault(code.shape_key, code.shape_key)  # one string per shape
         codes[id(rule)] = code
         pending.append((n, info, code))
@@ -623,8 +820,8 @@ def compile_rules(policy_set: PolicySet, instrument: bool = False,
             if code.factory is None:
                 code.factory = factories[code.shape_key]
             fns = code.factory(*code.params)
-            code.subjects = _globs(rule.target.subjects)
-            code.resources = _globs(rule.target.resources)
+            code.subjects = _globs_memo(rule.target.subjects, globs)
+            code.resources = _globs_memo(rule.target.resources, globs)
             if not instrument:
                 code.fns = fns
         check, rest, grant_fn, limit_fn = fns

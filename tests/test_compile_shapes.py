@@ -1,0 +1,91 @@
+"""compile_rules generates one rule per skeleton in full and derives the others from it
+(policylang/evaluation/compiler.py, _skeleton): what it derives must be exactly what a full
+code generation of each rule makes."""
+
+from __future__ import annotations
+
+import policylang
+from benchmarks.scenarios import scenario_m, varied_policy_text
+from policylang.evaluation import compiler, interpreter
+from policylang.evaluation.compiler import (
+    ExpressionCodegen,
+    _codegen,
+    _typed,
+    compile_rules,
+)
+
+SMALL = '''
+const LIMIT = 5
+const ENVS = ["prod", "stage"]
+permit * to read on doc when principal.dept == "d1" and risk.score < 0.5
+permit * to read on doc when principal.dept == "d2" and risk.score < 1
+permit * to read on doc when principal.dept == "d3" and risk.score < 0.25
+permit * to read on doc when "admin" in principal.roles
+permit * to read on doc when "ops" in principal.roles
+permit * to read on doc when principal.level + 1 > 3 and principal.level + 2 > 3
+permit * to read on doc when principal.tags[0] == "a"
+permit * to read on doc when principal.tags[1] == "b"
+permit * to read on doc when principal.dept in ["x", "y"]
+permit * to read on doc when principal.dept in ["z"]
+permit * to read on doc when principal.dept in ENVS or principal.level > LIMIT
+permit * to read on doc when in_cidr(context.ip, "10.0.0.0/8")
+permit * to read on doc when in_cidr(context.ip, "192.168.0.0/16")
+permit * to read on doc when principal.name matches "a*" and principal.ok == true
+permit * to read on doc when principal.name matches "b*" and principal.ok == false
+permit * to read on doc when any t in principal.tags: t == "x"
+permit * to read on doc when any t in principal.tags: t == "y"
+permit * to read on doc when principal.level == 1 and principal.level != 1.0
+permit * to read on doc when principal.level == 2 and principal.level != 2.5
+permit * to read on doc when principal.dept == "q" grant "doc:read" for 10m
+permit * to read on doc when principal.dept == "r" grant "doc:write" for 1h
+permit agent "a-*" to read on doc when principal.dept == "s"
+forbid * to read on doc unless principal.level >= 0
+'''
+
+
+def _check(ps) -> int:
+    """Every rule's code record as compile_rules made it == a full generation of it; returns
+    how many rules were compiled."""
+    constants = dict(ps.constants)
+    _rules, _source, codes = compile_rules(ps)
+    for info in ps.rules:
+        code = codes[id(info.rule)]
+        _p, _t, full = _codegen(ExpressionCodegen(constants), info.rule, False, constants)
+        assert code.shape_key == full.shape_key, info.id
+        assert _typed(code.params) == _typed(full.params), info.id
+        assert _typed(code.index_key) == _typed(full.index_key), info.id
+        assert code.reads == full.reads, info.id
+        return len(codes)
+
+
+def test_derived_rules_are_what_a_full_generation_makes():
+    _check(policylang.loads(SMALL, name="small.policy"))
+
+
+def test_varied_set():
+    _check(policylang.loads(varied_policy_text(1500), name="varied.policy"))
+
+
+def test_scenarios_share_their_shapes():
+    for scn in (scenario_m(n_requests=10),):
+        ps = policylang.loads(scn.text, name=f"{scn.name}.policy")
+        _check(ps)
+        skeletons = {compiler._skeleton(info.rule, dict(ps.constants))[0] for info in ps.rules}
+        assert len(skeletons) < 20  # a handful of shapes for thousands of rules
+
+
+def test_decisions_agree_with_the_interpreter_on_the_small_set():
+    ps = policylang.loads(SMALL, name="small.policy")
+    engine = policylang.Engine(ps, cache_size=0)
+    base = {"principal": {"id": "a-1", "kind": "agent", "attrs": {}}, "action": "read",
+            "resource": {"type": "doc", "id": "x"}, "context": {"ip": "10.1.2.3"}, "risk": {"score": 0.3}}
+    seen = set()
+    for dept in ("d1", "d2", "d3", "q", "r", "s", "x", "z", "prod"):
+        for level in (0, 1, 2, 2.5, 7):
+            r = {**base, "principal": {**base["principal"], "attrs": {
+                "dept": dept, "level": level, "roles": ["ops"], "tags": ["a", "y"], "name": "bob", "ok": False}}}
+            d = engine.decide(r).to_dict()
+            want = interpreter.decide(ps, r).to_dict()
+            assert (d["decision"], d["rules"], d["errors"]) == (want["decision"], want["rules"], want["errors"])
+            seen.add((d["decision"], tuple(d["rules"])))
+    assert len(seen) > 3
