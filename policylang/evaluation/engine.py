@@ -11,6 +11,7 @@ cached.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from marshal import dumps as _dumps  # cache.request_key's, inline on the hit path
@@ -107,6 +108,8 @@ class Engine:
         #: lock; off when an entity source is a callable (its answers may change)
         self._fast = (RequestCache(cache_size, cache_ttl)
                       if self._cache is not None and not _has_callable(entities) else None)
+        #: the JSON cache (decide_json): exact JSON bytes -> decision, on the same terms
+        self._json = RequestCache(cache_size, cache_ttl) if self._fast is not None else None
         self._cache_lock = threading.Lock()
         #: the reservation step of docs/language.md#limits; None for a set without limits
         self._limiter = Limiter(limits, clock) if set_has_limits(policies) else None
@@ -143,6 +146,33 @@ class Engine:
             # (the evaluation package imports nothing of privilege/: a plain ValueError)
             raise ValueError("this engine has no limit store: Engine(policies, limits=store)")
         return store.release_limits(reservation_id, limiter.clock())
+
+    def decide_json(self, body: bytes | str) -> Decision:
+        """The decision for one request given as JSON text (docs/requests.md#request), as a
+        service receives it. With the cache on, the exact bytes are the key
+        (docs/engine.md#json-requests): the same bytes again are a hit that neither parses
+        nor validates. On a miss the text is parsed (NaN and Infinity refused) and decided
+        as :meth:`decide` decides the parsed object; the decision is stored only when that
+        succeeded, so text a miss rejects is rejected every time. Raises
+        :class:`RequestError` (``field`` ``""`` when the text is not a JSON object)."""
+        data = body.encode("utf-8", "surrogatepass") if body.__class__ is str else body
+        cache = self._json if self.audit is None else None  # an audited decision is always recorded
+        if cache is not None:
+            entry = cache.data.get(data)
+            if entry is not None and (entry[1] is None or entry[1] > cache.clock()):
+                entry[2] = True  # CLOCK's reference flag (RequestCache.get)
+                counters = self.counters
+                counters.cache_hits += 1
+                if self._instrument:
+                    counters.decisions += 1
+                frozen, request = entry[0]
+                return _thawed(frozen, self._version, (self, None, request))
+        request = parse_json_request(data)
+        decision = self.decide(request)
+        if (cache is not None and len(data) <= MAX_KEY_BYTES and request.get("approval") is None
+                and not decision.errors and not decision.limits):
+            cache.put(data, (_frozen(decision), request))
+        return decision
 
     def decide_many(self, requests: Iterable[Mapping]) -> list[Decision]:
         """Decisions for many requests, in order (a bad request raises, naming its index)."""
@@ -220,11 +250,7 @@ class Engine:
                     counters.cache_hits += 1
                     if self._instrument:
                         counters.decisions += 1
-                    d, rules, reasons, grants, approvers, path = entry[0]
-                    return Decision(d, list(rules), list(reasons),
-                                    [{"rule": g[0], "scopes": list(g[1]), "ttl": g[2]} for g in grants]
-                                    if grants else [], list(approvers), [], list(path), self._version,
-                                    (self, None, request))
+                    return _thawed(entry[0], self._version, (self, None, request))
                 # decide the key's own copy: what is stored is a function of the key alone
                 request = request_copy(fkey)
         parts = parse_parts(request, self._lookup, self._authority)
@@ -273,15 +299,12 @@ class Engine:
             # decisions with errors are not cached: a message can name what made a value
             # unreadable (absent, or a string where an object was read …), which the key,
             # holding only "unreadable", does not tell apart
-            rules, reasons = tuple(decision.rules), tuple(decision.reasons)
-            grants = tuple((g["rule"], tuple(g["scopes"]), g["ttl"]) for g in decision.grants)
-            approvers = tuple(decision.approvers)
+            frozen = _frozen(decision)
             if key is not None:
                 with self._cache_lock:
-                    cache[key] = (decision.decision, rules, reasons, grants, approvers, ())
+                    cache[key] = (*frozen[:5], ())
             if fkey is not None:
-                fast.put(fkey, (decision.decision, rules, reasons, grants, approvers,
-                                tuple(decision.delegation_path)))
+                fast.put(fkey, frozen)
         return decision
 
     def _evaluate(self, plan, parts: tuple, request: Mapping, approvals, reserve: bool = True) -> Decision:
@@ -385,6 +408,43 @@ class Engine:
             prefix.append(delegator)
             return ok
         return allows
+
+
+def _frozen(decision: Decision) -> tuple:
+    """A decision without errors or limits as the caches keep it: (decision, rules,
+    reasons, grants, approvers, delegation path), tuples all the way down."""
+    return (decision.decision, tuple(decision.rules), tuple(decision.reasons),
+            tuple((g["rule"], tuple(g["scopes"]), g["ttl"]) for g in decision.grants),
+            tuple(decision.approvers), tuple(decision.delegation_path))
+
+
+def _thawed(frozen: tuple, version: str, ctx) -> Decision:
+    """A fresh Decision of a cached entry (callers may change what they get)."""
+    d, rules, reasons, grants, approvers, path = frozen
+    return Decision(d, list(rules), list(reasons),
+                    [{"rule": g[0], "scopes": list(g[1]), "ttl": g[2]} for g in grants] if grants else [],
+                    list(approvers), [], list(path), version, ctx)
+
+
+def parse_json_request(data: bytes) -> dict:
+    """A request's JSON text (UTF-8, -16 or -32) as a dict, or :class:`RequestError`."""
+    try:
+        request = json.loads(data, parse_constant=_no_constant)
+    except RecursionError:
+        raise RequestError("", "the request is not valid JSON: nested too deeply") from None
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError, NaN/Infinity
+        raise RequestError("", f"the request is not valid JSON: {e}") from None
+    if request.__class__ is not dict:
+        raise RequestError("", f"a request is a JSON object, not {_json_kind(request)}")
+    return request
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _json_kind(value: Any) -> str:
+    return {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(type(value), "a number")
 
 
 def _has_callable(entities: Any) -> bool:
