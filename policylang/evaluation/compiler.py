@@ -104,7 +104,7 @@ def _read(obj, name: str):
     """Read for cache keys and index lookups: never raises; MISSING when unreadable."""
     if obj is MISSING:
         return MISSING
-    if isinstance(obj, dict) or isinstance(obj, (rt.Entity, rt.Action, rt.Delegation)):
+    if isinstance(obj, (dict, rt.Entity, rt.Action, rt.Delegation)):
         v = obj.get(name)
     else:
         return MISSING
@@ -1014,6 +1014,15 @@ class CompiledSet:
         candidates_of: dict = {}
         plans = self._plans
         previous = self._previous_plans
+        #: one entry tuple per (rule, globs, function), however many plans hold it
+        memo: dict = {}
+
+        def entry(cr, sg, rg, fn, which):
+            key = (cr.order, id(sg), id(rg), which)
+            found = memo.get(key)
+            if found is None:
+                found = memo[key] = (cr, sg, rg, fn)
+            return found
         with self._lock:
             for (kind, action), rtypes in by_pair.items():
                 candidates = candidates_of.get(action)
@@ -1029,10 +1038,10 @@ class CompiledSet:
                     else:
                         continue
                     if cr.resources is None:
-                        wild.append((cr, sg, None, cr.check))
+                        wild.append(entry(cr, sg, None, cr.check, 0))
                     else:
                         for rt_name, rg in cr.resources.items():
-                            typed.setdefault(rt_name, []).append((cr, sg, rg, cr.check))
+                            typed.setdefault(rt_name, []).append(entry(cr, sg, rg, cr.check, 0))
                 for rtype in rtypes:
                     key = (kind, action, rtype)
                     if key in plans:
@@ -1051,7 +1060,7 @@ class CompiledSet:
                         if old is not None and _same_entries(old.entries, entries):
                             plan = old  # a reload that did not touch this plan's rules
                         else:
-                            plan = self._plan_of(entries)
+                            plan = self._plan_of(entries, entry)
                         shared[sig] = plan
                     plans[key] = plan
         return len({id(p) for p in plans.values()})
@@ -1084,7 +1093,9 @@ class CompiledSet:
             entries.append((cr, sg, rg, cr.check))
         return entries
 
-    def _plan_of(self, entries: list) -> Plan:
+    def _plan_of(self, entries: list, entry: Callable | None = None) -> Plan:
+        """The plan of these entries; ``entry``: build_plans' memo of entry tuples (else each
+        plan makes its own)."""
         groups_by_path: dict[tuple, list] = {}
         for e in entries:
             if e[0].index_key is not None:
@@ -1102,8 +1113,12 @@ class CompiledSet:
                 _p, tag, value = e[0].index_key
                 table = g.by_str if tag == "s" else g.by_num if tag == "n" else g.by_bool
                 # found by the index: run the rule without the test the lookup answered
-                table.setdefault(value, []).append((e[0], e[1], e[2], e[0].rest))
+                table.setdefault(value, []).append(
+                    entry(e[0], e[1], e[2], e[0].rest, 1) if entry is not None else (e[0], e[1], e[2], e[0].rest))
                 grouped.add(e[0].order)
+            for table in (g.by_str, g.by_num, g.by_bool):
+                for value, found in table.items():
+                    table[value] = tuple(found)
             groups.append(g)
         plain = tuple(e for e in entries if e[0].order not in grouped)
         reads: set = set()
