@@ -881,7 +881,7 @@ def _end_position(text: str) -> tuple[int, int]:
 
 #: try the recursive-descent parser of policylang/language/fastparse.py first: it builds the
 #: same tree for the valid texts it takes and gives up on the rest (then the LALR driver runs)
-FAST_PARSE = False
+FAST_PARSE = True
 
 
 def parse(text: str, path: str = "<policy>", *, fast: bool | None = None) -> nodes.PolicyFile:

@@ -1,0 +1,317 @@
+"""The fast parser (policylang/language/fastparse.py) against the LALR driver.
+
+For every text: either the fast parser gives up (and ``parse`` falls back to the driver),
+or both build the same tree -- equal nodes *and* equal spans, node by node (spans are
+left out of node equality) -- and the fast parser never accepts a text the driver
+rejects. ``parse`` with the fast path on gives exactly what it gives with it off: the
+same tree and spans, or the same E001.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from lark import Lark
+from policygen import policy_sets
+
+from policylang.language import fastparse as F
+from policylang.language import nodes
+from policylang.language import parser as P
+from policylang.language.errors import PolicyError
+
+ROOT = Path(__file__).resolve().parent.parent
+_SPAN_FIELDS = ("span", "name_span", "head_span", "action_spans")
+
+# mutation alphabet (as tests/test_parser_driver.py): characters and near-miss fragments
+PIECES = list(" \n\t.,:;=<>!+-*/@?()[]{}\"#_0123456789azAZ") + [
+    "for", "to", "on", "in", "not", "and", "or", "when", "has", "any", "all", "==", "10m", "1.5",
+    '"x"', "principal", "permit", "@id(", "é", "\\", "limit", "per", "count", "sum", "grant", "by",
+]
+
+
+def mutate(rnd: random.Random, text: str) -> str:
+    for _ in range(rnd.randint(1, 3)):
+        i = rnd.randrange(len(text) + 1)
+        op = rnd.random()
+        if op < 0.4 and text:  # delete a short run
+            text = text[:i] + text[i + rnd.randint(1, 4):]
+        elif op < 0.8:  # insert a piece
+            text = text[:i] + rnd.choice(PIECES) + text[i:]
+        else:  # delete the whitespace here (glues two words together)
+            j = i
+            while j < len(text) and text[j] in " \t\n":
+                j += 1
+            text = text[:i] + text[j:]
+    return text
+
+
+def _policies_in(doc):
+    """Every string under a ``policy``/``policies``/``text`` key of a YAML document."""
+    out = []
+    stack = [doc]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, dict):
+            for k, v in x.items():
+                if k in ("policy", "policies", "text", "source") and isinstance(v, str):
+                    out.append(v)
+                else:
+                    stack.append(v)
+        elif isinstance(x, list):
+            stack.extend(x)
+    return out
+
+
+def corpus() -> list[tuple[str, str]]:
+    texts = []
+    for base in ("examples", "tests/golden", "tests/data", "tests/conformance", "docs"):
+        for f in sorted((ROOT / base).rglob("*.policy")):
+            texts.append((str(f.relative_to(ROOT)), f.read_text(encoding="utf-8")))
+    for f in sorted((ROOT / "tests" / "conformance").rglob("*.yaml")):
+        for i, text in enumerate(_policies_in(yaml.safe_load(f.read_text(encoding="utf-8")))):
+            texts.append((f"{f.relative_to(ROOT)}#{i}", text))
+    return texts
+
+
+CORPUS = corpus()
+
+
+def all_spans(tree) -> list:
+    """(class, span fields) of every node, pre-order."""
+    out = []
+    stack = [tree]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, nodes.Node):
+            out.append((type(x).__name__,) + tuple(getattr(x, f, None) for f in _SPAN_FIELDS))
+            for f in reversed(dataclasses.fields(x)):
+                if f.name not in _SPAN_FIELDS:
+                    stack.append(getattr(x, f.name))
+        elif isinstance(x, tuple):
+            stack.extend(reversed(x))
+    return out
+
+
+def slow(text, path="t.policy"):
+    try:
+        return P.parse(text, path, fast=False)
+    except PolicyError as e:
+        return e
+
+
+def fast_only(text, path="t.policy"):
+    try:
+        return F.parse(text, path)
+    except F.GiveUp:
+        return None
+
+
+def diag_key(err: PolicyError):
+    return [(d.code, d.message, d.span, str(d)) for d in err.diagnostics]
+
+
+def check(text: str, stats: dict | None = None) -> None:
+    ref = slow(text)
+    got = fast_only(text)
+    if got is not None:
+        assert isinstance(ref, nodes.PolicyFile), f"the fast parser accepts what the driver rejects: {text!r}"
+        assert got == ref, f"different trees for {text!r}"
+        assert all_spans(got) == all_spans(ref), f"different spans for {text!r}"
+    # parse() with the fast path on: exactly what it gives with the fast path off
+    try:
+        default = P.parse(text, "t.policy", fast=True)
+    except PolicyError as e:
+        default = e
+    if isinstance(ref, PolicyError):
+        assert isinstance(default, PolicyError) and diag_key(default) == diag_key(ref), text
+    else:
+        assert default == ref and all_spans(default) == all_spans(ref), text
+    if stats is not None:
+        key = ("fast" if got is not None else "gave_up") + ("_valid" if isinstance(ref, nodes.PolicyFile) else "_invalid")
+        stats[key] = stats.get(key, 0) + 1
+
+
+def test_corpus_is_found_and_taken_by_the_fast_parser():
+    assert len(CORPUS) >= 60
+    stats: dict = {}
+    for _name, text in CORPUS:
+        check(text, stats)
+    # the valid corpus texts are (nearly all) parsed by the fast path, not handed back
+    assert stats.get("fast_valid", 0) >= 0.9 * (stats.get("fast_valid", 0) + stats.get("gave_up_valid", 0)), stats
+
+
+def test_mutated_corpora():
+    rnd = random.Random(20)
+    stats: dict = {}
+    texts = [t for _, t in CORPUS if t.strip()]
+    for _ in range(1500):
+        check(mutate(rnd, rnd.choice(texts)), stats)
+    assert stats.get("fast_valid", 0) >= 50 and stats.get("gave_up_invalid", 0) >= 300, stats
+
+
+def test_token_level_mutations():
+    """Delete, duplicate and swap whole tokens of valid texts."""
+    rnd = random.Random(7)
+    stats: dict = {}
+    valid = [t for _, t in CORPUS if isinstance(slow(t), nodes.PolicyFile) and t.strip()]
+    for _ in range(1200):
+        text = rnd.choice(valid)
+        toks, starts, *_ = F._tokenize(text)
+        toks, starts = toks[:-1], starts[:-1]
+        if len(toks) < 2:
+            continue
+        i, j = sorted(rnd.sample(range(len(toks)), 2))
+        pieces = [(starts[k], starts[k] + len(toks[k])) for k in (i, j)]
+        (a0, a1), (b0, b1) = pieces
+        op = rnd.randrange(3)
+        if op == 0:  # delete
+            text = text[:a0] + text[a1:]
+        elif op == 1:  # duplicate
+            text = text[:a1] + " " + text[a0:a1] + text[a1:]
+        else:  # swap
+            text = text[:a0] + text[b0:b1] + text[a1:b0] + text[a0:a1] + text[b1:]
+        check(text, stats)
+    assert stats.get("gave_up_invalid", 0) >= 300, stats
+
+
+@settings(max_examples=80, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(policy_sets())
+def test_generated_policies(text):
+    stats: dict = {}
+    check(text, stats)
+    assert stats == {"fast_valid": 1}, f"the fast parser gives up on a generated policy: {text!r}"
+    rnd = random.Random(text)
+    for _ in range(3):
+        check(mutate(rnd, text))
+
+
+@pytest.mark.parametrize("name", ["M", "L"])
+def test_benchmark_scenarios(name):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import scenarios
+
+    text = scenarios.scenario(name).text
+    ref = P.parse(text, f"{name}.policy", fast=False)
+    got = F.parse(text, f"{name}.policy")
+    assert got == ref
+    assert all_spans(got) == all_spans(ref)
+
+
+EDGE_CASES = [
+    "",
+    "# only a comment\n",
+    "permit * to * on *",
+    "permit * to for, on on x when context.for == principal.in",
+    'permit a "x*", b to "read", write on repo "r/*", doc when principal has "a b" and resource has for',
+    "permit a to b on c\nprincipal agent { a: string, b: set<string>?, }",
+    "resource doc authoritative { owner: string }\ncontext { ip: ipaddr }",
+    "high_impact action deploy, \"x\" on repo, doc { approver: string }\naction read on repo",
+    "action read on repo\npermit a to read on repo",
+    "const count = 1\nconst sum = [1,]\noption for = true\nconst L = []",
+    "const in = 1",
+    "permit a to b on c when for == 1",
+    "permit a to b on c when count > sum(per, limit)",
+    "permit a to b on c limit count <= 20 per principal.id per 1h",
+    "permit a to b on c limit sum(action.amount) <= 5 + 1 per 1d",
+    "permit a to b on c limit count <= per per 1h",
+    "permit a to b on c limit count <= 1 per 1h per 1d",
+    "permit a to b on c limit count <= 1 per x per y",
+    "permit a to b on c limit count <= 1 per x per y per 1h",
+    "permit a to b on c limit count <= 1 < 2",
+    "require approval for a to b on c by \"ops\", \"sec\" because \"x\"",
+    "require approval format to x on y",
+    "permit a to b on c grant \"s:\" + resource.id, principal.a for 1h30m because \"r\"",
+    "permit a to b on c grant x for 10",
+    "@id(\"r1\") @for @x(\"\\u00e9\\n\") permit a to b on c",
+    "@id(\"\\ud800\") permit a to b on c",
+    "permit a to b on c when (a or b) or c and (d and e) and not not f",
+    "permit a to b on c when ((a)) and (x.y)[0].z == -(-1) and - - 2 * 3 / 4 - 5 + 6",
+    "permit a to b on c when any x in xs: all y in x.ys: y > 1 or y < 0",
+    "permit a to b on c when not any x in xs: x",
+    "permit a to b on c when (any x in xs: x) and true",
+    "permit a to b on c when x not in [1, 2.5, \"a\", 10m, true, false, [],] and y matches \"a*\"",
+    "permit a to b on c when a == b == c",
+    "permit a to b on c when a not b",
+    "permit a to b on c when a = b",
+    "permit a to b on c when f(g(1), h()) in x[y[z]]",
+    "permit a to b on c when x == 1.5m",
+    "permit a to b on c when x == 10d5",
+    "permit a to b on c when x == " + "9" * 301,
+    "permit a to b on c when x == 'single'",
+    "permit a to b on c when x && y",
+    "permit a to b on c when x == \"unterminated",
+    "permit a to b on c\r\n  when\tx\f== 1 # trailing\n# own line\n",
+    "permit a to b on c when x \v== 1",
+    "permit a to b on c when é == 1",
+    "permit a to b on c unless x when y",
+    "permit a to b on c because \"x\" when y",
+    "permit a to b on c when x\npermit",
+    "principal agent",
+    "principal for { a: string }",
+    "action foo { a: string }",
+    "principal a, b on x",
+    "context x { }",
+    "permit a to b on c when " + "+".join(["1"] * 127),
+    "permit a to b on c when " + "+".join(["1"] * 128),
+    "permit a to b on c when " + "+".join(["1"] * 200),
+    "permit a to b on c when " + "(" * 60 + "x" + ")" * 60,
+    "permit a to b on c when " + "(" * 200 + "x" + ")" * 200,
+    "permit a to b on c when " + "not " * 130 + "x",
+    "permit a to b on c when " + " or ".join(["x"] * 300),
+    "permit a to b on c when " + "x" + ".a" * 130,
+    "permit a to b on c when x" + " " * 5000 + "$",
+]
+
+
+@pytest.mark.parametrize("text", EDGE_CASES)
+def test_edge_cases(text):
+    check(text)
+
+
+def test_valid_edge_cases_are_taken_by_the_fast_parser():
+    taken = [t for t in EDGE_CASES if fast_only(t) is not None]
+    assert "permit * to for, on on x when context.for == principal.in" in taken
+    assert "const count = 1\nconst sum = [1,]\noption for = true\nconst L = []" in taken
+    assert len(taken) >= 20
+
+
+def test_the_fast_parser_is_used_by_default_and_can_be_switched_off(monkeypatch):
+    calls = []
+    real = F.parse
+    monkeypatch.setattr(F, "parse", lambda *a: calls.append(a) or real(*a))
+    monkeypatch.setattr(P, "FAST_PARSE", True)
+    P.parse("permit * to * on *")
+    assert len(calls) == 1
+    monkeypatch.setattr(P, "FAST_PARSE", False)
+    P.parse("permit * to * on *")
+    P.parse("permit * to * on *", fast=False)
+    assert len(calls) == 1
+    P.parse("permit * to * on *", fast=True)
+    assert len(calls) == 2
+
+
+def test_tokens_and_words_match_the_grammar_and_the_builder():
+    lark = Lark(P.grammar_path().read_text(encoding="utf-8"), parser="lalr", lexer="basic")
+    terms = {t.name: t for t in lark.terminals}
+    samples = [chr(c) for c in range(0x180)] + ["10m", "1h30m", "1.5", "007", "a_1", "_", "1d5", "10mx"]
+    samples += [f'"{c}"' for c in samples] + [f'"\\{c}"' for c in samples] + ['"\\u00e9"', '"\\u00g9"']
+    for name, pattern in F.TOKEN_PATTERNS.items():
+        theirs, ours = re.compile(terms[name].pattern.to_regexp()), re.compile(pattern)
+        for s in samples:
+            assert bool(theirs.fullmatch(s)) == bool(ours.fullmatch(s)), (name, s)
+            m1, m2 = theirs.match(s), ours.match(s)
+            assert (m1 and m1.end()) == (m2 and m2.end()), (name, s)
+    punct = {t.pattern.value for t in lark.terminals
+             if t.pattern.type == "str" and not t.pattern.value.isidentifier()}
+    assert set(F.PUNCTUATION) == punct
+    assert [len(p) for p in F.PUNCTUATION] == sorted((len(p) for p in F.PUNCTUATION), reverse=True)
+    words = {t.pattern.value for t in lark.terminals if t.pattern.type == "str" and t.pattern.value.isidentifier()}
+    assert F.KEYWORDS | F.CONTEXTUAL == words
+    assert F.KEYWORDS == P.KEYWORDS and F.CONTEXTUAL == P.CONTEXTUAL and F.MAX_DEPTH == P.MAX_DEPTH
