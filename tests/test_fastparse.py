@@ -267,6 +267,8 @@ EDGE_CASES = [
     "permit a to b on c when " + " or ".join(["x"] * 300),
     "permit a to b on c when " + "x" + ".a" * 130,
     "permit a to b on c when x" + " " * 5000 + "$",
+    "permit a to b on c when x" + " \t\n" * 100000 + "$",  # the tokenizer does not backtrack over blanks
+    "permit a to b on c when x" + "\n# c" * 50000 + "\n!",
 ]
 
 

@@ -21,6 +21,9 @@ from __future__ import annotations
 import json
 import re
 import sys
+from bisect import bisect_right
+from itertools import accumulate, chain
+from operator import itemgetter
 
 from . import nodes
 from .source import Span
@@ -48,11 +51,11 @@ TOKEN_PATTERNS = {
 }
 PUNCTUATION = ("==", "!=", "<=", ">=", "<", ">", "=", "+", "-", "*", "/", "@", "?", "(", ")",
                "[", "]", "{", "}", ",", ".", ":")
-_LINE = re.compile(
-    r"([ \t\r\f]*(?:#[^\n]*)?)("
+_TOKENS = re.compile(
+    r"((?:[ \t\r\n\f]++|#[^\n]*+)*+)("
     + "|".join(TOKEN_PATTERNS.values())
     + "|" + "|".join(re.escape(p) for p in PUNCTUATION)
-    + r"|\Z)"
+    + r"|\Z|[\s\S])"
 )
 _NAME_START = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_")
 _DIGITS = frozenset("0123456789")
@@ -63,6 +66,24 @@ _CLAUSE_OR_STATEMENT = frozenset(("when", "unless", "grant", "by", "because", "l
 
 _intern = sys.intern
 _setattr = object.__setattr__
+_second = itemgetter(1)
+_new = object.__new__
+
+
+def _packed_layout_matches() -> bool:
+    """Does :class:`Span` pack its numbers as :meth:`_Parser.span` does (source.py)?"""
+    try:
+        probe = Span("p", 3, 5, 4, 7, 11, 13)
+        packed = 11 | 3 << 32 | 5 << 64 | 7 << 84 | 1 << 104 | 2 << 120
+        made = _new(Span)
+        _setattr(made, "path", "p")
+        _setattr(made, "_p", packed)
+        return probe._p == packed and made == probe and made._fields() == probe._fields()
+    except (AttributeError, TypeError):  # another Span: build spans through its constructor
+        return False
+
+
+_PACKED = _packed_layout_matches()
 _Literal, _Name, _Attr, _Index, _Call = nodes.Literal, nodes.Name, nodes.Attr, nodes.Index, nodes.Call
 _Unary, _Binary, _BoolOp, _Matches, _Has = nodes.Unary, nodes.Binary, nodes.BoolOp, nodes.Matches, nodes.Has
 
@@ -72,31 +93,18 @@ class GiveUp(Exception):
 
 
 def _tokenize(text: str):
-    """``(tokens, starts, lines, line_starts)``; tokens end with an ``""`` sentinel."""
-    toks: list[str] = []
-    starts: list[int] = []
-    lines: list[int] = []
-    line_starts = [0]
-    add_t, add_s, add_l = toks.append, starts.append, lines.append
-    findall = _LINE.findall
-    base = 0
-    for lineno, line in enumerate(text.split("\n"), 1):
-        pos = base
-        for pre, tok in findall(line):
-            pos += len(pre)
-            if tok:
-                add_t(tok)
-                add_s(pos)
-                add_l(lineno)
-                pos += len(tok)
-        base += len(line) + 1
-        if pos != base - 1:
-            raise GiveUp("a character no terminal matches")
-        line_starts.append(base)
-    add_t("")
-    add_s(len(text))
-    add_l(len(line_starts) - 1)
-    return toks, starts, lines, line_starts
+    """``(tokens, starts, ends, line_starts)``; the tokens end with an ``""`` sentinel.
+
+    One ``findall`` over the text gives ``(blanks-and-comments, token)`` pairs (a
+    character no terminal takes is a one-character token the parser never accepts), and
+    the offsets are the running sum of the pieces' lengths."""
+    pairs = _TOKENS.findall(text)
+    toks = list(map(_second, pairs))
+    cum = list(accumulate(map(len, chain.from_iterable(pairs))))
+    starts = cum[0::2]
+    ends = cum[1::2]
+    line_starts = list(accumulate((len(line) + 1 for line in text.split("\n")), initial=0))
+    return toks, starts, ends, line_starts
 
 
 def _height(node) -> int:
@@ -113,23 +121,35 @@ def _height(node) -> int:
 
 
 class _Parser:
-    __slots__ = ("i", "lines", "ls", "nest", "path", "starts", "toks")
+    __slots__ = ("ends", "i", "lines", "ls", "nest", "pack", "path", "starts", "toks")
 
     def __init__(self, text: str, path: str) -> None:
         self.path = path
-        self.toks, self.starts, self.lines, self.ls = _tokenize(text)
+        self.toks, self.starts, self.ends, self.ls = _tokenize(text)
+        ls = self.ls
+        self.lines = [bisect_right(ls, s) for s in self.starts]  # no token spans a line
         self.i = 0
         self.nest = 0
+        # the packed spans of source.py hold these numbers only up to a size
+        self.pack = (_PACKED and len(text) < 1 << 24 and len(self.ls) < 1 << 16
+                     and max(b - a for a, b in zip(self.ls, self.ls[1:])) < 1 << 19)
 
     # -- helpers ---------------------------------------------------------------
     def span(self, i: int, j: int) -> Span:
         """The span from the start of token ``i`` to the end of token ``j``."""
-        starts, lines, ls = self.starts, self.lines, self.ls
-        s = starts[i]
+        ls, lines = self.ls, self.lines
+        s = self.starts[i]
+        e = self.ends[j]
         ln = lines[i]
-        e = starts[j] + len(self.toks[j])
         eln = lines[j]
-        return Span(self.path, ln, s - ls[ln - 1] + 1, eln, e - ls[eln - 1] + 1, s, e)
+        col = s - ls[ln - 1] + 1
+        ecol = e - ls[eln - 1] + 1
+        if self.pack:
+            sp = _new(Span)
+            _setattr(sp, "path", self.path)
+            _setattr(sp, "_p", s | ln << 32 | col << 64 | ecol << 84 | (eln - ln) << 104 | (e - s) << 120)
+            return sp
+        return Span(self.path, ln, col, eln, ecol, s, e)
 
     def expect(self, tok: str) -> int:
         i = self.i
@@ -194,6 +214,7 @@ class _Parser:
                 raise GiveUp("not a statement start")
         path = self.path
         if statements:
+            self.pack = False  # the file's span may cover more lines than a packed span holds
             span = self.span(0, self.i - 1)
         else:
             span = Span(path, 1, 1, 1, 1, 0, 0)
