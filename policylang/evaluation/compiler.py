@@ -533,14 +533,13 @@ class RuleCode:
     reads: frozenset
     #: the compiled factory of the rule's shape (shared by every rule of that shape)
     factory: Callable | None = None
-    #: what the factory made for this rule: (check, rest, grant, limits) — pure functions
-    #: of the request (kept only when not instrumented: those count into their set's cell)
-    fns: tuple | None = None
     #: the rule's target globs by kind and by type
     subjects: dict | None = None
     resources: dict | None = None
     #: the last CompiledRule made of this record (reused by a set that has the rule with
-    #: the same id, place and path)
+    #: the same id, place and path); its check, rest, grant and limit_values are what the
+    #: factory made for this rule, pure functions of the request, reused by any set that
+    #: has the rule (kept only when not instrumented: those count into their set's cell)
     compiled: CompiledRule | None = None
 
 
@@ -777,7 +776,7 @@ def compile_rules(policy_set: PolicySet, instrument: bool = False,
     for n, info in enumerate(policy_set.rules):
         rule = info.rule
         code = reuse.get(id(rule)) if reuse else None
-        if code is not None and code.rule is rule and code.factory is not None and code.fns is not None:
+        if code is not None and code.rule is rule and code.factory is not None and code.compiled is not None:
             factories.setdefault(code.shape_key, code.factory)
             cr = code.compiled
             if cr is not None and cr.order == n:
@@ -815,20 +814,20 @@ def compile_rules(policy_set: PolicySet, instrument: bool = False,
             factories[shape_key] = namespace[name]
     for n, info, code in pending:
         rule = info.rule
-        fns = code.fns
-        if fns is None:
+        old = code.compiled
+        if old is not None:
+            check, rest, grant_fn, limit_fn = old.check, old.rest, old.grant, old.limit_values
+        else:
             if code.factory is None:
                 code.factory = factories[code.shape_key]
-            fns = code.factory(*code.params)
+            check, rest, grant_fn, limit_fn = code.factory(*code.params)
             code.subjects = _globs_memo(rule.target.subjects, globs)
             code.resources = _globs_memo(rule.target.resources, globs)
-            if not instrument:
-                code.fns = fns
-        check, rest, grant_fn, limit_fn = fns
+        grant = rule.grant
         cr = out[n] = (CompiledRule(
             info=info, order=n, effect=rule.effect,
             check=check, rest=rest, grant=grant_fn,
-            ttl=rule.grant.ttl if rule.grant is not None else 0,
+            ttl=grant.ttl if grant is not None else 0,
             index_key=code.index_key,
             subjects=code.subjects,
             resources=code.resources,
