@@ -712,6 +712,7 @@ def parse(text: str, path: str = "<policy>") -> nodes.PolicyFile:
     """The tree of a valid ``text``; :class:`GiveUp` where the fast parser is not sure."""
     try:
         return _Parser(text, path).file()
-    except (IndexError, RecursionError, ValueError) as e:
-        # IndexError: a token was read past the end sentinel; ValueError: json/int/float
+    except (IndexError, RecursionError, ValueError, TypeError, AttributeError) as e:
+        # IndexError: a token read past the end sentinel; ValueError: json/int/float;
+        # TypeError/AttributeError: not a str (the LALR path reports it as it always did)
         raise GiveUp(str(e)) from None
