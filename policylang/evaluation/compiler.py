@@ -734,7 +734,10 @@ def _from_shape(shape: _Shape, rule: nodes.Rule, lits: list, constants, memo: di
     index_key = None
     if shape.index is not None:
         path, tag, j, value = shape.index
-        index_key = (path, tag, lits[j].value if j >= 0 else value)
+        if j >= 0:
+            value = lits[j].value
+        # one tuple per distinct (path, value, class of value): many rules share one
+        index_key = memo.setdefault((path, tag, value, value.__class__), (path, tag, value))
     target = rule.target
     globbed = (any(s.glob is not None for s in target.subjects or ()),
                any(s.glob is not None for s in target.resources or ()))
