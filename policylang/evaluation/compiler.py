@@ -756,7 +756,11 @@ def compile_rules(policy_set: PolicySet, instrument: bool = False,
     (``_p0``, ``_p1`` …) returning the rule's check, its check without the indexed first
     test, and its grant. Rules that differ only in literals (the common case in large
     sets) share one factory, so the module Python compiles stays small; every new shape
-    of one call is compiled by one ``compile()`` into one fresh namespace.
+    of one call is compiled by one ``compile()`` into one fresh namespace. Code generation
+    runs once per *skeleton* (:func:`_skeleton`: the rule with the literals that only ever
+    become parameters left open); the other rules of a skeleton take that rule's shape,
+    their parameters, index key and read set derived from it (:func:`_from_shape`;
+    tests/test_compile_shapes.py checks they are what a full generation makes).
 
     ``reuse``: :class:`RuleCode` records of an earlier compilation by ``id`` of the rule
     node (see :class:`CompiledSet`): a rule whose node is among them is not generated
