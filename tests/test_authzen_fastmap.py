@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from policylang.server import authzen
 from policylang.server.authzen import BadRequest
 
-SETTINGS = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 scalars = st.one_of(st.none(), st.booleans(), st.integers(-3, 3), st.floats(-1, 2, allow_nan=False),
                     st.sampled_from(["", "a", "user", "read", "x-1"]))
