@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import os
 import posixpath
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from ..fileio import write_atomically
 
 #: the file names a set is made of (policylang/language/loader.py collects the same)
 SET_SUFFIXES = (".policy", ".entities.json")
@@ -250,20 +251,8 @@ class Workspace:
             raise WriteRefused(f"{rel} is a symlink: the playground does not write through links")
         if not os.path.isdir(parent):
             raise WriteRefused(f"{rel}: its directory does not exist")
-        final = os.path.join(parent, os.path.basename(target))
-        fd, tmp = tempfile.mkstemp(dir=parent, prefix=".playground-", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-                f.write(text)
-            if os.path.exists(final):
-                os.chmod(tmp, os.stat(final).st_mode & 0o777)
-            os.replace(tmp, final)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        write_atomically(os.path.join(parent, os.path.basename(target)), text, keep_mode=True,
+                         follow_links=False)
         return rel
 
 
