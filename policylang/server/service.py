@@ -211,6 +211,10 @@ class PolicyService:
                     log.info("policy reload (%s): serving %s%s", trigger, snapshot.version,
                              "" if changed else " (unchanged)")
             self.last_reload = result
+        return self._notify(result)
+
+    def _notify(self, result: ReloadResult) -> ReloadResult:
+        """Tell the reload hook (metrics) about ``result``; a failing hook never breaks reloading."""
         if self.on_reload is not None:
             try:
                 self.on_reload(result)
@@ -241,12 +245,7 @@ class PolicyService:
             result = ReloadResult(True, "startup", time.time(), list(snapshot.policies.diagnostics),
                                   snapshot.version, True)
             self.last_reload = result
-        if self.on_reload is not None:
-            try:
-                self.on_reload(result)
-            except Exception:  # metrics must never break reloading
-                log.exception("reload hook failed")
-        return result
+        return self._notify(result)
 
     def _build(self) -> tuple[Snapshot | None, list[Diagnostic]]:
         from ..evaluation.engine import Engine
