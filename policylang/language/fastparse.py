@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+from array import array
 from bisect import bisect_right
 from itertools import accumulate, chain
 from operator import itemgetter
@@ -100,10 +101,13 @@ def _tokenize(text: str):
     the offsets are the running sum of the pieces' lengths."""
     pairs = _TOKENS.findall(text)
     toks = list(map(_second, pairs))
-    cum = list(accumulate(map(len, chain.from_iterable(pairs))))
+    # offsets as machine integers (array), not a list of int objects: a 10,000-rule text
+    # has about a million of them, and a list of them would double the parse's peak memory
+    cum = array("q", accumulate(map(len, chain.from_iterable(pairs))))
+    del pairs
     starts = cum[0::2]
     ends = cum[1::2]
-    line_starts = list(accumulate((len(line) + 1 for line in text.split("\n")), initial=0))
+    line_starts = array("q", accumulate((len(line) + 1 for line in text.split("\n")), initial=0))
     return toks, starts, ends, line_starts
 
 
@@ -127,7 +131,7 @@ class _Parser:
         self.path = path
         self.toks, self.starts, self.ends, self.ls = _tokenize(text)
         ls = self.ls
-        self.lines = [bisect_right(ls, s) for s in self.starts]  # no token spans a line
+        self.lines = array("q", [bisect_right(ls, s) for s in self.starts])  # no token spans a line
         self.i = 0
         self.nest = 0
         # the packed spans of source.py hold these numbers only up to a size
