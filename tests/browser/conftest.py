@@ -54,8 +54,11 @@ def artifacts_dir() -> Path:
     return d
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
+    """One Chromium per test module. Not per session: Playwright's sync API keeps an asyncio
+    loop running in the main thread while it is open, so every later test that calls
+    asyncio.run() (the guards, the MCP and LSP tests) would fail; it stops on exit."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
