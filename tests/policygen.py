@@ -171,9 +171,9 @@ def requests(draw):
 # nested values. ``hostile_requests()`` draws ``(disguised, plain)``: both must get the
 # same decision, from either evaluator, cached or not.
 
-import enum  # noqa: E402
-from collections import UserDict, UserList  # noqa: E402
-from collections.abc import Mapping, Sequence  # noqa: E402
+import enum
+from collections import UserDict, UserList
+from collections.abc import Mapping, Sequence
 
 
 class GenStr(str):
@@ -289,3 +289,31 @@ def hostile_requests(draw):
     plain = json.loads(json.dumps(req))
     # one drawn random makes every disguise choice (a draw per value overruns long chains)
     return _disguise(draw(st.randoms(use_true_random=False)), req), plain
+
+
+# ------------------------------------------------------------------ text mutations
+
+#: the pieces ``mutate`` inserts: every punctuation and operator character, digits,
+#: letters, and words of the grammar (callers add more)
+MUTATION_PIECES = list(" \n\t.,:;=<>!+-*/@?()[]{}\"#_0123456789azAZ") + [
+    "for", "to", "on", "in", "not", "and", "or", "when", "has", "any", "all", "==", "10m", "1.5",
+    '"x"', "principal", "permit", "@id(", "é", "\\",
+]
+
+
+def mutate(rnd, text: str, pieces=MUTATION_PIECES) -> str:
+    """One to three random edits of a policy text: delete a short run, insert one of
+    ``pieces``, or delete the whitespace at a place (gluing two words together)."""
+    for _ in range(rnd.randint(1, 3)):
+        i = rnd.randrange(len(text) + 1)
+        op = rnd.random()
+        if op < 0.4 and text:  # delete a short run
+            text = text[:i] + text[i + rnd.randint(1, 4):]
+        elif op < 0.8:  # insert a piece
+            text = text[:i] + rnd.choice(pieces) + text[i:]
+        else:  # delete the whitespace here (glues two words together)
+            j = i
+            while j < len(text) and text[j] in " \t\n":
+                j += 1
+            text = text[:i] + text[j:]
+    return text

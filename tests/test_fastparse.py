@@ -19,7 +19,8 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from lark import Lark
-from policygen import policy_sets
+from policygen import MUTATION_PIECES, policy_sets
+from policygen import mutate as _mutate
 
 from policylang.language import fastparse as F
 from policylang.language import nodes
@@ -30,26 +31,11 @@ ROOT = Path(__file__).resolve().parent.parent
 _SPAN_FIELDS = ("span", "name_span", "head_span", "action_spans")
 
 # mutation alphabet (as tests/test_parser_driver.py): characters and near-miss fragments
-PIECES = list(" \n\t.,:;=<>!+-*/@?()[]{}\"#_0123456789azAZ") + [
-    "for", "to", "on", "in", "not", "and", "or", "when", "has", "any", "all", "==", "10m", "1.5",
-    '"x"', "principal", "permit", "@id(", "é", "\\", "limit", "per", "count", "sum", "grant", "by",
-]
+PIECES = MUTATION_PIECES + ["limit", "per", "count", "sum", "grant", "by"]
 
 
-def mutate(rnd: random.Random, text: str) -> str:
-    for _ in range(rnd.randint(1, 3)):
-        i = rnd.randrange(len(text) + 1)
-        op = rnd.random()
-        if op < 0.4 and text:  # delete a short run
-            text = text[:i] + text[i + rnd.randint(1, 4):]
-        elif op < 0.8:  # insert a piece
-            text = text[:i] + rnd.choice(PIECES) + text[i:]
-        else:  # delete the whitespace here (glues two words together)
-            j = i
-            while j < len(text) and text[j] in " \t\n":
-                j += 1
-            text = text[:i] + text[j:]
-    return text
+def mutate(rnd, text: str) -> str:
+    return _mutate(rnd, text, PIECES)
 
 
 def _policies_in(doc):

@@ -44,7 +44,8 @@ from policylang.language import parser as P
 from policylang.language.errors import PolicyError
 
 sys.path.insert(0, str(Path(__file__).parent))
-from policygen import policy_sets  # noqa: E402
+from policygen import MUTATION_PIECES, policy_sets
+from policygen import mutate as _mutate
 
 ROOT = Path(__file__).resolve().parent.parent
 GRAMMAR = P.grammar_path().read_text(encoding="utf-8")
@@ -68,26 +69,8 @@ def corpus() -> list[tuple[str, str]]:
 CORPUS = corpus()
 
 # mutation alphabet: single characters and fragments that make near-miss tokens
-PIECES = list(" \n\t.,:;=<>!+-*/@?()[]{}\"#_0123456789azAZ") + [
-    "for", "to", "on", "in", "not", "and", "or", "when", "has", "any", "all", "==", "10m", "1.5",
-    '"x"', "principal", "permit", "@id(", "é", "\\",
-]
-
-
-def mutate(rnd: random.Random, text: str) -> str:
-    for _ in range(rnd.randint(1, 3)):
-        i = rnd.randrange(len(text) + 1)
-        op = rnd.random()
-        if op < 0.4 and text:  # delete a short run
-            text = text[:i] + text[i + rnd.randint(1, 4):]
-        elif op < 0.8:  # insert a piece
-            text = text[:i] + rnd.choice(PIECES) + text[i:]
-        else:  # delete the whitespace here (glues two words together)
-            j = i
-            while j < len(text) and text[j] in " \t\n":
-                j += 1
-            text = text[:i] + text[j:]
-    return text
+def mutate(rnd, text: str) -> str:
+    return _mutate(rnd, text, MUTATION_PIECES)
 
 
 def norm(node):
