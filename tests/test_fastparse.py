@@ -303,3 +303,79 @@ def test_tokens_and_words_match_the_grammar_and_the_builder():
     words = {t.pattern.value for t in lark.terminals if t.pattern.type == "str" and t.pattern.value.isidentifier()}
     assert F.KEYWORDS | F.CONTEXTUAL == words
     assert F.KEYWORDS == P.KEYWORDS and F.CONTEXTUAL == P.CONTEXTUAL and F.MAX_DEPTH == P.MAX_DEPTH
+
+
+# ------------------------------------------------------------------ windows
+# The text is tokenised a window at a time (fastparse.WINDOW), cut where a statement is
+# sure to start. With tiny windows every blank line before a statement is a cut, so each
+# text below is parsed across many windows; the trees and spans must still be the
+# driver's, and a statement that runs on past a cut must still be read whole.
+
+CROSSING = [
+    # a cut point (a blank line, then a statement word) inside a statement
+    "permit a to b on c when resource.\n\npermit == 1",
+    "permit a to b on c when x.\n\nforbid\n\npermit d to e on f",
+    "@id(\"r1\")\n\n@note(\"second\")\n\npermit a to b on c\n\n@id(\"r2\")\n\nforbid a to b on c",
+    "@\n\npermit permit a to b on c",
+    "permit a to b on c when [1,\n\n@]",  # a syntax error: the driver's E001, as whole
+    "permit a to b on c\n\n\n\npermit d to e on f when g\n\n  \n\nforbid x to y on z",
+    "const X = 1\n\npermit a to b on c when context.n == X\n\n# a comment\n\npermit d to e on f",
+]
+
+
+def _windows(monkeypatch, size: int) -> list:
+    """Use windows of ``size`` characters; the (start, end) of every window tokenised."""
+    seen: list = []
+    real = F._Parser.window
+    monkeypatch.setattr(F, "WINDOW", size)
+    monkeypatch.setattr(F._Parser, "window", lambda self, pos, end: seen.append((pos, end)) or real(self, pos, end))
+    return seen
+
+
+@pytest.mark.parametrize("text", CROSSING)
+def test_statements_across_window_cuts(monkeypatch, text):
+    seen = _windows(monkeypatch, 1)
+    check(text)
+    assert len(seen) >= 2, seen  # the text was cut
+    if isinstance(slow(text), nodes.PolicyFile):
+        assert fast_only(text) is not None, "a valid text read across cuts is handed back"
+
+
+def test_corpus_and_mutations_in_tiny_windows(monkeypatch):
+    seen = _windows(monkeypatch, 8)
+    rnd = random.Random(11)
+    for _name, text in CORPUS:
+        check(text)
+        for _ in range(2):
+            check(mutate(rnd, text))
+    assert len(seen) > 2 * len(CORPUS)  # many texts were parsed in more than one window
+
+
+def test_windows_keep_the_parse_peak_memory_down(monkeypatch):
+    """Windows exist for memory (fastparse.WINDOW): what a 1,000-rule text's parse
+    allocates beyond the tree it returns (its tokens and offsets) is a fraction of what
+    tokenising it whole takes (tracemalloc counts bytes, not time)."""
+    import tracemalloc
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import scenarios
+
+    text = scenarios.scenario("M").text
+    rules = text.count("\npermit") + text.count("\nforbid")
+    assert rules >= 500 and len(text) > 8 * F.WINDOW
+
+    def transient(window: int):
+        monkeypatch.setattr(F, "WINDOW", window)
+        tracemalloc.start()
+        try:
+            tree = F.parse(text, "M.policy")
+            kept, peak = tracemalloc.get_traced_memory()
+            return peak - kept, tree
+        finally:
+            tracemalloc.stop()
+
+    default = F.WINDOW
+    whole, tree_whole = transient(len(text))
+    windowed, tree_windowed = transient(default)
+    assert tree_windowed == tree_whole and all_spans(tree_windowed) == all_spans(tree_whole)
+    assert windowed < 0.35 * whole, (windowed, whole)
