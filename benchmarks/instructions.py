@@ -6,6 +6,13 @@ in-process peer on the same stream: a figure machine noise does not change, so t
     python -m benchmarks.instructions --scenario M --tree DIR          # another checkout (a worktree)
     python -m benchmarks.instructions --scenario M --engine policylang,regorus,cel,cedar
     python -m benchmarks.instructions --scenario M --engine policylang,regorus --gate 5
+    python -m benchmarks.instructions --scenario M --engine "policylang,policylang (cache hit)"
+
+``policylang (cache hit)`` and ``policylang (decide_json cache hit)``
+(``benchmarks.peers.VARIANTS``) are policylang with the default request cache, deciding
+the request dicts and their JSON texts, warmed on the whole stream first: every counted
+decision is a hit, so the ratio to ``policylang`` is a noise-free figure of what a hit
+costs against a decision.
 
 Each engine runs in its own process under ``valgrind --tool=callgrind``: it loads the
 scenario through its adapter (``benchmarks/peers.py``, the same translation and calls
@@ -59,10 +66,10 @@ spec = importlib.util.spec_from_file_location(
 pkg = importlib.util.module_from_spec(spec)
 sys.modules["benchmarks"] = pkg
 spec.loader.exec_module(pkg)
-from benchmarks.peers import ADAPTERS
+from benchmarks.peers import ADAPTERS, VARIANTS
 scn = pickle.load(open(data, "rb"))
 reqs = scn.requests
-adapter = ADAPTERS[engine]()
+adapter = (VARIANTS.get(engine) or ADAPTERS[engine])()
 adapter.load(scn)
 run = adapter.run
 warm = [reqs[i:i + batch] for i in range(0, min(warmup, len(reqs)), batch)]
@@ -123,13 +130,13 @@ def measure(scenario: str = "M", engines: list[str] | tuple[str, ...] = ("policy
     slow peers). Returns {"scenario", "engines": {name: {...}}, "ratios": {name: x / policylang}}.
     """
     from benchmarks import scenarios as sc
-    from benchmarks.peers import ADAPTERS
+    from benchmarks.peers import ADAPTERS, VARIANTS
 
     if not valgrind_available():
         raise RuntimeError("valgrind is not installed (Debian: apt-get install valgrind)")
-    unknown = [e for e in engines if e not in ADAPTERS]
+    unknown = [e for e in engines if e not in ADAPTERS and e not in VARIANTS]
     if unknown:
-        raise ValueError(f"unknown engine(s) {unknown}; known: {', '.join(ADAPTERS)}")
+        raise ValueError(f"unknown engine(s) {unknown}; known: {', '.join([*ADAPTERS, *VARIANTS])}")
     kw = {} if seed is None else {"seed": seed}
     scn = sc.scenario(scenario, n_requests=n_requests, **kw)
     scn.text  # noqa: B018 - computed once here, pickled with the scenario
@@ -146,6 +153,8 @@ def measure(scenario: str = "M", engines: list[str] | tuple[str, ...] = ("policy
         def one(e: str):
             cap = caps.get(e)
             w, n = (warmup, decisions) if cap is None else (min(warmup, cap), min(decisions, cap))
+            if e in VARIANTS and "cache hit" in e:
+                w = max(w, n_requests)  # every request decided once: each counted one is a hit
             if log:
                 log(f"  callgrind {scenario} {e}: warm-up {w}, {n} decisions")
             return e, count(e, data, child, tmp, tree=tree or str(ROOT), warmup=w, decisions=n,
@@ -174,11 +183,18 @@ def markdown(result: dict) -> str:
         ratio = result["ratios"].get(e)
         agree = "all match" if not r["mismatches"] else f"**{r['mismatches']} MISMATCHES**"
         rows.append(f"| {result['scenario']} | {e} | {r['per_decision']:,.0f} | "
-                    f"{f'{ratio:.1f}×' if ratio is not None else '—'} | {r['decisions']:,} | "
+                    f"{_ratio(ratio)} | {r['decisions']:,} | "
                     f"{r['warmup']:,} | {agree} |")
     for e, err in result.get("errors", {}).items():
         rows.append(f"| {result['scenario']} | {e} | — | — | — | — | {err.splitlines()[0]} |")
     return "\n".join(rows)
+
+
+def _ratio(ratio: float | None) -> str:
+    """A ratio to policylang as the table shows it (two decimals below 1: the cache hits)."""
+    if ratio is None:
+        return "—"
+    return f"{ratio:.2f}×" if ratio < 1 else f"{ratio:.1f}×"
 
 
 def _caps(items: list[str]) -> dict[str, int]:

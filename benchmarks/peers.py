@@ -58,12 +58,12 @@ from __future__ import annotations
 import importlib
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .scenarios import Rule, Scenario, _num
 
-__all__ = ["ADAPTERS", "PEERS", "Adapter", "availability", "get_adapter"]
+__all__ = ["ADAPTERS", "PEERS", "VARIANTS", "Adapter", "availability", "get_adapter"]
 
 
 class Adapter:
@@ -143,6 +143,23 @@ class PolicylangAdapter(Adapter):
 
     def allowed(self, raw):
         return [d.decision == "allow" for d in raw]
+
+
+class PolicylangJsonAdapter(PolicylangAdapter):
+    """policylang deciding each request's JSON text (``Engine.decide_json``, what the
+    service does with a body); the texts are made at load (``json.dumps`` of each request
+    of the scenario) and found by the request's identity, so a run pays one dict lookup
+    per request besides the decision."""
+
+    name = "policylang (decide_json)"
+
+    def load(self, scn: Scenario) -> None:
+        super().load(scn)
+        self.bodies = {id(r): json.dumps(r).encode() for r in scn.requests}
+
+    def run(self, reqs):
+        decide, bodies = self.engine.decide_json, self.bodies
+        return [decide(bodies[id(r)]) for r in reqs]
 
 
 # --------------------------------------------------------------------------- cedar
@@ -745,6 +762,14 @@ PEERS: dict[str, type[Adapter]] = {
     "cel": CelAdapter,
 }
 ADAPTERS: dict[str, type[Adapter]] = {"policylang": PolicylangAdapter, **PEERS}
+
+#: other configurations of an adapter, by name (``benchmarks/instructions.py`` counts
+#: them; ``compare.py`` times them itself): the default request cache, every request of
+#: the stream decided once before the count, so each counted decision is a cache hit
+VARIANTS: dict[str, Callable[[], Adapter]] = {
+    "policylang (cache hit)": lambda: PolicylangAdapter(cache_size=10_000),
+    "policylang (decide_json cache hit)": lambda: PolicylangJsonAdapter(cache_size=10_000),
+}
 
 
 def get_adapter(name: str) -> Adapter:

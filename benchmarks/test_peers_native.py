@@ -72,3 +72,19 @@ def test_instructions_gate(monkeypatch, capsys):
     assert "| M | regorus | 100,000 | 2.5× |" in capsys.readouterr().out
     assert instructions.main(["--engine", "regorus,cel", "--gate", "2"]) == 1  # cel is 1.5×
     assert "FAIL gate: cel" in capsys.readouterr().err
+
+
+def test_cache_hit_variants_agree_and_hit():
+    """The variants benchmarks/instructions.py counts as cache hits decide as the oracle,
+    and after one pass over the stream every decision of the next is a hit."""
+    from .peers import VARIANTS
+
+    for name, make in VARIANTS.items():
+        for scn in _tiny():
+            adapter = make()
+            adapter.load(scn)
+            want = [e == "allow" for e in scn.expected_all()]
+            assert adapter.allowed(adapter.run(scn.requests)) == want, (name, scn.name)
+            hits = adapter.engine.counters.cache_hits
+            assert adapter.allowed(adapter.run(scn.requests)) == want, (name, scn.name)
+            assert adapter.engine.counters.cache_hits - hits == len(scn.requests), (name, scn.name)
