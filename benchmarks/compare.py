@@ -618,6 +618,14 @@ def issue20_rows(all_res: dict[str, dict[str, Result]], x: dict) -> tuple[str, d
             rows.append(f"| cache hit at M ({label}) ≤ ¼ of the uncached median | "
                         f"{c[key]:.2f} ({fmt_us(c[key.removeprefix('share_')])} vs "
                         f"{fmt_us(c['uncached'])} µs) | {ok(flag)} |")
+    for key, label in (("policylang (cache hit)", "`decide`, the same request dict"),
+                       ("policylang (decide_json cache hit)", "`decide_json`, the same JSON bytes")):
+        r = (ins.get("M") or {}).get("ratios", {}).get(key)
+        if r is not None:
+            flag = r <= ISSUE20["cache_hit_share"]
+            checks[f"instructions_{key}"] = flag
+            rows.append(f"| cache hit at M ({label}) ≤ ¼ of a decision's instructions (callgrind) | "
+                        f"{r:.2f} | {ok(flag)} |")
     ld = (x.get("load") or {}).get("rows", {})
     if "policylang" in ld and "cedar" in ld:
         p, ce = ld["policylang"]["cpu_s"], ld["cedar"]["cpu_s"]
@@ -1159,6 +1167,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_instructions and (args.instructions or (args.write_docs and shutil.which("valgrind"))):
         ins_engines = [e for e in ("policylang", "regorus", "regorus (interpreted)", "cel", "cedar")
                        if e in adapters_for]
+        if "policylang" in ins_engines:  # a hit against a decision, noise-free (peers.VARIANTS)
+            ins_engines[1:1] = ["policylang (cache hit)", "policylang (decide_json cache hit)"]
         log("instructions per decision (callgrind)")
         x["instructions"] = instruction_figures(args, log, ins_engines)
     elif args.instructions and not args.no_instructions:
