@@ -372,16 +372,16 @@ def load_figures(args, log, avail: dict) -> dict:
     text = scn.text
     fig: dict = {}
     rows: dict[str, tuple] = {}
-    rows["policylang"] = _median_cpu_wall(
-        lambda: policylang.Engine(policylang.loads(text, name="L.policy"), cache_size=0), args.rounds)[:2]
+    def pl_load():
+        return policylang.Engine(policylang.loads(text, name="L.policy"), cache_size=0)
+    rows["policylang"] = _median_cpu_wall(pl_load, args.rounds)[:2]
     # the same, with the collector threshold the CLI sets for its process (policylang serve,
     # check …): the library never changes it, so the row above is what an embedder gets
     from policylang.cli import GC_GEN0_THRESHOLD
     saved = gc.get_threshold()
     gc.set_threshold(max(saved[0], GC_GEN0_THRESHOLD), *saved[1:])
     try:
-        rows["policylang (CLI, serve)"] = _median_cpu_wall(
-            lambda: policylang.Engine(policylang.loads(text, name="L.policy"), cache_size=0), args.rounds)[:2]
+        rows["policylang (CLI, serve)"] = _median_cpu_wall(pl_load, args.rounds)[:2]
     finally:
         gc.set_threshold(*saved)
     if avail.get("cedar", (False,))[0]:

@@ -153,7 +153,7 @@ def measure(scenario: str = "M", engines: list[str] | tuple[str, ...] = ("policy
         def one(e: str):
             cap = caps.get(e)
             w, n = (warmup, decisions) if cap is None else (min(warmup, cap), min(decisions, cap))
-            if e in VARIANTS and "cache hit" in e:
+            if e in VARIANTS:
                 w = max(w, n_requests)  # every request decided once: each counted one is a hit
             if log:
                 log(f"  callgrind {scenario} {e}: warm-up {w}, {n} decisions")

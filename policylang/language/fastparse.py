@@ -12,8 +12,9 @@ Tokens: the grammar's terminal patterns (grammar/policy.lark) in one regex, appl
 with ``findall`` to a window of the text at a time (:data:`WINDOW`; no token spans a
 line: strings and comments cannot hold a newline). Each match is
 ``(blanks-and-comment, token)``; the blanks and comments are skipped, and a character
-no terminal matches is a one-character token no rule accepts (so it is given up on). A token is its text: the parser tells
-names, numbers, strings and punctuation apart by the text itself.
+no terminal matches is a one-character token no rule accepts (so it is given up on). A
+token is its text: the parser tells names, numbers, strings and punctuation apart by the
+text itself.
 """
 
 from __future__ import annotations
@@ -108,9 +109,12 @@ def _tokenize(text: str, pos: int = 0, endpos: int | None = None, line_starts=No
     del pairs
     starts = cum[1::2]
     ends = cum[2::2]
-    if line_starts is None:
-        line_starts = array("q", accumulate((len(line) + 1 for line in text.split("\n")), initial=0))
-    return toks, starts, ends, line_starts
+    return toks, starts, ends, _line_starts(text) if line_starts is None else line_starts
+
+
+def _line_starts(text: str) -> array:
+    """The offset where each line of ``text`` starts."""
+    return array("q", accumulate((len(line) + 1 for line in text.split("\n")), initial=0))
 
 
 #: The text is tokenised a window at a time, not whole (docs/engine.md#loading): a
@@ -120,7 +124,8 @@ def _tokenize(text: str, pos: int = 0, endpos: int | None = None, line_starts=No
 #: live while the tree is built, and the tree's nodes land between them in memory, so
 #: the process keeps most of those 45 MB after they are freed (about 30 MB more resident
 #: memory for the 10k set than with windows). A statement that runs past its window's
-#: end (only text no formatter writes can do that) is parsed again in a longer window.
+#: end (only text no formatter writes can do that) is parsed again with the rest of the
+#: text as its window.
 WINDOW = 16_384
 _CUT = re.compile(r"\n[ \t\r\f]*\n(?=@|(?:permit|forbid)(?![A-Za-z0-9_]))")
 
@@ -153,7 +158,7 @@ class _Parser:
     def __init__(self, text: str, path: str) -> None:
         self.path = path
         self.text = text
-        self.ls = ls = array("q", accumulate((len(line) + 1 for line in text.split("\n")), initial=0))
+        self.ls = ls = _line_starts(text)
         self.window(0, _cut(text, 0))
         self.nest = 0
         # the packed spans of source.py hold these numbers only up to a size
