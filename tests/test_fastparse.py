@@ -26,6 +26,7 @@ from policylang.language import fastparse as F
 from policylang.language import nodes
 from policylang.language import parser as P
 from policylang.language.errors import PolicyError
+from policylang.language.source import SourceMap, Span
 
 ROOT = Path(__file__).resolve().parent.parent
 _SPAN_FIELDS = ("span", "name_span", "head_span", "action_spans")
@@ -382,3 +383,87 @@ def test_windows_keep_the_parse_peak_memory_down(monkeypatch):
     windowed, tree_windowed = transient(default)
     assert tree_windowed == tree_whole and all_spans(tree_windowed) == all_spans(tree_whole)
     assert windowed < 0.35 * whole, (windowed, whole)
+
+
+# -- packed spans (source.SourceMap, docs/engine.md#loading) ---------------------------
+
+def _tree_objects(tree) -> list:
+    """Every object the tree holds, found through the collector's referents (what the
+    collector itself sees), nodes and tuples followed."""
+    import gc
+
+    out, stack, seen = [], [tree], set()
+    while stack:
+        x = stack.pop()
+        if id(x) in seen:
+            continue
+        seen.add(id(x))
+        out.append(x)
+        if isinstance(x, (nodes.Node, tuple)):
+            stack.extend(gc.get_referents(x))
+    return out
+
+
+def test_fast_parsed_nodes_hold_packed_offsets_not_span_objects():
+    """The memory claim: a fast-parsed tree holds no Span object for its nodes, heads or
+    action names (only the file's own span), so a 10k-rule set has no 200,000 spans for the
+    collector to scan. Every span still reads equal to the LALR driver's."""
+    import gc
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import scenarios
+
+    text = scenarios.scenario("M").text
+    got = F.parse(text, "M.policy")
+    held = _tree_objects(got)
+    spans = [x for x in held if isinstance(x, Span)]
+    assert len(spans) <= 1, spans[:3]  # the PolicyFile's span
+    maps = {id(x) for x in held if isinstance(x, SourceMap)}
+    assert len(maps) == 1  # one map for the file, shared by every node
+    packed = [x for x in held if x.__class__ is int and x >= 1 << 24]
+    assert len(packed) > 5 * text.count("\npermit")
+    assert not any(gc.is_tracked(x) for x in packed)
+    ref = P.parse(text, "M.policy", fast=False)
+    assert all_spans(got) == all_spans(ref)
+    rule = next(s for s in got.statements if isinstance(s, nodes.Rule))
+    assert isinstance(rule.span, Span) and isinstance(rule.head_span, Span)
+    assert all(isinstance(s, Span) for s in rule.target.action_spans)
+    assert rule.span.path == "M.policy" and text[rule.head_span.start:rule.head_span.end] == rule.effect
+
+
+def test_packed_spans_survive_pickle_and_copy():
+    import copy
+    import pickle
+
+    text = 'permit agent "a*" to read, write on doc when principal.dept == resource.dept\n'
+    tree = F.parse(text, "t.policy")
+    for other in (pickle.loads(pickle.dumps(tree)), copy.copy(tree), copy.deepcopy(tree)):
+        assert other == tree and all_spans(other) == all_spans(tree)
+
+
+def test_spans_not_packed_keep_span_objects(monkeypatch):
+    """A file too long for packed offsets keeps Span objects; a node over many lines is
+    packed like any other: the same spans either way."""
+    long_rule = "permit * to read on doc when\n" + "  principal.a == 1 or\n" * 40 + "  true\n"
+    text = "permit agent to read on doc when principal.a == 1\n\n" + long_rule
+    ref = P.parse(text, "t.policy", fast=False)
+    packed = F.parse(text, "t.policy")
+    assert all(gc_slot_value(s).__class__ is int for s in packed.statements)  # 1 line, 42 lines
+    assert packed.statements[1].span.end_line == 44 and packed.statements[1].span.line == 3
+    monkeypatch.setattr(SourceMap, "TEXT_LIMIT", 10)
+    big = F.parse(text, "t.policy")
+    assert not any(x.__class__ is int and x >= 1 << 24 for x in _tree_objects(big))
+    for tree in (packed, big):
+        assert tree == ref and all_spans(tree) == all_spans(ref)
+
+
+def gc_slot_value(node):
+    """What the node's ``span`` slot holds (a Span, or packed offsets)."""
+    return nodes._SPAN_SLOT.__get__(node)
+
+
+def test_hand_built_nodes_keep_the_span_they_are_given():
+    s = Span("x.policy", 2, 3, 2, 9, 10, 16)
+    n = nodes.Name("principal", span=s)
+    assert n.span is s and n._src is None
+    assert n == nodes.Name("principal", span=Span("y", 1, 1, 1, 1))  # spans are never in equality

@@ -24,11 +24,11 @@ import re
 import sys
 from array import array
 from bisect import bisect_right
-from itertools import accumulate, chain, pairwise
+from itertools import accumulate, chain
 from operator import itemgetter
 
 from . import nodes
-from .source import Span
+from .source import SourceMap, Span
 from .words import parse_duration
 
 __all__ = ["TOKEN_PATTERNS", "GiveUp", "parse"]
@@ -69,23 +69,8 @@ _CLAUSE_OR_STATEMENT = frozenset(("when", "unless", "grant", "by", "because", "l
 _intern = sys.intern
 _setattr = object.__setattr__
 _second = itemgetter(1)
-_new = object.__new__
 
 
-def _packed_layout_matches() -> bool:
-    """Does :class:`Span` pack its numbers as :meth:`_Parser.span` does (source.py)?"""
-    try:
-        probe = Span("p", 3, 5, 4, 7, 11, 13)
-        packed = 11 | 3 << 32 | 5 << 64 | 7 << 84 | 1 << 104 | 2 << 120
-        made = _new(Span)
-        _setattr(made, "path", "p")
-        _setattr(made, "_p", packed)
-        return probe._p == packed and made == probe and made._fields() == probe._fields()
-    except (AttributeError, TypeError):  # another Span: build spans through its constructor
-        return False
-
-
-_PACKED = _packed_layout_matches()
 _Literal, _Name, _Attr, _Index, _Call = nodes.Literal, nodes.Name, nodes.Attr, nodes.Index, nodes.Call
 _Unary, _Binary, _BoolOp, _Matches, _Has = nodes.Unary, nodes.Binary, nodes.BoolOp, nodes.Matches, nodes.Has
 
@@ -153,42 +138,40 @@ def _height(node) -> int:
 
 
 class _Parser:
-    __slots__ = ("end", "ends", "i", "lines", "ls", "nest", "pack", "path", "starts", "text", "toks")
+    __slots__ = ("end", "ends", "i", "ls", "nest", "path", "small", "src", "starts", "text", "toks")
 
     def __init__(self, text: str, path: str) -> None:
         self.path = path
         self.text = text
         self.ls = ls = _line_starts(text)
+        self.src = SourceMap(path, ls)
+        self.small = len(text) < SourceMap.TEXT_LIMIT
         self.window(0, _cut(text, 0))
         self.nest = 0
-        # the packed spans of source.py hold these numbers only up to a size
-        self.pack = (_PACKED and len(text) < 1 << 24 and len(ls) < 1 << 16
-                     and max(b - a for a, b in pairwise(ls)) < 1 << 19)
 
     def window(self, pos: int, end: int) -> None:
         """Tokenise ``text[pos:end]`` (the current window) and start at its first token."""
         self.toks, self.starts, self.ends, _ = _tokenize(self.text, pos, end, self.ls)
-        ls = self.ls
-        self.lines = array("q", [bisect_right(ls, s) for s in self.starts])  # no token spans a line
         self.end = end
         self.i = 0
 
     # -- helpers ---------------------------------------------------------------
     def span(self, i: int, j: int) -> Span:
-        """The span from the start of token ``i`` to the end of token ``j``."""
-        ls, lines = self.ls, self.lines
+        """The span from the start of token ``i`` to the end of token ``j``, as a Span object."""
+        ls = self.ls
         s = self.starts[i]
         e = self.ends[j]
-        ln = lines[i]
-        eln = lines[j]
-        col = s - ls[ln - 1] + 1
-        ecol = e - ls[eln - 1] + 1
-        if self.pack:
-            sp = _new(Span)
-            _setattr(sp, "path", self.path)
-            _setattr(sp, "_p", s | ln << 32 | col << 64 | ecol << 84 | (eln - ln) << 104 | (e - s) << 120)
-            return sp
-        return Span(self.path, ln, col, eln, ecol, s, e)
+        ln = bisect_right(ls, s)
+        eln = bisect_right(ls, self.starts[j])  # no token spans a line
+        return Span(self.path, ln, s - ls[ln - 1] + 1, eln, e - ls[eln - 1] + 1, s, e)
+
+    def sp(self, i: int, j: int):
+        """A node's own span from token ``i`` to token ``j``: packed offsets for the file's
+        :class:`SourceMap` (the node's ``_src``) where they fit, else a :class:`Span`."""
+        if self.small:
+            s = self.starts[i]
+            return s | (self.ends[j] - s) << 24
+        return self.span(i, j)
 
     def expect(self, tok: str) -> int:
         i = self.i
@@ -246,7 +229,7 @@ class _Parser:
                 self.window(self.end, _cut(self.text, self.end))  # the next window (a statement starts it)
                 continue
             if first is None:
-                first = (self.starts[i], self.lines[i])
+                first = self.starts[i]
             try:
                 add(self.statement(t))
             except (GiveUp, IndexError):
@@ -258,13 +241,14 @@ class _Parser:
                 self.window(self.starts[i], size)
                 continue
             j = self.i - 1
-            last = (self.ends[j], self.lines[j])
+            last = j
         path = self.path
         if first is None:
             span = Span(path, 1, 1, 1, 1, 0, 0)
         else:
             ls = self.ls
-            (s, ln), (e, eln) = first, last
+            s, e = first, self.ends[last]
+            ln, eln = bisect_right(ls, s), bisect_right(ls, self.starts[last])
             span = Span(path, ln, s - ls[ln - 1] + 1, eln, e - ls[eln - 1] + 1, s, e)
         return nodes.PolicyFile(path, tuple(statements), span=span)
 
@@ -305,7 +289,7 @@ class _Parser:
             name = self.name_plain()
             self.expect(":")
             typ = self.type_ref()
-            fields.append(nodes.FieldDecl(name, typ, span=self.span(fi, self.i - 1)))
+            fields.append(nodes.FieldDecl(name, typ, _src=self.src, span=self.sp(fi, self.i - 1)))
             if toks[self.i] == ",":
                 self.i += 1
             elif toks[self.i] != "}":
@@ -326,7 +310,7 @@ class _Parser:
         if toks[self.i] == "?":
             self.i += 1
             optional = True
-        return nodes.TypeRef(name, arg, optional, span=self.span(i0, self.i - 1))
+        return nodes.TypeRef(name, arg, optional, _src=self.src, span=self.sp(i0, self.i - 1))
 
     def entity_decl(self):
         i0 = self.i
@@ -340,7 +324,7 @@ class _Parser:
         if self.toks[self.i] != "{":
             raise GiveUp("expected '{'")
         fields = self.field_block()
-        return nodes.EntityDecl(cat, name, fields, marker, span=self.span(i0, self.i - 1))
+        return nodes.EntityDecl(cat, name, fields, marker, _src=self.src, span=self.sp(i0, self.i - 1))
 
     def _action_ref(self):
         t = self.toks[self.i]
@@ -365,7 +349,8 @@ class _Parser:
             self.i += 1
             types.append(self.name_plain())
         fields = self.field_block() if toks[self.i] == "{" else None
-        return nodes.ActionDecl(tuple(names), tuple(types), fields, high_impact, span=self.span(i0, self.i - 1))
+        return nodes.ActionDecl(tuple(names), tuple(types), fields, high_impact,
+                                _src=self.src, span=self.sp(i0, self.i - 1))
 
     def context_decl(self):
         i0 = self.i
@@ -373,7 +358,7 @@ class _Parser:
         if self.toks[self.i] != "{":
             raise GiveUp("expected '{'")
         fields = self.field_block()
-        return nodes.ContextDecl(fields, span=self.span(i0, self.i - 1))
+        return nodes.ContextDecl(fields, _src=self.src, span=self.sp(i0, self.i - 1))
 
     # -- rules --------------------------------------------------------------------
     def rule(self):
@@ -389,7 +374,7 @@ class _Parser:
                 self.i += 1
                 value = self.string()
                 self.expect(")")
-            annotations.append(nodes.Annotation(name, value, span=self.span(ai, self.i - 1)))
+            annotations.append(nodes.Annotation(name, value, _src=self.src, span=self.sp(ai, self.i - 1)))
         hi = self.i
         head = toks[hi]
         if head == "permit" or head == "forbid":
@@ -402,7 +387,7 @@ class _Parser:
             effect = "require_approval"
         else:
             raise GiveUp("expected a rule head")
-        head_span = self.span(hi, self.i - 1)
+        head_span = self.sp(hi, self.i - 1)
         target = self.target()
         conditions = []
         while True:
@@ -411,7 +396,7 @@ class _Parser:
                 ci = self.i
                 self.i += 1
                 expr = self.top_expr()
-                conditions.append(nodes.Condition(t, expr, span=self.span(ci, self.i - 1)))
+                conditions.append(nodes.Condition(t, expr, _src=self.src, span=self.sp(ci, self.i - 1)))
             else:
                 break
         clauses = []
@@ -426,12 +411,12 @@ class _Parser:
                 while toks[self.i] == ",":
                     self.i += 1
                     names.append(self.string())
-                clauses.append(nodes.By(tuple(names), span=self.span(ci, self.i - 1)))
+                clauses.append(nodes.By(tuple(names), _src=self.src, span=self.sp(ci, self.i - 1)))
             elif t == "because":
                 ci = self.i
                 self.i += 1
                 text = self.string()
-                clauses.append(nodes.Because(text, span=self.span(ci, self.i - 1)))
+                clauses.append(nodes.Because(text, _src=self.src, span=self.sp(ci, self.i - 1)))
             elif t == "limit":
                 clauses.append(self.limit())
             else:
@@ -440,7 +425,7 @@ class _Parser:
         if t not in _CLAUSE_OR_STATEMENT and t not in _SCHEMA:
             raise GiveUp("unexpected token after a rule")
         return nodes.Rule(effect, tuple(annotations), target, tuple(conditions), tuple(clauses),
-                          span=self.span(i0, self.i - 1), head_span=head_span)
+                          _src=self.src, span=self.sp(i0, self.i - 1), head_span=head_span)
 
     def _refs(self):
         """subjects / resources: ``*`` or ``NAME [STRING] ("," NAME [STRING])*``."""
@@ -455,7 +440,7 @@ class _Parser:
             glob = None
             if toks[self.i][:1] == '"':
                 glob = self.string()
-            refs.append(nodes.EntityRef(name, glob, span=self.span(ri, self.i - 1)))
+            refs.append(nodes.EntityRef(name, glob, _src=self.src, span=self.sp(ri, self.i - 1)))
             if toks[self.i] != ",":
                 return tuple(refs)
             self.i += 1
@@ -479,7 +464,7 @@ class _Parser:
                     names.append(self.string())
                 else:
                     names.append(self.name_any())
-                spans.append(self.span(ai, ai))
+                spans.append(self.sp(ai, ai))
                 if toks[self.i] != ",":
                     break
                 self.i += 1
@@ -487,7 +472,8 @@ class _Parser:
             spans = tuple(spans)
         self.expect("on")
         resources = self._refs()
-        return nodes.Target(subjects, actions, resources, span=self.span(i0, self.i - 1), action_spans=spans)
+        return nodes.Target(subjects, actions, resources, _src=self.src, span=self.sp(i0, self.i - 1),
+                            action_spans=spans)
 
     def grant(self):
         gi = self.i
@@ -503,7 +489,7 @@ class _Parser:
         if d[:1] not in _DIGITS or d[-1] not in "dhms" or len(d) > 300:
             raise GiveUp("expected a duration")
         self.i = di + 1
-        return nodes.Grant(tuple(scopes), parse_duration(d), span=self.span(gi, di))
+        return nodes.Grant(tuple(scopes), parse_duration(d), _src=self.src, span=self.sp(gi, di))
 
     def limit(self):
         toks = self.toks
@@ -540,7 +526,7 @@ class _Parser:
             key = pers[0]
             if _is_duration(key):
                 raise GiveUp("two windows")
-        return nodes.Limit(measure, amount, bound, key, window, span=self.span(li, self.i - 1))
+        return nodes.Limit(measure, amount, bound, key, window, _src=self.src, span=self.sp(li, self.i - 1))
 
     # -- expressions --------------------------------------------------------------
     def check_depth(self, node, i0: int) -> None:
@@ -571,7 +557,7 @@ class _Parser:
             coll = self.or_()
             self.expect(":")
             body = self.expr()
-            node = nodes.Quantifier(t, var, coll, body, span=self.span(i0, self.i - 1))
+            node = nodes.Quantifier(t, var, coll, body, _src=self.src, span=self.sp(i0, self.i - 1))
         else:
             node = self.or_()
         self.nest -= 1
@@ -587,7 +573,7 @@ class _Parser:
         while toks[self.i] == "or":
             self.i += 1
             items.append(self.and_())
-        return _BoolOp("or", tuple(items), span=self.span(i0, self.i - 1))
+        return _BoolOp("or", tuple(items), _src=self.src, span=self.sp(i0, self.i - 1))
 
     def and_(self):
         i0 = self.i
@@ -599,7 +585,7 @@ class _Parser:
         while toks[self.i] == "and":
             self.i += 1
             items.append(self.not_())
-        return _BoolOp("and", tuple(items), span=self.span(i0, self.i - 1))
+        return _BoolOp("and", tuple(items), _src=self.src, span=self.sp(i0, self.i - 1))
 
     def not_(self):
         toks = self.toks
@@ -613,7 +599,7 @@ class _Parser:
         node = self.comparison()
         end = self.i - 1
         for k in range(j - 1, i0 - 1, -1):
-            node = _Unary("not", node, span=self.span(k, end))
+            node = _Unary("not", node, _src=self.src, span=self.sp(k, end))
         return node
 
     def comparison(self):
@@ -624,28 +610,28 @@ class _Parser:
         if t in _CMP:
             self.i += 1
             right = self.sum_()
-            return _Binary(t, left, right, span=self.span(i0, self.i - 1))
+            return _Binary(t, left, right, _src=self.src, span=self.sp(i0, self.i - 1))
         if t == "in":
             self.i += 1
             right = self.sum_()
-            return _Binary("in", left, right, span=self.span(i0, self.i - 1))
+            return _Binary("in", left, right, _src=self.src, span=self.sp(i0, self.i - 1))
         if t == "not":
             if toks[self.i + 1] != "in":
                 raise GiveUp("not without in")
             self.i += 2
             right = self.sum_()
-            return _Binary("not in", left, right, span=self.span(i0, self.i - 1))
+            return _Binary("not in", left, right, _src=self.src, span=self.sp(i0, self.i - 1))
         if t == "matches":
             self.i += 1
             pattern = self.string()
-            return _Matches(left, pattern, span=self.span(i0, self.i - 1))
+            return _Matches(left, pattern, _src=self.src, span=self.sp(i0, self.i - 1))
         if t == "has":
             self.i += 1
             if toks[self.i][:1] == '"':
                 name = self.string()
             else:
                 name = self.name_any()
-            return _Has(left, name, span=self.span(i0, self.i - 1))
+            return _Has(left, name, _src=self.src, span=self.sp(i0, self.i - 1))
         return left
 
     def sum_(self):
@@ -656,7 +642,7 @@ class _Parser:
         while t == "+" or t == "-":
             self.i += 1
             right = self.product()
-            left = _Binary(t, left, right, span=self.span(i0, self.i - 1))
+            left = _Binary(t, left, right, _src=self.src, span=self.sp(i0, self.i - 1))
             t = toks[self.i]
         return left
 
@@ -668,7 +654,7 @@ class _Parser:
         while t == "*" or t == "/":
             self.i += 1
             right = self.unary()
-            left = _Binary(t, left, right, span=self.span(i0, self.i - 1))
+            left = _Binary(t, left, right, _src=self.src, span=self.sp(i0, self.i - 1))
             t = toks[self.i]
         return left
 
@@ -684,7 +670,7 @@ class _Parser:
         node = self.postfix()
         end = self.i - 1
         for k in range(j - 1, i0 - 1, -1):
-            node = _Unary("-", node, span=self.span(k, end))
+            node = _Unary("-", node, _src=self.src, span=self.sp(k, end))
         return node
 
     def postfix(self):
@@ -696,11 +682,11 @@ class _Parser:
             self.i += 1
             if t == ".":
                 name = self.name_any()
-                node = _Attr(node, name, span=self.span(i0, self.i - 1))
+                node = _Attr(node, name, _src=self.src, span=self.sp(i0, self.i - 1))
             else:
                 idx = self.expr()
                 self.expect("]")
-                node = _Index(node, idx, span=self.span(i0, self.i - 1))
+                node = _Index(node, idx, _src=self.src, span=self.sp(i0, self.i - 1))
             t = toks[self.i]
         return node
 
@@ -713,7 +699,7 @@ class _Parser:
             if t in KEYWORDS:
                 if t == "true" or t == "false":
                     self.i = i + 1
-                    return _Literal(t == "true", "bool", span=self.span(i, i))
+                    return _Literal(t == "true", "bool", _src=self.src, span=self.sp(i, i))
                 raise GiveUp("keyword in an expression")
             self.i = i + 1
             if toks[i + 1] == "(":
@@ -725,32 +711,32 @@ class _Parser:
                         self.i += 1
                         args.append(self.expr())
                 self.expect(")")
-                return _Call(_intern(t), tuple(args), span=self.span(i, self.i - 1))
-            return _Name(_intern(t), span=self.span(i, i))
+                return _Call(_intern(t), tuple(args), _src=self.src, span=self.sp(i, self.i - 1))
+            return _Name(_intern(t), _src=self.src, span=self.sp(i, i))
         if c == '"':
             self.i = i + 1
-            return _Literal(self.string_at(i), "string", span=self.span(i, i))
+            return _Literal(self.string_at(i), "string", _src=self.src, span=self.sp(i, i))
         if c in _DIGITS:
             self.i = i + 1
             last = t[-1]
             if last in "dhms":
                 if len(t) > 300:
                     raise GiveUp("long duration")
-                return _Literal(parse_duration(t), "duration", span=self.span(i, i))
+                return _Literal(parse_duration(t), "duration", _src=self.src, span=self.sp(i, i))
             if "." in t:
                 value = float(t)
                 if value == float("inf"):
                     raise GiveUp("decimal out of range")
-                return _Literal(value, "decimal", span=self.span(i, i))
+                return _Literal(value, "decimal", _src=self.src, span=self.sp(i, i))
             if len(t) > 300:
                 raise GiveUp("long integer")
-            return _Literal(int(t), "int", span=self.span(i, i))
+            return _Literal(int(t), "int", _src=self.src, span=self.sp(i, i))
         if t == "(":
             self.i = i + 1
             inner = self.expr()
             self.expect(")")
             # the node's span covers its parentheses (as the LALR builder's `paren`)
-            _setattr(inner, "span", self.span(i, self.i - 1))
+            _setattr(inner, "span", self.sp(i, self.i - 1))
             return inner
         if t == "[":
             self.i = i + 1
@@ -762,7 +748,7 @@ class _Parser:
                 elif toks[self.i] != "]":
                     raise GiveUp("expected ',' or ']'")
             self.i += 1
-            return nodes.ListExpr(tuple(items), span=self.span(i, self.i - 1))
+            return nodes.ListExpr(tuple(items), _src=self.src, span=self.sp(i, self.i - 1))
         raise GiveUp("expected an expression")
 
 

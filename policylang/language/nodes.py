@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .source import Span
+from .source import SourceMap, Span
 
 _SPAN = dict(compare=False, repr=False, kw_only=True)
 
@@ -17,6 +17,24 @@ _SPAN = dict(compare=False, repr=False, kw_only=True)
 @dataclass(frozen=True, slots=True)
 class Node:
     span: Span = field(**_SPAN)
+    #: the file's :class:`~policylang.language.source.SourceMap` when ``span`` is stored
+    #: packed (the fast parser's nodes); ``None`` when it is a :class:`Span`
+    _src: SourceMap | None = field(default=None, compare=False, repr=False, kw_only=True)
+
+
+def _span_property(slot, doc: str) -> property:
+    """A Span field read through its slot: a packed value (an int, source.SourceMap) is
+    made into its Span with the node's ``_src``; a Span is returned as it is."""
+    def read(node: Node, _get=slot.__get__) -> Span:
+        sp = _get(node)
+        return node._src.span(sp) if sp.__class__ is int else sp
+    return property(read, slot.__set__, doc=doc)
+
+
+# ``span`` reads the slot and makes the Span from packed offsets where the parser stored
+# them (source.SourceMap): equality, hashing and repr never see it, as before
+_SPAN_SLOT = Node.__dict__["span"]  # what the slot holds: a Span, or packed offsets
+Node.span = _span_property(_SPAN_SLOT, "Where the node is in its file (a Span).")
 
 
 # ------------------------------------------------------------------ expressions
@@ -197,6 +215,18 @@ class Target(Node):
     action_spans: tuple[Span, ...] = field(default=(), **_SPAN)
 
 
+def _action_spans(node: Target, _get=Target.__dict__["action_spans"].__get__) -> tuple[Span, ...]:
+    spans = _get(node)
+    if spans and spans[0].__class__ is int:  # packed by the fast parser (source.SourceMap)
+        span = node._src.span
+        return tuple(span(s) if s.__class__ is int else s for s in spans)
+    return spans
+
+
+Target.action_spans = property(_action_spans, Target.__dict__["action_spans"].__set__,
+                               doc="The spans of the action names, in order (for diagnostics).")
+
+
 @dataclass(frozen=True, slots=True)
 class Condition(Node):
     kind: str  # "when" or "unless"
@@ -272,6 +302,8 @@ class Rule(Node):
     def because(self) -> str | None:
         return next((c.text for c in self.clauses if isinstance(c, Because)), None)
 
+
+Rule.head_span = _span_property(Rule.__dict__["head_span"], "The span of the head keyword(s).")
 
 Statement = Const | Option | EntityDecl | ActionDecl | ContextDecl | Rule
 

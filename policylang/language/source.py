@@ -8,6 +8,8 @@ the source text, used by the formatter to find comments.
 
 from __future__ import annotations
 
+from bisect import bisect_right
+
 
 class Span:
     """A place in a policy file: immutable, compared and hashed by value.
@@ -93,6 +95,41 @@ class Span:
     def join(first: Span, last: Span) -> Span:
         return Span(first.path, first.line, first.column, last.end_line, last.end_column,
                     first.start, last.end)
+
+
+class SourceMap:
+    """One file's path and line starts: what turns a node's packed offsets into its :class:`Span`.
+
+    The fast parser (fastparse.py) gives each node of a file it parses this map and, in place
+    of a :class:`Span` object, one integer: bits 0-23 the start offset, 24-47 the length
+    (the end line is the line of the last character: no token runs over a line end, and
+    a node ends with a token). A node's ``span`` property
+    (nodes.py) makes the :class:`Span` from them when it is read, so a tree holds one small
+    integer a node instead of a span object and its integer (about 50 bytes less a node,
+    and one object fewer for the cyclic collector to scan: docs/engine.md#loading). The
+    span made is the one the parser would have made; equal spans compare equal whichever
+    way they were made.
+    """
+
+    __slots__ = ("path", "line_starts")
+
+    #: a file's nodes are packed when it is shorter than this (else they keep :class:`Span` objects)
+    TEXT_LIMIT = 1 << 24
+
+    def __init__(self, path: str, line_starts) -> None:
+        self.path = path
+        self.line_starts = line_starts  # offset where each line starts (line 1 first)
+
+    def span(self, packed: int) -> Span:
+        ls = self.line_starts
+        s = packed & 0xFFFFFF
+        e = s + (packed >> 24)
+        ln = bisect_right(ls, s)
+        eln = bisect_right(ls, e - 1) if e > s else ln
+        return Span(self.path, ln, s - ls[ln - 1] + 1, eln, e - ls[eln - 1] + 1, s, e)
+
+    def __repr__(self) -> str:
+        return f"SourceMap({self.path!r}, {len(self.line_starts)} lines)"
 
 
 def offset_of(text: str, line: int, column: int) -> int:
