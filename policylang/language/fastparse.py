@@ -53,10 +53,16 @@ TOKEN_PATTERNS = {
 }
 PUNCTUATION = ("==", "!=", "<=", ">=", "<", ">", "=", "+", "-", "*", "/", "@", "?", "(", ")",
                "[", "]", "{", "}", ",", ".", ":")
+#: the alternatives are tried in turn, so the commonest come first: a name, then ".", ","
+#: and a string. That changes no match: no other terminal starts with a letter, "_", '"'
+#: or those two characters, and the rest keep their order (durations before decimals
+#: before integers; punctuation longest first)
+_FIRST = (TOKEN_PATTERNS["NAME"], re.escape("."), re.escape(","), TOKEN_PATTERNS["STRING"])
 _TOKENS = re.compile(
     r"((?:[ \t\r\n\f]++|#[^\n]*+)*+)("
-    + "|".join(TOKEN_PATTERNS.values())
-    + "|" + "|".join(re.escape(p) for p in PUNCTUATION)
+    + "|".join(_FIRST)
+    + "|" + "|".join(v for k, v in TOKEN_PATTERNS.items() if k not in ("NAME", "STRING"))
+    + "|" + "|".join(re.escape(p) for p in PUNCTUATION if p not in (".", ","))
     + r"|\Z|[\s\S])"
 )
 _NAME_START = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_")
@@ -88,9 +94,9 @@ def _tokenize(text: str, pos: int = 0, endpos: int | None = None, line_starts=No
     the offsets are the running sum of the pieces' lengths."""
     pairs = _TOKENS.findall(text, pos, len(text) if endpos is None else endpos)
     toks = list(map(_second, pairs))
-    # offsets as machine integers (array), not a list of int objects: a window of text
-    # has thousands of them, and a list of them would double the parse's peak memory
-    cum = array("q", accumulate(map(len, chain.from_iterable(pairs)), initial=pos))
+    # a list, not an array: a window's few thousand offsets are small, and an array
+    # converts each item through PyArg_Parse (a tenth of the parse's instructions)
+    cum = list(accumulate(map(len, chain.from_iterable(pairs)), initial=pos))
     del pairs
     starts = cum[1::2]
     ends = cum[2::2]
