@@ -340,8 +340,9 @@ class Engine:
                 errors.sort(key=_first)
         err_list = [{"rule": rid, "message": msg} for _o, rid, msg in errors] if errors else []
         explainer = (self, parts, request)
+        path = [P.id] if not CH else _path(P, CH)  # (_path inline for the common case)
         if not held:
-            return Decision(DENY, [], [], [], [], err_list, _path(P, CH), self._version, explainer)
+            return Decision(DENY, [], [], [], [], err_list, path, self._version, explainer)
         # classify the holding rules in one pass (inline: this runs on every decision, and
         # a call costs as much as the loop); decision.combine does the rest
         forbids: list = []
@@ -363,8 +364,8 @@ class Engine:
                 return confirmed(approvals, req, cr.approvers)
         limiter = self._limiter
         if limiter is None:
-            return combine(forbids, gates, permits, err_list, _path(P, CH), self._version, explainer, confirm)
-        return combine(forbids, gates, permits, err_list, _path(P, CH), self._version, explainer, confirm,
+            return combine(forbids, gates, permits, err_list, path, self._version, explainer, confirm)
+        return combine(forbids, gates, permits, err_list, path, self._version, explainer, confirm,
                        self._limit_step(limiter, parts, request) if reserve else None)
 
     @staticmethod

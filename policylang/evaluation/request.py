@@ -21,6 +21,7 @@ from .runtime import Action, Delegation, Entity, type_name
 EntityLookup = Callable[[str, str], "Mapping[str, Any] | None"]
 
 _EMPTY: dict = {}
+_new = object.__new__
 
 #: The longest delegation chain a request may carry (docs/requests.md#request): a longer one is a
 #: RequestError naming ``delegation``. It matches the 64-level limit on a token's nested
@@ -387,10 +388,21 @@ def parse_parts(raw: Any, lookup: EntityLookup | None = None, authority: Any = N
         pkind, pid, pattrs = _principal_fields(p, "principal")
     if lookup is not None and (stored := lookup(pkind, pid)) is not None:
         pattrs = _merge(stored, pattrs, authority is not None and authority.principal(pkind))
-    principal = Entity("principal", pkind, pid, pattrs)
+    # the three objects every decision makes, without an __init__ frame each (the same
+    # attributes Entity(...) and Action(...) set)
+    principal = _new(Entity)
+    principal.category = "principal"
+    principal.kind = pkind
+    principal.id = pid
+    principal.attrs = pattrs
 
     action = raw.get("action")
-    act = Action(action, _EMPTY) if action.__class__ is str else _action(action)
+    if action.__class__ is str:
+        act = _new(Action)
+        act.name = action
+        act.attrs = _EMPTY
+    else:
+        act = _action(action)
 
     r = raw.get("resource")
     if (r.__class__ is dict and (rtype := r.get("type")).__class__ is str
@@ -401,7 +413,11 @@ def parse_parts(raw: Any, lookup: EntityLookup | None = None, authority: Any = N
         rtype, rid, rattrs = _resource_fields(r)
     if lookup is not None and rid is not None and (stored := lookup(rtype, rid)) is not None:
         rattrs = _merge(stored, rattrs, authority is not None and authority.resource(rtype))
-    res = Entity("resource", rtype, rid, rattrs)
+    res = _new(Entity)
+    res.category = "resource"
+    res.kind = rtype
+    res.id = rid
+    res.attrs = rattrs
 
     if not left:  # nothing but the three required roots
         return principal, act, res, _EMPTY, None, [], None, None
