@@ -23,7 +23,6 @@ import json
 import re
 import sys
 from array import array
-from bisect import bisect_right
 from itertools import accumulate, chain
 from operator import itemgetter
 
@@ -164,19 +163,14 @@ class _Parser:
     # -- helpers ---------------------------------------------------------------
     def span(self, i: int, j: int) -> Span:
         """The span from the start of token ``i`` to the end of token ``j``, as a Span object."""
-        ls = self.ls
-        s = self.starts[i]
-        e = self.ends[j]
-        ln = bisect_right(ls, s)
-        eln = bisect_right(ls, self.starts[j])  # no token spans a line
-        return Span(self.path, ln, s - ls[ln - 1] + 1, eln, e - ls[eln - 1] + 1, s, e)
+        return self.src.at(self.starts[i], self.ends[j])
 
     def sp(self, i: int, j: int):
         """A node's own span from token ``i`` to token ``j``: packed offsets for the file's
         :class:`SourceMap` (the node's ``_src``) where they fit, else a :class:`Span`."""
         if self.small:
             s = self.starts[i]
-            return s | (self.ends[j] - s) << 24
+            return s | (self.ends[j] - s) << 24  # SourceMap.span's layout
         return self.span(i, j)
 
     def expect(self, tok: str) -> int:
@@ -224,7 +218,7 @@ class _Parser:
         statements = []
         add = statements.append
         size = len(self.text)
-        first = last = None  # (offset, line) of the file's first token, (offset, line) of its last
+        first = last = None  # offsets: where the file's first token starts, where its last ends
         while True:
             toks = self.toks
             i = self.i
@@ -246,16 +240,9 @@ class _Parser:
                 self.nest = 0
                 self.window(self.starts[i], size)
                 continue
-            j = self.i - 1
-            last = j
+            last = self.ends[self.i - 1]
         path = self.path
-        if first is None:
-            span = Span(path, 1, 1, 1, 1, 0, 0)
-        else:
-            ls = self.ls
-            s, e = first, self.ends[last]
-            ln, eln = bisect_right(ls, s), bisect_right(ls, self.starts[last])
-            span = Span(path, ln, s - ls[ln - 1] + 1, eln, e - ls[eln - 1] + 1, s, e)
+        span = Span(path, 1, 1, 1, 1, 0, 0) if first is None else self.src.at(first, last)
         return nodes.PolicyFile(path, tuple(statements), span=span)
 
     def statement(self, t: str):

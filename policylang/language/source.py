@@ -121,9 +121,13 @@ class SourceMap:
         self.line_starts = line_starts  # offset where each line starts (line 1 first)
 
     def span(self, packed: int) -> Span:
-        ls = self.line_starts
+        """The Span of a node's packed offsets."""
         s = packed & 0xFFFFFF
-        e = s + (packed >> 24)
+        return self.at(s, s + (packed >> 24))
+
+    def at(self, s: int, e: int) -> Span:
+        """The Span from offset ``s`` to ``e`` (exclusive); it ends on the line of its last character."""
+        ls = self.line_starts
         ln = bisect_right(ls, s)
         eln = bisect_right(ls, e - 1) if e > s else ln
         return Span(self.path, ln, s - ls[ln - 1] + 1, eln, e - ls[eln - 1] + 1, s, e)
