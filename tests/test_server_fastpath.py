@@ -382,7 +382,7 @@ def _exchange(port: int, chunks: list[bytes], n: int, delay: float = 0.0) -> lis
             status, headers, body = _read_response(f)
             headers.pop("date", None)
             rid = headers.pop("x-request-id", "")
-            assert re.fullmatch(r"[0-9a-f]{32}|given-\d+", rid), rid
+            assert status == 100 or re.fullmatch(r"[0-9a-f]{32}|given-\d+", rid), rid  # (100 Continue: none)
             out.append((status, headers, body))
         return out
 
@@ -441,6 +441,40 @@ def test_over_uvicorn_pipelined_chunked_slow_and_oversized_answer_the_same():
         assert statuses[-4:] == [200, 408, 413, 413] and statuses.count(200) >= 6
 
 
+def test_over_uvicorn_inline_answers_are_the_ordinary_bytes():
+    """The protocol's inline answers (docs/server.md#inline-answers) against a server with
+    no fast path: HTTP/1.0, ``Expect: 100-continue``, a query string, a request pipelined
+    behind one whose body is split, the same bodies repeated (the answer cache): byte
+    for byte the same answers, in the same order."""
+    try:
+        from test_server_harness import LiveServer
+    except ImportError:  # tests/ as a package
+        from tests.test_server_harness import LiveServer
+    args = (CERT, "--poll-interval", "0", "--max-body", "4096")
+    good, write = _body(GOOD), _body(WRITE)
+    with LiveServer(*args, env={"POLICYLANG_FAST_PATH": "1"}) as fast, \
+            LiveServer(*args, env={"POLICYLANG_FAST_PATH": "0"}) as plain:
+        for server in (fast, plain):
+            first = _http("/access/v1/evaluation", good, rid=1)
+            second = _http("/v1/decide", _body(DECIDE), rid=2) + _http("/access/v1/evaluation", write, rid=3)
+            server.answers = _exchange(server.port, [first[:-7], first[-7:] + second], 3, delay=0.2)
+            server.answers += _exchange(server.port, [_http("/access/v1/evaluation", good, rid=4) * 3], 3)
+            server.answers += _exchange(server.port, [_http("/access/v1/evaluation?x=1", good, rid=5)], 1)
+            server.answers += _exchange(server.port, [_http("/access/v1/evaluation", write, "Expect: 100-continue",
+                                                            rid=6)], 2)
+            import socket
+            with socket.create_connection(("127.0.0.1", server.port), timeout=20) as sock:
+                sock.sendall(_http("/access/v1/evaluation", good).replace(b"HTTP/1.1", b"HTTP/1.0"))
+                f = sock.makefile("rb")
+                status, headers, body = _read_response(f)
+                headers.pop("date")
+                headers.pop("x-request-id")
+                server.http10 = (status, headers, body, f.read())
+        assert fast.answers == plain.answers
+        assert [a[0] for a in fast.answers] == [200, 200, 200, 200, 200, 200, 200, 100, 200]
+        assert fast.http10 == plain.http10 and fast.http10[1]["connection"] == "close"
+
+
 _json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4),
@@ -465,3 +499,70 @@ def test_parse_body_is_parse_json_body(value, cut, junk):
     raw = json.dumps(value).encode()
     for body in (raw, raw[:cut], raw[:cut] + junk + raw[cut:], json.dumps(value, ensure_ascii=False).encode()):
         assert _outcome(parse_body, b"application/json", body) == _outcome(parse_json_body, "application/json", body)
+
+
+# ------------------------------------------------------- the answer cache (docs/server.md#answer-cache)
+
+def _answer_cache(app, route: str):
+    cell = app._front._answer_caches
+    return None if cell is None or cell[1] is None else cell[1][route]
+
+
+def test_repeated_bodies_answer_the_same_from_the_answer_cache():
+    """The same bytes again are answered from the fast path's answer cache: every answer
+    (status, headers, bytes) and every metric is what the service's layers give, each
+    time; only good decisions are kept, no answer to a bad request."""
+    apps = _apps()
+    singles = [(p, b) for p, b in GOOD_BODIES + BAD_BODIES if p != "/access/v1/evaluations"]
+    answered: dict = {}
+    for _round in range(3):
+        for path, body in singles:
+            status, _, answer = _same(apps, "POST", path, chunks=[_body(body)])
+            assert answered.setdefault(_body(body), (status, answer)) == (status, answer)
+        for raw in RAW_BODIES[:12]:
+            _same(apps, "POST", "/access/v1/evaluation", chunks=[raw])
+    assert _metric_lines(apps[0]) == _metric_lines(apps[1])
+    fast = apps[0]
+    kept = dict(_answer_cache(fast, "evaluation").data) | dict(_answer_cache(fast, "decide").data)
+    good = {raw for raw, (status, answer) in answered.items() if status == 200 and not answer.get("errors")}
+    assert good >= {_body(b) for p, b in GOOD_BODIES if p != "/access/v1/evaluations"}
+    assert set(kept) == good  # every good single decision, and nothing else
+    for raw, entry in kept.items():  # what is kept is what a miss answered
+        answer, outcome = entry[0]
+        assert json.loads(answer) == answered[raw][1] and outcome in ("allow", "deny")
+
+
+def test_the_answer_cache_is_the_engine_s_a_reload_answers_anew(tmp_path):
+    """A kept answer is never served by another engine: after a reload changes the
+    decision, the same bytes get the new answer (the cache belongs to the engine)."""
+    (tmp_path / "p.policy").write_text('permit user to read on record\n')
+    app = create_app(ServiceConfig(path=str(tmp_path), poll_interval=0, max_body=MAX_BODY),
+                     watch=False, fast_path=True)
+    body = _body(GOOD)
+    answers = [asyncio.run(_call(app, "POST", "/access/v1/evaluation", JSON, [body]))[2] for _ in range(2)]
+    assert [json.loads(a)["decision"] for a in answers] == [True, True]
+    assert len(_answer_cache(app, "evaluation")) == 1
+    (tmp_path / "p.policy").write_text('permit user to write on record\n')
+    assert app.state.service.load("test").ok
+    again = json.loads(asyncio.run(_call(app, "POST", "/access/v1/evaluation", JSON, [body]))[2])
+    assert again["decision"] is False
+    assert len(_answer_cache(app, "evaluation")) == 1  # the new engine's own cache
+
+
+def test_answers_with_errors_or_without_a_cache_are_not_kept(tmp_path):
+    """A decision with an evaluation error is answered every time by deciding (its
+    message may name what the key does not hold); with the engine's cache off, no
+    answer is kept at all."""
+    (tmp_path / "p.policy").write_text('permit user to read on record when resource.level > 2\n')
+    app = create_app(ServiceConfig(path=str(tmp_path), poll_interval=0, max_body=MAX_BODY),
+                     watch=False, fast_path=True)
+    bad = _body({**GOOD, "resource": {"type": "record", "id": "r", "properties": {"level": "high"}}})
+    for _ in range(2):
+        answer = json.loads(asyncio.run(_call(app, "POST", "/access/v1/evaluation", JSON, [bad]))[2])
+        assert answer["decision"] is False
+    assert len(_answer_cache(app, "evaluation")) == 0
+    off = create_app(ServiceConfig(path=str(tmp_path), poll_interval=0, max_body=MAX_BODY, cache_size=0),
+                     watch=False, fast_path=True)
+    for _ in range(2):
+        asyncio.run(_call(off, "POST", "/access/v1/evaluation", JSON, [_body(GOOD)]))
+    assert off._front._answer_caches[1] is None

@@ -110,6 +110,7 @@ class Engine:
                       if self._cache is not None and not _has_callable(entities) else None)
         #: the JSON cache (decide_json): exact JSON bytes -> decision, on the same terms
         self._json = RequestCache(cache_size, cache_ttl) if self._fast is not None else None
+        self._cache_ttl = cache_ttl if cache_ttl else None
         self._cache_lock = threading.Lock()
         #: the reservation step of docs/language.md#limits; None for a set without limits
         self._limiter = Limiter(limits, clock) if set_has_limits(policies) else None
@@ -211,6 +212,26 @@ class Engine:
         entries = list(plan.plain) + [e for g in plan.groups for e in g.entries]
         candidates = [e[0].info for e in sorted(entries, key=lambda e: e[0].order)]
         return interpreter.explain(self.policies, req, decision, candidates)
+
+    def exact_cache(self) -> tuple[int, float | None] | None:
+        """``(maxsize, ttl)`` of the caches that key decisions by the exact request (the
+        request and JSON caches, docs/engine.md#json-requests), or None when this engine
+        has none (the cache off, a callable entity source, an audit log). A caller that
+        keeps its own answers by the exact request bytes keeps them on these terms, and
+        only for decisions without errors or limits and requests without an approval
+        (what the engine stores): the service's answer cache, docs/server.md#answer-cache."""
+        if self._json is None or self.audit is not None:
+            return None
+        return self._json.maxsize, self._cache_ttl
+
+    def count_hit(self) -> None:
+        """Count a decision answered from a cache kept on :meth:`exact_cache`'s terms
+        outside the engine (the service's answer cache) as this engine's cache hit, as
+        :meth:`cache_info` and the counters report hits."""
+        counters = self.counters
+        counters.cache_hits += 1
+        if self._instrument:
+            counters.decisions += 1
 
     def cache_info(self) -> dict:
         """The decision caches: ``size`` of the value-keyed cache, ``requests`` of the

@@ -43,6 +43,7 @@ from time import perf_counter
 from .app import BodyLimitMiddleware, _dumps, parse_json_body
 from .authzen import decision_context, parse_batch, to_request
 from .routes.authzen import _respond, _run_batch
+from ..evaluation.cache import MAX_KEY_BYTES, RequestCache
 
 try:
     from orjson import JSONDecodeError as _OrjsonError
@@ -51,7 +52,7 @@ except ImportError:  # pragma: no cover - orjson is in the server extra
     _orjson_loads = None
     _OrjsonError = ValueError
 
-__all__ = ["ENV", "PATHS", "FastPath", "eligible", "enabled_by_env", "install"]
+__all__ = ["ENV", "INLINE", "PATHS", "FastPath", "eligible", "enabled_by_env", "install", "request_headers"]
 
 #: the environment variable that turns the fast path off (``0``, ``false``, ``off``, ``no``)
 ENV = "POLICYLANG_FAST_PATH"
@@ -62,6 +63,10 @@ PATHS = {
     "/access/v1/evaluations": "evaluations",
     "/v1/decide": "decide",
 }
+
+#: the handlers with no await in them (a single decision), which the protocol can run
+#: inline (policylang/server/protocol.py); a batch yields to the loop as it goes
+INLINE = ("evaluation", "decide")
 
 #: 19 digits in a row (every digit mapped to 0 first: a regular expression costs more
 #: than the parse): maybe an integer beyond 64 bits, which orjson reads as a float (the
@@ -81,6 +86,19 @@ def request_id() -> bytes:
     v = (v & ~(0xC000 << 48)) | (0x8000 << 48)
     v = (v & ~(0xF000 << 64)) | (4 << 76)
     return b"%032x" % v
+
+
+def request_headers(headers) -> tuple[bytes, bytes | None]:
+    """(``X-Request-ID``, ``Content-Type``) of a request's ASGI headers: the first of
+    each; a request id that is absent or empty is made (:func:`request_id`)."""
+    rid = ctype = None
+    for key, value in headers:
+        if key == b"x-request-id":
+            if rid is None:
+                rid = value
+        elif key == b"content-type" and ctype is None:
+            ctype = value
+    return rid or request_id(), ctype
 
 
 def _cycle_class():
@@ -186,6 +204,13 @@ class FastPath:
         self.decide_now = ctx.decide_now
         self.body = BodyLimitMiddleware(None, max_body=config.max_body, body_timeout=config.body_timeout)
         self.handlers = {path: getattr(self, "_" + name) for path, name in PATHS.items()}
+        #: raw request target -> the synchronous handler, for the routes whose answer
+        #: needs no await (single decisions): what the protocol answers inline
+        self.inline = {path.encode("ascii"): getattr(self, name) for path, name in PATHS.items()
+                       if name in INLINE}
+        self.max_body = config.max_body
+        #: (engine, {route: RequestCache}): the answer cache of the engine now serving
+        self._answer_caches = None
         self._cycle = _cycle_class()
 
     async def __call__(self, scope, receive, send):
@@ -194,15 +219,7 @@ class FastPath:
         handler = self.handlers.get(scope["path"])
         if handler is None:
             return await self.app(scope, receive, send)
-        rid = ctype = None
-        for key, value in scope["headers"]:
-            if key == b"x-request-id":
-                if rid is None:
-                    rid = value
-            elif key == b"content-type" and ctype is None:
-                ctype = value
-        if not rid:
-            rid = request_id()
+        rid, ctype = request_headers(scope["headers"])
         scope["policylang.request_id"] = rid
         limit = self.body
         cycle = getattr(receive, "__self__", None)
@@ -253,18 +270,48 @@ class FastPath:
     # -- the routes (policylang/server/routes/authzen.py, decide.py): the same steps -----
 
     async def _evaluation(self, ctype, raw: bytes) -> tuple[int, bytes]:
+        return self.evaluation(ctype, raw)
+
+    def _answers(self, engine, route: str, ctype, raw: bytes):
+        """The answer cache of ``route`` for ``engine`` (docs/server.md#answer-cache), or
+        None when this body is not kept there: only an exact ``application/json`` body
+        within the engine's key cap, on an engine that caches exact requests."""
+        if ctype != _JSON or len(raw) > MAX_KEY_BYTES:
+            return None
+        cell = self._answer_caches
+        if cell is None or cell[0] is not engine:  # a reload: a new engine, new caches
+            terms = engine.exact_cache()
+            cell = self._answer_caches = (engine, None if terms is None else
+                                          {name: RequestCache(*terms) for name in INLINE})
+        caches = cell[1]
+        return None if caches is None else caches[route]
+
+    def evaluation(self, ctype, raw: bytes) -> tuple[int, bytes]:
+        """``POST /access/v1/evaluation``: (status, body) of the answer (no await inside:
+        also what the protocol's inline answers call, :mod:`policylang.server.protocol`)."""
         t0 = perf_counter()
+        metrics = self.metrics
+        engine = self.service.current.engine
+        cache = self._answers(engine, "evaluation", ctype, raw)
+        if cache is not None:
+            hit = cache.get(raw)
+            if hit is not None:  # the same bytes, the same engine: the same answer
+                engine.count_hit()
+                metrics.decided("evaluation", hit[1])
+                metrics.observe("evaluation", perf_counter() - t0)
+                return 200, hit[0]
         try:
             body = parse_body(ctype, raw)
-            engine = self.service.current.engine
             with_context = decision_context(body, True)
-            d = self.decide_now(engine, to_request(body), "", False)
+            request = to_request(body)
+            d = self.decide_now(engine, request, "", False)
             answer = _respond(d, with_context)
         except Exception as e:  # noqa: BLE001 - failure() answers each (a bug: logged, 500)
             return self._failure("evaluation", e)
-        metrics = self.metrics
         metrics.decided("evaluation", d.decision)
         out = _dumps(answer)
+        if cache is not None and _keepable(d, request):
+            cache.put(raw, (out, d.decision))
         metrics.observe("evaluation", perf_counter() - t0)
         return 200, out
 
@@ -296,17 +343,39 @@ class FastPath:
         return 200, out
 
     async def _decide(self, ctype, raw: bytes) -> tuple[int, bytes]:
+        return self.decide(ctype, raw)
+
+    def decide(self, ctype, raw: bytes) -> tuple[int, bytes]:
+        """``POST /v1/decide``: (status, body) of the answer (no await inside, as :meth:`evaluation`)."""
         t0 = perf_counter()
+        metrics = self.metrics
+        engine = self.service.current.engine
+        cache = self._answers(engine, "decide", ctype, raw)
+        if cache is not None:
+            hit = cache.get(raw)
+            if hit is not None:
+                engine.count_hit()
+                metrics.decided("decide", hit[1])
+                metrics.observe("decide", perf_counter() - t0)
+                return 200, hit[0]
         try:
             body = parse_body(ctype, raw)
-            d = self.decide_now(self.service.current.engine, body, "", True)
+            d = self.decide_now(engine, body, "", True)
         except Exception as e:  # noqa: BLE001 - failure() answers each (a bug: logged, 500)
             return self._failure("decide", e)
-        metrics = self.metrics
         metrics.decided("decide", d.decision)
         out = _dumps(d.to_dict())
+        if cache is not None and _keepable(d, body):
+            cache.put(raw, (out, d.decision))
         metrics.observe("decide", perf_counter() - t0)
         return 200, out
+
+
+def _keepable(decision, request) -> bool:
+    """May this answer be kept by its body's bytes? On the engine's own terms: no
+    errors, no limits, no approval in the request (docs/engine.md#the-decision-cache)."""
+    return (not decision.errors and not decision.limits and request.__class__ is dict
+            and request.get("approval") is None)
 
 
 def install(app, ctx, config, enabled: bool | None = None) -> str | None:
