@@ -664,6 +664,9 @@ def issue20_rows(all_res: dict[str, dict[str, Result]], x: dict) -> tuple[str, d
             checks[f"service_{kind}_{n}"] = flag
             rows.append(f"| service decisions/s ≥ {ISSUE20['service_vs_cerbos']:g}× the Cerbos PDP's "
                         f"({kind} checks, {n} core(s)) | {r:.1f}× | {ok(flag)} |")
+        for kind, r in (run.get("ratio_uncached") or {}).items():
+            rows.append(f"| (not a target) the same with policylang's caches off, `--cache-size 0` ({kind} "
+                        f"checks, {n} core(s)) | {r:.1f}× | — |")
         one = ((run.get("policylang") or {}).get("single_c1") or {}).get("p50_ms")
         if one is not None:
             flag = one <= ISSUE20["service_p50_ms"]

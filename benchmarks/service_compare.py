@@ -489,14 +489,22 @@ def _run_streams(servers: dict, seconds: float, wrk_cpus: list[int], warmup: flo
     return out
 
 
+#: the third server: policylang with its decision and answer caches off (every request decided)
+UNCACHED = "policylang (cache off)"
+
+
 def measure(seconds: float, cores: list[int], *, warmup: float | None = None, scenario: str = "M",
-            policylang_cache_size: int | None = None, repeats: int = 3) -> dict:
+            policylang_cache_size: int | None = None, repeats: int = 3, uncached: bool = True) -> dict:
     """Measure both services on each core count of ``cores`` (e.g. ``[1, 2]``) for
     ``seconds`` per run, ``repeats`` runs per stream and server (alternating servers).
     The result holds, per core count, per server, the three streams (``single``,
     ``batch``, ``single_c1``: the median run, with every sample) with rps, decisions/s,
     p50/p99 ms, the server's CPU µs per decision, and the ratios policylang / Cerbos;
-    ``{"skipped": why}`` when a tool is missing."""
+    ``{"skipped": why}`` when a tool is missing. ``uncached``: also run policylang with
+    ``--cache-size 0`` (:data:`UNCACHED`, ratios under ``ratio_uncached``): the stream
+    cycles through 2,000 bodies, so with the default cache every timed request is a
+    repeat the service has answered before (its decision and answer caches,
+    docs/server.md#answer-cache), and that row shows what deciding every one costs."""
     why = _missing_tools()
     if why:
         return _skip(why)
@@ -528,13 +536,15 @@ def measure(seconds: float, cores: list[int], *, warmup: float | None = None, sc
             procs: dict = {}
             try:
                 servers = {}
-                for name in ("policylang", "cerbos"):
+                for name in ("policylang", *((UNCACHED,) if uncached else ()), "cerbos"):
                     port = free_port()
                     if name == "policylang":
                         procs[name] = start_policylang(pdir, port, server_cpus, policylang_cache_size)
+                    elif name == UNCACHED:
+                        procs[name] = start_policylang(pdir, port, server_cpus, 0)
                     else:
                         procs[name] = start_cerbos(binary, cdir, port, server_cpus)
-                    bodies = pl_bodies if name == "policylang" else cb_bodies
+                    bodies = cb_bodies if name == "cerbos" else pl_bodies
                     result["verified"][name] = verify(name, port, bodies, st)
                     servers[name] = (port, procs[name].pid, bodies)
                 run.update(_run_streams(servers, seconds, wrk_cpus, warmup, repeats))
@@ -547,6 +557,9 @@ def measure(seconds: float, cores: list[int], *, warmup: float | None = None, sc
             for k in ("single", "batch"):  # Cerbos's server CPU per decision over policylang's
                 run["ratio"][k + "_cpu"] = (run["cerbos"][k]["server_cpu_us_per_decision"]
                                             / run["policylang"][k]["server_cpu_us_per_decision"])
+            if UNCACHED in run:
+                run["ratio_uncached"] = {k: run[UNCACHED][k]["decisions_per_s"] / run["cerbos"][k]["decisions_per_s"]
+                                         for k in ("single", "batch")}
             result["runs"][str(n)] = run
     return result
 
@@ -567,7 +580,9 @@ def markdown(result: dict) -> str:
               "decisions/s | p50 ms | p99 ms | CPU µs/decision | 1 connection: p50 ms | p99 ms | load |"),
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for n, run in result["runs"].items():
-        for name in ("policylang", "cerbos"):
+        for name in ("policylang", UNCACHED, "cerbos"):
+            if name not in run:
+                continue
             s, b, c = run[name]["single"], run[name]["batch"], run[name]["single_c1"]
             load = max(s["loadavg"], b["loadavg"], c["loadavg"])
             lines.append(f"| {n} ({run['layout']}) | {name} | {s['decisions_per_s']:,.0f} | {s['p50_ms']:.3f} | "
@@ -578,10 +593,17 @@ def markdown(result: dict) -> str:
         lines.append(f"| {n} | **policylang ÷ Cerbos** | **{r['single']:.2f}×** | | | {r['single_cpu']:.2f}× less | "
                      f"**{r['batch']:.2f}×** | | | {r['batch_cpu']:.2f}× less | Cerbos p50 ÷ policylang p50: "
                      f"{r['p50_c1']:.2f} | | |")
+        u = run.get("ratio_uncached")
+        if u:
+            lines.append(f"| {n} | **{UNCACHED} ÷ Cerbos** | **{u['single']:.2f}×** | | | | **{u['batch']:.2f}×** "
+                         "| | | | | | |")
     lines += ["", (f"Single checks over {CONNECTIONS} connections, batches over {BATCH_CONNECTIONS}, '1 connection' "
                    "is `wrk -c1 -t1`; decisions/s is requests/s × decisions per request. CPU µs/decision is the "
                    "server's own user+system time over the run divided by the decisions answered (a busy machine "
-                   "inflates it least). 'load' is the 1-minute load average during the runs.")]
+                   "inflates it least). 'load' is the 1-minute load average during the runs. The stream cycles "
+                   f"through {N_SINGLE:,} single bodies and {N_BATCHES} batches, so with policylang's default cache "
+                   "every timed request repeats one answered before (decision and answer caches, "
+                   f"docs/server.md#answer-cache); '{UNCACHED}' is `--cache-size 0`: every request decided.")]
     return "\n".join(lines) + "\n"
 
 
