@@ -26,7 +26,7 @@ from policylang.language import fastparse as F
 from policylang.language import nodes
 from policylang.language import parser as P
 from policylang.language.errors import PolicyError
-from policylang.language.source import SourceMap, Span
+from policylang.language.source import SourceMap, SourcePart, Span
 
 ROOT = Path(__file__).resolve().parent.parent
 _SPAN_FIELDS = ("span", "name_span", "head_span", "action_spans")
@@ -399,7 +399,7 @@ def _tree_objects(tree) -> list:
             continue
         seen.add(id(x))
         out.append(x)
-        if isinstance(x, (nodes.Node, tuple)):
+        if isinstance(x, (nodes.Node, tuple, SourcePart)):
             stack.extend(gc.get_referents(x))
     return out
 
@@ -418,10 +418,13 @@ def test_fast_parsed_nodes_hold_packed_offsets_not_span_objects():
     held = _tree_objects(got)
     spans = [x for x in held if isinstance(x, Span)]
     assert len(spans) <= 1, spans[:3]  # the PolicyFile's span
-    maps = {id(x) for x in held if isinstance(x, SourceMap)}
+    maps = [x for x in held if isinstance(x, SourceMap)]
     assert len(maps) == 1  # one map for the file, shared by every node
-    packed = [x for x in held if x.__class__ is int and x >= 1 << 24]
-    assert len(packed) > 5 * text.count("\npermit")
+    parts = [x for x in held if isinstance(x, SourcePart)]
+    assert len(parts) == len(got.statements) and all(p.map is maps[0] for p in parts)  # one per rule
+    packed = [x for x in held if x.__class__ is int and x >= 1 << 24]  # (each distinct object once)
+    in_nodes = sum(1 for x in held if isinstance(x, nodes.Node) and nodes._SPAN_SLOT.__get__(x).__class__ is int)
+    assert 0 < len(packed) < in_nodes / 5  # rules of one shape share their relative offsets
     assert not any(gc.is_tracked(x) for x in packed)
     ref = P.parse(text, "M.policy", fast=False)
     assert all_spans(got) == all_spans(ref)

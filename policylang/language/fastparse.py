@@ -27,7 +27,7 @@ from itertools import accumulate, chain
 from operator import itemgetter
 
 from . import nodes
-from .source import SourceMap, Span
+from .source import SourceMap, SourcePart, Span
 from .words import parse_duration
 
 __all__ = ["TOKEN_PATTERNS", "GiveUp", "parse"]
@@ -143,13 +143,19 @@ def _height(node) -> int:
 
 
 class _Parser:
-    __slots__ = ("end", "ends", "i", "ls", "nest", "path", "small", "src", "starts", "text", "toks")
+    __slots__ = ("base", "end", "ends", "i", "ls", "map", "nest", "packs", "path", "small", "src", "starts",
+                 "text", "toks")
 
     def __init__(self, text: str, path: str) -> None:
         self.path = path
         self.text = text
         self.ls = ls = _line_starts(text)
-        self.src = SourceMap(path, ls)
+        #: the file's map; ``src`` is what the nodes being made get as ``_src``: the map,
+        #: or within a rule the rule's SourcePart, whose offsets start at ``base``
+        self.map = self.src = SourceMap(path, ls)
+        self.base = 0
+        #: packed value -> its one integer object (nodes of one shape share them)
+        self.packs: dict = {}
         self.small = len(text) < SourceMap.TEXT_LIMIT
         self.window(0, _cut(text, 0))
         self.nest = 0
@@ -170,7 +176,8 @@ class _Parser:
         :class:`SourceMap` (the node's ``_src``) where they fit, else a :class:`Span`."""
         if self.small:
             s = self.starts[i]
-            return s | (self.ends[j] - s) << 24  # SourceMap.span's layout
+            v = (s - self.base) | (self.ends[j] - s) << 24  # SourceMap.span's layout
+            return self.packs.setdefault(v, v)
         return self.span(i, j)
 
     def expect(self, tok: str) -> int:
@@ -355,6 +362,18 @@ class _Parser:
 
     # -- rules --------------------------------------------------------------------
     def rule(self):
+        """A rule; its nodes' offsets are relative to its start (source.SourcePart)."""
+        if not self.small:
+            return self._rule()
+        self.base = self.starts[self.i]
+        self.src = SourcePart(self.map, self.base)
+        try:
+            return self._rule()
+        finally:
+            self.src = self.map
+            self.base = 0
+
+    def _rule(self):
         toks = self.toks
         i0 = self.i
         annotations = []
@@ -371,7 +390,7 @@ class _Parser:
         hi = self.i
         head = toks[hi]
         if head == "permit" or head == "forbid":
-            effect = head
+            effect = "permit" if head == "permit" else "forbid"  # the constant, not the token's copy
             self.i = hi + 1
         elif head == "require":
             self.i = hi + 1
@@ -389,7 +408,8 @@ class _Parser:
                 ci = self.i
                 self.i += 1
                 expr = self.top_expr()
-                conditions.append(nodes.Condition(t, expr, _src=self.src, span=self.sp(ci, self.i - 1)))
+                conditions.append(nodes.Condition("when" if t == "when" else "unless", expr,
+                                                  _src=self.src, span=self.sp(ci, self.i - 1)))
             else:
                 break
         clauses = []
@@ -603,7 +623,8 @@ class _Parser:
         if t in _CMP:
             self.i += 1
             right = self.sum_()
-            return _Binary(t, left, right, _src=self.src, span=self.sp(i0, self.i - 1))
+            # the operator interned: a token's own string would be kept once per node
+            return _Binary(_intern(t), left, right, _src=self.src, span=self.sp(i0, self.i - 1))
         if t == "in":
             self.i += 1
             right = self.sum_()

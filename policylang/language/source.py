@@ -136,6 +136,37 @@ class SourceMap:
         return f"SourceMap({self.path!r}, {len(self.line_starts)} lines)"
 
 
+class SourcePart:
+    """A part of a file that starts at offset ``base`` (a rule: the fast parser gives each
+    rule's nodes one): packed offsets as :class:`SourceMap` packs them, the start taken
+    from ``base``. Within a rule the same relative start and length come back rule after
+    rule (rules of one shape), so the parser keeps one integer object per distinct packed
+    value instead of one per node (docs/engine.md#loading); the Span made is the one the
+    file's map makes of the absolute offsets."""
+
+    __slots__ = ("map", "base")
+
+    def __init__(self, map: SourceMap, base: int) -> None:  # noqa: A002 - the file's map
+        self.map = map
+        self.base = base
+
+    @property
+    def path(self) -> str:
+        return self.map.path
+
+    def span(self, packed: int) -> Span:
+        """The Span of a node's packed offsets, relative to ``base``."""
+        s = self.base + (packed & 0xFFFFFF)
+        return self.map.at(s, s + (packed >> 24))
+
+    def at(self, s: int, e: int) -> Span:
+        """The Span from (absolute) offset ``s`` to ``e``: :meth:`SourceMap.at`."""
+        return self.map.at(s, e)
+
+    def __repr__(self) -> str:
+        return f"SourcePart({self.map.path!r}, from offset {self.base})"
+
+
 def offset_of(text: str, line: int, column: int) -> int:
     """Character offset of a 1-based line/column in ``text`` (clamped)."""
     pos = 0
