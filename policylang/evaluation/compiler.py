@@ -34,6 +34,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from types import FunctionType as _FunctionType
 
 from ..language import nodes
 from ..language.policyset import PolicySet, RuleInfo
@@ -693,38 +694,69 @@ def _shape_of(rule: nodes.Rule, code: RuleCode, lits: list, track: dict, constan
     return _Shape(code.shape_key, tuple(pmap), fixed, index, {})
 
 
+#: what a shape's generated functions are named after (compile_rules puts the shape's name there)
+_SHAPE = "__shape__"
+
+
 def _codegen(gen: ExpressionCodegen, rule: nodes.Rule, instrument: bool,
              constants, memo: dict | None = None) -> tuple[str, str, RuleCode]:
-    """(parameter list, function body, code record) of one rule's shape."""
-    I2 = " " * 8
+    """(parameter list, functions' text, code record) of one rule's shape.
+
+    A shape is up to four module-level functions (``<shape>_check``, ``_rest``, ``_grant``,
+    ``_limits``) whose literals are parameters ``_p0``, ``_p1`` … after the request roots,
+    with defaults: a rule's own functions are the shape's code with the rule's literals as
+    their defaults (:class:`_Factory`), so they hold no closure cells and read a literal
+    as a local."""
+    I1 = " " * 4
     tests = _tests(rule)
     key = _index_key(tests[0], constants) if tests else None
     gen.params = []
-    body = [f"    def check({ARGS}):"] + _test_lines(gen, tests, instrument, I2)
+    parts = {"check": _test_lines(gen, tests, instrument, I1)}
     if key:
-        body += [f"    def rest({ARGS}):"] + _test_lines(gen, tests[1:], instrument, I2)
-    else:
-        body.append("    rest = None")
+        parts["rest"] = _test_lines(gen, tests[1:], instrument, I1)
     grant = rule.grant if rule.effect == "permit" else None
     if grant is not None:
         gen.temps = 0
         scopes = ", ".join(f"_scope({gen.expr(s)[0]})" for s in grant.scopes)
-        body += [f"    def grant({ARGS}):", f"{I2}return [{scopes}]"]
-    else:
-        body.append("    grant = None")
+        parts["grant"] = [f"{I1}return [{scopes}]"]
     limits = rule.limits if rule.effect == "permit" else ()
     if limits:
         gen.temps = 0
         pairs = ", ".join(
             f"({'1' if c.measure == 'count' else gen.expr(c.amount)[0]}, "
             f"{'True' if c.key is None else gen.expr(c.key)[0]})" for c in limits)
-        body += [f"    def limits({ARGS}):", f"{I2}return [{pairs}]"]
-    else:
-        body.append("    limits = None")
-    body.append("    return check, rest, grant, limits")
+        parts["limits"] = [f"{I1}return [{pairs}]"]
     params = ", ".join(f"_p{i}" for i in range(len(gen.params)))
+    signature = ARGS + "".join(f", _p{i}=None" for i in range(len(gen.params)))
+    body: list[str] = []
+    for name in _FUNCTIONS:
+        if name in parts:
+            body += [f"def {_SHAPE}_{name}({signature}):", *parts[name]]
+        else:
+            body.append(f"{_SHAPE}_{name} = None")
     text = "\n".join(body)
     return params, text, RuleCode(rule, params + "\n" + text, tuple(gen.params), key, _reads(rule, constants, memo))
+
+
+#: a shape's functions, in the order a factory returns them
+_FUNCTIONS = ("check", "rest", "grant", "limits")
+
+
+class _Factory:
+    """A shape's functions, made into one rule's: the same code, the rule's literals as
+    the defaults of the parameters after the request roots (one tuple, shared by the
+    rule's functions). A shape without literals gives every rule its very functions."""
+
+    __slots__ = ("functions",)
+
+    def __init__(self, functions: tuple) -> None:
+        self.functions = functions
+
+    def __call__(self, params: tuple) -> tuple:
+        if not params:
+            return self.functions
+        return tuple([None if f is None else _FunctionType(f.__code__, f.__globals__, f.__name__, params)
+                      for f in self.functions])
 
 
 def _from_shape(shape: _Shape, rule: nodes.Rule, lits: list, constants, memo: dict) -> RuleCode:
@@ -806,8 +838,7 @@ def compile_rules(policy_set: PolicySet, instrument: bool = False,
                     gen.track = None
                 if code.shape_key not in shapes and code.shape_key not in factories:
                     name = shapes[code.shape_key] = f"_shape_{len(shapes)}"
-                    lines.append(f"def {name}({params}):")
-                    lines.append(text)
+                    lines.append(text.replace(_SHAPE, name))
         code.shape_key = keys.setdefault(code.shape_key, code.shape_key)  # one string per shape
         codes[id(rule)] = code
         pending.append((n, info, code))
@@ -818,7 +849,7 @@ def compile_rules(policy_set: PolicySet, instrument: bool = False,
         compiled = compile(source, f"<policylang:{policy_set.root}>", "exec")
         exec(compiled, namespace)  # noqa: S102 - generated from the policy AST only; see module docstring
         for shape_key, name in shapes.items():
-            factories[shape_key] = namespace[name]
+            factories[shape_key] = _Factory(tuple(namespace[f"{name}_{f}"] for f in _FUNCTIONS))
     for n, info, code in pending:
         rule = info.rule
         old = code.compiled
@@ -827,7 +858,7 @@ def compile_rules(policy_set: PolicySet, instrument: bool = False,
         else:
             if code.factory is None:
                 code.factory = factories[code.shape_key]
-            check, rest, grant_fn, limit_fn = code.factory(*code.params)
+            check, rest, grant_fn, limit_fn = code.factory(code.params)
             code.subjects = _globs_memo(rule.target.subjects, globs)
             code.resources = _globs_memo(rule.target.resources, globs)
         grant = rule.grant
