@@ -481,8 +481,13 @@ class _Parser:
                 if toks[self.i] != ",":
                     break
                 self.i += 1
+            # one tuple per distinct list of names, and of packed offsets (rules share them)
+            packs = self.packs
             actions = tuple(names)
+            actions = packs.setdefault(("a", actions), actions)
             spans = tuple(spans)
+            if self.small:
+                spans = packs.setdefault(("s", spans), spans)
         self.expect("on")
         resources = self._refs()
         return nodes.Target(subjects, actions, resources, _src=self.src, span=self.sp(i0, self.i - 1),

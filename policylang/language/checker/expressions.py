@@ -221,11 +221,7 @@ class ExpressionWalk:
                            frozenset(used))
                 results = results if any(results) else None
             if out is not None:
-                entry = out.rules.get(id(rule))
-                if entry is not None:
-                    entry[2] = results
-                else:
-                    out.rules[id(rule)] = [rule, UNSET, results]
+                out.record(rule, walk=results, stage="walk")
 
     def _rule(self, info: RuleInfo) -> None:
         d = self._d

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from .. import nodes
 
@@ -32,9 +33,11 @@ def environment(files: Sequence[nodes.PolicyFile], rel_paths: Mapping[str, str],
 @dataclass(eq=False)
 class CheckMemo:
     env: tuple
-    #: id(rule node) -> [rule node, names stage results, walk results]; each results slot
-    #: is None (nothing found) or a tuple, or UNSET when that stage did not run
-    rules: dict[int, list] = field(default_factory=dict)
+    #: id(rule node) -> (rule node, names stage results, walk results); each results slot
+    #: is None (nothing found) or a tuple, or UNSET when that stage did not run. A rule
+    #: both stages found nothing in (most rules) is kept as the rule node alone: one
+    #: object fewer per rule of a large set (:meth:`record`, :meth:`entry`)
+    rules: dict[int, Any] = field(default_factory=dict)
 
     def matches(self, env: tuple) -> bool:
         decls, rel, kinds = env
@@ -42,6 +45,19 @@ class CheckMemo:
         return (len(mine) == len(decls) and all(a is b for a, b in zip(mine, decls))
                 and self.env[1] == rel and self.env[2] == kinds)
 
-    def entry(self, rule: nodes.Rule) -> list | None:
+    def entry(self, rule: nodes.Rule) -> tuple | None:
+        """(rule, names results, walk results) recorded for this very node, or None."""
         e = self.rules.get(id(rule))
-        return e if e is not None and e[0] is rule else None
+        if e is rule:
+            return (rule, None, None)
+        return e if e.__class__ is tuple and e[0] is rule else None
+
+    def record(self, rule: nodes.Rule, names: Any = None, walk: Any = None, *, stage: str) -> None:
+        """Record one stage's results for ``rule`` (``stage``: ``"names"`` or ``"walk"``),
+        keeping what the other stage recorded."""
+        e = self.entry(rule)
+        if stage == "names":
+            walk = e[2] if e is not None else UNSET
+        else:
+            names = e[1] if e is not None else UNSET
+        self.rules[id(rule)] = rule if names is None and walk is None else (rule, names, walk)
