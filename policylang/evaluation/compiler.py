@@ -784,10 +784,12 @@ def compile_rules(policy_set: PolicySet, instrument: bool = False,
                   reuse: dict[int, RuleCode] | None = None) -> tuple[list[CompiledRule], str, dict[int, RuleCode]]:
     """Generate, compile and load the functions of every rule.
 
-    Each rule is generated as a *shape*: a factory whose literals are parameters
-    (``_p0``, ``_p1`` …) returning the rule's check, its check without the indexed first
-    test, and its grant. Rules that differ only in literals (the common case in large
-    sets) share one factory, so the module Python compiles stays small; every new shape
+    Each rule is generated as a *shape*: the functions (the rule's check, its check
+    without the indexed first test, its grant, its limit values) whose literals are
+    parameters (``_p0``, ``_p1`` …) after the request roots; a :class:`_Factory` gives a
+    rule those functions with its literals as their defaults. Rules that differ only in
+    literals (the common case in large sets) share one shape, so the module Python
+    compiles stays small; every new shape
     of one call is compiled by one ``compile()`` into one fresh namespace. Code generation
     runs once per *skeleton* (:func:`_skeleton`: the rule with the literals that only ever
     become parameters left open); the other rules of a skeleton take that rule's shape,
