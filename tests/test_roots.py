@@ -50,7 +50,12 @@ def test_every_root_is_a_known_name_to_the_checker_and_nothing_else_is():
 def test_generated_functions_take_the_table_arguments_in_order():
     engine = policylang.Engine(policylang.loads('permit agent to read on repo when context.ip == "10.0.0.1"'))
     rule = engine.tree.rules[0]
-    assert list(inspect.signature(rule.check).parameters) == [r.arg for r in ROOTS]
+    params = list(inspect.signature(rule.check).parameters.values())
+    assert [p.name for p in params[:len(ROOTS)]] == [r.arg for r in ROOTS]
+    assert all(p.default is inspect.Parameter.empty for p in params[:len(ROOTS)])
+    # after the roots, the rule's literals as defaults (compiler._Factory): "10.0.0.1" here
+    literals = params[len(ROOTS):]
+    assert [p.name for p in literals] == ["_p0"] and literals[0].default == "10.0.0.1"
 
 
 @pytest.mark.parametrize("root,attr", [(r.name, b) for r in ROOTS for b in r.builtins]
