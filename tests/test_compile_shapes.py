@@ -89,3 +89,19 @@ def test_decisions_agree_with_the_interpreter_on_the_small_set():
             assert (d["decision"], d["rules"], d["errors"]) == (want["decision"], want["rules"], want["errors"])
             seen.add((d["decision"], tuple(d["rules"])))
     assert len(seen) > 3
+
+
+def test_an_attribute_named_like_the_shape_placeholder_is_read_as_written():
+    """Generated shapes are named by rewriting their placeholder in the ``def`` lines only:
+    a rule that reads ``principal.__shape__`` reads that attribute, not another one (a
+    request with ``_shape_0`` must not pass where the interpreter denies)."""
+    import policylang
+
+    ps = policylang.loads('permit agent to read on repo when principal.__shape__ == "x"\n')
+    engine = policylang.Engine(ps, cache_size=0)
+
+    def decide(attrs):
+        return engine.decide({"principal": {"kind": "agent", "id": "a", "attrs": attrs}, "action": "read",
+                              "resource": {"type": "repo", "id": "r"}}).decision
+    assert decide({"__shape__": "x"}) == "allow"
+    assert decide({"_shape_0": "x"}) == "deny"

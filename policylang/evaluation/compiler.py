@@ -742,6 +742,15 @@ def _codegen(gen: ExpressionCodegen, rule: nodes.Rule, instrument: bool,
 _FUNCTIONS = ("check", "rest", "grant", "limits")
 
 
+def _named(text: str, name: str) -> str:
+    """A shape's functions' text with their names: only the unindented lines (each
+    ``def`` and ``= None``) name a function; the bodies are left as they are (an
+    attribute a rule reads may be called anything, ``__shape__`` too)."""
+    return "\n".join(name + ln[len(_SHAPE):] if ln.startswith(_SHAPE)
+                     else "def " + name + ln[4 + len(_SHAPE):] if ln.startswith("def " + _SHAPE)
+                     else ln for ln in text.split("\n"))
+
+
 class _Factory:
     """A shape's functions, made into one rule's: the same code, the rule's literals as
     the defaults of the parameters after the request roots (one tuple, shared by the
@@ -840,7 +849,7 @@ def compile_rules(policy_set: PolicySet, instrument: bool = False,
                     gen.track = None
                 if code.shape_key not in shapes and code.shape_key not in factories:
                     name = shapes[code.shape_key] = f"_shape_{len(shapes)}"
-                    lines.append(text.replace(_SHAPE, name))
+                    lines.append(_named(text, name))
         code.shape_key = keys.setdefault(code.shape_key, code.shape_key)  # one string per shape
         codes[id(rule)] = code
         pending.append((n, info, code))
