@@ -387,6 +387,15 @@ def _exchange(port: int, chunks: list[bytes], n: int, delay: float = 0.0) -> lis
         return out
 
 
+def _live_server():
+    """tests/test_server_harness.LiveServer (``policylang serve`` in a subprocess)."""
+    try:
+        from test_server_harness import LiveServer
+    except ImportError:  # tests/ as a package
+        from tests.test_server_harness import LiveServer
+    return LiveServer
+
+
 def _http(path: str, body: bytes, *extra: str, rid: int | None = None) -> bytes:
     head = [f"POST {path} HTTP/1.1", "Host: x", "Content-Type: application/json", *extra]
     if not any(h.lower().startswith("transfer-encoding") for h in extra):
@@ -401,10 +410,7 @@ def test_over_uvicorn_pipelined_chunked_slow_and_oversized_answer_the_same():
     on one kept-alive connection, a chunked body, a body in two writes, a body too slow
     (408) and one too large (413) answer the same, byte for byte but Date and generated
     request ids."""
-    try:
-        from test_server_harness import LiveServer
-    except ImportError:  # tests/ as a package
-        from tests.test_server_harness import LiveServer
+    LiveServer = _live_server()
     args = (CERT, "--poll-interval", "0", "--max-body", "4096", "--body-timeout", "0.5")
     with LiveServer(*args, env={"POLICYLANG_FAST_PATH": "1"}) as fast, \
             LiveServer(*args, env={"POLICYLANG_FAST_PATH": "0"}) as plain:
@@ -446,10 +452,7 @@ def test_over_uvicorn_inline_answers_are_the_ordinary_bytes():
     no fast path: HTTP/1.0, ``Expect: 100-continue``, a query string, a request pipelined
     behind one whose body is split, the same bodies repeated (the answer cache): byte
     for byte the same answers, in the same order."""
-    try:
-        from test_server_harness import LiveServer
-    except ImportError:  # tests/ as a package
-        from tests.test_server_harness import LiveServer
+    LiveServer = _live_server()
     args = (CERT, "--poll-interval", "0", "--max-body", "4096")
     good, write = _body(GOOD), _body(WRITE)
     with LiveServer(*args, env={"POLICYLANG_FAST_PATH": "1"}) as fast, \

@@ -286,20 +286,28 @@ class FastPath:
         caches = cell[1]
         return None if caches is None else caches[route]
 
+    def _kept(self, engine, route: str, ctype, raw: bytes, t0: float) -> tuple:
+        """(the answer cache for this body or None, the answer it kept or None); a kept
+        answer is counted as an answered decision and an engine cache hit."""
+        cache = self._answers(engine, route, ctype, raw)
+        hit = cache.get(raw) if cache is not None else None
+        if hit is None:
+            return cache, None
+        engine.count_hit()  # the same bytes, the same engine: the same answer
+        metrics = self.metrics
+        metrics.decided(route, hit[1])
+        metrics.observe(route, perf_counter() - t0)
+        return cache, hit[0]
+
     def evaluation(self, ctype, raw: bytes) -> tuple[int, bytes]:
         """``POST /access/v1/evaluation``: (status, body) of the answer (no await inside:
         also what the protocol's inline answers call, :mod:`policylang.server.protocol`)."""
         t0 = perf_counter()
         metrics = self.metrics
         engine = self.service.current.engine
-        cache = self._answers(engine, "evaluation", ctype, raw)
-        if cache is not None:
-            hit = cache.get(raw)
-            if hit is not None:  # the same bytes, the same engine: the same answer
-                engine.count_hit()
-                metrics.decided("evaluation", hit[1])
-                metrics.observe("evaluation", perf_counter() - t0)
-                return 200, hit[0]
+        cache, kept = self._kept(engine, "evaluation", ctype, raw, t0)
+        if kept is not None:
+            return 200, kept
         try:
             body = parse_body(ctype, raw)
             with_context = decision_context(body, True)
@@ -350,14 +358,9 @@ class FastPath:
         t0 = perf_counter()
         metrics = self.metrics
         engine = self.service.current.engine
-        cache = self._answers(engine, "decide", ctype, raw)
-        if cache is not None:
-            hit = cache.get(raw)
-            if hit is not None:
-                engine.count_hit()
-                metrics.decided("decide", hit[1])
-                metrics.observe("decide", perf_counter() - t0)
-                return 200, hit[0]
+        cache, kept = self._kept(engine, "decide", ctype, raw, t0)
+        if kept is not None:
+            return 200, kept
         try:
             body = parse_body(ctype, raw)
             d = self.decide_now(engine, body, "", True)

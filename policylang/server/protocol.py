@@ -38,6 +38,8 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HEADER_VALUE_RE, STATUS_LINE, HttpToolsProtocol
 
+from .fastpath import FastPath, request_headers
+
 __all__ = ["HeaderTimeoutProtocol", "protocol_class", "DEFAULT_HEADER_TIMEOUT"]
 
 #: seconds a client has to send a complete request line and headers
@@ -159,8 +161,6 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
         """Answer one request inline: the bytes uvicorn's cycle writes for the fast
         path's answer (status line, default headers, Content-Length, Content-Type,
         X-Request-ID, ``connection: close`` when the connection is not kept), in one write."""
-        from .fastpath import request_headers
-
         parser = self.parser
         rid, ctype = request_headers(self.headers)
         status, out = handler(ctype, body)
@@ -213,8 +213,6 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
 def fast_path_of(app) -> Any:
     """The decision routes' fast path in front of ``app`` (through uvicorn's own
     wrappers: proxy headers, message logging), or None."""
-    from .fastpath import FastPath
-
     for _ in range(8):
         if app is None:
             return None
