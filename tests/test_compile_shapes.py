@@ -44,18 +44,20 @@ forbid * to read on doc unless principal.level >= 0
 
 
 def _check(ps) -> int:
-    """Every rule's code record as compile_rules made it == a full generation of it; returns
-    how many rules were compiled."""
+    """Every rule as compile_rules compiled it == a full generation of it (its shape, its
+    functions' literals, index key and reads); returns how many rules were compiled."""
     constants = dict(ps.constants)
-    _rules, _source, codes = compile_rules(ps)
-    for info in ps.rules:
-        code = codes[id(info.rule)]
+    rules, _source, factories = compile_rules(ps)
+    for info, cr in zip(ps.rules, rules, strict=True):
+        assert cr.info is info
         _p, _t, full = _codegen(ExpressionCodegen(constants), info.rule, False, constants)
-        assert code.shape_key == full.shape_key, info.id
-        assert _typed(code.params) == _typed(full.params), info.id
-        assert _typed(code.index_key) == _typed(full.index_key), info.id
-        assert code.reads == full.reads, info.id
-        return len(codes)
+        assert cr.shape == full.shape_key, info.id
+        assert cr.shape in factories, info.id
+        # the rule's literals are its functions' defaults (none for a shape without them)
+        assert _typed(cr.check.__defaults__ or ()) == _typed(full.params), info.id
+        assert _typed(cr.index_key) == _typed(full.index_key), info.id
+        assert cr.reads == full.reads, info.id
+    return len(rules)
 
 
 def test_derived_rules_are_what_a_full_generation_makes():

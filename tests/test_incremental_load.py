@@ -62,6 +62,11 @@ def _edit(path: Path, old: str, new: str) -> None:
     path.write_text(text.replace(old, new, 1), encoding="utf-8")
 
 
+def _checks(engine) -> dict:
+    """id of each rule's AST node -> the check function compiled for it."""
+    return {id(cr.info.rule): cr.check for cr in engine.tree.rules}
+
+
 def test_one_changed_file_reparses_only_that_file_and_equals_a_fresh_load(tmp_path):
     paths = _write_set(tmp_path / "set")
     old = policylang.load(tmp_path / "set")
@@ -73,9 +78,11 @@ def test_one_changed_file_reparses_only_that_file_and_equals_a_fresh_load(tmp_pa
         assert (f is by_path[f.path]) == (not f.path.endswith("part1.policy"))
     engine = policylang.Engine(new, cache_size=0, previous=old_engine)
     reused = {id(r.rule) for r in old.rules}
-    old_codes = old_engine.tree.codes
-    for r in new.rules:  # unchanged rules keep their code records, changed ones get new ones
-        assert (engine.tree.codes[id(r.rule)] is old_codes.get(id(r.rule))) == (id(r.rule) in reused)
+    old_checks = _checks(old_engine)
+    new_checks = _checks(engine)
+    assert new_checks.keys() == {id(r.rule) for r in new.rules}
+    for r in new.rules:  # unchanged rules keep their generated functions, changed ones get new ones
+        assert (new_checks[id(r.rule)] is old_checks.get(id(r.rule))) == (id(r.rule) in reused)
     _same_as_fresh(tmp_path / "set", new, engine)
 
 
@@ -98,6 +105,29 @@ def test_renamed_deleted_and_added_files(tmp_path):
         ps = new
 
 
+def test_a_new_rule_of_a_compiled_shape_compiles_nothing_new(tmp_path):
+    # the added file sorts first (no reused rule before it brings the shape along) and
+    # its rule has the skeleton of rules the earlier set compiled, only its literals
+    # differ: the reload takes that shape's factory, no code is generated
+    root = tmp_path / "set"
+    _write_set(root)
+    ps = policylang.load(root)
+    engine = policylang.Engine(ps, cache_size=0)
+    assert 'principal.dept == "design" and risk.score < 0.84' in _blocks()[0]
+    (root / "aa-new.policy").write_text(
+        '@id("added")\npermit * to execute on endpoint\n'
+        '  when principal.dept == "legal" and risk.score < 0.5 and resource.owner == principal.tenant\n'
+        '  because "added"\n', encoding="utf-8")
+    new = policylang.load(root, previous=ps)
+    engine2 = policylang.Engine(new, cache_size=0, previous=engine)
+    added = [cr for cr in engine2.tree.rules if cr.info.path.endswith("aa-new.policy")]
+    assert len(added) == 1
+    assert added[0].shape in engine.tree.factories  # a shape the earlier set compiled
+    assert engine2.tree.source.strip() == ""  # nothing generated
+    assert engine2.tree.factories.keys() <= engine.tree.factories.keys()
+    _same_as_fresh(root, new, engine2)
+
+
 def test_a_changed_constant_recompiles_the_rules_of_unchanged_files(tmp_path):
     root = tmp_path / "set"
     _write_set(root)
@@ -106,7 +136,7 @@ def test_a_changed_constant_recompiles_the_rules_of_unchanged_files(tmp_path):
     (root / "gate.policy").write_text(HEADER.replace("0.5", "0.8"), encoding="utf-8")
     new = policylang.load(root, previous=ps)
     engine2 = policylang.Engine(new, cache_size=0, previous=engine)
-    assert not set(map(id, engine2.tree.codes.values())) & set(map(id, engine.tree.codes.values()))
+    assert not set(map(id, _checks(engine2).values())) & set(map(id, _checks(engine).values()))
     _same_as_fresh(root, new, engine2)
 
 

@@ -388,6 +388,8 @@ class CompiledRule:
     limits: tuple = ()
     #: ``[(amount, key), …]`` of those limits for a request (raises EvalError), else None
     limit_values: Callable | None = None
+    #: the key of the rule's shape (:func:`compile_rules`; a reload finds its factory by it)
+    shape: str = ""
 
 
 def _tests(rule: nodes.Rule) -> list[tuple[str, nodes.Expr, str]]:
@@ -524,24 +526,16 @@ def constants_signature(constants) -> tuple:
 
 @dataclass(eq=False, slots=True)
 class RuleCode:
-    """What code generation made of one rule (its AST node): reused on a reload for a rule
-    whose file did not change, as long as the constants did not change either."""
+    """What code generation made of one rule (its AST node), while :func:`compile_rules`
+    runs: its shape, the shape's parameters for this rule, its index key and read set.
+    Not kept: the compiled rule holds what a reload reuses (its functions, index key,
+    globs and reads, and its shape's key)."""
 
     rule: nodes.Rule
     shape_key: str
     params: tuple
     index_key: tuple | None
     reads: frozenset
-    #: the compiled factory of the rule's shape (shared by every rule of that shape)
-    factory: Callable | None = None
-    #: the rule's target globs by kind and by type
-    subjects: dict | None = None
-    resources: dict | None = None
-    #: the last CompiledRule made of this record (reused by a set that has the rule with
-    #: the same id, place and path); its check, rest, grant and limit_values are what the
-    #: factory made for this rule, pure functions of the request, reused by any set that
-    #: has the rule (kept only when not instrumented: those count into their set's cell)
-    compiled: CompiledRule | None = None
 
 
 # ------------------------------------------------------------------ skeletons (one codegen per shape)
@@ -790,7 +784,8 @@ def _from_shape(shape: _Shape, rule: nodes.Rule, lits: list, constants, memo: di
 
 def compile_rules(policy_set: PolicySet, instrument: bool = False,
                   counter: list | None = None,
-                  reuse: dict[int, RuleCode] | None = None) -> tuple[list[CompiledRule], str, dict[int, RuleCode]]:
+                  reuse: tuple[list[CompiledRule], dict[str, Callable]] | None = None,
+                  ) -> tuple[list[CompiledRule], str, dict[str, Callable]]:
     """Generate, compile and load the functions of every rule.
 
     Each rule is generated as a *shape*: the functions (the rule's check, its check
@@ -805,18 +800,24 @@ def compile_rules(policy_set: PolicySet, instrument: bool = False,
     their parameters, index key and read set derived from it (:func:`_from_shape`;
     tests/test_compile_shapes.py checks they are what a full generation makes).
 
-    ``reuse``: :class:`RuleCode` records of an earlier compilation by ``id`` of the rule
-    node (see :class:`CompiledSet`): a rule whose node is among them is not generated
-    again, its shape's factory is called with its recorded literals. Returns the compiled
-    rules, the generated source (new shapes only; kept for debugging and tests) and the
-    code records of this set's rules.
+    ``reuse``: the compiled rules and shape factories of an earlier compilation (see
+    :class:`CompiledSet`; not instrumented, the same constants): a rule whose AST node it
+    compiled is not generated again, it keeps its functions (pure functions of the
+    request), index key, globs and reads, and its very compiled rule when its id, place
+    and path are the same too. Returns the compiled rules, the generated source (new
+    shapes only; kept for debugging and tests) and the factories of this set's shapes
+    (shape key -> :class:`_Factory`).
     """
     lines: list[str] = []
     constants = dict(policy_set.constants)
     gen = ExpressionCodegen(constants)
     shapes: dict[str, str] = {}
     factories: dict[str, Callable] = {}
-    codes: dict[int, RuleCode] = {}
+    old_rules: dict[int, CompiledRule] = {}
+    old_factories: dict[str, Callable] = {}
+    if reuse is not None:
+        old_factories = reuse[1]
+        old_rules = {id(cr.info.rule): cr for cr in reuse[0]}  # while compiling only
     keys: dict = {}  # one object per distinct shape key, attribute path and set of paths
     #: skeleton key -> its _Shape (None: generate every rule of it in full)
     templates: dict[tuple, _Shape | None] = {}
@@ -825,17 +826,14 @@ def compile_rules(policy_set: PolicySet, instrument: bool = False,
     out: list = [None] * len(policy_set.rules)
     for n, info in enumerate(policy_set.rules):
         rule = info.rule
-        code = reuse.get(id(rule)) if reuse else None
-        if code is not None and code.rule is rule and code.factory is not None and code.compiled is not None:
-            factories.setdefault(code.shape_key, code.factory)
-            cr = code.compiled
-            if cr is not None and cr.order == n:
-                old = cr.info
-                if (old.rule is rule and old.id == info.id and old.index == info.index
-                        and old.path == info.path and old.explicit_id == info.explicit_id):
-                    out[n] = cr  # the same rule in the same place: its compiled rule as it is
-                    codes[id(rule)] = code
-                    continue
+        code = old_rules.get(id(rule))
+        if code is not None and code.info.rule is rule and code.shape in old_factories:
+            factories.setdefault(code.shape, old_factories[code.shape])
+            old = code.info
+            if (code.order == n and old.id == info.id and old.index == info.index
+                    and old.path == info.path and old.explicit_id == info.explicit_id):
+                out[n] = code  # the same rule in the same place: its compiled rule as it is
+                continue
         else:
             skey, lits = _skeleton(rule, constants)
             shape = templates.get(skey, MISSING)
@@ -848,10 +846,13 @@ def compile_rules(policy_set: PolicySet, instrument: bool = False,
                     templates[skey] = _shape_of(rule, code, lits, gen.track, constants)
                     gen.track = None
                 if code.shape_key not in shapes and code.shape_key not in factories:
-                    name = shapes[code.shape_key] = f"_shape_{len(shapes)}"
-                    lines.append(_named(text, name))
-        code.shape_key = keys.setdefault(code.shape_key, code.shape_key)  # one string per shape
-        codes[id(rule)] = code
+                    known = old_factories.get(code.shape_key)
+                    if known is not None:  # a new rule of a shape the earlier set compiled
+                        factories[code.shape_key] = known
+                    else:
+                        name = shapes[code.shape_key] = f"_shape_{len(shapes)}"
+                        lines.append(_named(text, name))
+            code.shape_key = keys.setdefault(code.shape_key, code.shape_key)  # one string per shape
         pending.append((n, info, code))
     source = "\n".join(lines) + "\n"
     if lines:
@@ -863,33 +864,31 @@ def compile_rules(policy_set: PolicySet, instrument: bool = False,
             factories[shape_key] = _Factory(tuple(namespace[f"{name}_{f}"] for f in _FUNCTIONS))
     for n, info, code in pending:
         rule = info.rule
-        old = code.compiled
-        if old is not None:
-            check, rest, grant_fn, limit_fn = old.check, old.rest, old.grant, old.limit_values
+        if code.__class__ is CompiledRule:  # a reused rule in a new place (or with a new id)
+            check, rest, grant_fn, limit_fn = code.check, code.rest, code.grant, code.limit_values
+            subjects, resources, shape = code.subjects, code.resources, code.shape
         else:
-            if code.factory is None:
-                code.factory = factories[code.shape_key]
-            check, rest, grant_fn, limit_fn = code.factory(code.params)
-            code.subjects = _globs_memo(rule.target.subjects, globs)
-            code.resources = _globs_memo(rule.target.resources, globs)
+            shape = code.shape_key
+            check, rest, grant_fn, limit_fn = factories[shape](code.params)
+            subjects = _globs_memo(rule.target.subjects, globs)
+            resources = _globs_memo(rule.target.resources, globs)
         grant = rule.grant
-        cr = out[n] = (CompiledRule(
+        out[n] = CompiledRule(
             info=info, order=n, effect=rule.effect,
             check=check, rest=rest, grant=grant_fn,
             ttl=grant.ttl if grant is not None else 0,
             index_key=code.index_key,
-            subjects=code.subjects,
-            resources=code.resources,
+            subjects=subjects,
+            resources=resources,
             reads=code.reads,
             id=info.id,
             reason=rule.because,
             approvers=rule.by.approvers if rule.by is not None else (),
             limits=specs_of(info, constants) if limit_fn is not None else (),
             limit_values=limit_fn,
-        ))
-        if not instrument:
-            code.compiled = cr
-    return out, source, codes
+            shape=shape,
+        )
+    return out, source, factories
 
 
 # ------------------------------------------------------------------ plans (the tree)
@@ -982,11 +981,13 @@ class CompiledSet:
         reuse = None
         if (previous is not None and not instrument and not previous.instrument
                 and previous.constants_signature == self.constants_signature):
-            reuse = previous.codes
+            reuse = (previous.rules, previous.factories)
         #: the previous set's plans, for build_plans to keep those whose entries are the same
         self._previous_plans = previous._plans if reuse is not None and \
             previous.attenuate == policy_set.options.attenuate_delegation else None
-        self.rules, self.source, self.codes = compile_rules(policy_set, instrument, self.counter, reuse)
+        #: the compiled rules in order, the generated source of this compilation's new
+        #: shapes, and the factories of the set's shapes (what a reload reuses)
+        self.rules, self.source, self.factories = compile_rules(policy_set, instrument, self.counter, reuse)
         self.kinds: set[str] = set()
         self.actions: set[str] = set()
         self.types: set[str] = set()
@@ -1062,15 +1063,11 @@ class CompiledSet:
         candidates_of: dict = {}
         plans = self._plans
         previous = self._previous_plans
-        #: one entry tuple per (rule, globs, function), however many plans hold it
-        memo: dict = {}
-
-        def entry(cr, sg, rg, fn, which):
-            key = (cr.order, id(sg), id(rg), which)
-            found = memo.get(key)
-            if found is None:
-                found = memo[key] = (cr, sg, rg, fn)
-            return found
+        # Entries are not shared between plans: at L (10,000 rules, 1,010 plans) sharing
+        # would save some 1,400 of 21,400 entry tuples, and its memo (a 20,000-key dict
+        # while the plans are built) costs more than that and leaves the heap fragmented.
+        # Plans with equal entries are one object: an entry tuple is equal to another
+        # when it holds the same compiled rule, equal globs and the same function.
         with self._lock:
             for (kind, action), rtypes in by_pair.items():
                 candidates = candidates_of.get(action)
@@ -1086,10 +1083,10 @@ class CompiledSet:
                     else:
                         continue
                     if cr.resources is None:
-                        wild.append(entry(cr, sg, None, cr.check, 0))
+                        wild.append((cr, sg, None, cr.check))
                     else:
                         for rt_name, rg in cr.resources.items():
-                            typed.setdefault(rt_name, []).append(entry(cr, sg, rg, cr.check, 0))
+                            typed.setdefault(rt_name, []).append((cr, sg, rg, cr.check))
                 for rtype in rtypes:
                     key = (kind, action, rtype)
                     if key in plans:
@@ -1101,14 +1098,14 @@ class CompiledSet:
                         entries = own
                     else:
                         entries = sorted(wild + own, key=_order)
-                    sig = tuple([(e[0].order, id(e[1]), id(e[2])) for e in entries])
+                    sig = tuple(entries)  # its signature, and the plan's entries
                     plan = shared.get(sig)
                     if plan is None:
                         old = previous.get(key) if previous is not None else None
                         if old is not None and _same_entries(old.entries, entries):
                             plan = old  # a reload that did not touch this plan's rules
                         else:
-                            plan = self._plan_of(entries, entry)
+                            plan = self._plan_of(sig)
                         shared[sig] = plan
                     plans[key] = plan
         return len({id(p) for p in plans.values()})
@@ -1141,9 +1138,8 @@ class CompiledSet:
             entries.append((cr, sg, rg, cr.check))
         return entries
 
-    def _plan_of(self, entries: list, entry: Callable | None = None) -> Plan:
-        """The plan of these entries; ``entry``: build_plans' memo of entry tuples (else each
-        plan makes its own)."""
+    def _plan_of(self, entries: list | tuple) -> Plan:
+        """The plan of these entries."""
         groups_by_path: dict[tuple, list] = {}
         for e in entries:
             if e[0].index_key is not None:
@@ -1161,14 +1157,14 @@ class CompiledSet:
                 _p, tag, value = e[0].index_key
                 table = g.by_str if tag == "s" else g.by_num if tag == "n" else g.by_bool
                 # found by the index: run the rule without the test the lookup answered
-                table.setdefault(value, []).append(
-                    entry(e[0], e[1], e[2], e[0].rest, 1) if entry is not None else (e[0], e[1], e[2], e[0].rest))
+                table.setdefault(value, []).append((e[0], e[1], e[2], e[0].rest))
                 grouped.add(e[0].order)
             for table in (g.by_str, g.by_num, g.by_bool):
                 for value, found in table.items():
                     table[value] = tuple(found)
             groups.append(g)
-        plain = tuple(e for e in entries if e[0].order not in grouped)
+        entries = entries if entries.__class__ is tuple else tuple(entries)
+        plain = entries if not grouped else tuple([e for e in entries if e[0].order not in grouped])
         reads: set = set()
         for e in entries:
             reads |= e[0].reads
@@ -1176,7 +1172,7 @@ class CompiledSet:
         env_key = None
         if self.attenuate:
             env_key = self._key({r for r in reads if r[0] not in ("principal", "delegation")}, False)
-        return Plan(plain, tuple(groups), has_gates, self._key(reads, self.attenuate), env_key, tuple(entries))
+        return Plan(plain, tuple(groups), has_gates, self._key(reads, self.attenuate), env_key, entries)
 
     def _key(self, reads: set, attenuate: bool) -> Callable:
         memo = (frozenset(reads), attenuate)

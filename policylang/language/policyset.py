@@ -10,7 +10,7 @@ from . import nodes
 from .errors import Diagnostic
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RuleInfo:
     """A rule with its resolved identity and place in the set."""
 
