@@ -264,3 +264,20 @@ def test_the_check_memo_reports_what_a_fresh_check_does(tmp_path):
     (root / "a-schema.policy").write_text(SCHEMA.replace('const TEAM = "core"\n', ""), encoding="utf-8")
     inc, fresh = both()
     assert inc == fresh and any("E002" in d for d in inc)
+
+
+def test_the_check_memo_holds_one_slot_per_rule_in_order():
+    ps = policylang.loads(SCHEMA + CHECKED.replace("resource.size > 1", "resource.stars > 1") +
+                          '@id("clean")\npermit agent to read on repo because "c"\n', name="m.policy")
+    memo = ps.check_memo
+    assert len(memo.rules) == len(ps.rules)
+    for info, slot in zip(ps.rules, memo.rules, strict=True):
+        e = memo.entry(info.rule)
+        assert e is not None and e[0] is info.rule
+        # a rule both stages found nothing in is its node alone; the others hold results
+        assert (slot is info.rule) == (e[1] is None and e[2] is None)
+    assert memo.entry(ps.rules[-1].rule) == (ps.rules[-1].rule, None, None)
+    assert any(slot.__class__ is tuple for slot in memo.rules)  # the W103 rule's findings
+    # a node the memo did not record (an equal rule parsed again) is not found
+    again = policylang.loads('@id("clean")\npermit agent to read on repo because "c"\n')
+    assert memo.entry(again.rules[0].rule) is None

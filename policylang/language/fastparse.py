@@ -103,8 +103,10 @@ def _tokenize(text: str, pos: int = 0, endpos: int | None = None, line_starts=No
 
 
 def _line_starts(text: str) -> array:
-    """The offset where each line of ``text`` starts."""
-    return array("q", accumulate((len(line) + 1 for line in text.split("\n")), initial=0))
+    """The offset where each line of ``text`` starts (4-byte items when they fit: the
+    10,000-rule set's 60,000 lines are 240 KB, not 480)."""
+    code = "I" if len(text) < 2**32 - 1 and array("I").itemsize >= 4 else "q"
+    return array(code, accumulate((len(line) + 1 for line in text.split("\n")), initial=0))
 
 
 #: The text is tokenised a window at a time, not whole (docs/engine.md#loading): a

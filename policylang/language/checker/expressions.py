@@ -221,7 +221,7 @@ class ExpressionWalk:
                            frozenset(used))
                 results = results if any(results) else None
             if out is not None:
-                out.record(rule, walk=results, stage="walk")
+                out.record(info.index, rule, walk=results, stage="walk")
 
     def _rule(self, info: RuleInfo) -> None:
         d = self._d

@@ -33,11 +33,15 @@ def environment(files: Sequence[nodes.PolicyFile], rel_paths: Mapping[str, str],
 @dataclass(eq=False)
 class CheckMemo:
     env: tuple
-    #: id(rule node) -> (rule node, names stage results, walk results); each results slot
-    #: is None (nothing found) or a tuple, or UNSET when that stage did not run. A rule
-    #: both stages found nothing in (most rules) is kept as the rule node alone: one
-    #: object fewer per rule of a large set (:meth:`record`, :meth:`entry`)
-    rules: dict[int, Any] = field(default_factory=dict)
+    #: per rule of the set, in order (``RuleInfo.index``): the rule node alone when both
+    #: stages found nothing in it (most rules), else (rule node, names stage results, walk
+    #: results), each results slot None (nothing found) or a tuple, or UNSET when that
+    #: stage did not run; None where no stage recorded the rule. A list, not a dict by
+    #: node: one pointer per rule (the 10,000-rule set's memo is 80 KB, not 600)
+    rules: list = field(default_factory=list)
+    #: id(rule node) -> its position in ``rules``: made on the first :meth:`entry` (a
+    #: memo is read only when it is the next check's ``previous``)
+    _at: dict | None = field(default=None, repr=False)
 
     def matches(self, env: tuple) -> bool:
         decls, rel, kinds = env
@@ -47,17 +51,33 @@ class CheckMemo:
 
     def entry(self, rule: nodes.Rule) -> tuple | None:
         """(rule, names results, walk results) recorded for this very node, or None."""
-        e = self.rules.get(id(rule))
+        at = self._at
+        if at is None:
+            at = self._at = {id(e[0] if e.__class__ is tuple else e): i
+                             for i, e in enumerate(self.rules) if e is not None}
+        i = at.get(id(rule))
+        if i is None:
+            return None
+        e = self.rules[i]
         if e is rule:
             return (rule, None, None)
         return e if e.__class__ is tuple and e[0] is rule else None
 
-    def record(self, rule: nodes.Rule, names: Any = None, walk: Any = None, *, stage: str) -> None:
-        """Record one stage's results for ``rule`` (``stage``: ``"names"`` or ``"walk"``),
-        keeping what the other stage recorded."""
-        e = self.entry(rule)
+    def record(self, index: int, rule: nodes.Rule, names: Any = None, walk: Any = None, *,
+               stage: str) -> None:
+        """Record one stage's results for ``rule``, the set's rule at ``index``
+        (``stage``: ``"names"`` or ``"walk"``), keeping what the other stage recorded."""
+        rules = self.rules
+        if index >= len(rules):
+            rules.extend([None] * (index + 1 - len(rules)))
+        e = rules[index]
+        if e is not None and (e[0] if e.__class__ is tuple else e) is not rule:
+            e = None  # (another rule at this place: a memo is filled by one check)
+        elif e is rule:
+            e = (rule, None, None)
         if stage == "names":
             walk = e[2] if e is not None else UNSET
         else:
             names = e[1] if e is not None else UNSET
-        self.rules[id(rule)] = rule if names is None and walk is None else (rule, names, walk)
+        rules[index] = rule if names is None and walk is None else (rule, names, walk)
+        self._at = None

@@ -38,7 +38,7 @@ def stage_names(ctx: CheckContext) -> None:
                 all_used.update(results[1])
                 cidr.extend(results[2])
             if out is not None:
-                out.record(rule, results, stage="names")
+                out.record(info.index, rule, results, stage="names")
             continue
         d0, c0 = len(diags), len(cidr)
         ctx.used_constants = used = set()
@@ -47,7 +47,7 @@ def stage_names(ctx: CheckContext) -> None:
         all_used.update(used)
         if out is not None:
             found = (tuple(diags[d0:]), frozenset(used), tuple(cidr[c0:]))
-            out.record(rule, found if any(found) else None, stage="names")
+            out.record(info.index, rule, found if any(found) else None, stage="names")
 
 
 def _rule_names(ctx: CheckContext, rule: nodes.Rule, cidr: list) -> None:
