@@ -146,6 +146,37 @@ def test_grants_of_a_hit_are_not_the_first_callers_lists():
     assert cached.decide(req).to_dict() == plain.decide(req).to_dict()
 
 
+def test_a_hit_made_field_by_field_is_a_whole_decision_every_way_it_is_used():
+    import copy
+
+    cached, plain = _engines()
+    req = {**_req(n=0, scope="s1"), "action": "write"}
+    miss = cached.decide(req)
+    hits = [cached.decide(req), cached.decide_json(json.dumps(req)), cached.decide_json(json.dumps(req))]
+    want = plain.decide(req).to_dict()
+    assert want["grants"] and want["delegation_path"]
+    for hit in hits[::2]:
+        assert isinstance(hit, policylang.Decision) and hit == miss and hit.to_dict() == want
+    # each field is a fresh list per hit, the caller's to change; changing one changes
+    # no other hit, no field read later and not the cache
+    a, b = hits[1], hits[2]
+    for name in ("rules", "reasons", "grants", "approvers", "errors", "delegation_path"):
+        assert getattr(a, name) == want[name] and getattr(a, name) is not getattr(b, name), name
+        assert getattr(a, name) is getattr(a, name), name  # made once, then kept
+    a.rules.append("tampered")
+    a.grants[0]["scopes"].append("extra")
+    a.delegation_path = ["someone"]
+    a.errors.append({"rule": "x", "message": "y"})
+    assert a.rules[-1] == "tampered" and a.delegation_path == ["someone"]
+    assert b.to_dict() == want and cached.decide(req).to_dict() == want
+    assert cached.decide_json(json.dumps(req)).to_dict() == want
+    # a copy carries what was read and changed, and makes the rest as the original would
+    assert copy.copy(a).to_dict() == a.to_dict() != want
+    fresh = cached.decide(req)
+    assert copy.copy(fresh).to_dict() == want
+    assert fresh.explain() == plain.decide(req).explain() and repr(fresh) == repr(miss)
+
+
 @pytest.mark.parametrize("a, b", [(1, 1.0), (1, True), (0, -0.0), (0, 0.0), (0, False), (1.0, True)])
 def test_equal_numbers_of_other_types_or_signs_each_get_their_own_decision(a, b):
     cached, plain = _engines()

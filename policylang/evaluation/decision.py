@@ -109,6 +109,67 @@ class LimitedDecision(Decision):
         self.limits = limits
 
 
+def _thaw_grants(frozen: tuple) -> list:
+    return [{"rule": g[0], "scopes": list(g[1]), "ttl": g[2]} for g in frozen[3]]
+
+
+def _thawing(name: str, thaw: Callable[[tuple], Any]) -> property:
+    """The ``name`` field of a :class:`CachedDecision`: on first read, ``thaw`` makes it (a
+    fresh list) from the cached entry and it is kept in :class:`Decision`'s own slot, so
+    a caller changes its decision's field, never the cache's entry (or another hit's)."""
+    slot = Decision.__dict__[name]  # the base class's slot (a member descriptor)
+    read, write = slot.__get__, slot.__set__
+
+    def fget(self):
+        try:
+            return read(self)
+        except AttributeError:  # not read before: make it now
+            value = thaw(self._frozen)
+            write(self, value)
+            return value
+
+    return property(fget, write, None, f"the decision's {name} (made on first read)")
+
+
+class CachedDecision(Decision):
+    """A decision answered from a decision cache (:meth:`Engine.decide` and
+    :meth:`Engine.decide_json` on a hit): the same fields, equal to the decision the miss
+    made, built in three stores. Its list fields are made from the cache's entry (tuples)
+    on first read, each a fresh list the caller may change; a caller that reads only
+    ``decision`` / ``allowed`` pays for none of them. Everything else is
+    :class:`Decision`'s (``to_dict``, ``explain``, equality)."""
+
+    __slots__ = ("_frozen",)
+
+    rules = _thawing("rules", lambda f: list(f[1]))
+    reasons = _thawing("reasons", lambda f: list(f[2]))
+    grants = _thawing("grants", _thaw_grants)
+    approvers = _thawing("approvers", lambda f: list(f[4]))
+    errors = _thawing("errors", lambda f: [])  # a cached decision has none
+    delegation_path = _thawing("delegation_path", lambda f: list(f[5]))
+
+    def __init__(self, frozen: tuple, policy_version: str, explainer=None):
+        self._frozen = frozen
+        self.decision = frozen[0]
+        self.policy_version = policy_version
+        self._explainer = explainer
+
+
+def thawed(frozen: tuple, policy_version: str, explainer=None) -> CachedDecision:
+    """The decision of a cache entry ``(decision, rules, reasons, grants, approvers,
+    delegation path)`` (tuples all the way down, grants as ``(rule, scopes, ttl)``; no
+    errors or limits), without a Python-level ``__init__`` call: the hit path's."""
+    d = _new(CachedDecision)
+    d._frozen = frozen
+    d.decision = frozen[0]
+    d.policy_version = policy_version
+    d._explainer = explainer
+    return d
+
+
+_new = object.__new__
+
+
 def combine(forbids: list, gates: list, permits: list, errors: list, path: list[str],
             policy_version: str, explainer=None, confirm: "Callable[[Any], bool] | None" = None,
             limiter: "Callable[[list], tuple] | None" = None) -> Decision:

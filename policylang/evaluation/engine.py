@@ -21,7 +21,7 @@ from cachetools import LRUCache, TTLCache
 
 from . import interpreter
 from .compiler import CompiledSet
-from .decision import ALLOW, DENY, Decision, attenuate, combine, confirmed
+from .decision import ALLOW, DENY, Decision, attenuate, combine, confirmed, thawed as _thawed
 from ..language.policyset import PolicySet
 from .strict import check_strict
 from .request import Request, entity_lookup, parse_parts
@@ -301,14 +301,11 @@ class Engine:
                 self.counters.cache_misses += 1
             else:
                 self.counters.cache_hits += 1
-                d, rules, reasons, grants, approvers, errors = hit
-                path = _path(P, CH)
-                if fkey is not None and not errors:
-                    fast.put(fkey, (d, rules, reasons, grants, approvers, tuple(path)))
-                return Decision(d, list(rules), list(reasons),
-                                [{"rule": g[0], "scopes": list(g[1]), "ttl": g[2]} for g in grants] if grants else [],
-                                list(approvers), [{"rule": e[0], "message": e[1]} for e in errors] if errors else [],
-                                path, self._version, (self, parts, request))
+                # (a decision with errors or limits is never stored: see below)
+                frozen = (*hit[:5], tuple(_path(P, CH)))
+                if fkey is not None:
+                    fast.put(fkey, frozen)
+                return _thawed(frozen, self._version, (self, parts, request))
         decision = self._evaluate(plan, parts, request, self.approvals)
         if self._attenuate and CH and decision.decision == ALLOW:
             allowed = decision
@@ -440,12 +437,6 @@ def _frozen(decision: Decision) -> tuple:
             tuple(decision.approvers), tuple(decision.delegation_path))
 
 
-def _thawed(frozen: tuple, version: str, ctx) -> Decision:
-    """A fresh Decision of a cached entry (callers may change what they get)."""
-    d, rules, reasons, grants, approvers, path = frozen
-    return Decision(d, list(rules), list(reasons),
-                    [{"rule": g[0], "scopes": list(g[1]), "ttl": g[2]} for g in grants] if grants else [],
-                    list(approvers), [], list(path), version, ctx)
 
 
 def parse_json_request(data: bytes) -> dict:
