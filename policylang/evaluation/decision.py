@@ -9,7 +9,6 @@ DENY = "deny"
 REQUIRE_APPROVAL = "require_approval"
 
 
-
 #: the fields of a decision (docs/requests.md#decision), in their documented order
 DECISION_FIELDS = ("decision", "rules", "reasons", "grants", "approvers", "errors",
                    "delegation_path", "policy_version", "limits")
@@ -109,6 +108,9 @@ class LimitedDecision(Decision):
         self.limits = limits
 
 
+_new = object.__new__
+
+
 def _thaw_grants(frozen: tuple) -> list:
     return [{"rule": g[0], "scopes": list(g[1]), "ttl": g[2]} for g in frozen[3]]
 
@@ -165,9 +167,6 @@ def thawed(frozen: tuple, policy_version: str, explainer=None) -> CachedDecision
     d.policy_version = policy_version
     d._explainer = explainer
     return d
-
-
-_new = object.__new__
 
 
 def combine(forbids: list, gates: list, permits: list, errors: list, path: list[str],

@@ -437,8 +437,6 @@ def _frozen(decision: Decision) -> tuple:
             tuple(decision.approvers), tuple(decision.delegation_path))
 
 
-
-
 def parse_json_request(data: bytes) -> dict:
     """A request's JSON text (UTF-8, -16 or -32) as a dict, or :class:`RequestError`."""
     try:
