@@ -49,8 +49,9 @@ def main() -> None:
 
 
 #: the young-generation threshold the CLI (``check``, ``test``, ``serve`` …) runs with
-#: (docs/engine.md#loading): loading the 10,000-rule benchmark set takes about 0.71 s of
-#: CPU with it and 1.0 s with the default 700 (``python -m benchmarks.compare`` times both)
+#: (docs/engine.md#loading): loading the 10,000-rule benchmark set takes about 0.7–0.8 s
+#: of CPU with it and 1.0–1.1 s with the default 700 (``python -m benchmarks.compare``
+#: times both)
 GC_GEN0_THRESHOLD = 50_000
 
 
