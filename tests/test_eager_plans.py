@@ -62,3 +62,28 @@ def test_over_the_budget_only_the_named_combinations_are_planned(monkeypatch):
     reference = policylang.Engine(ps, cache_size=0)
     assert [_summary(engine.decide(r)) for r in SCN.requests] == \
         [_summary(reference.decide(r)) for r in SCN.requests]
+
+
+def test_the_memo_of_requests_triples_is_bounded_and_never_changes_a_plan(monkeypatch):
+    # the memo in front of the plans is keyed by what requests send (any kind, action and
+    # type): a stream of names no rule mentions fills it to RAW_PLANS and it starts again,
+    # and every lookup, memo or not, is the plan of the named-or-UNNAMED key
+    monkeypatch.setattr(compiler, "RAW_PLANS", 8)
+    ps = policylang.loads(SCN.text)
+    memo_engine = policylang.Engine(ps, cache_size=0)
+    tree = memo_engine.tree
+    plain = CompiledSet(ps)
+    stream = list(SCN.requests[:100])
+    for i in range(50):  # junk names, as a hostile stream sends them
+        stream.append({"principal": {"kind": f"k{i}", "id": "x"}, "action": f"a{i}",
+                       "resource": {"type": f"t{i}", "id": "y"}})
+    stream += SCN.requests[:100]  # seen before the memo was emptied, then again
+    for r in stream:
+        memo_engine.decide(r)
+        p, a, t = r["principal"]["kind"], r["action"], r["resource"]["type"]
+        a = a if isinstance(a, str) else a["name"]
+        assert tree.plan(p, a, t) is tree._plan(p, a, t)
+        assert [e[0].id for e in tree.plan(p, a, t).entries] == [e[0].id for e in plain.plan(p, a, t).entries]
+        assert len(tree._raw) <= 8
+    fresh = policylang.Engine(ps, cache_size=0)
+    assert [_summary(memo_engine.decide(r)) for r in stream] == [_summary(fresh.decide(r)) for r in stream]

@@ -956,6 +956,10 @@ UNNAMED = _Unnamed()
 EAGER_PLANS = 4096
 EAGER_PLANS_PER_RULE = 4
 
+#: the most (kind, action, type) triples of requests a compiled set remembers the plan
+#: of (:meth:`CompiledSet.plan`); past it the memo starts again empty
+RAW_PLANS = 4096
+
 
 class CompiledSet:
     """The decision tree of a policy set: plans by (kind, action, type), memoised (bounded
@@ -1004,6 +1008,8 @@ class CompiledSet:
                     self.actions.add(a)
         self.attenuate = policy_set.options.attenuate_delegation
         self._plans: dict[tuple, Plan] = {}
+        #: the requests' (kind, action, type) -> plan (:meth:`plan`; at most RAW_PLANS)
+        self._raw: dict[tuple, Plan] = {}
         #: generated readers and key functions, shared by the plans that need the same
         #: one (bounded by the paths the rules read); filled under _lock
         self._readers: dict[tuple, Callable] = {}
@@ -1014,6 +1020,21 @@ class CompiledSet:
         self._previous_plans = None
 
     def plan(self, kind: str, action: str, rtype: str) -> Plan:
+        # the request's own (kind, action, type) first: one tuple and one lookup where the
+        # named-or-UNNAMED key below costs three set lookups more (bounded: emptied when
+        # full, so names no rule mentions, whatever a stream sends, hold at most RAW_PLANS)
+        raw = (kind, action, rtype)
+        plan = self._raw.get(raw)
+        if plan is not None:
+            return plan
+        plan = self._plan(kind, action, rtype)
+        memo = self._raw
+        if len(memo) >= RAW_PLANS:
+            memo.clear()
+        memo[raw] = plan
+        return plan
+
+    def _plan(self, kind: str, action: str, rtype: str) -> Plan:
         key = (kind if kind in self.kinds else UNNAMED,
                action if action in self.actions else UNNAMED,
                rtype if rtype in self.types else UNNAMED)
