@@ -100,6 +100,26 @@ def test_a_mapping_whose_len_is_short_has_every_root_looked_up():
     assert "intent" in raw.reads and "approval" in raw.reads
 
 
+@pytest.mark.parametrize("action,name,attrs", [
+    ({"name": "read"}, "read", {}),
+    ({"name": "read", "attrs": None}, "read", {}),
+    ({"name": "read", "attrs": {}}, "read", {}),
+    ({"name": "read", "attrs": {"n": 2, "tags": ["a"]}}, "read", {"n": 2, "tags": ["a"]}),
+    ({"name": "read", "attrs": {"env": Env.PROD, "t": (1,)}}, "read", {"env": "prod", "t": [1]}),
+    ({"name": Env.PROD, "attrs": {"n": 1}}, "prod", {"n": 1}),  # a str-subclass name: the careful path
+    (UserDict({"name": "read", "attrs": {"n": 1}}), "read", {"n": 1}),
+])
+def test_an_action_object_is_its_name_and_attrs(action, name, attrs):
+    # the exact-dict-with-a-string-name shortcut (what AuthZEN requests map to) and the
+    # careful path give the same action: a plain name, plain attrs, the very dict when plain
+    A = parse_parts(req(action=action))[1]
+    assert type(A.name) is str and A.name == name and A.attrs == attrs
+    assert all(type(v) in (int, str, list) for v in A.attrs.values())
+    given = action.get("attrs") if action.__class__ is dict else None
+    if given and all(type(v) in (int, list) for v in given.values()):
+        assert A.attrs is given
+
+
 @pytest.mark.parametrize("risk", [{"score": 0}, {"score": 1}, {"score": 0.0}, {"score": 1.0}, {"score": -0.0}])
 def test_a_plain_risk_is_kept_as_it_is(risk):
     assert parse_parts(req(risk=risk))[4] is risk
@@ -160,6 +180,10 @@ def test_subclass_values_and_mappings_become_plain():
     (req(action=3), "action", "expected a string or an object with name, got number"),
     (req(action={"attrs": {}}), "action.name", "required"),
     (req(action={"name": "read", "attrs": "x"}), "action.attrs", "expected an object, got string"),
+    (req(action={"name": "read", "attrs": {"a": {1, 2}}}), "action.attrs.a",
+     "expected a JSON value (string, number, boolean, null, list or object), got set"),
+    (req(action={"name": 5}), "action.name", "expected a string, got number"),
+    (req(action={"name": None, "attrs": {}}), "action.name", "required"),
     (req(resource=...), "resource", "required"),
     (req(resource=["doc"]), "resource", "expected an object with type, got list"),
     (req(resource={"id": "d"}), "resource.type", "required"),

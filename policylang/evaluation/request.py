@@ -401,6 +401,13 @@ def parse_parts(raw: Any, lookup: EntityLookup | None = None, authority: Any = N
         act = _new(Action)
         act.name = action
         act.attrs = _EMPTY
+    elif action.__class__ is dict and (aname := action.get("name")).__class__ is str:
+        # an exact dict with a string name (what an AuthZEN request maps to): _action's
+        # mapping case without its isinstance checks
+        aattrs = action.get("attrs")
+        act = _new(Action)
+        act.name = aname
+        act.attrs = _EMPTY if aattrs is None else _attrs(aattrs, "action.attrs")
     else:
         act = _action(action)
 
