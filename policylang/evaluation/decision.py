@@ -139,7 +139,10 @@ class CachedDecision(Decision):
     made, built in three stores. Its list fields are made from the cache's entry (tuples)
     on first read, each a fresh list the caller may change; a caller that reads only
     ``decision`` / ``allowed`` pays for none of them. Everything else is
-    :class:`Decision`'s (``to_dict``, ``explain``, equality)."""
+    :class:`Decision`'s (``to_dict``, ``explain``, equality). (Two threads reading a field
+    of one decision for the first time at the same instant may each make it; the field
+    then holds the later list: read a decision's fields before handing it to another
+    thread that changes them.)"""
 
     __slots__ = ("_frozen",)
 
