@@ -111,6 +111,24 @@ class LimitedDecision(Decision):
 _new = object.__new__
 
 
+def made(decision: str, rules: list, reasons: list, grants: list, approvers: list, errors: list,
+         delegation_path: list, policy_version: str, explainer=None) -> Decision:
+    """``Decision(...)`` without the class call: the same object, the fields stored by a
+    plain function (a Python-to-Python call; a class call with a Python ``__init__`` goes
+    through C and a second frame). The evaluators' way of making every decision."""
+    d = _new(Decision)
+    d.decision = decision
+    d.rules = rules
+    d.reasons = reasons
+    d.grants = grants
+    d.approvers = approvers
+    d.errors = errors
+    d.delegation_path = delegation_path
+    d.policy_version = policy_version
+    d._explainer = explainer
+    return d
+
+
 def _thaw_grants(frozen: tuple) -> list:
     return [{"rule": g[0], "scopes": list(g[1]), "ttl": g[2]} for g in frozen[3]]
 
@@ -197,7 +215,7 @@ def combine(forbids: list, gates: list, permits: list, errors: list, path: list[
         for r in forbids:
             if r.reason is not None:
                 reasons.append(r.reason)
-        return Decision(DENY, [r.id for r in forbids], reasons, [], [], errors, path,
+        return made(DENY, [r.id for r in forbids], reasons, [], [], errors, path,
                         policy_version, explainer)
     if gates:
         if confirm is not None:
@@ -211,10 +229,10 @@ def combine(forbids: list, gates: list, permits: list, errors: list, path: list[
                 for name in g.approvers:
                     if name not in approvers:
                         approvers.append(name)
-            return Decision(REQUIRE_APPROVAL, rules, reasons, [], approvers, errors, path,
+            return made(REQUIRE_APPROVAL, rules, reasons, [], approvers, errors, path,
                             policy_version, explainer)
     if not permits:
-        return Decision(DENY, [], [], [], [], errors, path, policy_version, explainer)
+        return made(DENY, [], [], [], [], errors, path, policy_version, explainer)
     if limiter is not None:
         permits, entries, more = limiter(permits)
         if more:
@@ -228,7 +246,7 @@ def combine(forbids: list, gates: list, permits: list, errors: list, path: list[
             reasons.append(r.reason)
         if scopes is not None:
             grants.append({"rule": r.id, "scopes": scopes, "ttl": r.ttl})
-    return Decision(ALLOW, rules, reasons, grants, [], errors, path, policy_version, explainer)
+    return made(ALLOW, rules, reasons, grants, [], errors, path, policy_version, explainer)
 
 
 def _limited(permits, entries, errors, path, policy_version, explainer) -> Decision:
@@ -297,4 +315,4 @@ def attenuation_denial(delegator_id: str, action: str, policy_version: str, path
                        errors: list[dict], explainer=None) -> Decision:
     """docs/language.md#delegation-attenuation: the allow needs every delegator's authority; this one lacked it."""
     reason = f"delegator {delegator_id} is not allowed to {action} this resource (attenuate_delegation)"
-    return Decision(DENY, [], [reason], [], [], errors, path, policy_version, explainer)
+    return made(DENY, [], [reason], [], [], errors, path, policy_version, explainer)

@@ -21,7 +21,7 @@ from cachetools import LRUCache, TTLCache
 
 from . import interpreter
 from .compiler import CompiledSet
-from .decision import ALLOW, DENY, Decision, attenuate, combine, confirmed, thawed as _thawed
+from .decision import ALLOW, DENY, Decision, attenuate, combine, confirmed, made as _made, thawed as _thawed
 from ..language.policyset import PolicySet
 from .strict import check_strict
 from .request import Request, entity_lookup, parse_parts
@@ -360,7 +360,7 @@ class Engine:
         explainer = (self, parts, request)
         path = [P.id] if not CH else _path(P, CH)  # (_path inline for the common case)
         if not held:
-            return Decision(DENY, [], [], [], [], err_list, path, self._version, explainer)
+            return _made(DENY, [], [], [], [], err_list, path, self._version, explainer)
         # classify the holding rules in one pass (inline: this runs on every decision, and
         # a call costs as much as the loop); decision.combine does the rest
         forbids: list = []
