@@ -35,3 +35,14 @@ def test_decisions_still_compare_and_serialise():
     a, b = engine.decide(_req("read")), engine.decide(_req("read"))
     assert a == b and a.to_dict()["decision"] == "allow"
     assert [x.decision for x in engine.decide_many([_req("read"), _req("write")])] == ["allow", "deny"]
+
+
+def test_a_made_decision_is_the_decision_the_class_makes():
+    from policylang.evaluation.decision import Decision, made
+
+    args = ("allow", ["r1"], ["why"], [{"rule": "r1", "scopes": ["s"], "ttl": 60}], [], [],
+            ["alice", "agent"], "sha256:x", None)
+    a, b = made(*args), Decision(*args)
+    assert type(a) is Decision and a == b and a.to_dict() == b.to_dict()
+    assert all(getattr(a, f) is getattr(b, f) for f in Decision.__slots__)
+    assert a.explain() == b.explain() and repr(a) == repr(b)
