@@ -281,3 +281,16 @@ def test_the_check_memo_holds_one_slot_per_rule_in_order():
     # a node the memo did not record (an equal rule parsed again) is not found
     again = policylang.loads('@id("clean")\npermit agent to read on repo because "c"\n')
     assert memo.entry(again.rules[0].rule) is None
+
+
+@pytest.mark.parametrize("text", ["", "a" * 65536, "é" * 65537, "é€𝄞" * 30000 + "x"])
+def test_the_version_hash_of_a_file_is_its_whole_texts(text):
+    # the loader encodes a text a chunk at a time: the hash of the whole text's bytes
+    import hashlib
+
+    from policylang.language.loader import _digest_part
+
+    whole = hashlib.sha256(b"policy\0" + b"dir/p.policy" + b"\0" + text.encode("utf-8") + b"\0")
+    chunked = hashlib.sha256()
+    _digest_part(chunked, b"policy\0", "dir/p.policy", text)
+    assert chunked.hexdigest() == whole.hexdigest()

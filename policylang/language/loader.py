@@ -145,9 +145,9 @@ def build(sources: Iterable[tuple[str, str, str]], entity_sources: Iterable[tupl
 
     digest = hashlib.sha256()
     for _display, rel, text in sources:
-        digest.update(b"policy\0" + rel.encode() + b"\0" + text.encode("utf-8") + b"\0")
+        _digest_part(digest, b"policy\0", rel, text)
     for _display, rel, text in entity_sources:
-        digest.update(b"entities\0" + rel.encode() + b"\0" + text.encode("utf-8") + b"\0")
+        _digest_part(digest, b"entities\0", rel, text)
     assert result is not None
     policy_set = PolicySet(
         root=root,
@@ -163,6 +163,23 @@ def build(sources: Iterable[tuple[str, str, str]], entity_sources: Iterable[tupl
         check_memo=result.memo,
     )
     return policy_set, diags
+
+
+#: characters of a text encoded at a time for the version hash
+_DIGEST_CHUNK = 1 << 16
+
+
+def _digest_part(digest, tag: bytes, rel: str, text: str) -> None:
+    """Add one file to the version hash: ``tag``, its relative path, NUL, its UTF-8 text,
+    NUL (the `policy_version` of docs/requests.md#decision). The text is encoded a chunk at a time: the
+    same bytes, without a copy of the whole file (two, concatenated, before: 3 MB for
+    the 10,000-rule set, at the load's peak)."""
+    digest.update(tag)
+    digest.update(rel.encode())
+    digest.update(b"\0")
+    for i in range(0, len(text), _DIGEST_CHUNK):
+        digest.update(text[i:i + _DIGEST_CHUNK].encode("utf-8"))
+    digest.update(b"\0")
 
 
 def collect(path: str | os.PathLike) -> tuple[list[tuple[str, str, str]], list[tuple[str, str, str]], list[Diagnostic], str]:
