@@ -405,6 +405,20 @@ def _http(path: str, body: bytes, *extra: str, rid: int | None = None) -> bytes:
     return ("\r\n".join(head) + "\r\n\r\n").encode() + body
 
 
+def _answer_then_closed(port: int, data: bytes) -> tuple:
+    """Send ``data`` on a new connection: (status, headers without date and request id,
+    body, everything the server sent after that answer before closing)."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+        sock.sendall(data)
+        f = sock.makefile("rb")
+        status, headers, body = _read_response(f)
+        headers.pop("date")
+        headers.pop("x-request-id")
+        return status, headers, body, f.read()
+
+
 def test_over_uvicorn_pipelined_chunked_slow_and_oversized_answer_the_same():
     """Both paths served by ``policylang serve`` (uvicorn, httptools): pipelined requests
     on one kept-alive connection, a chunked body, a body in two writes, a body too slow
@@ -433,14 +447,8 @@ def test_over_uvicorn_pipelined_chunked_slow_and_oversized_answer_the_same():
                                                                  for i in range(0, 97 * 50, 97)) + b"0\r\n\r\n"],
                                         1)  # 413, chunked
             # the client asks to close: answered, then closed (nothing more on the socket)
-            import socket
-            with socket.create_connection(("127.0.0.1", server.port), timeout=20) as sock:
-                sock.sendall(_http("/access/v1/evaluation", good, "Connection: close") + _http("/v1/decide", good))
-                f = sock.makefile("rb")
-                status, headers, body = _read_response(f)
-                headers.pop("date")
-                headers.pop("x-request-id")
-                server.closing = (status, headers, body, f.read())
+            server.closing = _answer_then_closed(
+                server.port, _http("/access/v1/evaluation", good, "Connection: close") + _http("/v1/decide", good))
         assert fast.answers == plain.answers
         assert fast.closing == plain.closing and fast.closing[0] == 200 and fast.closing[-1] == b""
         statuses = [a[0] for a in fast.answers]
@@ -465,14 +473,8 @@ def test_over_uvicorn_inline_answers_are_the_ordinary_bytes():
             server.answers += _exchange(server.port, [_http("/access/v1/evaluation?x=1", good, rid=5)], 1)
             server.answers += _exchange(server.port, [_http("/access/v1/evaluation", write, "Expect: 100-continue",
                                                             rid=6)], 2)
-            import socket
-            with socket.create_connection(("127.0.0.1", server.port), timeout=20) as sock:
-                sock.sendall(_http("/access/v1/evaluation", good).replace(b"HTTP/1.1", b"HTTP/1.0"))
-                f = sock.makefile("rb")
-                status, headers, body = _read_response(f)
-                headers.pop("date")
-                headers.pop("x-request-id")
-                server.http10 = (status, headers, body, f.read())
+            server.http10 = _answer_then_closed(
+                server.port, _http("/access/v1/evaluation", good).replace(b"HTTP/1.1", b"HTTP/1.0"))
         assert fast.answers == plain.answers
         assert [a[0] for a in fast.answers] == [200, 200, 200, 200, 200, 200, 200, 100, 200]
         assert fast.http10 == plain.http10 and fast.http10[1]["connection"] == "close"

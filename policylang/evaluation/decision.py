@@ -154,13 +154,13 @@ def _thawing(name: str, thaw: Callable[[tuple], Any]) -> property:
 class CachedDecision(Decision):
     """A decision answered from a decision cache (:meth:`Engine.decide` and
     :meth:`Engine.decide_json` on a hit): the same fields, equal to the decision the miss
-    made, built in three stores. Its list fields are made from the cache's entry (tuples)
-    on first read, each a fresh list the caller may change; a caller that reads only
-    ``decision`` / ``allowed`` pays for none of them. Everything else is
-    :class:`Decision`'s (``to_dict``, ``explain``, equality). (Two threads reading a field
-    of one decision for the first time at the same instant may each make it; the field
-    then holds the later list: read a decision's fields before handing it to another
-    thread that changes them.)"""
+    made, built by :func:`thawed` in four stores. Its list fields are made from the
+    cache's entry (tuples) on first read, each a fresh list the caller may change; a
+    caller that reads only ``decision`` / ``allowed`` pays for none of them. Everything
+    else is :class:`Decision`'s (``to_dict``, ``explain``, equality). (Two threads reading
+    a field of one decision for the first time at the same instant may each make it; the
+    field then holds the later list: read a decision's fields before handing it to
+    another thread that changes them.)"""
 
     __slots__ = ("_frozen",)
 
@@ -170,12 +170,6 @@ class CachedDecision(Decision):
     approvers = _thawing("approvers", lambda f: list(f[4]))
     errors = _thawing("errors", lambda f: [])  # a cached decision has none
     delegation_path = _thawing("delegation_path", lambda f: list(f[5]))
-
-    def __init__(self, frozen: tuple, policy_version: str, explainer=None):
-        self._frozen = frozen
-        self.decision = frozen[0]
-        self.policy_version = policy_version
-        self._explainer = explainer
 
 
 def thawed(frozen: tuple, policy_version: str, explainer=None) -> CachedDecision:
