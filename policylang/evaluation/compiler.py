@@ -922,6 +922,10 @@ class Plan:
     #: every entry, in rule order (what the plan was built from: a reload that finds the
     #: same entries for its key keeps the plan)
     entries: tuple = ()
+    #: every entry is a plain permit or forbid (no subject or resource globs, no grant,
+    #: no limit) and there is at most one index group: the engine's short path
+    #: (Engine._evaluate) decides such a plan without building the entry list
+    simple: bool = False
 
 
 def _order(entry: tuple) -> int:
@@ -1193,7 +1197,10 @@ class CompiledSet:
         env_key = None
         if self.attenuate:
             env_key = self._key({r for r in reads if r[0] not in ("principal", "delegation")}, False)
-        return Plan(plain, tuple(groups), has_gates, self._key(reads, self.attenuate), env_key, entries)
+        simple = len(groups) <= 1 and all(
+            e[1] is None and e[2] is None and e[0].grant is None and not e[0].limits
+            and (e[0].effect == "permit" or e[0].effect == "forbid") for e in entries)
+        return Plan(plain, tuple(groups), has_gates, self._key(reads, self.attenuate), env_key, entries, simple)
 
     def _key(self, reads: set, attenuate: bool) -> Callable:
         memo = (frozenset(reads), attenuate)

@@ -328,6 +328,77 @@ class Engine:
     def _evaluate(self, plan, parts: tuple, request: Mapping, approvals, reserve: bool = True) -> Decision:
         # hot path, kept whole on purpose (see the note above _decide)
         P, A, R, C, K, CH, I, approval = parts
+        if plan.simple and self._limiter is None:
+            # the short path (compiler.Plan.simple: plain permits and forbids, at most one
+            # index group): the holding rules are collected by effect as they are found,
+            # and the decision is made here, as decision.combine makes it for these
+            # outcomes. A rule that raises sends the request down the full path below,
+            # which evaluates every entry again (rule tests are pure) and reports it.
+            forbids = permits = None
+            try:
+                for cr, _sg, _rg, fn in plan.plain:
+                    if fn(P, A, R, C, K, CH, I):
+                        if cr.effect == "forbid":
+                            if forbids is None:
+                                forbids = [cr]
+                            else:
+                                forbids.append(cr)
+                        elif permits is None:
+                            permits = [cr]
+                        else:
+                            permits.append(cr)
+                if plan.groups:
+                    group = plan.groups[0]
+                    v = group.read(P, A, R, C, K, CH, I)
+                    cls = v.__class__
+                    if cls is str:
+                        matched = group.by_str.get(v)
+                    elif v is None:
+                        matched = group.entries
+                    elif cls is bool:
+                        matched = group.by_bool.get(v)
+                    elif cls is int or cls is float:
+                        matched = group.by_num.get(v)
+                    else:
+                        matched = None
+                    if matched:
+                        nf = 0 if forbids is None else len(forbids)
+                        np = 0 if permits is None else len(permits)
+                        for cr, _sg, _rg, fn in matched:
+                            if fn(P, A, R, C, K, CH, I):
+                                if cr.effect == "forbid":
+                                    if forbids is None:
+                                        forbids = [cr]
+                                    else:
+                                        forbids.append(cr)
+                                elif permits is None:
+                                    permits = [cr]
+                                else:
+                                    permits.append(cr)
+                        # the group ran after the plain entries: restore source order
+                        if nf and len(forbids) > nf:
+                            forbids.sort(key=_order_of)
+                        if np and len(permits) > np:
+                            permits.sort(key=_order_of)
+            except EvalError:
+                pass
+            else:
+                path = [P.id] if not CH else _path(P, CH)
+                if forbids is not None:
+                    hits = forbids
+                    verdict = DENY
+                elif permits is not None:
+                    hits = permits
+                    verdict = ALLOW
+                else:
+                    return _made(DENY, [], [], [], [], [], path, self._version, (self, parts, request))
+                rules = []
+                reasons = []
+                for cr in hits:
+                    rules.append(cr.id)
+                    if cr.reason is not None:
+                        reasons.append(cr.reason)
+                return _made(verdict, rules, reasons, [], [], [], path, self._version, (self, parts, request))
         held: list = []      # (order, compiled rule, scopes)
         errors: list = []    # (order, rule id, message)
         runs = _indexed_runs(plan, parts) if plan.groups else plan.plain
@@ -492,6 +563,10 @@ def _any_match(globs, value: str) -> bool:
         if g.match(value):
             return True
     return False
+
+
+def _order_of(cr) -> int:
+    return cr.order
 
 
 def _path(P, CH) -> list[str]:
