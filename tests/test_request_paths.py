@@ -75,6 +75,21 @@ def test_a_plain_request_comes_back_as_the_very_same_objects():
     assert (P.kind, P.id, A.name, R.kind, R.id, CH, approval) == ("agent", "a1", "read", "doc", "d1", [], "ap")
 
 
+@pytest.mark.parametrize("attrs,want,same", [
+    ({"owner": "o", "n": 1, "x": None, "f": 0.5, "b": True}, None, True),
+    ({"owner": "o", "tags": ["a", 1]}, None, True),  # a list of plain values: the very dict
+    ({"owner": Env.PROD}, {"owner": "prod"}, False),
+    ({"owner": "o", "t": ("a",)}, {"owner": "o", "t": ["a"]}, False),
+    ({"owner": "o", "deep": {"k": Level.HIGH}}, {"owner": "o", "deep": {"k": 3}}, False),
+])
+def test_resource_attrs_fast_and_careful_paths(attrs, want, same):
+    R = parse_parts(req(resource={"type": "doc", "id": "d1", "attrs": attrs}, risk={"score": 0.5}))[2]
+    assert (R.attrs is attrs) is same
+    assert R.attrs == (attrs if want is None else want)
+    if not same:
+        assert all(type(v) in (str, int, list, dict) for v in R.attrs.values())
+
+
 def test_only_the_required_roots_give_empty_optional_parts():
     assert parse_parts(req())[3:] == ({}, None, [], None, None)
 

@@ -415,7 +415,13 @@ def parse_parts(raw: Any, lookup: EntityLookup | None = None, authority: Any = N
     if (r.__class__ is dict and (rtype := r.get("type")).__class__ is str
             and ((rid := r.get("id")) is None or rid.__class__ is str)):
         rattrs = r.get("attrs")
-        rattrs = _EMPTY if rattrs is None else _attrs(rattrs, "resource.attrs")
+        if rattrs.__class__ is dict:
+            for v in rattrs.values():  # as for the principal's attrs above
+                if v.__class__ is not str and v.__class__ not in _PLAIN:
+                    rattrs = _attrs(rattrs, "resource.attrs")
+                    break
+        else:
+            rattrs = _EMPTY if rattrs is None else _attrs(rattrs, "resource.attrs")
     else:
         rtype, rid, rattrs = _resource_fields(r)
     if lookup is not None and rid is not None and (stored := lookup(rtype, rid)) is not None:
@@ -428,6 +434,12 @@ def parse_parts(raw: Any, lookup: EntityLookup | None = None, authority: Any = N
 
     if not left:  # nothing but the three required roots
         return principal, act, res, _EMPTY, None, [], None, None
+    if left == 1 and (risk := raw.get("risk")).__class__ is dict and len(risk) == 1:
+        # the three roots and the common risk, {"score": <a number from 0 to 1>}:
+        # _with_optional_parts' first case inline
+        score = risk.get("score")
+        if (score.__class__ is float or score.__class__ is int) and 0.0 <= score <= 1.0:
+            return principal, act, res, _EMPTY, risk, [], None, None
     return _with_optional_parts(raw, left, lookup, authority, principal, act, res)
 
 
