@@ -177,6 +177,26 @@ def test_a_hit_made_field_by_field_is_a_whole_decision_every_way_it_is_used():
     assert fresh.explain() == plain.decide(req).explain() and repr(fresh) == repr(miss)
 
 
+def test_a_hit_copied_is_a_plain_decision_of_its_fields():
+    import copy
+
+    cached, plain = _engines()
+    req = {**_req(n=0, scope="s1"), "action": "write"}
+    cached.decide(req)
+    want = plain.decide(req).to_dict()
+    hit = cached.decide(req)
+    assert type(hit) is not policylang.Decision  # a hit
+    hit.reasons = ["set before any read"]
+    dup = copy.copy(hit)
+    assert type(dup) is policylang.Decision
+    assert dup.to_dict() == {**want, "reasons": ["set before any read"]}
+    assert dup.explain() == hit.explain()
+    # a copy's field set afterwards is the copy's alone; the hit keeps its own
+    dup = copy.copy(hit)
+    dup.rules = ["other"]
+    assert hit.rules == want["rules"] and cached.decide(req).to_dict() == want
+
+
 @pytest.mark.parametrize("a, b", [(1, 1.0), (1, True), (0, -0.0), (0, 0.0), (0, False), (1.0, True)])
 def test_equal_numbers_of_other_types_or_signs_each_get_their_own_decision(a, b):
     cached, plain = _engines()

@@ -902,6 +902,12 @@ class IndexGroup:
     by_bool: dict
     #: every entry of the group (evaluated in full when the value is absent)
     entries: tuple
+    #: for a path of a principal's or resource's own attribute (``principal.dept``), the
+    #: attribute's name and whether it is the principal's (``read`` is then
+    #: ``P.attrs.get(name)`` or ``R.attrs.get(name)``, which the engine's short path reads
+    #: inline), else None
+    attr: str | None = None
+    of_principal: bool = False
 
 
 @dataclass(eq=False, slots=True)
@@ -1177,7 +1183,7 @@ class CompiledSet:
             reader = self._readers.get(path)
             if reader is None:
                 reader = self._readers[path] = _reader(path)
-            g = IndexGroup(path, reader, {}, {}, {}, tuple(members))
+            g = IndexGroup(path, reader, {}, {}, {}, tuple(members), *_own_attr(path))
             for e in members:
                 _p, tag, value = e[0].index_key
                 table = g.by_str if tag == "s" else g.by_num if tag == "n" else g.by_bool
@@ -1208,6 +1214,16 @@ class CompiledSet:
         if fn is None:
             fn = self._keys[memo] = _key_function(reads, attenuate)
         return fn
+
+
+def _own_attr(path: tuple[str, ...]) -> tuple[str | None, bool]:
+    """(name, of the principal) when ``path`` reads a principal's or resource's own
+    attribute (not a built-in one such as ``id``), else (None, False): IndexGroup.attr."""
+    if len(path) == 2 and path[0] in ("principal", "resource"):
+        root = BY_NAME[path[0]]
+        if path[1] not in root.builtins and root.read(path[1]) == f"{root.attrs}.get({path[1]!r})":
+            return path[1], path[0] == "principal"
+    return None, False
 
 
 def _reader(path: tuple[str, ...]) -> Callable:

@@ -133,43 +133,55 @@ def _thaw_grants(frozen: tuple) -> list:
     return [{"rule": g[0], "scopes": list(g[1]), "ttl": g[2]} for g in frozen[3]]
 
 
-def _thawing(name: str, thaw: Callable[[tuple], Any]) -> property:
+def _thawing(index: int, name: str, thaw: Callable[[tuple], Any]) -> property:
     """The ``name`` field of a :class:`CachedDecision`: on first read, ``thaw`` makes it (a
-    fresh list) from the cached entry and it is kept in :class:`Decision`'s own slot, so
-    a caller changes its decision's field, never the cache's entry (or another hit's)."""
-    slot = Decision.__dict__[name]  # the base class's slot (a member descriptor)
-    read, write = slot.__get__, slot.__set__
+    fresh list) from the cached entry and it is kept in the decision's ``_made`` list at
+    ``index``, so a caller changes its decision's field, never the cache's entry (or
+    another hit's). A plain list item and a marker, not an unset slot: a first read that
+    raised and caught an AttributeError cost ten times the read."""
 
     def fget(self):
-        try:
-            return read(self)
-        except AttributeError:  # not read before: make it now
-            value = thaw(self._frozen)
-            write(self, value)
-            return value
+        made = self._made
+        value = made[index]
+        if value is _UNREAD:  # not read before: make it now
+            value = made[index] = thaw(self._frozen)
+        return value
 
-    return property(fget, write, None, f"the decision's {name} (made on first read)")
+    def fset(self, value):
+        self._made[index] = value
+
+    return property(fget, fset, None, f"the decision's {name} (made on first read)")
+
+
+#: what a :class:`CachedDecision`'s field holds until it is first read
+_UNREAD = object()
+_ALL_UNREAD = [_UNREAD] * 6
 
 
 class CachedDecision(Decision):
     """A decision answered from a decision cache (:meth:`Engine.decide` and
     :meth:`Engine.decide_json` on a hit): the same fields, equal to the decision the miss
-    made, built by :func:`thawed` in four stores. Its list fields are made from the
+    made, built by :func:`thawed` in five stores. Its list fields are made from the
     cache's entry (tuples) on first read, each a fresh list the caller may change; a
     caller that reads only ``decision`` / ``allowed`` pays for none of them. Everything
-    else is :class:`Decision`'s (``to_dict``, ``explain``, equality). (Two threads reading
+    else is :class:`Decision`'s (``to_dict``, ``explain``, equality); a copy (``copy.copy``)
+    is a plain :class:`Decision` of its fields, as a copy of one is. (Two threads reading
     a field of one decision for the first time at the same instant may each make it; the
     field then holds the later list: read a decision's fields before handing it to
     another thread that changes them.)"""
 
-    __slots__ = ("_frozen",)
+    __slots__ = ("_frozen", "_made")
 
-    rules = _thawing("rules", lambda f: list(f[1]))
-    reasons = _thawing("reasons", lambda f: list(f[2]))
-    grants = _thawing("grants", _thaw_grants)
-    approvers = _thawing("approvers", lambda f: list(f[4]))
-    errors = _thawing("errors", lambda f: [])  # a cached decision has none
-    delegation_path = _thawing("delegation_path", lambda f: list(f[5]))
+    rules = _thawing(0, "rules", lambda f: list(f[1]))
+    reasons = _thawing(1, "reasons", lambda f: list(f[2]))
+    grants = _thawing(2, "grants", _thaw_grants)
+    approvers = _thawing(3, "approvers", lambda f: list(f[4]))
+    errors = _thawing(4, "errors", lambda f: [])  # a cached decision has none
+    delegation_path = _thawing(5, "delegation_path", lambda f: list(f[5]))
+
+    def __reduce__(self):
+        return (Decision, (self.decision, self.rules, self.reasons, self.grants, self.approvers, self.errors,
+                           self.delegation_path, self.policy_version, self._explainer))
 
 
 def thawed(frozen: tuple, policy_version: str, explainer=None) -> CachedDecision:
@@ -178,6 +190,7 @@ def thawed(frozen: tuple, policy_version: str, explainer=None) -> CachedDecision
     errors or limits), without a Python-level ``__init__`` call: the hit path's."""
     d = _new(CachedDecision)
     d._frozen = frozen
+    d._made = _ALL_UNREAD.copy()
     d.decision = frozen[0]
     d.policy_version = policy_version
     d._explainer = explainer

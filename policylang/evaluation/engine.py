@@ -349,7 +349,10 @@ class Engine:
                             permits.append(cr)
                 if plan.groups:
                     group = plan.groups[0]
-                    v = group.read(P, A, R, C, K, CH, I)
+                    if group.attr is not None:  # its reader's expression, inline
+                        v = (P if group.of_principal else R).attrs.get(group.attr)
+                    else:
+                        v = group.read(P, A, R, C, K, CH, I)
                     cls = v.__class__
                     if cls is str:
                         matched = group.by_str.get(v)
