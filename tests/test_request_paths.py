@@ -15,6 +15,7 @@ from policylang.evaluation.request import (
     MAX_DELEGATION_DEPTH,
     MAX_VALUE_DEPTH,
     entity_lookup,
+    named_actions,
     parse_parts,
     task_binding,
 )
@@ -331,3 +332,16 @@ def test_task_binding_refusals(request_, strict, field, reason):
     with pytest.raises(RequestError) as err:
         task_binding(request_, strict=strict)
     assert (err.value.field, err.value.reason) == (field, reason)
+
+
+def test_named_actions_are_handed_out_for_plain_string_actions_only():
+    actions = named_actions(["read", "write"])
+    A = parse_parts(req(action="read"), None, None, actions)[1]
+    assert A is actions["read"] and A.name == "read" and A.attrs == {}
+    # a name the table lacks, an action object, a str subclass: made as without the table
+    other = parse_parts(req(action="delete"), None, None, actions)[1]
+    assert other.name == "delete" and other not in actions.values()
+    obj = parse_parts(req(action={"name": "read", "attrs": {"n": 1}}), None, None, actions)[1]
+    assert obj is not actions["read"] and obj.attrs == {"n": 1}
+    sub = parse_parts(req(action=Env.PROD), None, None, {"prod": actions["read"]})[1]
+    assert type(sub.name) is str and sub.name == "prod" and sub is not actions["read"]

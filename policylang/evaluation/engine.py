@@ -24,7 +24,7 @@ from .compiler import CompiledSet
 from .decision import ALLOW, DENY, Decision, attenuate, combine, confirmed, made as _made, thawed as _thawed
 from ..language.policyset import PolicySet
 from .strict import check_strict
-from .request import Request, entity_lookup, parse_parts
+from .request import Request, entity_lookup, named_actions, parse_parts
 from .cache import MAX_KEY_BYTES, RequestCache, request_copy
 from ..language.errors import RequestError
 from .runtime import EvalError
@@ -96,6 +96,7 @@ class Engine:
         self._instrument = instrument
         self._lookup = entity_lookup(policies.entities, entities)
         self._authority = policies.entity_authority  # which stored data requests cannot override
+        self._actions = named_actions(self.tree.actions)  # the set's actions, each one Action
         self.approvals = approvals
         self.audit = audit
         self._version = policies.version
@@ -274,7 +275,7 @@ class Engine:
                     return _thawed(entry[0], self._version, (self, None, request))
                 # decide the key's own copy: what is stored is a function of the key alone
                 request = request_copy(fkey)
-        parts = parse_parts(request, self._lookup, self._authority)
+        parts = parse_parts(request, self._lookup, self._authority, self._actions)
         P, A, R, C, K, CH, I, approval = parts
         if self._instrument:
             self.counters.decisions += 1

@@ -361,10 +361,20 @@ def parse_request(raw: Any, lookup: EntityLookup | None = None, authority: Any =
     return Request(*parse_parts(raw, lookup, authority), raw)
 
 
-def parse_parts(raw: Any, lookup: EntityLookup | None = None, authority: Any = None) -> tuple:
+def named_actions(names) -> dict[str, Action]:
+    """One :class:`Action` without attributes for each name: what :func:`parse_parts` hands
+    out for a request whose action is that plain string (an engine keeps one per action
+    its set names, so the table is bounded by the set; an action is never changed)."""
+    return {name: Action(name, _EMPTY) for name in names}
+
+
+def parse_parts(raw: Any, lookup: EntityLookup | None = None, authority: Any = None,
+                actions: Mapping[str, Action] | None = None) -> tuple:
     """:func:`parse_request` without building a :class:`Request`: the engine's hot path.
 
     Returns ``(principal, action, resource, context, risk, chain, intent, approval)``.
+    ``actions`` (:func:`named_actions`) gives the action of a request whose action is one
+    of its names as a plain string (else a new one is made).
     The common case (exact dicts and strings) runs straight through; anything else
     takes the careful path that names the offending field. The roots are read and
     checked in the order of docs/requests.md#request, so the first bad one is named.
@@ -398,9 +408,11 @@ def parse_parts(raw: Any, lookup: EntityLookup | None = None, authority: Any = N
 
     action = raw.get("action")
     if action.__class__ is str:
-        act = _new(Action)
-        act.name = action
-        act.attrs = _EMPTY
+        act = actions.get(action) if actions is not None else None
+        if act is None:
+            act = _new(Action)
+            act.name = action
+            act.attrs = _EMPTY
     elif action.__class__ is dict and (aname := action.get("name")).__class__ is str:
         # an exact dict with a string name (what an AuthZEN request maps to): _action's
         # mapping case without its isinstance checks
