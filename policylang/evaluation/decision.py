@@ -218,12 +218,7 @@ def combine(forbids: list, gates: list, permits: list, errors: list, path: list[
     function call, and this runs on every decision.)
     """
     if forbids:
-        reasons = []
-        for r in forbids:
-            if r.reason is not None:
-                reasons.append(r.reason)
-        return made(DENY, [r.id for r in forbids], reasons, [], [], errors, path,
-                        policy_version, explainer)
+        return combine_plain(forbids, None, errors, path, policy_version, explainer)
     if gates:
         if confirm is not None:
             gates = [g for g in gates if not confirm(g)]
@@ -254,6 +249,27 @@ def combine(forbids: list, gates: list, permits: list, errors: list, path: list[
         if scopes is not None:
             grants.append({"rule": r.id, "scopes": scopes, "ttl": r.ttl})
     return made(ALLOW, rules, reasons, grants, [], errors, path, policy_version, explainer)
+
+
+def combine_plain(forbids: list | None, permits: list | None, errors: list, path: list[str],
+                  policy_version: str, explainer=None) -> Decision:
+    """:func:`combine` for outcomes without gates, grants or limits: ``forbids`` and
+    ``permits`` are the holding rules in source order (``None`` or empty: none). Forbid
+    wins, then the permits, else deny; the determining ids and their reasons in order.
+    :func:`combine` comes here for its forbids, and the engine's short path
+    (docs/engine.md#short-path) for plans of plain permits and forbids."""
+    if forbids:
+        held, verdict = forbids, DENY
+    elif permits:
+        held, verdict = permits, ALLOW
+    else:
+        return made(DENY, [], [], [], [], errors, path, policy_version, explainer)
+    rules, reasons = [], []
+    for r in held:
+        rules.append(r.id)
+        if r.reason is not None:
+            reasons.append(r.reason)
+    return made(verdict, rules, reasons, [], [], errors, path, policy_version, explainer)
 
 
 def _limited(permits, entries, errors, path, policy_version, explainer) -> Decision:

@@ -21,7 +21,7 @@ from cachetools import LRUCache, TTLCache
 
 from . import interpreter
 from .compiler import CompiledSet
-from .decision import ALLOW, DENY, Decision, attenuate, combine, confirmed, made as _made, thawed as _thawed
+from .decision import ALLOW, DENY, Decision, attenuate, combine, combine_plain, confirmed, made as _made, thawed as _thawed
 from ..language.policyset import PolicySet
 from .strict import check_strict
 from .request import Request, entity_lookup, named_actions, parse_parts
@@ -330,10 +330,10 @@ class Engine:
         # hot path, kept whole on purpose (see the note above _decide)
         P, A, R, C, K, CH, I, approval = parts
         if plan.simple and self._limiter is None:
-            # the short path (compiler.Plan.simple: plain permits and forbids, at most one
-            # index group): the holding rules are collected by effect as they are found,
-            # and the decision is made here, as decision.combine makes it for these
-            # outcomes. A rule that raises sends the request down the full path below,
+            # the short path (docs/engine.md#short-path; compiler.Plan.simple: plain permits
+            # and forbids, at most one index group): the holding rules are collected by
+            # effect as they are found, and decision.combine_plain (what combine does for
+            # these outcomes) makes the decision. A rule that raises sends the request down the full path below,
             # which evaluates every entry again (rule tests are pure) and reports it.
             forbids = permits = None
             try:
@@ -387,22 +387,8 @@ class Engine:
             except EvalError:
                 pass
             else:
-                path = [P.id] if not CH else _path(P, CH)
-                if forbids is not None:
-                    hits = forbids
-                    verdict = DENY
-                elif permits is not None:
-                    hits = permits
-                    verdict = ALLOW
-                else:
-                    return _made(DENY, [], [], [], [], [], path, self._version, (self, parts, request))
-                rules = []
-                reasons = []
-                for cr in hits:
-                    rules.append(cr.id)
-                    if cr.reason is not None:
-                        reasons.append(cr.reason)
-                return _made(verdict, rules, reasons, [], [], [], path, self._version, (self, parts, request))
+                return combine_plain(forbids, permits, [], [P.id] if not CH else _path(P, CH), self._version,
+                                     (self, parts, request))
         held: list = []      # (order, compiled rule, scopes)
         errors: list = []    # (order, rule id, message)
         runs = _indexed_runs(plan, parts) if plan.groups else plan.plain
