@@ -333,8 +333,9 @@ class Engine:
             # the short path (docs/engine.md#short-path; compiler.Plan.simple: plain permits
             # and forbids, at most one index group): the holding rules are collected by
             # effect as they are found, and decision.combine_plain (what combine does for
-            # these outcomes) makes the decision. A rule that raises sends the request down the full path below,
-            # which evaluates every entry again (rule tests are pure) and reports it.
+            # these outcomes) makes the decision. A rule that raises sends the request
+            # down the full path below, which evaluates every entry again (rule tests are
+            # pure) and reports it.
             forbids = permits = None
             try:
                 for cr, _sg, _rg, fn in plan.plain:
