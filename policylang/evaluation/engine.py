@@ -337,8 +337,19 @@ class Engine:
             # down the full path below, which evaluates every entry again (rule tests are
             # pure) and reports it.
             forbids = permits = None
+            runs = plan.plain
+            if plan.groups:
+                group = plan.groups[0]
+                if group.attr is not None:  # its reader's expression, inline
+                    v = (P if group.of_principal else R).attrs.get(group.attr)
+                else:
+                    v = group.read(P, A, R, C, K, CH, I)
+                # _group_entries inline for the common string value
+                matched = group.by_str.get(v) if v.__class__ is str else _group_entries(group, v)
+                if matched:
+                    runs = runs + matched
             try:
-                for cr, _sg, _rg, fn in plan.plain:
+                for cr, _sg, _rg, fn in runs:
                     if fn(P, A, R, C, K, CH, I):
                         if cr.effect == "forbid":
                             if forbids is None:
@@ -349,45 +360,14 @@ class Engine:
                             permits = [cr]
                         else:
                             permits.append(cr)
-                if plan.groups:
-                    group = plan.groups[0]
-                    if group.attr is not None:  # its reader's expression, inline
-                        v = (P if group.of_principal else R).attrs.get(group.attr)
-                    else:
-                        v = group.read(P, A, R, C, K, CH, I)
-                    cls = v.__class__
-                    if cls is str:
-                        matched = group.by_str.get(v)
-                    elif v is None:
-                        matched = group.entries
-                    elif cls is bool:
-                        matched = group.by_bool.get(v)
-                    elif cls is int or cls is float:
-                        matched = group.by_num.get(v)
-                    else:
-                        matched = None
-                    if matched:
-                        nf = 0 if forbids is None else len(forbids)
-                        np = 0 if permits is None else len(permits)
-                        for cr, _sg, _rg, fn in matched:
-                            if fn(P, A, R, C, K, CH, I):
-                                if cr.effect == "forbid":
-                                    if forbids is None:
-                                        forbids = [cr]
-                                    else:
-                                        forbids.append(cr)
-                                elif permits is None:
-                                    permits = [cr]
-                                else:
-                                    permits.append(cr)
-                        # the group ran after the plain entries: restore source order
-                        if nf and len(forbids) > nf:
-                            forbids.sort(key=_order_of)
-                        if np and len(permits) > np:
-                            permits.sort(key=_order_of)
             except EvalError:
                 pass
             else:
+                if runs is not plan.plain:  # the group's entries ran after the plain ones: restore source order
+                    if forbids is not None and len(forbids) > 1:
+                        forbids.sort(key=_order_of)
+                    if permits is not None and len(permits) > 1:
+                        permits.sort(key=_order_of)
                 return combine_plain(forbids, permits, [], [P.id] if not CH else _path(P, CH), self._version,
                                      (self, parts, request))
         held: list = []      # (order, compiled rule, scopes)
@@ -532,21 +512,26 @@ def _indexed_runs(plan, parts: tuple) -> list:
     P, A, R, C, K, CH, I, _approval = parts
     runs = list(plan.plain)
     for group in plan.groups:
-        v = group.read(P, A, R, C, K, CH, I)
-        cls = v.__class__
-        if cls is str:
-            matched = group.by_str.get(v)
-        elif v is None:  # absent: these rules' first test raises, so run them in full
-            matched = group.entries
-        elif cls is bool:
-            matched = group.by_bool.get(v)
-        elif cls is int or cls is float:
-            matched = group.by_num.get(v)
-        else:
-            matched = None
+        matched = _group_entries(group, group.read(P, A, R, C, K, CH, I))
         if matched:
             runs.extend(matched)
     return runs
+
+
+def _group_entries(group, v):
+    """The entries of index ``group`` that the request's value ``v`` selects (typed:
+    ``true``, ``1`` and ``"1"`` never share a slot), or None. An absent value selects every
+    entry, run in full: each one's first test then raises and reports its error."""
+    cls = v.__class__
+    if cls is str:
+        return group.by_str.get(v)
+    if v is None:
+        return group.entries
+    if cls is bool:
+        return group.by_bool.get(v)
+    if cls is int or cls is float:
+        return group.by_num.get(v)
+    return None
 
 
 def _any_match(globs, value: str) -> bool:
