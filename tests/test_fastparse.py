@@ -470,3 +470,44 @@ def test_hand_built_nodes_keep_the_span_they_are_given():
     n = nodes.Name("principal", span=s)
     assert n.span is s and n._src is None
     assert n == nodes.Name("principal", span=Span("y", 1, 1, 1, 1))  # spans are never in equality
+
+
+def _node_classes() -> list[type]:
+    return [c for c in vars(nodes).values()
+            if isinstance(c, type) and issubclass(c, nodes.Node) and c is not nodes.Node]
+
+
+def _slots(obj) -> dict:
+    """Every slot of ``obj`` (of its class and its bases), read through the slot itself."""
+    out = {}
+    for klass in type(obj).__mro__:
+        for name in klass.__dict__.get("__slots__", ()):
+            out[f"{klass.__name__}.{name}"] = klass.__dict__[name].__get__(obj) if name != "span" else \
+                nodes._SPAN_SLOT.__get__(obj)
+    return out
+
+
+@pytest.mark.parametrize("cls", _node_classes(), ids=lambda c: c.__name__)
+def test_a_node_maker_makes_what_the_class_makes(cls):
+    """nodes.maker (the fast parser's way of making nodes) gives the very object the
+    dataclass call gives: same class, every slot the same value, equal, same hash and
+    repr, still frozen; its parameters are the positional fields, span, _src, then the
+    other keyword-only fields."""
+    fs = dataclasses.fields(cls)
+    positional = [f for f in fs if not f.kw_only]
+    others = [f for f in fs if f.kw_only and f.name not in ("span", "_src")]
+    values = {f.name: (f"v-{f.name}", i) for i, f in enumerate(fs)}  # distinct, hashable, per field
+    values["span"] = 123456789
+    values["_src"] = SourceMap("t.policy", [0])
+    made = nodes.maker(cls)(*[values[f.name] for f in positional], values["span"], values["_src"],
+                            *[values[f.name] for f in others])
+    ref = cls(*[values[f.name] for f in positional], span=values["span"], _src=values["_src"],
+              **{f.name: values[f.name] for f in others})
+    assert made.__class__ is cls
+    assert _slots(made) == _slots(ref) and set(_slots(made)) >= {"Node.span", "Node._src"}
+    assert made == ref and hash(made) == hash(ref) and repr(made) == repr(ref)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        made.span = 1  # type: ignore[misc]
+    # a missing argument is an error, not a node with an unset slot
+    with pytest.raises(TypeError):
+        nodes.maker(cls)(*[values[f.name] for f in positional])

@@ -76,8 +76,34 @@ _setattr = object.__setattr__
 _second = itemgetter(1)
 
 
-_Literal, _Name, _Attr, _Index, _Call = nodes.Literal, nodes.Name, nodes.Attr, nodes.Index, nodes.Call
-_Unary, _Binary, _BoolOp, _Matches, _Has = nodes.Unary, nodes.Binary, nodes.BoolOp, nodes.Matches, nodes.Has
+#: the node makers (nodes.maker: the class's object without its dataclass __init__), one
+#: per node class this parser makes: ``_make_Attr(obj, name, span, _src)`` …
+_make_Literal = nodes.maker(nodes.Literal)
+_make_Name = nodes.maker(nodes.Name)
+_make_Attr = nodes.maker(nodes.Attr)
+_make_Index = nodes.maker(nodes.Index)
+_make_Call = nodes.maker(nodes.Call)
+_make_Unary = nodes.maker(nodes.Unary)
+_make_Binary = nodes.maker(nodes.Binary)
+_make_BoolOp = nodes.maker(nodes.BoolOp)
+_make_Matches = nodes.maker(nodes.Matches)
+_make_Has = nodes.maker(nodes.Has)
+_make_Quantifier = nodes.maker(nodes.Quantifier)
+_make_ListExpr = nodes.maker(nodes.ListExpr)
+_make_TypeRef = nodes.maker(nodes.TypeRef)
+_make_FieldDecl = nodes.maker(nodes.FieldDecl)
+_make_EntityDecl = nodes.maker(nodes.EntityDecl)
+_make_ActionDecl = nodes.maker(nodes.ActionDecl)
+_make_ContextDecl = nodes.maker(nodes.ContextDecl)
+_make_Annotation = nodes.maker(nodes.Annotation)
+_make_EntityRef = nodes.maker(nodes.EntityRef)
+_make_Target = nodes.maker(nodes.Target)
+_make_Condition = nodes.maker(nodes.Condition)
+_make_Grant = nodes.maker(nodes.Grant)
+_make_By = nodes.maker(nodes.By)
+_make_Because = nodes.maker(nodes.Because)
+_make_Limit = nodes.maker(nodes.Limit)
+_make_Rule = nodes.maker(nodes.Rule)
 
 
 class GiveUp(Exception):
@@ -291,7 +317,7 @@ class _Parser:
             name = self.name_plain()
             self.expect(":")
             typ = self.type_ref()
-            fields.append(nodes.FieldDecl(name, typ, _src=self.src, span=self.sp(fi, self.i - 1)))
+            fields.append(_make_FieldDecl(name, typ, self.sp(fi, self.i - 1), self.src))
             if toks[self.i] == ",":
                 self.i += 1
             elif toks[self.i] != "}":
@@ -312,7 +338,7 @@ class _Parser:
         if toks[self.i] == "?":
             self.i += 1
             optional = True
-        return nodes.TypeRef(name, arg, optional, _src=self.src, span=self.sp(i0, self.i - 1))
+        return _make_TypeRef(name, arg, optional, self.sp(i0, self.i - 1), self.src)
 
     def entity_decl(self):
         i0 = self.i
@@ -326,7 +352,7 @@ class _Parser:
         if self.toks[self.i] != "{":
             raise GiveUp("expected '{'")
         fields = self.field_block()
-        return nodes.EntityDecl(cat, name, fields, marker, _src=self.src, span=self.sp(i0, self.i - 1))
+        return _make_EntityDecl(cat, name, fields, marker, self.sp(i0, self.i - 1), self.src)
 
     def _action_ref(self):
         t = self.toks[self.i]
@@ -351,8 +377,8 @@ class _Parser:
             self.i += 1
             types.append(self.name_plain())
         fields = self.field_block() if toks[self.i] == "{" else None
-        return nodes.ActionDecl(tuple(names), tuple(types), fields, high_impact,
-                                _src=self.src, span=self.sp(i0, self.i - 1))
+        return _make_ActionDecl(tuple(names), tuple(types), fields, high_impact, self.sp(i0, self.i - 1),
+                                self.src)
 
     def context_decl(self):
         i0 = self.i
@@ -360,7 +386,7 @@ class _Parser:
         if self.toks[self.i] != "{":
             raise GiveUp("expected '{'")
         fields = self.field_block()
-        return nodes.ContextDecl(fields, _src=self.src, span=self.sp(i0, self.i - 1))
+        return _make_ContextDecl(fields, self.sp(i0, self.i - 1), self.src)
 
     # -- rules --------------------------------------------------------------------
     def rule(self):
@@ -388,7 +414,7 @@ class _Parser:
                 self.i += 1
                 value = self.string()
                 self.expect(")")
-            annotations.append(nodes.Annotation(name, value, _src=self.src, span=self.sp(ai, self.i - 1)))
+            annotations.append(_make_Annotation(name, value, self.sp(ai, self.i - 1), self.src))
         hi = self.i
         head = toks[hi]
         if head == "permit" or head == "forbid":
@@ -410,8 +436,8 @@ class _Parser:
                 ci = self.i
                 self.i += 1
                 expr = self.top_expr()
-                conditions.append(nodes.Condition("when" if t == "when" else "unless", expr,
-                                                  _src=self.src, span=self.sp(ci, self.i - 1)))
+                conditions.append(_make_Condition("when" if t == "when" else "unless", expr,
+                                                  self.sp(ci, self.i - 1), self.src))
             else:
                 break
         clauses = []
@@ -426,12 +452,12 @@ class _Parser:
                 while toks[self.i] == ",":
                     self.i += 1
                     names.append(self.string())
-                clauses.append(nodes.By(tuple(names), _src=self.src, span=self.sp(ci, self.i - 1)))
+                clauses.append(_make_By(tuple(names), self.sp(ci, self.i - 1), self.src))
             elif t == "because":
                 ci = self.i
                 self.i += 1
                 text = self.string()
-                clauses.append(nodes.Because(text, _src=self.src, span=self.sp(ci, self.i - 1)))
+                clauses.append(_make_Because(text, self.sp(ci, self.i - 1), self.src))
             elif t == "limit":
                 clauses.append(self.limit())
             else:
@@ -439,8 +465,8 @@ class _Parser:
         t = toks[self.i]
         if t not in _CLAUSE_OR_STATEMENT and t not in _SCHEMA:
             raise GiveUp("unexpected token after a rule")
-        return nodes.Rule(effect, tuple(annotations), target, tuple(conditions), tuple(clauses),
-                          _src=self.src, span=self.sp(i0, self.i - 1), head_span=head_span)
+        return _make_Rule(effect, tuple(annotations), target, tuple(conditions), tuple(clauses),
+                          self.sp(i0, self.i - 1), self.src, head_span)
 
     def _refs(self):
         """subjects / resources: ``*`` or ``NAME [STRING] ("," NAME [STRING])*``."""
@@ -455,7 +481,7 @@ class _Parser:
             glob = None
             if toks[self.i][:1] == '"':
                 glob = self.string()
-            refs.append(nodes.EntityRef(name, glob, _src=self.src, span=self.sp(ri, self.i - 1)))
+            refs.append(_make_EntityRef(name, glob, self.sp(ri, self.i - 1), self.src))
             if toks[self.i] != ",":
                 return tuple(refs)
             self.i += 1
@@ -492,8 +518,7 @@ class _Parser:
                 spans = packs.setdefault(("s", spans), spans)
         self.expect("on")
         resources = self._refs()
-        return nodes.Target(subjects, actions, resources, _src=self.src, span=self.sp(i0, self.i - 1),
-                            action_spans=spans)
+        return _make_Target(subjects, actions, resources, self.sp(i0, self.i - 1), self.src, spans)
 
     def grant(self):
         gi = self.i
@@ -509,7 +534,7 @@ class _Parser:
         if d[:1] not in _DIGITS or d[-1] not in "dhms" or len(d) > 300:
             raise GiveUp("expected a duration")
         self.i = di + 1
-        return nodes.Grant(tuple(scopes), parse_duration(d), _src=self.src, span=self.sp(gi, di))
+        return _make_Grant(tuple(scopes), parse_duration(d), self.sp(gi, di), self.src)
 
     def limit(self):
         toks = self.toks
@@ -546,7 +571,7 @@ class _Parser:
             key = pers[0]
             if _is_duration(key):
                 raise GiveUp("two windows")
-        return nodes.Limit(measure, amount, bound, key, window, _src=self.src, span=self.sp(li, self.i - 1))
+        return _make_Limit(measure, amount, bound, key, window, self.sp(li, self.i - 1), self.src)
 
     # -- expressions --------------------------------------------------------------
     def check_depth(self, node, i0: int) -> None:
@@ -577,7 +602,7 @@ class _Parser:
             coll = self.or_()
             self.expect(":")
             body = self.expr()
-            node = nodes.Quantifier(t, var, coll, body, _src=self.src, span=self.sp(i0, self.i - 1))
+            node = _make_Quantifier(t, var, coll, body, self.sp(i0, self.i - 1), self.src)
         else:
             node = self.or_()
         self.nest -= 1
@@ -593,7 +618,7 @@ class _Parser:
         while toks[self.i] == "or":
             self.i += 1
             items.append(self.and_())
-        return _BoolOp("or", tuple(items), _src=self.src, span=self.sp(i0, self.i - 1))
+        return _make_BoolOp("or", tuple(items), self.sp(i0, self.i - 1), self.src)
 
     def and_(self):
         i0 = self.i
@@ -605,7 +630,7 @@ class _Parser:
         while toks[self.i] == "and":
             self.i += 1
             items.append(self.not_())
-        return _BoolOp("and", tuple(items), _src=self.src, span=self.sp(i0, self.i - 1))
+        return _make_BoolOp("and", tuple(items), self.sp(i0, self.i - 1), self.src)
 
     def not_(self):
         toks = self.toks
@@ -619,7 +644,7 @@ class _Parser:
         node = self.comparison()
         end = self.i - 1
         for k in range(j - 1, i0 - 1, -1):
-            node = _Unary("not", node, _src=self.src, span=self.sp(k, end))
+            node = _make_Unary("not", node, self.sp(k, end), self.src)
         return node
 
     def comparison(self):
@@ -631,28 +656,28 @@ class _Parser:
             self.i += 1
             right = self.sum_()
             # the operator interned: a token's own string would be kept once per node
-            return _Binary(_intern(t), left, right, _src=self.src, span=self.sp(i0, self.i - 1))
+            return _make_Binary(_intern(t), left, right, self.sp(i0, self.i - 1), self.src)
         if t == "in":
             self.i += 1
             right = self.sum_()
-            return _Binary("in", left, right, _src=self.src, span=self.sp(i0, self.i - 1))
+            return _make_Binary("in", left, right, self.sp(i0, self.i - 1), self.src)
         if t == "not":
             if toks[self.i + 1] != "in":
                 raise GiveUp("not without in")
             self.i += 2
             right = self.sum_()
-            return _Binary("not in", left, right, _src=self.src, span=self.sp(i0, self.i - 1))
+            return _make_Binary("not in", left, right, self.sp(i0, self.i - 1), self.src)
         if t == "matches":
             self.i += 1
             pattern = self.string()
-            return _Matches(left, pattern, _src=self.src, span=self.sp(i0, self.i - 1))
+            return _make_Matches(left, pattern, self.sp(i0, self.i - 1), self.src)
         if t == "has":
             self.i += 1
             if toks[self.i][:1] == '"':
                 name = self.string()
             else:
                 name = self.name_any()
-            return _Has(left, name, _src=self.src, span=self.sp(i0, self.i - 1))
+            return _make_Has(left, name, self.sp(i0, self.i - 1), self.src)
         return left
 
     def sum_(self):
@@ -663,7 +688,7 @@ class _Parser:
         while t == "+" or t == "-":
             self.i += 1
             right = self.product()
-            left = _Binary(t, left, right, _src=self.src, span=self.sp(i0, self.i - 1))
+            left = _make_Binary(t, left, right, self.sp(i0, self.i - 1), self.src)
             t = toks[self.i]
         return left
 
@@ -675,7 +700,7 @@ class _Parser:
         while t == "*" or t == "/":
             self.i += 1
             right = self.unary()
-            left = _Binary(t, left, right, _src=self.src, span=self.sp(i0, self.i - 1))
+            left = _make_Binary(t, left, right, self.sp(i0, self.i - 1), self.src)
             t = toks[self.i]
         return left
 
@@ -691,7 +716,7 @@ class _Parser:
         node = self.postfix()
         end = self.i - 1
         for k in range(j - 1, i0 - 1, -1):
-            node = _Unary("-", node, _src=self.src, span=self.sp(k, end))
+            node = _make_Unary("-", node, self.sp(k, end), self.src)
         return node
 
     def postfix(self):
@@ -703,11 +728,11 @@ class _Parser:
             self.i += 1
             if t == ".":
                 name = self.name_any()
-                node = _Attr(node, name, _src=self.src, span=self.sp(i0, self.i - 1))
+                node = _make_Attr(node, name, self.sp(i0, self.i - 1), self.src)
             else:
                 idx = self.expr()
                 self.expect("]")
-                node = _Index(node, idx, _src=self.src, span=self.sp(i0, self.i - 1))
+                node = _make_Index(node, idx, self.sp(i0, self.i - 1), self.src)
             t = toks[self.i]
         return node
 
@@ -720,7 +745,7 @@ class _Parser:
             if t in KEYWORDS:
                 if t == "true" or t == "false":
                     self.i = i + 1
-                    return _Literal(t == "true", "bool", _src=self.src, span=self.sp(i, i))
+                    return _make_Literal(t == "true", "bool", self.sp(i, i), self.src)
                 raise GiveUp("keyword in an expression")
             self.i = i + 1
             if toks[i + 1] == "(":
@@ -732,26 +757,26 @@ class _Parser:
                         self.i += 1
                         args.append(self.expr())
                 self.expect(")")
-                return _Call(_intern(t), tuple(args), _src=self.src, span=self.sp(i, self.i - 1))
-            return _Name(_intern(t), _src=self.src, span=self.sp(i, i))
+                return _make_Call(_intern(t), tuple(args), self.sp(i, self.i - 1), self.src)
+            return _make_Name(_intern(t), self.sp(i, i), self.src)
         if c == '"':
             self.i = i + 1
-            return _Literal(self.string_at(i), "string", _src=self.src, span=self.sp(i, i))
+            return _make_Literal(self.string_at(i), "string", self.sp(i, i), self.src)
         if c in _DIGITS:
             self.i = i + 1
             last = t[-1]
             if last in "dhms":
                 if len(t) > 300:
                     raise GiveUp("long duration")
-                return _Literal(parse_duration(t), "duration", _src=self.src, span=self.sp(i, i))
+                return _make_Literal(parse_duration(t), "duration", self.sp(i, i), self.src)
             if "." in t:
                 value = float(t)
                 if value == float("inf"):
                     raise GiveUp("decimal out of range")
-                return _Literal(value, "decimal", _src=self.src, span=self.sp(i, i))
+                return _make_Literal(value, "decimal", self.sp(i, i), self.src)
             if len(t) > 300:
                 raise GiveUp("long integer")
-            return _Literal(int(t), "int", _src=self.src, span=self.sp(i, i))
+            return _make_Literal(int(t), "int", self.sp(i, i), self.src)
         if t == "(":
             self.i = i + 1
             inner = self.expr()
@@ -769,7 +794,7 @@ class _Parser:
                 elif toks[self.i] != "]":
                     raise GiveUp("expected ',' or ']'")
             self.i += 1
-            return nodes.ListExpr(tuple(items), _src=self.src, span=self.sp(i, self.i - 1))
+            return _make_ListExpr(tuple(items), self.sp(i, self.i - 1), self.src)
         raise GiveUp("expected an expression")
 
 

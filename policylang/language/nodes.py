@@ -7,7 +7,9 @@ in layout have equal trees (the formatter's round-trip tests rely on it).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import inspect
+from dataclasses import dataclass, field, fields
+from typing import Callable
 
 from .source import SourceMap, Span
 
@@ -345,3 +347,30 @@ def walk(node: Node):
         n = stack.pop()
         yield n
         stack.extend(reversed(children(n)))
+
+
+# ------------------------------------------------------------------ fast construction
+
+def maker(cls: type) -> "Callable[..., Node]":
+    """A function making ``cls`` nodes: the very object ``cls(...)`` makes, without the
+    frozen dataclass ``__init__`` (one ``object.__setattr__`` per field through a Python
+    frame: ~730 ns for an :class:`Attr`, against ~280 ns for the slots set directly). The
+    fast parser makes every node with these (a 10,000-rule set is ~250,000 nodes).
+
+    Its parameters are positional, all required: the fields ``__init__`` takes
+    positionally, in order, then ``span`` and ``_src``, then any other keyword-only field
+    (``head_span``, ``name_span``, ``action_spans``). The code is generated in a fresh
+    namespace; each slot is set through its member descriptor (for a field a property
+    reads, the property's setter, which is that descriptor's)."""
+    fs = fields(cls)
+    order = [f.name for f in fs if not f.kw_only] + ["span", "_src"]
+    order += [f.name for f in fs if f.kw_only and f.name not in order]
+    namespace: dict = {"_new": object.__new__, "_cls": cls}
+    lines = [f"def make_{cls.__name__}({', '.join(order)}):", "    o = _new(_cls)"]
+    for i, name in enumerate(order):
+        attr = inspect.getattr_static(cls, name)
+        namespace[f"_s{i}"] = attr.fset if isinstance(attr, property) else attr.__set__
+        lines.append(f"    _s{i}(o, {name})")
+    lines.append("    return o")
+    exec(compile("\n".join(lines), f"<nodes.maker {cls.__name__}>", "exec"), namespace)  # noqa: S102 - our own text
+    return namespace[f"make_{cls.__name__}"]
