@@ -178,6 +178,7 @@ class ExpressionWalk:
         #: being walked when it is one, else None
         self.entity_reads = self.facts.entity_reads
         self.gate = None
+        self._entity_types: dict = {}
         self._d = {
             nodes.Literal: self._literal, nodes.Name: self._name, nodes.Attr: self._attr, nodes.Index: self._index,
             nodes.Call: self._call, nodes.Unary: self._unary, nodes.Binary: self._binary, nodes.BoolOp: self._boolop,
@@ -217,9 +218,11 @@ class ExpressionWalk:
                 self._rule(info)
                 self.used_constants = all_used
                 all_used.update(used)
-                results = (*(tuple(x[n:]) for x, n in zip(lists, starts)), tuple(facts.entity_reads[reads0:]),
-                           frozenset(used))
-                results = results if any(results) else None
+                if used or len(facts.entity_reads) != reads0 or any(len(x) != n for x, n in zip(lists, starts)):
+                    results = (*(tuple(x[n:]) for x, n in zip(lists, starts)), tuple(facts.entity_reads[reads0:]),
+                               frozenset(used))
+                else:  # the rule found nothing (the common case): no empty tuples to make
+                    results = None
             if out is not None:
                 out.record(info.index, rule, walk=results, stage="walk")
 
@@ -285,8 +288,16 @@ class ExpressionWalk:
 
     def enter_rule(self, target: nodes.Target) -> None:
         sch = self.sch
-        self.principal = EntityType("principal", targeted(target.subjects, sch.principals))
-        self.resource = EntityType("resource", targeted(target.resources, sch.resources))
+        # one (equal, immutable) EntityType per distinct list of kinds: rules share them
+        types = self._entity_types
+        kinds = targeted(target.subjects, sch.principals)
+        if (t := types.get(("principal", kinds))) is None:
+            t = types[("principal", kinds)] = EntityType("principal", kinds)
+        self.principal = t
+        kinds = targeted(target.resources, sch.resources)
+        if (t := types.get(("resource", kinds))) is None:
+            t = types[("resource", kinds)] = EntityType("resource", kinds)
+        self.resource = t
         acts = target.actions
         if acts is None or not sch.actions:
             self.action = ActionType(None if acts is None else ())
