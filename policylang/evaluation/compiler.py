@@ -567,7 +567,11 @@ def _sk(node: nodes.Expr, bound: frozenset, constants, lits: list, exact: bool) 
     description is part of an error message) are keyed exactly (``exact``)."""
     cls = node.__class__
     if cls is nodes.Attr:
-        k, f = _sk(node.obj, bound, constants, lits, True)
+        obj = node.obj
+        if obj.__class__ is nodes.Name:  # a root's attribute (the commonest read): the Name case inline
+            n = obj.name
+            return ("A", ("N", n), node.name), (n in bound or n not in constants)
+        k, f = _sk(obj, bound, constants, lits, True)
         return ("A", k, node.name), f
     if cls is nodes.Name:
         n = node.name

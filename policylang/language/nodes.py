@@ -288,21 +288,37 @@ class Rule(Node):
                 return a.value
         return None
 
+    # (plain loops testing the class: the compiler reads these for every rule of a set,
+    # and a generator with isinstance costs several times as much; node classes have no
+    # subclasses)
     @property
     def grant(self) -> Grant | None:
-        return next((c for c in self.clauses if isinstance(c, Grant)), None)
+        for c in self.clauses:
+            if c.__class__ is Grant:
+                return c
+        return None
 
     @property
     def by(self) -> By | None:
-        return next((c for c in self.clauses if isinstance(c, By)), None)
+        for c in self.clauses:
+            if c.__class__ is By:
+                return c
+        return None
 
     @property
     def limits(self) -> tuple[Limit, ...]:
-        return tuple(c for c in self.clauses if isinstance(c, Limit))
+        found = ()
+        for c in self.clauses:
+            if c.__class__ is Limit:
+                found += (c,)
+        return found
 
     @property
     def because(self) -> str | None:
-        return next((c.text for c in self.clauses if isinstance(c, Because)), None)
+        for c in self.clauses:
+            if c.__class__ is Because:
+                return c.text
+        return None
 
 
 Rule.head_span = _span_property(Rule.__dict__["head_span"], "The span of the head keyword(s).")
