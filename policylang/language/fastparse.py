@@ -9,10 +9,10 @@ nested deeper than the builder allows. ``parse`` then runs the LALR driver, whic
 produces the tree or the usual E001, so the diagnostics never come from here.
 
 Tokens: the grammar's terminal patterns (grammar/policy.lark) in one regex, applied
-with ``findall`` to a window of the text at a time (:data:`WINDOW`; no token spans a
-line: strings and comments cannot hold a newline). Each match is
-``(blanks-and-comment, token)``; the blanks and comments are skipped, and a character
-no terminal matches is a one-character token no rule accepts (so it is given up on). A
+with ``split`` to a window of the text at a time (:data:`WINDOW`; no token spans a
+line: strings and comments cannot hold a newline). The split gives the blanks between
+the tokens and the tokens; the blanks and the comments are dropped, and a character no
+terminal matches is a one-character token no rule accepts (so it is given up on). A
 token is its text: the parser tells names, numbers, strings and punctuation apart by the
 text itself.
 """
@@ -57,12 +57,15 @@ PUNCTUATION = ("==", "!=", "<=", ">=", "<", ">", "=", "+", "-", "*", "/", "@", "
 #: or those two characters, and the rest keep their order (durations before decimals
 #: before integers; punctuation longest first)
 _FIRST = (TOKEN_PATTERNS["NAME"], re.escape("."), re.escape(","), TOKEN_PATTERNS["STRING"])
+#: One alternative per token, for ``split``: a comment (dropped after), the terminals,
+#: then any other character but a blank (a one-character token no rule accepts). What
+#: ``split`` leaves between two tokens is then only blanks (space, tab, CR, LF, FF).
 _TOKENS = re.compile(
-    r"((?:[ \t\r\n\f]++|#[^\n]*+)*+)("
+    r"(#[^\n]*+|"
     + "|".join(_FIRST)
     + "|" + "|".join(v for k, v in TOKEN_PATTERNS.items() if k not in ("NAME", "STRING"))
     + "|" + "|".join(re.escape(p) for p in PUNCTUATION if p not in (".", ","))
-    + r"|\Z|[\s\S])"
+    + r"|[^ \t\r\n\f])"
 )
 _NAME_START = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_")
 _DIGITS = frozenset("0123456789")
@@ -112,19 +115,32 @@ class GiveUp(Exception):
 
 def _tokenize(text: str, pos: int = 0, endpos: int | None = None, line_starts=None):
     """``(tokens, starts, ends, line_starts)`` of ``text[pos:endpos]`` (offsets into
-    ``text``); the tokens end with an ``""`` sentinel (``\\Z`` matches at ``endpos``).
+    ``text``); the tokens end with an ``""`` sentinel at ``endpos``.
 
-    One ``findall`` over the text gives ``(blanks-and-comments, token)`` pairs (a
-    character no terminal takes is a one-character token the parser never accepts), and
-    the offsets are the running sum of the pieces' lengths."""
-    pairs = _TOKENS.findall(text, pos, len(text) if endpos is None else endpos)
-    toks = list(map(_second, pairs))
+    ``split`` of that piece of text gives ``[blanks, token, blanks, token, …, blanks]``
+    (one list of strings: no tuple per token, the dearest part of a ``findall`` of
+    ``(blanks, token)`` pairs); the offsets are the running sum of the pieces' lengths.
+    Comments are tokens of the split, dropped here (only where the piece holds a
+    ``#``). A character no terminal takes is a one-character token the parser never
+    accepts."""
+    end = len(text) if endpos is None else endpos
+    parts = _TOKENS.split(text[pos:end])
+    toks = parts[1::2]
     # a list, not an array: a window's few thousand offsets are small, and an array
     # converts each item through PyArg_Parse (a tenth of the parse's instructions)
-    cum = list(accumulate(map(len, chain.from_iterable(pairs)), initial=pos))
-    del pairs
-    starts = cum[1::2]
+    cum = list(accumulate(map(len, parts), initial=pos))
+    del parts
+    starts = cum[1:-1:2]  # (the last item is where the blanks after the last token end)
     ends = cum[2::2]
+    if "#" in text[pos:end]:  # comments (or a "#" in a string): drop the comment tokens
+        kept = [k for k, t in enumerate(toks) if t[:1] != "#"]
+        if len(kept) != len(toks):
+            toks = [toks[k] for k in kept]
+            starts = [starts[k] for k in kept]
+            ends = [ends[k] for k in kept]
+    toks.append("")
+    starts.append(end)
+    ends.append(end)
     return toks, starts, ends, _line_starts(text) if line_starts is None else line_starts
 
 
