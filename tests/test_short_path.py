@@ -158,3 +158,21 @@ def _requests(draw):
 @given(_sets(), st.lists(_requests(), min_size=1, max_size=6))
 def test_generated_permit_and_forbid_sets_agree_with_the_interpreter(text, reqs):
     _agree(text, reqs)
+
+
+def test_an_instrumented_engine_counts_each_test_once_when_a_rule_raises():
+    """A rule that raises sends a short-path request down the full path, which evaluates
+    the plan again: an instrumented engine (whose counters are a regression guard) must
+    still count each evaluated test once, as for a plan that never takes the short path."""
+    text = ('permit * to read on doc when principal.dept == "eng"\n'
+            'forbid * to read on doc when resource.size > 10\n')  # raises: no size attribute
+    raising = policylang.Engine(policylang.loads(text), cache_size=0, instrument=True)
+    d = raising.decide(_req())
+    assert d.decision == "deny" and d.errors  # the forbid raised: fail closed
+    # the same tests, counted by a plan that is not simple (a grant keeps it off the path)
+    full = policylang.Engine(policylang.loads(
+        'permit * to read on doc when principal.dept == "eng"\n  grant "doc:read" for 10m\n'
+        'forbid * to read on doc when resource.size > 10\n'), cache_size=0, instrument=True)
+    assert not full.tree.plan("agent", "read", "doc").simple
+    full.decide(_req())
+    assert raising.counters.conditions == full.counters.conditions == 2

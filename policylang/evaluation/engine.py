@@ -115,6 +115,10 @@ class Engine:
         self._cache_lock = threading.Lock()
         #: the reservation step of docs/language.md#limits; None for a set without limits
         self._limiter = Limiter(limits, clock) if set_has_limits(policies) else None
+        #: the short path (docs/engine.md#short-path) is taken by an engine without a limit
+        #: store and not instrumented: a rule that raises there has the plan evaluated
+        #: again on the full path, which would count its tests twice
+        self._short = self._limiter is None and not instrument
         #: docs/requests.md#strict: refuse unknown keys instead of ignoring them
         self.strict = strict
 
@@ -329,7 +333,7 @@ class Engine:
     def _evaluate(self, plan, parts: tuple, request: Mapping, approvals, reserve: bool = True) -> Decision:
         # hot path, kept whole on purpose (see the note above _decide)
         P, A, R, C, K, CH, I, approval = parts
-        if plan.simple and self._limiter is None:
+        if plan.simple and self._short:
             # the short path (docs/engine.md#short-path; compiler.Plan.simple: plain permits
             # and forbids, at most one index group): the holding rules are collected by
             # effect as they are found, and decision.combine_plain (what combine does for
