@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from lark import Lark
 from policygen import MUTATION_PIECES, policy_sets
 from policygen import mutate as _mutate
@@ -511,3 +512,43 @@ def test_a_node_maker_makes_what_the_class_makes(cls):
     # a missing argument is an error, not a node with an unset slot
     with pytest.raises(TypeError):
         nodes.maker(cls)(*[values[f.name] for f in positional])
+
+
+# ------------------------------------------------------------------ the tokeniser
+# fastparse tokenises a window with one ``split``; the oracle below is the findall of
+# (blanks-and-comments, token) pairs it replaced (what every tree test above was first
+# checked with). Both must give the same tokens and offsets on any text.
+_ORACLE = re.compile(
+    r"((?:[ \t\r\n\f]++|#[^\n]*+)*+)("
+    + "|".join(F.TOKEN_PATTERNS[k] for k in ("NAME", "DURATION", "DECIMAL", "INT", "STRING"))
+    + "|" + "|".join(re.escape(p) for p in F.PUNCTUATION)
+    + r"|\Z|[\s\S])"
+)
+
+
+def _oracle_tokens(text: str, pos: int, end: int):
+    toks, starts, ends = [], [], []
+    at = pos
+    for blanks, tok in _ORACLE.findall(text, pos, end):
+        at += len(blanks)
+        toks.append(tok)
+        starts.append(at)
+        at += len(tok)
+        ends.append(at)
+        if tok == "":  # the end (findall may give a second, empty match there: the parser stops at the first)
+            break
+    return toks, starts, ends
+
+
+_ALPHABET = list('ab_1.9"\\#\n\r\t\f\v \xa0é=<!-*@(),:[]{}') + ['10m', '1h30m', '2.5', '"x#y"', '# c\n', 'permit']
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from(_ALPHABET), max_size=40), st.integers(0, 5), st.integers(0, 5))
+def test_the_split_tokeniser_gives_the_findall_tokens_and_offsets(pieces, cut_start, cut_end):
+    text = "".join(pieces)
+    pos = min(cut_start, len(text))
+    end = max(pos, len(text) - cut_end)
+    toks, starts, ends, _ = F._tokenize(text, pos, end, [])
+    assert (toks, starts, ends) == _oracle_tokens(text, pos, end), repr(text[pos:end])
+    assert toks[-1] == "" and starts[-1] == ends[-1] == end
