@@ -23,8 +23,7 @@ import json
 import re
 import sys
 from array import array
-from itertools import accumulate, chain
-from operator import itemgetter
+from itertools import accumulate
 
 from . import nodes
 from .source import SourceMap, SourcePart, Span
@@ -76,7 +75,6 @@ _CLAUSE_OR_STATEMENT = frozenset(("when", "unless", "grant", "by", "because", "l
 
 _intern = sys.intern
 _setattr = object.__setattr__
-_second = itemgetter(1)
 
 
 #: the node makers (nodes.maker: the class's object without its dataclass __init__), one
@@ -124,7 +122,8 @@ def _tokenize(text: str, pos: int = 0, endpos: int | None = None, line_starts=No
     ``#``). A character no terminal takes is a one-character token the parser never
     accepts."""
     end = len(text) if endpos is None else endpos
-    parts = _TOKENS.split(text[pos:end])
+    piece = text[pos:end]
+    parts = _TOKENS.split(piece)
     toks = parts[1::2]
     # a list, not an array: a window's few thousand offsets are small, and an array
     # converts each item through PyArg_Parse (a tenth of the parse's instructions)
@@ -132,7 +131,7 @@ def _tokenize(text: str, pos: int = 0, endpos: int | None = None, line_starts=No
     del parts
     starts = cum[1:-1:2]  # (the last item is where the blanks after the last token end)
     ends = cum[2::2]
-    if "#" in text[pos:end]:  # comments (or a "#" in a string): drop the comment tokens
+    if "#" in piece:  # comments (or a "#" in a string): drop the comment tokens
         kept = [k for k, t in enumerate(toks) if t[:1] != "#"]
         if len(kept) != len(toks):
             toks = [toks[k] for k in kept]

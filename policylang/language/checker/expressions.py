@@ -288,21 +288,21 @@ class ExpressionWalk:
 
     def enter_rule(self, target: nodes.Target) -> None:
         sch = self.sch
-        # one (equal, immutable) EntityType per distinct list of kinds: rules share them
-        types = self._entity_types
-        kinds = targeted(target.subjects, sch.principals)
-        if (t := types.get(("principal", kinds))) is None:
-            t = types[("principal", kinds)] = EntityType("principal", kinds)
-        self.principal = t
-        kinds = targeted(target.resources, sch.resources)
-        if (t := types.get(("resource", kinds))) is None:
-            t = types[("resource", kinds)] = EntityType("resource", kinds)
-        self.resource = t
+        self.principal = self._entity_type("principal", targeted(target.subjects, sch.principals))
+        self.resource = self._entity_type("resource", targeted(target.resources, sch.resources))
         acts = target.actions
         if acts is None or not sch.actions:
             self.action = ActionType(None if acts is None else ())
         else:
             self.action = ActionType(tuple(dict.fromkeys(a for a in acts if a in sch.actions)))
+
+    def _entity_type(self, category: str, kinds: tuple[str, ...] | None) -> EntityType:
+        """One (equal, immutable) EntityType per category and list of kinds: rules share them."""
+        key = (category, kinds)
+        t = self._entity_types.get(key)
+        if t is None:
+            t = self._entity_types[key] = EntityType(category, kinds)
+        return t
 
     # -- expressions --------------------------------------------------------------
     def _literal(self, n: nodes.Literal, env):

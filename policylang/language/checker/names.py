@@ -84,7 +84,7 @@ def _resolve(ctx: CheckContext, n: nodes.Expr, bound: tuple[str, ...]) -> None:
         obj = n.obj
         if obj.__class__ is nodes.Name:
             _name(ctx, obj, bound)
-            if obj.name == "delegation" and "delegation" not in bound:
+            if _is_delegation(obj, bound):
                 _delegation_field(ctx, n.name, tail_span(n.span, len(n.name)))
             return
     elif cls is nodes.Binary:
