@@ -29,6 +29,13 @@ the figure. Every decision is checked against the scenario's expected one; a mis
 fails the run (exit status 1). Needs a Python whose ``_operator_call`` symbol is not
 stripped (python.org and pyenv builds keep it; the script says so otherwise).
 
+``--cache-sim MIB`` also runs callgrind's cache simulation with a last-level cache of MIB
+MiB (16-way, 64-byte lines; the first level is the machine's) and reports the simulated
+data misses of each level per decision: the second noise-free figure. Two sets that run
+the same instructions can still differ in time when one's data does not stay in a core's
+cache (the L scenario's 10,000 rules, against a 4 MiB L2); a layout change is kept when it
+cuts these misses (docs/engine.md#memory-locality).
+
 A fixed ``PYTHONHASHSEED`` keeps string hashing, hence dict probing, the same run to run.
 ``--gate RATIO`` exits with status 1 when any peer's count per decision divided by
 policylang's is below ``RATIO`` (policylang is measured whenever ``--gate`` is given), so a
@@ -92,43 +99,71 @@ def valgrind_available() -> bool:
     return shutil.which("valgrind") is not None
 
 
+def cache_options(mib: int | None) -> list[str]:
+    """callgrind's options for a simulated last-level cache of ``mib`` MiB (none: no
+    simulation). valgrind wants a power-of-two number of sets, so ``mib`` is a power of two."""
+    if mib is None:
+        return []
+    if mib < 1 or mib & (mib - 1):
+        raise ValueError(f"--cache-sim wants a power of two of MiB (1, 2, 4, 8, ...), got {mib}")
+    return ["--cache-sim=yes", f"--LL={mib * 1024 * 1024},16,64"]
+
+
+def events(stderr: str) -> dict[str, int]:
+    """callgrind's totals by event name (Ir, and with --cache-sim D1mr, DLmw, ...)."""
+    names = re.search(r"Events\s*:\s*([A-Za-z0-9 ]+)", stderr)
+    totals = re.search(r"Collected\s*:\s*([\d ]+)", stderr)
+    if not totals:
+        return {}
+    values = [int(v) for v in totals.group(1).split()]
+    keys = names.group(1).split() if names else ["Ir"]
+    return dict(zip(keys, values))
+
+
 def count(engine: str, data: str, child: str, tmp: str, *, tree: str, warmup: int,
-          decisions: int, batch: int) -> dict:
-    """Run one engine under callgrind; {'instructions', 'decisions', 'mismatches', ...}."""
+          decisions: int, batch: int, cache_sim: int | None = None) -> dict:
+    """Run one engine under callgrind; {'instructions', 'decisions', 'mismatches', ...}
+    (and with ``cache_sim`` MiB, the simulated 'd1_misses' and 'll_misses' per decision)."""
     out_file = os.path.join(tmp, f"cg.{re.sub(r'[^A-Za-z0-9]+', '_', engine)}.out")
     # a fixed hash seed: string hashing changes dict probing, hence the count, run to run
     env = dict(os.environ, PYTHONPATH=tree, PYTHONHASHSEED="0")
     proc = subprocess.run(
         ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_file}",
-         "--collect-atstart=no", f"--toggle-collect={TOGGLE}",
+         "--collect-atstart=no", f"--toggle-collect={TOGGLE}", *cache_options(cache_sim),
          sys.executable, child, str(ROOT), data, engine, str(warmup), str(decisions), str(batch)],
         env=env, cwd=tmp, capture_output=True, text=True, check=False)
     Path(out_file).unlink(missing_ok=True)
     if proc.returncode != 0:
         raise RuntimeError(f"{engine}: the child failed under callgrind (exit {proc.returncode}):\n"
                            f"{proc.stderr[-3000:]}")
-    m = re.search(r"Collected\s*:\s*(\d+)", proc.stderr)
-    if not m:
+    ev = events(proc.stderr)
+    if "Ir" not in ev:
         raise RuntimeError(f"{engine}: callgrind printed no total:\n{proc.stderr[-2000:]}")
-    total = int(m.group(1))
+    total = ev["Ir"]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     if result["decisions"] and total < 100 * result["decisions"]:
         raise RuntimeError(f"{engine}: callgrind collected {total:,} instructions for "
                            f"{result['decisions']:,} decisions: this Python's {TOGGLE} symbol is "
                            "probably stripped (a Python with its symbol table is needed)")
-    result.update(instructions=total, warmup=warmup, per_decision=total / max(1, result["decisions"]))
+    n = max(1, result["decisions"])
+    result.update(instructions=total, warmup=warmup, per_decision=total / n)
+    if cache_sim is not None:
+        result.update(cache_mib=cache_sim, d1_misses=(ev.get("D1mr", 0) + ev.get("D1mw", 0)) / n,
+                      ll_misses=(ev.get("DLmr", 0) + ev.get("DLmw", 0)) / n)
     return result
 
 
 def measure(scenario: str = "M", engines: list[str] | tuple[str, ...] = ("policylang",), *,
             tree: str | None = None, warmup: int = 200, decisions: int = 2000, batch: int = 16,
             caps: dict[str, int] | None = None, jobs: int = 2, seed: int | None = None,
-            n_requests: int = 2_000, log=None) -> dict:
+            n_requests: int = 2_000, cache_sim: int | None = None, log=None) -> dict:
     """Count instructions per decision for each engine on one scenario's stream.
 
     ``caps``: {engine: N}, at most N warm-up and N measured decisions for that engine (the
-    slow peers). Returns {"scenario", "engines": {name: {...}}, "ratios": {name: x / policylang}}.
+    slow peers). ``cache_sim``: simulate a last-level cache of that many MiB (:func:`count`).
+    Returns {"scenario", "engines": {name: {...}}, "ratios": {name: x / policylang}}.
     """
+    cache_options(cache_sim)  # a bad size is refused before anything runs
     from benchmarks import scenarios as sc
     from benchmarks.peers import ADAPTERS, VARIANTS
 
@@ -158,7 +193,7 @@ def measure(scenario: str = "M", engines: list[str] | tuple[str, ...] = ("policy
             if log:
                 log(f"  callgrind {scenario} {e}: warm-up {w}, {n} decisions")
             return e, count(e, data, child, tmp, tree=tree or str(ROOT), warmup=w, decisions=n,
-                            batch=batch)
+                            batch=batch, cache_sim=cache_sim)
 
         with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
             futures = [pool.submit(one, e) for e in engines]
@@ -177,16 +212,24 @@ def measure(scenario: str = "M", engines: list[str] | tuple[str, ...] = ("policy
 
 
 def markdown(result: dict) -> str:
-    rows = ["| scenario | engine | instructions per decision | × policylang | decisions counted | warm-up | agreement |",
-            "|---|---|---:|---:|---:|---:|---|"]
+    sim = any("ll_misses" in r for r in result["engines"].values())
+    head = "| scenario | engine | instructions per decision | × policylang |"
+    rule = "|---|---|---:|---:|"
+    if sim:
+        mib = next(r["cache_mib"] for r in result["engines"].values() if "cache_mib" in r)
+        head += f" D1 misses per decision | LL ({mib} MiB) misses per decision |"
+        rule += "---:|---:|"
+    rows = [head + " decisions counted | warm-up | agreement |", rule + "---:|---:|---|"]
     for e, r in result["engines"].items():
         ratio = result["ratios"].get(e)
         agree = "all match" if not r["mismatches"] else f"**{r['mismatches']} MISMATCHES**"
+        misses = f" {r['d1_misses']:,.1f} | {r['ll_misses']:,.2f} |" if sim else ""
         rows.append(f"| {result['scenario']} | {e} | {r['per_decision']:,.0f} | "
-                    f"{_ratio(ratio)} | {r['decisions']:,} | "
+                    f"{_ratio(ratio)} |{misses} {r['decisions']:,} | "
                     f"{r['warmup']:,} | {agree} |")
     for e, err in result.get("errors", {}).items():
-        rows.append(f"| {result['scenario']} | {e} | — | — | — | — | {err.splitlines()[0]} |")
+        dashes = " — | — |" if sim else ""
+        rows.append(f"| {result['scenario']} | {e} | — | — |{dashes} — | — | {err.splitlines()[0]} |")
     return "\n".join(rows)
 
 
@@ -228,6 +271,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=2, help="engines counted at once (default 2)")
     ap.add_argument("--gate", type=float, default=None, metavar="RATIO",
                     help="exit 1 when a peer's count / policylang's count is below RATIO")
+    ap.add_argument("--cache-sim", type=int, default=None, metavar="MIB",
+                    help="also simulate a last-level cache of MIB MiB (a power of two) and report "
+                         "the data misses per decision")
     ap.add_argument("--json", type=Path, default=None, help="also write the figures as JSON here")
     args = ap.parse_args(argv)
     if args.n1 is not None or args.n2 is not None:
@@ -242,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         res = measure(args.scenario.upper(), engines, tree=args.tree, warmup=args.warmup,
                       decisions=args.decisions, batch=args.batch, caps=_caps(args.cap),
-                      jobs=args.jobs, n_requests=args.requests, log=log)
+                      jobs=args.jobs, n_requests=args.requests, cache_sim=args.cache_sim, log=log)
     except (RuntimeError, ValueError) as e:
         log(str(e))
         return 2

@@ -88,3 +88,41 @@ def test_cache_hit_variants_agree_and_hit():
             hits = adapter.engine.counters.cache_hits
             assert adapter.allowed(adapter.run(scn.requests)) == want, (name, scn.name)
             assert adapter.engine.counters.cache_hits - hits == len(scn.requests), (name, scn.name)
+
+
+#: the tail callgrind prints with --cache-sim=yes (valgrind 3.x), cut from a real run
+_SIM_STDERR = """==31536== Events    : Ir Dr Dw I1mr D1mr D1mw ILmr DLmr DLmw
+==31536== Collected : 39526697 10638629 5839391 145695 457522 87248 11532 21882 37116
+==31536==
+==31536== I   refs:      39,526,697
+"""
+
+
+def test_cache_sim_reads_callgrind_events_by_name():
+    """--cache-sim: the totals are read by the event names callgrind prints, not by
+    position, and a size valgrind would refuse (not a power of two) is refused first."""
+    from . import instructions
+
+    ev = instructions.events(_SIM_STDERR)
+    assert ev["Ir"] == 39526697 and ev["DLmr"] == 21882 and ev["DLmw"] == 37116
+    assert instructions.events("==1== Collected : 1234\n") == {"Ir": 1234}  # no simulation
+    assert instructions.events("no totals") == {}
+    assert instructions.cache_options(None) == []
+    assert instructions.cache_options(4) == ["--cache-sim=yes", "--LL=4194304,16,64"]
+    for bad in (0, 3, 6, -4):
+        with pytest.raises(ValueError, match="power of two"):
+            instructions.cache_options(bad)
+    assert instructions.main(["--cache-sim", "3"]) == 2  # refused before valgrind runs
+
+
+def test_cache_sim_columns_in_the_table(monkeypatch, capsys):
+    from . import instructions
+
+    res = _fake_counts()
+    for r in res["engines"].values():
+        r.update(cache_mib=4, d1_misses=150.25, ll_misses=20.5)
+    monkeypatch.setattr(instructions, "measure", lambda *a, **kw: res)
+    assert instructions.main(["--engine", "regorus,cel", "--cache-sim", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "LL (4 MiB) misses per decision" in out
+    assert "| M | regorus | 100,000 | 2.5× | 150.2 | 20.50 | 100 |" in out
