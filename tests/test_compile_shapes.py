@@ -107,3 +107,48 @@ def test_an_attribute_named_like_the_shape_placeholder_is_read_as_written():
                               "resource": {"type": "repo", "id": "r"}}).decision
     assert decide({"__shape__": "x"}) == "allow"
     assert decide({"_shape_0": "x"}) == "deny"
+
+
+def test_shared_literals_are_one_object_of_the_same_class_and_sign():
+    """_shared (docs/engine.md#memory-locality) makes equal literals one object, but only
+    within one class and, for floats, one sign: 1, 1.0 and True stay three values, -0.0
+    stays apart from 0.0 (a later division would tell them apart), NaN stays itself."""
+    import math
+
+    memo: dict = {}
+    a, b = "".join(["fin", "ance"]), "".join(["fi", "nance"])
+    assert a == b and a is not b
+    first = compiler._shared((a, 1, 1.0, 0.0, 10**30), memo)
+    again = compiler._shared((b, True, 1.0 * 1, -0.0, 10**30 + 0), memo)
+    assert again[0] is first[0]
+    assert [v.__class__ for v in again] == [str, bool, float, float, int]
+    assert again[1] is True and again[2] is first[2]
+    assert math.copysign(1.0, again[3]) == -1.0 and math.copysign(1.0, first[3]) == 1.0
+    assert again[4] is first[4]
+    nan = float("nan")
+    assert compiler._shared((nan,), memo)[0] is nan
+    assert compiler._shared((float("nan"),), memo)[0] is not nan
+
+
+def test_rules_with_equal_literals_share_their_objects():
+    """Ten rules comparing the risk score with the same threshold point to one float (the
+    parser makes a new one for each rule's text); and the set decides as the interpreter
+    does."""
+    text = "".join(f'permit * to read on doc when principal.dept == "d{n}" and risk.score < 0.5\n'
+                   for n in range(10))
+    ps = policylang.loads(text, name="shared.policy")
+    rules, _src, _f = compile_rules(ps)
+    defaults = [v for cr in rules for fn in (cr.check, cr.rest) if fn is not None
+                for v in (fn.__defaults__ or ()) if v.__class__ is float]
+    assert len(defaults) >= 10 and len({id(v) for v in defaults}) == 1
+    engine = policylang.Engine(ps, cache_size=0)
+    for dept, score in (("d3", 0.2), ("d3", 0.7), ("d9", 0.49), ("x", 0.1)):
+        r = {"principal": {"id": "a", "kind": "agent", "attrs": {"dept": dept}},
+             "action": "read", "resource": {"type": "doc", "id": "x"}, "risk": {"score": score}}
+        assert engine.decide(r).to_dict()["rules"] == interpreter.decide(ps, r).to_dict()["rules"]
+
+
+def test_the_fields_every_decision_reads_lead_the_compiled_rule():
+    """A matched rule's order, effect, id and reason are read by every decision holding
+    it: they come first, in the object's first cache line (docs/engine.md#memory-locality)."""
+    assert compiler.CompiledRule.__slots__[:4] == ("order", "effect", "id", "reason")

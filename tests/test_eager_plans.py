@@ -87,3 +87,31 @@ def test_the_memo_of_requests_triples_is_bounded_and_never_changes_a_plan(monkey
         assert len(tree._raw) <= 8
     fresh = policylang.Engine(ps, cache_size=0)
     assert [_summary(memo_engine.decide(r)) for r in stream] == [_summary(fresh.decide(r)) for r in stream]
+
+
+def test_the_memo_of_requests_triples_holds_the_sets_own_strings():
+    """The memo's keys are the set's strings of the kind, action and type wherever the set
+    names them (docs/engine.md#memory-locality), whichever copy the first request sent; a
+    name no rule mentions stays the request's; and the memo still finds the plan when the
+    next request sends yet another copy."""
+    ps = policylang.loads('permit agent to read on doc when principal.ok == true\n')
+    engine = policylang.Engine(ps, cache_size=0)
+    tree = engine.tree
+
+    def fresh(s: str) -> str:
+        return "".join(list(s))  # equal, not the same object
+
+    req = {"principal": {"kind": fresh("agent"), "id": "a", "attrs": {"ok": True}},
+           "action": fresh("read"), "resource": {"type": fresh("doc"), "id": "d"}}
+    assert engine.decide(req).decision == "allow"
+    ((k, a, t),) = [key for key in tree._raw if key == ("agent", "read", "doc")]
+    names = {n: n for n in (*tree.kinds, *tree.actions, *tree.types)}
+    assert k is names["agent"] and a is names["read"] and t is names["doc"]
+    assert k is not req["principal"]["kind"]
+    other = fresh("fly")
+    engine.decide({**req, "action": other})
+    ((_, a2, _),) = [key for key in tree._raw if key[1] == "fly"]
+    assert a2 is other  # not a name of the set: the request's string
+    again = {**req, "action": fresh("read")}
+    assert tree.plan("agent", again["action"], "doc") is tree._plan("agent", "read", "doc")
+    assert engine.decide(again).decision == "allow"

@@ -33,6 +33,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from math import copysign as _copysign
 from typing import Any
 from types import FunctionType as _FunctionType
 
@@ -365,9 +366,14 @@ ExpressionCodegen._BY_NODE = {
 
 @dataclass(eq=False, slots=True)
 class CompiledRule:
-    info: RuleInfo
+    # the fields every decision that holds this rule reads come first, so that they share
+    # the object's first cache line with its header (a set of 10,000 rules does not stay
+    # in a core's cache; docs/engine.md#memory-locality)
     order: int
     effect: str
+    id: str
+    reason: str | None
+    info: RuleInfo
     check: Callable
     #: the check without its first test (when that test is indexed), else None
     rest: Callable | None
@@ -380,9 +386,6 @@ class CompiledRule:
     resources: dict | None
     #: attribute paths this rule reads (for cache keys); ("principal",) = the whole root
     reads: frozenset
-    #: precomputed for the hot path
-    id: str = ""
-    reason: str | None = None
     approvers: tuple[str, ...] = ()
     #: the rule's limits (docs/language.md#limits), :class:`~policylang.evaluation.limits.LimitSpec`
     limits: tuple = ()
@@ -766,6 +769,25 @@ class _Factory:
                       for f in self.functions])
 
 
+def _shared(params: tuple, memo: dict) -> tuple:
+    """``params`` with each string, integer and float replaced by the first equal one of
+    its class this compilation saw (a float's sign too: ``-0.0`` is not ``0.0``), so the
+    rules' defaults share the objects of their literals: ten thousand rules comparing a
+    risk score with fifty thresholds point to fifty floats, which stay in the cache, not
+    to ten thousand scattered copies (docs/engine.md#memory-locality; the parser already
+    gives equal strings one object, not equal numbers). The values are equal and
+    of the same class, so no evaluation can tell."""
+    out = []
+    for v in params:
+        c = v.__class__
+        if c is str or c is int:
+            v = memo.setdefault((c, v), v)
+        elif c is float and v == v:  # NaN equals nothing: each stays its own
+            v = memo.setdefault((c, v, _copysign(1.0, v)), v)
+        out.append(v)
+    return tuple(out)
+
+
 def _from_shape(shape: _Shape, rule: nodes.Rule, lits: list, constants, memo: dict) -> RuleCode:
     """The code record of a rule whose skeleton was generated before: the same shape, the
     parameters taken from its open literals (what :func:`_codegen` would make of it)."""
@@ -826,6 +848,7 @@ def compile_rules(policy_set: PolicySet, instrument: bool = False,
     #: skeleton key -> its _Shape (None: generate every rule of it in full)
     templates: dict[tuple, _Shape | None] = {}
     globs: dict = {}  # target references -> their glob table (one per distinct target)
+    literals: dict = {}  # one object per distinct literal parameter (_shared)
     pending = []
     out: list = [None] * len(policy_set.rules)
     for n, info in enumerate(policy_set.rules):
@@ -873,7 +896,7 @@ def compile_rules(policy_set: PolicySet, instrument: bool = False,
             subjects, resources, shape = code.subjects, code.resources, code.shape
         else:
             shape = code.shape_key
-            check, rest, grant_fn, limit_fn = factories[shape](code.params)
+            check, rest, grant_fn, limit_fn = factories[shape](_shared(code.params, literals))
             subjects = _globs_memo(rule.target.subjects, globs)
             resources = _globs_memo(rule.target.resources, globs)
         grant = rule.grant
@@ -1024,6 +1047,8 @@ class CompiledSet:
         self._plans: dict[tuple, Plan] = {}
         #: the requests' (kind, action, type) -> plan (:meth:`plan`; at most RAW_PLANS)
         self._raw: dict[tuple, Plan] = {}
+        #: each kind, action and type the rules name -> the set's one string of it
+        self._names: dict[str, str] = {n: n for names in (self.kinds, self.actions, self.types) for n in names}
         #: generated readers and key functions, shared by the plans that need the same
         #: one (bounded by the paths the rules read); filled under _lock
         self._readers: dict[tuple, Callable] = {}
@@ -1045,7 +1070,11 @@ class CompiledSet:
         memo = self._raw
         if len(memo) >= RAW_PLANS:
             memo.clear()
-        memo[raw] = plan
+        # keyed by the set's own strings where it names them, not the first request's:
+        # a lookup compares the request's strings with these, which the plans share and
+        # so stay in the cache (docs/engine.md#memory-locality)
+        names = self._names
+        memo[(names.get(kind, kind), names.get(action, action), names.get(rtype, rtype))] = plan
         return plan
 
     def _plan(self, kind: str, action: str, rtype: str) -> Plan:
