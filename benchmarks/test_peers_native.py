@@ -126,3 +126,27 @@ def test_cache_sim_columns_in_the_table(monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "LL (4 MiB) misses per decision" in out
     assert "| M | regorus | 100,000 | 2.5× | 150.2 | 20.50 | 100 |" in out
+
+
+def test_load_rounds_do_not_keep_the_previous_set_alive():
+    """compare.py's load timing drops each round's result before the next call, so no
+    round loads beside the set the round before built (a dead set would make every full
+    collection walk it); the last result is still returned."""
+    import weakref
+
+    from .compare import _median_cpu_wall
+
+    class Loaded:
+        pass
+
+    made: list = []
+
+    def load():
+        # when a round starts, every set an earlier round built is already gone
+        assert all(ref() is None for ref in made), "a previous round's set is still alive"
+        out = Loaded()
+        made.append(weakref.ref(out))
+        return out
+
+    cpu, wall, last = _median_cpu_wall(load, 4)
+    assert len(made) == 4 and last is made[-1]() and cpu >= 0 and wall >= 0
