@@ -1071,6 +1071,7 @@ def render_doc(all_res, engines, fig, checks_table, avail, args, cmd, plotted, x
         "python -m benchmarks.compare --scenarios M --engines policylang,casbin --budget 1   # a quick look",
         "python -m benchmarks.instructions --scenario M --engine policylang,regorus,cel --gate 5   # callgrind counts, gated",
         "python -m benchmarks.instructions --scenario L --warmup 2000 --cache-sim 4   # + simulated cache misses per decision",
+        "python -m benchmarks.load_phases --scenario L   # the load phase by phase, the collector's share, fresh processes",
         "pytest benchmarks/ --benchmark-enable --benchmark-only   # the pytest-benchmark suite, timed",
         "pytest benchmarks/ --benchmark-disable                    # what CI runs: a smoke test of every benchmark",
         "```",

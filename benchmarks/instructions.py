@@ -33,7 +33,7 @@ stripped (python.org and pyenv builds keep it; the script says so otherwise).
 MiB (16-way, 64-byte lines; the first level is the machine's) and reports the simulated
 data misses of each level per decision: the second noise-free figure. Two sets that run
 the same instructions can still differ in time when one's data does not stay in a core's
-cache (the L scenario's 10,000 rules, against a 4 MiB L2); a layout change is kept when it
+cache (the L scenario's 10,000 rules, against a core's 1 MiB L2 here); a layout change is kept when it
 cuts these misses (docs/engine.md#memory-locality).
 
 A fixed ``PYTHONHASHSEED`` keeps string hashing, hence dict probing, the same run to run.
