@@ -15,6 +15,7 @@ pytest.importorskip("celpy")
 
 from policylang.integrations.coaz_mapping import (
     DEFAULT_MAPPINGS,
+    EXTRA_MAPPINGS,
     MAPPING_KEY,
     Mapper,
     MappingError,
@@ -179,6 +180,26 @@ def test_pass_through_and_unknown_and_server_initiated():
     built = Mapper(methods={"resources/templates/list": extra}).build("resources/templates/list", {}, TOKEN)
     assert built.body["subject"] == {"type": "identity", "id": "alice@example.com"}
     assert built.body["resource"]["id"] == "https://mcp.example.com"
+
+
+def test_extra_mappings_decide_the_methods_the_binding_leaves_unmapped():
+    """docs/agents.md#methods-the-binding-does-not-map: opt-in, the shape of the binding's
+    initialize and resources/list under each method's own action name; nothing else changes."""
+    assert set(EXTRA_MAPPINGS) == {"server/discover", "resources/templates/list"}
+    assert not set(EXTRA_MAPPINGS) & set(DEFAULT_MAPPINGS)  # the binding's own stay as published
+    for method in EXTRA_MAPPINGS:
+        with pytest.raises(UnknownMethod):
+            mapper().build(method, {}, TOKEN)  # denied by default, as the binding says
+        built = mapper(methods=EXTRA_MAPPINGS).build(method, {}, TOKEN)
+        assert built.api == "evaluation"
+        assert built.body == {"subject": {"type": "identity", "id": "alice@example.com"},
+                              "action": {"name": method},
+                              "resource": {"type": "mcp_server", "id": "https://mcp.example.com"},
+                              "context": {"agent": TOKEN["client_id"]}}
+    m = mapper(methods=EXTRA_MAPPINGS)
+    assert m.build("tools/list", {}, TOKEN).body == mapper().build("tools/list", {}, TOKEN).body
+    with pytest.raises(UnknownMethod):
+        m.build("subscriptions/listen", {}, TOKEN)
 
 
 def test_absent_client_id_omits_the_agent():

@@ -37,6 +37,7 @@ from pathlib import Path
 from mcp import types
 from mcp.server.lowlevel import Server
 
+from policylang.integrations.coaz_mapping import EXTRA_MAPPINGS
 from policylang.integrations.mcp import (
     EmbeddedPDP,
     JwtVerifier,
@@ -124,8 +125,10 @@ async def call_tool(ctx, params: types.CallToolRequestParams) -> types.CallToolR
 
 def build(pdp, *, server_id: str | None, identity=None, issuer=None) -> tuple[Server, McpGuard]:
     server = Server("policylang-mcp-guard-example", on_list_tools=list_tools, on_call_tool=call_tool)
+    # methods=EXTRA_MAPPINGS: decide a modern client's server/discover (and
+    # resources/templates/list), which the binding leaves unmapped and so denies
     guard = McpGuard(pdp, server_id=server_id, identity=identity, issuer=issuer,
-                     require_token=issuer is not None)
+                     require_token=issuer is not None, methods=EXTRA_MAPPINGS)
     guard.install(server)
     return server, guard
 

@@ -18,7 +18,8 @@ out, exactly as the binding defines it.
 * **Default mappings** for every MCP method the binding lists (lifecycle, tools,
   resources, prompts, completion, logging, tasks); ``ping`` and ``notifications/*`` are
   pass-through; any other method raises :class:`UnknownMethod` (an authorization denial)
-  unless the deployment configured a mapping for it (``methods=``). The
+  unless the deployment configured a mapping for it (``methods=``; :data:`EXTRA_MAPPINGS`
+  maps ``server/discover`` and ``resources/templates/list``, which the binding does not). The
   server-initiated requests are out of the binding's scope and denied like unknown ones.
 * **Declared mappings** (a tool's ``inputSchema["x-authzen-mapping"]``) override the
   default ``tools/call`` mapping for that tool only.
@@ -64,6 +65,7 @@ log = logging.getLogger("policylang.integrations.mcp")
 
 __all__ = [
     "DEFAULT_MAPPINGS",
+    "EXTRA_MAPPINGS",
     "DENIED",
     "MAPPING_ERROR",
     "MAPPING_KEY",
@@ -152,6 +154,18 @@ DEFAULT_MAPPINGS: dict[str, dict] = {
     "tasks/result": _item("tasks/result", "task", "$params.taskId"),
     "tasks/cancel": _item("tasks/cancel", "task", "$params.taskId"),
     "tasks/list": _server("tasks/list"),
+}
+#: Mappings for client methods the binding (Draft 1) has no default for, which it
+#: therefore denies ("Unknown Methods": methods of later MCP versions fail closed). Not
+#: the binding's: policylang's, for a deployment to opt in to
+#: (``McpGuard(pdp, methods=EXTRA_MAPPINGS)``, docs/agents.md#methods-the-binding-does-not-map).
+#: ``server/discover`` (MCP 2026-07-28: what a modern client sends first, in place of
+#: ``initialize``) and ``resources/templates/list`` take the shape of the binding's
+#: ``initialize`` and ``resources/list`` (the server as the resource), each under its own
+#: action name, so a policy permits them by name.
+EXTRA_MAPPINGS: dict[str, dict] = {
+    "server/discover": _server("server/discover"),
+    "resources/templates/list": _server("resources/templates/list"),
 }
 # The binding writes the completion id as ``$params.ref.type == 'ref/prompt' ? $params.ref.name :
 # $params.ref.uri``: the inner ``$`` are its notation for an input variable, not CEL, so a ``$``
