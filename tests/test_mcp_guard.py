@@ -720,3 +720,38 @@ def test_guard_issuer_options_are_checked():
         McpGuard(FakePDP({"decision": True}), require_token=True)
     with pytest.raises(TypeError):
         McpGuard(FakePDP({"decision": True}), issuer=None, require_token="t")
+
+
+@pytest.mark.parametrize("which", ["remote", "embedded"])
+def test_http_a_modern_client_discovers_then_calls(env, which):
+    """The SDK's ``Client`` in its default mode starts with ``server/discover`` over
+    streamable HTTP; the example guard decides it (``methods=EXTRA_MAPPINGS``, the policy
+    names it: docs/agents.md#methods-the-binding-does-not-map), so the client stays on the
+    new protocol (refused, it would fall back to the 2025-11-25 handshake), then filters
+    and decides as for a handshake client."""
+    import httpx2
+    from mcp import Client
+    from mcp.client.streamable_http import streamable_http_client
+
+    server = env[which]
+
+    async def go(who, write: bool):
+        tok = env["idp"].token(who, server.url)
+        async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {tok}"}, timeout=30) as hc:
+            async with Client(streamable_http_client(server.url, http_client=hc)) as c:
+                # the discover was allowed: the client adopted the new protocol instead of
+                # falling back to the handshake (which over HTTP would also have worked)
+                assert c.protocol_version == "2026-07-28"
+                listed = names(await c.list_tools())
+                read = (await c.call_tool("read_doc", {"doc": "handbook"})).content[0].text
+                refused = None
+                if write:
+                    try:
+                        await c.call_tool("write_doc", {"doc": "handbook", "text": "defaced"})
+                    except MCPError as e:
+                        refused = e.code
+                return listed, read, refused
+    listed, read, refused = run(go(BOB, write=True))
+    assert listed == ["read_doc"] and read == "Be kind. Ship small changes." and refused == -32001
+    listed, read, _ = run(go(ALICE, write=False))
+    assert listed == ["read_doc", "write_doc", "transfer_funds"] and read == "Be kind. Ship small changes."
