@@ -755,3 +755,31 @@ def test_http_a_modern_client_discovers_then_calls(env, which):
     assert listed == ["read_doc"] and read == "Be kind. Ship small changes." and refused == -32001
     listed, read, _ = run(go(ALICE, write=False))
     assert listed == ["read_doc", "write_doc", "transfer_funds"] and read == "Be kind. Ship small changes."
+
+
+def test_stdio_a_modern_client_discovers_then_calls(env):
+    """The same over stdio (``mcp.Client`` with ``StdioServerParameters``): the example
+    guard decides the client's ``server/discover``, so it connects on the new protocol."""
+    import os
+
+    from mcp import Client
+    from mcp.client.stdio import StdioServerParameters
+
+    idp, pdp = env["idp"], env["pdp"]
+    aud = "urn:example:mcp-guard:stdio"
+    params = StdioServerParameters(
+        command=sys.executable, cwd=str(EXAMPLE),
+        args=[str(EXAMPLE / "server.py"), "--transport", "stdio", "--jwks", str(env["jwks"]), "--audience", aud,
+              "--pdp", pdp.url],
+        env={**os.environ, "POLICYLANG_MCP_TOKEN": idp.token(BOB, aud)})
+
+    async def go():
+        async with Client(params) as c:
+            assert c.protocol_version == "2026-07-28"
+            assert names(await c.list_tools()) == ["read_doc"]
+            assert (await c.call_tool("read_doc", {"doc": "handbook"})).content[0].text == \
+                "Be kind. Ship small changes."
+            with pytest.raises(MCPError) as e:
+                await c.call_tool("write_doc", {"doc": "d", "text": "t"})
+            assert e.value.code == -32001
+    run(go())
