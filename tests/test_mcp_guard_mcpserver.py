@@ -158,7 +158,7 @@ def test_a_gated_call_is_a_denial_without_an_access_request_service():
     assert ran == []
 
 
-def test_without_the_extra_mappings_a_modern_client_fails_closed_and_a_legacy_one_works():
+def test_without_the_extra_mappings_a_modern_client_fails_closed_and_a_legacy_one_works(caplog):
     server, pdp, ran = build(ALICE, methods=None)
 
     async def modern():
@@ -170,8 +170,11 @@ def test_without_the_extra_mappings_a_modern_client_fails_closed_and_a_legacy_on
     errors = leaves(e.value)
     assert errors and all(isinstance(x, MCPError) for x in errors), errors
     assert ran == []
-    # server/discover was refused by the guard itself (an unknown method: no PDP call)
+    # server/discover was refused by the guard itself (an unknown method: no PDP call),
+    # and the operator is told, once, how to decide it
     assert all(b.get("action") != {"name": "server/discover"} for b in pdp.bodies)
+    hints = [r for r in caplog.records if "methods=EXTRA_MAPPINGS" in r.getMessage()]
+    assert len(hints) == 1 and "'server/discover'" in hints[0].getMessage()
 
     async def legacy():
         async with Client(server, mode="legacy") as c:

@@ -68,6 +68,7 @@ from typing import Any
 
 from .coaz_mapping import (
     DENIED,
+    EXTRA_MAPPINGS,
     MAPPING_ERROR,
     MAPPING_KEY,
     PDP_ERROR,
@@ -441,6 +442,7 @@ class McpGuard:
         self.filter_tools = filter_tools
         self.lookup_declared = lookup_declared
         self.server: Any = None
+        self._hinted = False  # the EXTRA_MAPPINGS hint was logged (UnknownMethod in _build)
 
     def install(self, server: Any) -> Any:
         """Append the guard to ``server.middleware`` (a lowlevel ``Server`` or an
@@ -483,6 +485,10 @@ class McpGuard:
         except MappingError as e:
             raise MCPError(code=MAPPING_ERROR, message=e.message) from None
         except UnknownMethod as e:
+            if e.method in EXTRA_MAPPINGS and not self._hinted:
+                self._hinted = True  # once per guard: the operator's hint, not the client's
+                log.warning("denied %r: the COAZ-MCP binding does not map it; McpGuard(methods=EXTRA_MAPPINGS) "
+                            "decides it (docs/agents.md#methods-the-binding-does-not-map)", e.method)
             raise MCPError(code=DENIED, message=e.message) from None
         return built, claims
 
