@@ -783,3 +783,30 @@ def test_stdio_a_modern_client_discovers_then_calls(env):
                 await c.call_tool("write_doc", {"doc": "d", "text": "t"})
             assert e.value.code == -32001
     run(go())
+
+
+def test_http_a_modern_clients_call_is_its_own_task_revoked_after_it(env, jit):
+    """On 2026-07-28 every request is a single exchange, its own connection in the SDK, so
+    the guard gives each call its own task and revokes its token once it was answered
+    (docs/agents.md, step 4); the token was valid while the tool ran (the document store
+    verified it)."""
+    import httpx2
+    from mcp import Client
+    from mcp.client.streamable_http import streamable_http_client
+
+    from policylang.credentials import Revoked
+    server, issuer, idp = jit["embedded"], jit["issuer"], env["idp"]
+
+    async def go():
+        tok = idp.token(ALICE, server.url)
+        async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {tok}"}, timeout=30) as hc:
+            async with Client(streamable_http_client(server.url, http_client=hc)) as c:
+                assert c.protocol_version == "2026-07-28"
+                first = await c.call_tool("read_doc", {"doc": "handbook"})
+                assert first.content[0].text == "Be kind. Ship small changes."
+                second = echoed(await c.call_tool("read_doc", {"doc": "handbook"}))
+                first = echoed(first)
+                assert first["task"] != second["task"]  # a task per exchange, not per client
+                errors = await _until_revoked(issuer, [first, second])
+                assert all(isinstance(e, Revoked) for e in errors)
+    run(go())
