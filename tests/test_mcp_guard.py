@@ -810,3 +810,47 @@ def test_http_a_modern_clients_call_is_its_own_task_revoked_after_it(env, jit):
                 errors = await _until_revoked(issuer, [first, second])
                 assert all(isinstance(e, Revoked) for e in errors)
     run(go())
+
+
+def _rpc(client, url: str, body: dict, session: str | None = None) -> tuple[dict | None, str | None]:
+    """One JSON-RPC POST of streamable HTTP, raw: (the answer or None, the session id)."""
+    import json as _json
+    headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json",
+               "MCP-Protocol-Version": "2025-11-25"}
+    if session:
+        headers["Mcp-Session-Id"] = session
+    r = client.post(url, json=body, headers=headers)
+    assert r.status_code in (200, 202), (r.status_code, r.text)
+    answer = None
+    if "id" in body:
+        text = r.text
+        if r.headers.get("content-type", "").startswith("text/event-stream"):
+            text = next(ln[5:] for ln in text.splitlines() if ln.startswith("data:"))
+        answer = _json.loads(text)
+    return answer, r.headers.get("mcp-session-id", session)
+
+
+def test_http_an_idle_session_the_sdk_reaps_ends_its_task(env, jit):
+    """A client that opens a session, calls a tool and vanishes (no DELETE, no stream left
+    open): the SDK closes the session once it was idle for ``session_idle_timeout``, and
+    the guard's hook on the connection's ``exit_stack`` revokes the task's tokens
+    (docs/agents.md, step 4)."""
+    from policylang.credentials import Revoked
+    server = McpServer(env["jwks"], "--policies", str(EXAMPLE / "policies"), *jit["flags"],
+                       "--session-idle-timeout", "1")
+    issuer, idp = jit["issuer"], env["idp"]
+    try:
+        with httpx.Client(headers={"Authorization": f"Bearer {idp.token(ALICE, server.url)}"}, timeout=30) as c:
+            _, sid = _rpc(c, server.url, {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+                "protocolVersion": "2025-11-25", "capabilities": {},
+                "clientInfo": {"name": "vanishing", "version": "0"}}})
+            assert sid
+            _rpc(c, server.url, {"jsonrpc": "2.0", "method": "notifications/initialized"}, sid)
+            answer, _ = _rpc(c, server.url, {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+                                             "params": {"name": "read_doc", "arguments": {"doc": "handbook"}}}, sid)
+        token = answer["result"]["_meta"][ECHO]
+        issuer.verify(token["jwt"], scope="tools:call:read_doc", audience="read_doc")  # live after the call
+        errors = run(_until_revoked(issuer, [token], timeout=15.0))  # idle: reaped after about 1 s
+        assert isinstance(errors[0], Revoked)
+    finally:
+        server.stop()

@@ -150,6 +150,8 @@ def main(argv=None) -> int:
     p.add_argument("--token-issuer", default="urn:example:mcp-guard", help="the iss of the tokens it mints")
     p.add_argument("--echo-tokens", action="store_true",
                    help="demo only: return each call's token in the result's _meta")
+    p.add_argument("--session-idle-timeout", type=float, default=None,
+                   help="seconds after which the SDK closes an idle HTTP session (its task ends; default: the SDK's)")
     a = p.parse_args(argv)
     global ISSUER, ECHO_TOKENS
     if bool(a.token_keys) != bool(a.token_store):
@@ -184,9 +186,10 @@ def main(argv=None) -> int:
     import uvicorn
     from mcp.server.auth.settings import AuthSettings
     server, _ = build(decider, server_id=audience, issuer=ISSUER)
+    idle = {} if a.session_idle_timeout is None else {"session_idle_timeout": a.session_idle_timeout}
     app = server.streamable_http_app(
         auth=AuthSettings(issuer_url=a.issuer, resource_server_url=audience, validate_token_resource=False),
-        token_verifier=verifier, host=a.host)
+        token_verifier=verifier, host=a.host, **idle)
     uvicorn.run(app, host=a.host, port=a.port, log_level="warning")
     return 0
 
