@@ -269,3 +269,91 @@ def test_decisions_with_limits_survive_a_reload_keeping_the_counters(tmp_path):
         assert app.state.service.load("signal").changed
         d = c.post("/v1/decide", json=refund(100)).json()
         assert d["decision"] == "deny" and d["limits"][0]["used"] == 450, "the counter is per rule id"
+
+
+def _used(answer: dict) -> list:
+    return [(e["used"], e["outcome"]) for e in answer["context"]["limits"]]
+
+
+def test_an_authzen_retry_with_the_same_idempotency_key_consumes_once(client):
+    """docs/server.md#limits: the ``Idempotency-Key`` header is the evaluation's
+    idempotency_key. Three sends of one refund with one key reserve once (each answer is
+    that reservation); another key, or none, reserves again."""
+    body = authzen_refund(100, task="T-IK")
+    first = client.post("/access/v1/evaluation", json=body, headers={"Idempotency-Key": "pep-7f3a"}).json()
+    assert first["decision"] is True and _used(first) == [(100, "reserved"), (1, "reserved")]
+    for _ in range(2):  # the PEP timed out and sent it again
+        again = client.post("/access/v1/evaluation", json=body, headers={"Idempotency-Key": "pep-7f3a"}).json()
+        assert again["decision"] is True
+        assert again["context"]["limits"][0]["reservation"] == first["context"]["limits"][0]["reservation"]
+    other = client.post("/access/v1/evaluation", json=body, headers={"Idempotency-Key": "pep-7f3b"}).json()
+    assert _used(other) == [(200, "reserved"), (2, "reserved")]
+    plain = client.post("/access/v1/evaluation", json=body).json()
+    assert _used(plain) == [(300, "reserved"), (3, "reserved")]
+    # the task's budget (500) and the agent's count (3 an hour) saw three refunds, not five
+    d = client.post("/v1/decide", json=refund(100, task="T-IK")).json()
+    assert d["decision"] == "deny" and d["limits"][1]["outcome"] == "refused"  # the fourth of the hour
+
+
+def test_an_authzen_batch_retry_with_the_same_key_consumes_each_item_once(client):
+    items = [{"action": {"name": "refund", "properties": {"amount": 100}}},
+             {"action": {"name": "refund", "properties": {"amount": 150}}}]
+    body = {"subject": {"type": "agent", "id": "agent:b"}, "resource": {"type": "order", "id": "o-1"},
+            "context": {"intent": {"task_id": "T-IKB"}}, "evaluations": items, "options": {"decision_context": True}}
+    rounds = []
+    for _ in range(3):
+        r = client.post("/access/v1/evaluations", json=body, headers={"Idempotency-Key": "batch-1"})
+        assert r.status_code == 200, r.text
+        answers = r.json()["evaluations"]
+        assert [a["decision"] for a in answers] == [True, True]
+        rounds.append([a["context"]["limits"][0] for a in answers])
+    # item 0 and item 1 each reserved once: 100, then 250 in all; a retry finds each
+    # item's own reservation and the budget stays at 250 (a retry reports the counter)
+    assert [e["used"] for e in rounds[0]] == [100, 250]
+    for later in rounds[1:]:
+        assert [e["reservation"] for e in later] == [e["reservation"] for e in rounds[0]]
+        assert [e["used"] for e in later] == [250, 250]
+    # the single evaluation endpoint's body on the batch route takes the key as it is
+    single = client.post("/access/v1/evaluations", json=authzen_refund(10, task="T-IKB", agent="agent:b"),
+                         headers={"Idempotency-Key": "batch-1#0"}).json()
+    assert single["context"]["limits"][0]["reservation"] == rounds[0][0]["reservation"], \
+        "the same key as item 0: its reservation"
+
+
+@pytest.mark.parametrize("key, route, words", [
+    ("", "/access/v1/evaluation", "Idempotency-Key: must be 1 to 200 characters"),
+    ("k" * 201, "/access/v1/evaluation", "Idempotency-Key: must be 1 to 200 characters"),
+    ("k" * 199, "/access/v1/evaluations", "with '#' and the index of one of 2 evaluations appended"),
+])
+def test_a_bad_idempotency_key_is_400_naming_the_header(client, key, route, words):
+    body = authzen_refund(100, task="T-BAD")
+    if route.endswith("evaluations"):
+        body = {**body, "evaluations": [{}, {}]}
+    r = client.post(route, json=body, headers={"Idempotency-Key": key})
+    assert r.status_code == 400 and words in r.json()["error"]["message"]
+    assert _used(client.post("/access/v1/evaluation", json=body if "evaluations" not in body
+                             else authzen_refund(100, task="T-BAD")).json())[0] == (100, "reserved"), \
+        "nothing was reserved by the refused request"
+
+
+def test_without_a_limit_store_the_header_is_ignored(tmp_path):
+    """Nothing to consume: the header is read by no route (and the fast path, which
+    serves such a service, never reads it), so even a malformed one changes nothing."""
+    app = create_app(ServiceConfig(path=str(_policies(tmp_path, 'permit agent to read on order')), store=None),
+                     watch=False)
+    read = {"subject": {"type": "agent", "id": "agent:a"}, "action": {"name": "read"},
+            "resource": {"type": "order", "id": "o-1"}}
+    with TestClient(app) as c:
+        for key in ("", "x" * 500, "fine"):
+            r = c.post("/access/v1/evaluation", json=read, headers={"Idempotency-Key": key})
+            assert r.status_code == 200 and r.json()["decision"] is True
+
+
+def test_the_openapi_document_declares_the_header_on_the_evaluation_routes(client):
+    paths = client.get("/openapi.json").json()["paths"]
+    for route in ("/access/v1/evaluation", "/access/v1/evaluations"):
+        (param,) = [p for p in paths[route]["post"].get("parameters", []) if p["name"] == "Idempotency-Key"]
+        assert param["in"] == "header" and param["required"] is False
+        assert param["schema"] == {"type": "string", "minLength": 1, "maxLength": 200}
+    assert not [p for p in paths["/access/v1/search/resource"]["post"].get("parameters", [])
+                if p["name"] == "Idempotency-Key"], "a search consumes nothing"

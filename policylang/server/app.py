@@ -437,6 +437,7 @@ def create_app(config: ServiceConfig | str, *, service: PolicyService | None = N
     if limit_store is not None:  # limits (docs/server.md#limits): store round trips off the loop, metrics
         from .routes.limits import limited_decide
         route_ctx.decide = limited_decide(route_ctx)
+        route_ctx.limit_store = limit_store
     register_all(app, route_ctx)
     if limit_store is not None:
         from .routes import limits as limit_routes

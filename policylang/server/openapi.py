@@ -155,6 +155,21 @@ def body(schema: dict) -> dict:
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
+#: the optional header of the AuthZEN evaluation routes (docs/server.md#limits)
+IDEMPOTENCY_HEADER = {
+    "name": "Idempotency-Key", "in": "header", "required": False,
+    "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+    "description": "With a limit store: the evaluation's idempotency_key, so that a retry with the same "
+                   "key consumes its limits once (on a batch, item i's key is the value with #i "
+                   "appended). Ignored without a limit store.",
+}
+
+
+def with_idempotency(extra: dict) -> dict:
+    """``extra`` (an ``openapi_extra``) declaring :data:`IDEMPOTENCY_HEADER`."""
+    return {**extra, "parameters": [*extra.get("parameters", ()), IDEMPOTENCY_HEADER]}
+
+
 def responses(ok: dict, *, post: bool = True) -> dict:
     out = {200: {"description": "OK", "content": {"application/json": {"schema": ok}}}}
     if post:

@@ -40,6 +40,9 @@ class RouteContext:
         #: requests that may block (an approval id to look up, an audit write) run in
         #: the thread pool only when the service has an approvals store or an audit log
         self.use_threads = service.approvals is not None or service.audit is not None
+        #: the limit store (docs/server.md#limits), or None: without one no evaluation
+        #: consumes anything, and the AuthZEN routes ignore ``Idempotency-Key``
+        self.limit_store = None
 
     async def read_body(self, request: Request) -> dict:
         raw = request.scope.get("policylang.body")

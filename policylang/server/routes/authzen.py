@@ -12,7 +12,32 @@ from starlette.concurrency import run_in_threadpool
 
 from .. import authzen, identity, openapi
 from ..app import _YIELD_EVERY, _json
+from ...evaluation.limits import IDEMPOTENCY_FIELD, MAX_IDEMPOTENCY_KEY
 from . import RouteContext, get_options, post_options
+
+
+def _idempotency(ctx: RouteContext, request: Request, items: int | None = None) -> str | None:
+    """The ``Idempotency-Key`` header (docs/server.md#limits): the evaluation's
+    ``idempotency_key``, so that a retry with the same key consumes its limits once; None
+    without it, or when the service has no limit store (nothing to consume: the header is
+    ignored, as the fast path ignores it). 1 to 200 characters, else a 400. On a batch of
+    ``items`` each item's key is the header's with ``#`` and the item's index appended,
+    which must fit too."""
+    key = request.headers.get("idempotency-key")
+    if key is None or ctx.limit_store is None:
+        return None
+    longest = len(key) + (0 if items is None else 1 + len(str(max(items - 1, 0))))
+    if not key or longest > MAX_IDEMPOTENCY_KEY:
+        where = "" if items is None else f" with '#' and the index of one of {items} evaluations appended"
+        raise authzen.BadRequest(f"Idempotency-Key: must be 1 to {MAX_IDEMPOTENCY_KEY} characters{where}")
+    return key
+
+
+def _keyed(req, key: str | None, index: int | None = None):
+    """``req`` (a mapped request dict) with the idempotency key of :func:`_idempotency`."""
+    if key is not None and req.__class__ is dict:
+        req[IDEMPOTENCY_FIELD] = key if index is None else f"{key}#{index}"
+    return req
 
 
 def _respond(d, with_context: bool) -> dict:
@@ -73,13 +98,14 @@ def make_evaluation(ctx: RouteContext):
         t0 = time.perf_counter()
         try:
             body = await read_body(request)
+            key = _idempotency(ctx, request)
             engine = service.current.engine
             with_context = authzen.decision_context(body, True)
             if aarp is not None:
-                d, answer = await _aarp_answer(ctx, aarp, engine, authzen.to_request(body), body.get("context"),
-                                               request, with_context=with_context)
+                d, answer = await _aarp_answer(ctx, aarp, engine, _keyed(authzen.to_request(body), key),
+                                               body.get("context"), request, with_context=with_context)
             else:
-                d = await decide(engine, authzen.to_request(body))
+                d = await decide(engine, _keyed(authzen.to_request(body), key))
                 answer = _respond(d, with_context)
         except Exception as e:
             return failure("evaluation", e)
@@ -105,17 +131,22 @@ def make_evaluations(ctx: RouteContext):
             batch = authzen.parse_batch(body)
             engine = service.current.engine
             if batch.items is None:  # no array: a single evaluation
+                key = _idempotency(ctx, request)
                 with_context = authzen.decision_context(body, True)
                 if aarp is not None:
-                    d, answer = await _aarp_answer(ctx, aarp, engine, authzen.to_request(body), body.get("context"),
-                                                   request, with_context=with_context)
+                    d, answer = await _aarp_answer(ctx, aarp, engine, _keyed(authzen.to_request(body), key),
+                                                   body.get("context"), request, with_context=with_context)
                 else:
-                    d = await decide(engine, authzen.to_request(body))
+                    d = await decide(engine, _keyed(authzen.to_request(body), key))
                     answer = _respond(d, with_context)
                 metrics.decided("evaluations", d.decision)
                 response = _json(answer)
                 metrics.observe("evaluations", time.perf_counter() - t0)
                 return response
+            key = _idempotency(ctx, request, len(batch.items))
+            if key is not None:
+                for i, item in enumerate(batch.items):
+                    _keyed(item, key, i)
             # batch items answer {"decision": …} alone unless asked (docs/server.md#decision-context)
             with_context = authzen.decision_context(body, False)
             if aarp is not None:
@@ -305,11 +336,11 @@ def register(app, ctx: RouteContext) -> None:
     post, get = post_options(), get_options()
     app.router.add_api_route("/access/v1/evaluation", make_evaluation(ctx), name="evaluation",
                              summary="AuthZEN access evaluation",
-                             openapi_extra=openapi.body(openapi.EVALUATION_REQUEST),
+                             openapi_extra=openapi.with_idempotency(openapi.body(openapi.EVALUATION_REQUEST)),
                              responses=openapi.responses(openapi.EVALUATION_RESPONSE), **post)
     app.router.add_api_route("/access/v1/evaluations", make_evaluations(ctx), name="evaluations",
                              summary="AuthZEN access evaluations (batch)",
-                             openapi_extra=openapi.body(openapi.EVALUATIONS_REQUEST),
+                             openapi_extra=openapi.with_idempotency(openapi.body(openapi.EVALUATIONS_REQUEST)),
                              responses=openapi.responses(openapi.EVALUATIONS_RESPONSE), **post)
     for what, schema in (("subject", openapi.SEARCH_SUBJECT_REQUEST), ("resource", openapi.SEARCH_RESOURCE_REQUEST),
                          ("action", openapi.SEARCH_ACTION_REQUEST)):
