@@ -14,6 +14,7 @@ fails closed while a legacy-handshake client still works."""
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -29,19 +30,22 @@ import policylang
 from policylang.integrations.coaz_mapping import EXTRA_MAPPINGS
 from policylang.integrations.mcp import MAPPING_KEY, EmbeddedPDP, McpGuard
 
-POLICIES = Path(__file__).resolve().parent.parent / "examples" / "mcp-guard" / "policies"
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "mcp-guard"
+POLICIES = EXAMPLE / "policies"
 AGENT = "https://agents.example/assistant"
 ALICE, BOB = "alice@example.com", "bob@example.com"
 
-TRANSFER_MAPPING = {
-    "evaluation": {
-        "subject": {"type": "identity", "id": "$token.sub"},
-        "action": {"name": "transfer"},
-        "resource": {"type": "account", "id": "$params.arguments.from_account"},
-        "context": {"agent": "$token.?client_id", "amount": "$params.arguments.amount",
-                    "to_account": "$params.arguments.to_account"},
-    }
-}
+
+def _example_server():
+    """examples/mcp-guard/server.py as a module of its own name (its main() is not run)."""
+    spec = importlib.util.spec_from_file_location("mcp_guard_example_server", EXAMPLE / "server.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+#: the example's declared mapping of transfer_funds (the account and the amount)
+TRANSFER_MAPPING = _example_server().TRANSFER_MAPPING
 
 
 class RecordingPDP(EmbeddedPDP):
