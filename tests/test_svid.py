@@ -411,6 +411,90 @@ def test_serve_jwt_svid_over_http(tmp_path, domains):
         assert server.client.post("/access/v1/evaluation", json=READ).status_code == 401
 
 
+# ------------------------------------------------------------- the proven kind (--svid-kind)
+
+KIND_POLICY = POLICY + '''
+@id("people-approve")
+permit human to approve on payment
+  because "any person may approve"
+'''
+APPROVE = {"action": {"name": "approve"}, "resource": {"type": "payment", "id": "p-1"}}
+KINDS = (("spiffe://example.org/agent/*", "agent"), ("spiffe://example.org/people/**", "human"))
+
+
+def _kind_app(tmp: Path, bundle_dir: Path):
+    cfg = ServiceConfig(path=str(policy_dir(tmp, KIND_POLICY)), svid_bundle=str(bundle_dir), svid_audience=AUD,
+                        svid_kinds=KINDS)
+    return create_app(cfg, watch=False)
+
+
+def test_without_svid_kinds_a_proven_workload_may_claim_any_kind(tmp_path, domains, bundle_dir):
+    """The attack --svid-kind closes: the kind selects rules, and by default it is the body's."""
+    app = create_app(ServiceConfig(path=str(policy_dir(tmp_path, KIND_POLICY)), svid_bundle=str(bundle_dir),
+                                   svid_audience=AUD), watch=False)
+    with TestClient(app) as c:
+        r = c.post("/access/v1/evaluation", json={**APPROVE, "subject": {"type": "human", "id": AGENT}},
+                   headers=svid_header(domains["example.org"].jwt_svid()))
+        assert r.status_code == 200 and r.json()["decision"] is True  # an agent decided as a person
+
+
+def test_svid_kinds_bind_the_kind_to_the_proven_id(tmp_path, domains, bundle_dir):
+    with TestClient(_kind_app(tmp_path, bundle_dir)) as c:
+        tok = domains["example.org"].jwt_svid()  # spiffe://example.org/agent/x: an agent
+        # claiming to be a person is refused, naming the field and the proven kind
+        for body, path in (({**APPROVE, "subject": {"type": "human", "id": AGENT}}, "/access/v1/evaluation"),
+                           ({"principal": {"kind": "human", "id": AGENT}, "action": "approve",
+                             "resource": {"type": "payment", "id": "p-1"}}, "/v1/decide")):
+            r = c.post(path, json=body, headers=svid_header(tok))
+            assert r.status_code == 403, r.text
+            assert "names 'human'" in r.json()["error"]["message"] and "'agent'" in r.json()["error"]["message"]
+        # a batch item claiming another kind refuses the whole batch
+        batch = {"subject": {"type": "agent", "id": AGENT},
+                 "evaluations": [{"action": {"name": "read"}, "resource": {"type": "repo", "id": "a"}},
+                                 {"subject": {"type": "human", "id": AGENT}, **APPROVE}]}
+        r = c.post("/access/v1/evaluations", json=batch, headers=svid_header(tok))
+        assert r.status_code == 403 and "evaluations[1].subject.type" in r.json()["error"]["message"]
+        # the proven kind is filled in when the body names none, and decided as such
+        r = c.post("/access/v1/evaluation", json={**READ, "subject": {"type": "", "id": ""}},
+                   headers=svid_header(tok))
+        assert r.status_code == 200 and r.json()["decision"] is True and delegation_path(r) == [AGENT]
+        r = c.post("/v1/decide", json={"principal": {"id": AGENT}, "action": "read",
+                                       "resource": {"type": "repo", "id": "acme/api"}}, headers=svid_header(tok))
+        assert r.status_code == 200 and r.json()["decision"] == "allow", r.text
+        # a person's SVID is a human, and approves
+        person = domains["example.org"].jwt_svid(sub="spiffe://example.org/people/eng/ana")
+        r = c.post("/access/v1/evaluation", json={**APPROVE, "subject": {"type": "human", "id": ""}},
+                   headers=svid_header(person))
+        assert r.status_code == 200 and r.json()["decision"] is True
+        # a proven id no pattern matches has no known kind: 403, whatever the body says
+        odd = domains["example.org"].jwt_svid(sub="spiffe://example.org/ci/runner")
+        r = c.post("/access/v1/evaluation", json={**READ, "subject": {"type": "agent", "id": ""}},
+                   headers=svid_header(odd))
+        assert r.status_code == 403 and "matches no --svid-kind pattern" in r.json()["error"]["message"]
+        # without a proof the body is decided as it says (unless proof is required)
+        r = c.post("/access/v1/evaluation", json=READ)
+        assert r.status_code == 200 and r.json()["decision"] is True
+
+
+def test_the_service_config_keeps_svid_kinds_through_its_dict():
+    cfg = ServiceConfig(path="p", svid_bundle="b", svid_audience=AUD, svid_kinds=KINDS)
+    again = ServiceConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
+    assert again.svid_kinds == KINDS
+
+
+def test_serve_svid_kind_over_http(tmp_path, domains):
+    bundles = tmp_path / "bundles"
+    write_bundle(bundles, domains["example.org"])
+    with LiveServer(policy_dir(tmp_path, KIND_POLICY), "--svid-bundle", bundles, "--svid-audience", AUD,
+                    "--svid-kind", "spiffe://example.org/agent/*=agent") as server:
+        tok = domains["example.org"].jwt_svid()
+        r = server.client.post("/access/v1/evaluation", json={**APPROVE, "subject": {"type": "human", "id": AGENT}},
+                               headers=svid_header(tok))
+        assert r.status_code == 403 and "--svid-kind" in r.json()["error"]["message"]
+        r = server.client.post("/access/v1/evaluation", json=READ, headers=svid_header(tok))
+        assert r.status_code == 200 and r.json()["decision"] is True
+
+
 # ------------------------------------------------------------------------------- option checks
 
 @pytest.mark.parametrize("args, code, text", [
@@ -419,6 +503,12 @@ def test_serve_jwt_svid_over_http(tmp_path, domains):
     (["--svid-bundle", "{bundles}"], 2, "--svid-audience"),
     (["--svid-bundle", "{pem}", "--svid-audience", AUD], 1, "--trust-domain"),
     (["--svid-bundle", "{bundles}", "--svid-audience", AUD, "--trust-domain", "Not A Domain"], 1, "trust domain"),
+    (["--svid-kind", "spiffe://example.org/agent/*=agent"], 2, "--svid-kind needs --svid-bundle"),
+    (["--svid-bundle", "{bundles}", "--svid-audience", AUD, "--svid-kind", "agent"], 2, "expected PATTERN=KIND"),
+    (["--svid-bundle", "{bundles}", "--svid-audience", AUD, "--svid-kind", "example.org/*=agent"], 2,
+     "expected PATTERN=KIND"),
+    (["--svid-bundle", "{bundles}", "--svid-audience", AUD, "--svid-kind", "spiffe://example.org/*=not a kind"],
+     2, "expected PATTERN=KIND"),
 ])
 def test_bad_identity_options_refuse_to_start(tmp_path, domains, args, code, text):
     bundles = tmp_path / "bundles"

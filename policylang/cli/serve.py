@@ -84,6 +84,11 @@ def _echo_err(text: str) -> None:
 @click.option("--require-proven-principal", is_flag=True, default=False,
               help="Refuse decision requests without a valid SVID (401) and whose body names another "
                    "principal than the proven one (403). Needs --svid-bundle.")
+@click.option("--svid-kind", "svid_kinds", multiple=True, metavar="PATTERN=KIND",
+              help="The kind of a proven principal whose SPIFFE id matches the glob PATTERN "
+                   "(spiffe://example.org/agents/*=agent; repeatable, the first match wins). With any, a "
+                   "body naming another kind is 403, and so is a proven id no pattern matches. Needs "
+                   "--svid-bundle.")
 # -- Approvals over AuthZEN (docs/server.md#aarp) --------------------------------------------
 @click.option("--binding-keys", default=None, type=click.Path(dir_okay=False),
               help="Ed25519 keys (policylang token keygen) signing AARP binding tokens and approval states; "
@@ -99,7 +104,7 @@ def command(path, entities, host, port, workers, max_body, cache_size, poll_inte
             keep_alive_timeout, max_connections, jwks, jwt_audience, jwt_issuer, jwt_algorithms,
             jwt_caller_claim, tls_cert, tls_key, client_ca, admin_policies, create_store=False,
             require_open_tasks=False, svid_bundle=None, svid_audience=None, trust_domains=(),
-            require_proven_principal=False, binding_keys=None, binding_ttl=600, ui=False):
+            require_proven_principal=False, binding_keys=None, binding_ttl=600, ui=False, svid_kinds=()):
     _check_ui(ui=ui, workers=workers, host=host, authenticated=bool(jwks or client_ca))
     _check_options(host=host, store=store, keys=keys, issuer=issuer, jwks=jwks, jwt_audience=jwt_audience,
                    jwt_issuer=jwt_issuer, jwt_algorithms=jwt_algorithms, tls_cert=tls_cert, tls_key=tls_key,
@@ -107,6 +112,7 @@ def command(path, entities, host, port, workers, max_body, cache_size, poll_inte
                    require_open_tasks=require_open_tasks)
     _check_identity_options(svid_bundle=svid_bundle, svid_audience=svid_audience, trust_domains=trust_domains,
                             require_proven_principal=require_proven_principal, client_ca=client_ca)
+    kinds = _svid_kinds(svid_kinds, svid_bundle)
     if binding_keys and not store:
         raise click.UsageError("--binding-keys needs --store (the approval tickets live there)")
     aarp = {"binding_keys": binding_keys, "binding_ttl": binding_ttl} if binding_keys else None
@@ -130,7 +136,7 @@ def command(path, entities, host, port, workers, max_body, cache_size, poll_inte
         import dataclasses
         config = dataclasses.replace(config, svid_bundle=svid_bundle, svid_audience=svid_audience,
                                      svid_trust_domains=tuple(trust_domains),
-                                     require_proven_principal=require_proven_principal)
+                                     require_proven_principal=require_proven_principal, svid_kinds=kinds)
         try:
             from ..server.identity import verifier_for
             verifier_for(config)
@@ -242,6 +248,21 @@ def _check_identity_options(*, svid_bundle, svid_audience, trust_domains, requir
     if svid_bundle and not (svid_audience or client_ca):
         raise click.UsageError("--svid-bundle needs --svid-audience (JWT-SVIDs) or --client-ca (X.509-SVIDs "
                                "over mutual TLS), or both")
+
+
+def _svid_kinds(values, svid_bundle) -> tuple[tuple[str, str], ...]:
+    """``--svid-kind PATTERN=KIND`` values as (pattern, kind) pairs (usage errors exit 2)."""
+    import re
+    pairs = []
+    for value in values:
+        pattern, sep, kind = value.rpartition("=")
+        if not sep or not pattern.startswith("spiffe://") or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", kind):
+            raise click.UsageError(f"--svid-kind {value!r}: expected PATTERN=KIND, a glob of SPIFFE ids "
+                                   "(spiffe://...) and a kind name (spiffe://example.org/agents/*=agent)")
+        pairs.append((pattern, kind))
+    if pairs and not svid_bundle:
+        raise click.UsageError("--svid-kind needs --svid-bundle")
+    return tuple(pairs)
 
 
 def _check_auth(config) -> None:

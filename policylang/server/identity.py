@@ -260,11 +260,27 @@ class WorkloadVerifier:
     """Verifies JWT-SVIDs and X.509-SVIDs against :class:`TrustBundles`."""
 
     def __init__(self, bundles: TrustBundles, *, audience: str | None = None,
-                 trust_domains: tuple[str, ...] = (), require: bool = False):
+                 trust_domains: tuple[str, ...] = (), require: bool = False,
+                 kinds: tuple[tuple[str, str], ...] = ()):
+        from ..language.globs import Glob
         self.bundles = bundles
         self.audience = audience
         self.allowed = frozenset(_trust_domain_name(t) for t in trust_domains) if trust_domains else None
         self.require = require
+        #: (compiled glob, pattern, kind) in the order given (docs/server.md#proven-kinds)
+        self.kinds = tuple((Glob(pattern), pattern, kind) for pattern, kind in kinds)
+
+    def kind_of(self, spiffe_id: str) -> str | None:
+        """The kind of a proven principal: the kind of the first ``--svid-kind`` pattern its
+        SPIFFE id matches; None when none is configured (the body names the kind). With
+        patterns, an id that matches none is a 403: nothing says what it is."""
+        if not self.kinds:
+            return None
+        for glob, _pattern, kind in self.kinds:
+            if glob.match(spiffe_id):
+                return kind
+        raise ProofError(f"the proven principal {spiffe_id} matches no --svid-kind pattern, so its kind "
+                         "is unknown", 403)
 
     def _spiffe_id(self, value: Any, what: str) -> tuple[str, str]:
         """(SPIFFE id, trust domain) of ``value``, parsed by the spiffe package."""
@@ -412,18 +428,22 @@ def verifier_for(config) -> WorkloadVerifier | None:
     if not path:
         return None
     key = (path, getattr(config, "svid_audience", None), tuple(getattr(config, "svid_trust_domains", ()) or ()),
-           bool(getattr(config, "require_proven_principal", False)))
+           bool(getattr(config, "require_proven_principal", False)),
+           tuple(tuple(pair) for pair in getattr(config, "svid_kinds", ()) or ()))
     with _VERIFIERS_LOCK:
         v = _VERIFIERS.get(key)
         if v is None:
             tds = key[2]
             bundles = TrustBundles(path, tds[0] if len(tds) == 1 else None)
-            v = _VERIFIERS[key] = WorkloadVerifier(bundles, audience=key[1], trust_domains=tds, require=key[3])
+            v = _VERIFIERS[key] = WorkloadVerifier(bundles, audience=key[1], trust_domains=tds, require=key[3],
+                                                   kinds=key[4])
         return v
 
 
-def _bind_entity(entity: Any, proof: Proof | None, id_key: str, attrs_key: str, where: str) -> Any:
-    """``entity`` (a body's subject/principal object) bound to ``proof``: a copy."""
+def _bind_entity(entity: Any, proof: Proof | None, id_key: str, attrs_key: str, where: str,
+                 kind_key: str = "type", kind: str | None = None) -> Any:
+    """``entity`` (a body's subject/principal object) bound to ``proof``: a copy. ``kind``:
+    the proven principal's kind (:meth:`WorkloadVerifier.kind_of`), bound like the id."""
     if entity.__class__ is not dict:
         return entity  # the parser answers 400
     out = dict(entity)
@@ -437,6 +457,12 @@ def _bind_entity(entity: Any, proof: Proof | None, id_key: str, attrs_key: str, 
         raise ProofError(f"{where}.{id_key} names {str(named)[:200]!r} but the proven principal is "
                          f"{proof.spiffe_id}", 403)
     out[id_key] = proof.spiffe_id
+    if kind is not None:
+        named = out.get(kind_key)
+        if named not in (None, "") and named != kind:
+            raise ProofError(f"{where}.{kind_key} names {str(named)[:200]!r} but the proven principal "
+                             f"{proof.spiffe_id} is a {kind!r} (--svid-kind)", 403)
+        out[kind_key] = kind
     if attrs is None:
         attrs = {}
     if attrs.__class__ is dict:
@@ -467,20 +493,21 @@ def bind_body(verifier: WorkloadVerifier, path: str, scope: Mapping, body: dict)
         raise ProofError("this service requires a proven principal: present a JWT-SVID in X-Workload-SVID "
                          "or an X.509-SVID client certificate")
     body = dict(body)
+    kind = verifier.kind_of(proof.spiffe_id) if proof is not None else None
     if shape == "principal":
-        body["principal"] = _bind_entity(body.get("principal"), proof, "id", "attrs", "principal")
+        body["principal"] = _bind_entity(body.get("principal"), proof, "id", "attrs", "principal", "kind", kind)
     elif shape == "subject":
-        body["subject"] = _bind_entity(body.get("subject"), proof, "id", "properties", "subject")
+        body["subject"] = _bind_entity(body.get("subject"), proof, "id", "properties", "subject", "type", kind)
     elif shape == "batch":
         if body.get("subject") is not None:
-            body["subject"] = _bind_entity(body.get("subject"), proof, "id", "properties", "subject")
+            body["subject"] = _bind_entity(body.get("subject"), proof, "id", "properties", "subject", "type", kind)
         items = body.get("evaluations")
         if items.__class__ is list:
             bound = []
             for i, item in enumerate(items):
                 if item.__class__ is dict and item.get("subject") is not None:
                     item = {**item, "subject": _bind_entity(item["subject"], proof, "id", "properties",
-                                                            f"evaluations[{i}].subject")}
+                                                            f"evaluations[{i}].subject", "type", kind)}
                 bound.append(item)
             body["evaluations"] = bound
     elif shape == "search-subject":

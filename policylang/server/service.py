@@ -80,6 +80,9 @@ class ServiceConfig:
     svid_audience: str | None = None
     svid_trust_domains: tuple[str, ...] = ()
     require_proven_principal: bool = False
+    #: (SPIFFE id glob, kind) pairs: a proven principal's kind is the first match's
+    #: (docs/server.md#proven-kinds); empty: the body names the kind
+    svid_kinds: tuple[tuple[str, str], ...] = ()
 
     @property
     def auth_configured(self) -> bool:
@@ -90,6 +93,7 @@ class ServiceConfig:
         d["entities"] = list(self.entities)
         d["jwt_algorithms"] = list(self.jwt_algorithms)
         d["svid_trust_domains"] = list(self.svid_trust_domains)
+        d["svid_kinds"] = [list(pair) for pair in self.svid_kinds]
         return d
 
     @classmethod
@@ -98,6 +102,7 @@ class ServiceConfig:
         d["entities"] = tuple(d.get("entities") or ())
         d["jwt_algorithms"] = tuple(d.get("jwt_algorithms") or ())
         d["svid_trust_domains"] = tuple(d.get("svid_trust_domains") or ())
+        d["svid_kinds"] = tuple(tuple(pair) for pair in d.get("svid_kinds") or ())
         return cls(**d)
 
 
