@@ -267,8 +267,8 @@ class WorkloadVerifier:
         self.audience = audience
         self.allowed = frozenset(_trust_domain_name(t) for t in trust_domains) if trust_domains else None
         self.require = require
-        #: (compiled glob, pattern, kind) in the order given (docs/server.md#proven-kinds)
-        self.kinds = tuple((Glob(pattern), pattern, kind) for pattern, kind in kinds)
+        #: (compiled glob, kind) in the order given (docs/server.md#proven-kinds)
+        self.kinds = tuple((Glob(pattern), kind) for pattern, kind in kinds)
 
     def kind_of(self, spiffe_id: str) -> str | None:
         """The kind of a proven principal: the kind of the first ``--svid-kind`` pattern its
@@ -276,7 +276,7 @@ class WorkloadVerifier:
         patterns, an id that matches none is a 403: nothing says what it is."""
         if not self.kinds:
             return None
-        for glob, _pattern, kind in self.kinds:
+        for glob, kind in self.kinds:
             if glob.match(spiffe_id):
                 return kind
         raise ProofError(f"the proven principal {spiffe_id} matches no --svid-kind pattern, so its kind "

@@ -98,14 +98,14 @@ def make_evaluation(ctx: RouteContext):
         t0 = time.perf_counter()
         try:
             body = await read_body(request)
-            key = _idempotency(ctx, request)
+            req = _keyed(authzen.to_request(body), _idempotency(ctx, request))
             engine = service.current.engine
             with_context = authzen.decision_context(body, True)
             if aarp is not None:
-                d, answer = await _aarp_answer(ctx, aarp, engine, _keyed(authzen.to_request(body), key),
-                                               body.get("context"), request, with_context=with_context)
+                d, answer = await _aarp_answer(ctx, aarp, engine, req, body.get("context"), request,
+                                               with_context=with_context)
             else:
-                d = await decide(engine, _keyed(authzen.to_request(body), key))
+                d = await decide(engine, req)
                 answer = _respond(d, with_context)
         except Exception as e:
             return failure("evaluation", e)
@@ -131,13 +131,13 @@ def make_evaluations(ctx: RouteContext):
             batch = authzen.parse_batch(body)
             engine = service.current.engine
             if batch.items is None:  # no array: a single evaluation
-                key = _idempotency(ctx, request)
+                req = _keyed(authzen.to_request(body), _idempotency(ctx, request))
                 with_context = authzen.decision_context(body, True)
                 if aarp is not None:
-                    d, answer = await _aarp_answer(ctx, aarp, engine, _keyed(authzen.to_request(body), key),
-                                                   body.get("context"), request, with_context=with_context)
+                    d, answer = await _aarp_answer(ctx, aarp, engine, req, body.get("context"), request,
+                                                   with_context=with_context)
                 else:
-                    d = await decide(engine, _keyed(authzen.to_request(body), key))
+                    d = await decide(engine, req)
                     answer = _respond(d, with_context)
                 metrics.decided("evaluations", d.decision)
                 response = _json(answer)
